@@ -111,9 +111,11 @@ class EmulatorConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "EmulatorConfig":
         data = dict(data)
-        rates = {k: RateQuota(**v) if isinstance(v, dict) else RateQuota(*v)
+        rates = {k: v if isinstance(v, RateQuota)
+                 else RateQuota(**v) if isinstance(v, dict) else RateQuota(*v)
                  for k, v in (data.pop("rates", None) or {}).items()}
-        faults = [FaultSpec(**f) for f in (data.pop("faults", None) or [])]
+        faults = [f if isinstance(f, FaultSpec) else FaultSpec(**f)
+                  for f in (data.pop("faults", None) or [])]
         for f in faults:
             if f.kind not in FAULT_KINDS:
                 raise ValueError(f"unknown fault kind {f.kind!r}; expected one of {FAULT_KINDS}")
@@ -121,8 +123,9 @@ class EmulatorConfig:
         unknown = set(data) - set(cls.__dataclass_fields__)
         if unknown:
             raise ValueError(f"unknown emulator config keys: {sorted(unknown)}")
-        return cls(rates=rates, faults=faults,
-                   auth=AuthConfig(**auth) if auth else None, **data)
+        if isinstance(auth, dict):
+            auth = AuthConfig(**auth)
+        return cls(rates=rates, faults=faults, auth=auth or None, **data)
 
     @classmethod
     def from_json_file(cls, path: str) -> "EmulatorConfig":

@@ -1,0 +1,246 @@
+"""The `batchcopy` command line (typer).
+
+Heavy modules (pandas, pyarrow, aioboto3) are imported inside the commands that need
+them, so `batchcopy --help` starts fast.
+"""
+
+from __future__ import annotations
+
+import sys
+from enum import Enum
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+app = typer.Typer(
+    help="Run AWS HealthImaging CopyImageSet in bulk from a manifest, paced to your quotas, "
+         "with a crash-safe journal and a Parquet report. `batchcopy demo` tries it against "
+         "the bundled local emulator.",
+    no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
+
+
+def _mount_emulator() -> None:
+    from batchcopy.emulator.cli import emulator_app
+    app.add_typer(emulator_app, name="emulator",
+                  help="Run or seed the local HealthImaging emulator.")
+
+
+class OnConflict(str, Enum):
+    refresh = "refresh"
+    fail = "fail"
+
+
+class ProgressMode(str, Enum):
+    auto = "auto"
+    bar = "bar"
+    log = "log"
+    off = "off"
+
+
+def _fail(message: str, code: int = 2) -> None:
+    typer.echo(f"batchcopy: {message}", err=True)
+    raise typer.Exit(code)
+
+
+def _parse_duration(text: str | None) -> float | None:
+    if text is None:
+        return None
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    t = text.strip().lower()
+    try:
+        if t and t[-1] in units:
+            return float(t[:-1]) * units[t[-1]]
+        return float(t)
+    except ValueError:
+        _fail(f"--max-duration: not a duration: {text!r} (e.g. 3600, 90m, 6h)")
+    return None
+
+
+def _rates(rate: list[str], rate_file: Optional[Path]) -> dict[str, tuple[float, float | None]]:
+    from batchcopy.ratelimit import load_rate_file, parse_rate
+
+    out: dict[str, tuple[float, float | None]] = {}
+    try:
+        if rate_file is not None:
+            out.update(load_rate_file(rate_file))
+        for item in rate:
+            op, r, burst = parse_rate(item)
+            out[op] = (r, burst)
+    except (ValueError, OSError) as exc:
+        _fail(str(exc))
+    return out
+
+
+@app.command()
+def run(
+    manifest: str = typer.Argument(..., help="Manifest: CSV or Parquet, a local path or s3://bucket/key."),
+    datastore_id: Optional[str] = typer.Option(None, help="Data store for rows without a datastore_id column."),
+    report: Optional[str] = typer.Option(None, help="Report path (.parquet, local or s3://). Default: reports/<manifest>-<time>.parquet"),
+    journal: Optional[Path] = typer.Option(None, help="Journal (SQLite). Default: beside the report in reports/."),
+    resume: bool = typer.Option(False, "--resume", help="Continue the journal: skip rows already done, settle copies in flight, run the rest."),
+    merge: bool = typer.Option(True, "--merge/--no-merge", help="Carry compatible subset rows into one CopyImageSet call."),
+    rate: list[str] = typer.Option([], "--rate", help="OPERATION=RATE[/BURST] requests/s, e.g. CopyImageSet=5 for a raised quota. Repeatable."),
+    rate_file: Optional[Path] = typer.Option(None, help="JSON file of rates: {\"CopyImageSet\": 5} or {\"CopyImageSet\": {\"rate\": 5, \"burst\": 5}}."),
+    max_in_flight: int = typer.Option(100, min=1, help="Copies in progress per data store (the service allows 100)."),
+    max_attempts: int = typer.Option(5, min=1, help="Attempts per call for throttles, 5xx and connection errors."),
+    on_conflict: OnConflict = typer.Option(OnConflict.refresh, help="ConflictException: refresh = re-read the latest versions and try again; fail = report CONFLICT."),
+    max_conflict_refreshes: int = typer.Option(3, min=0, help="Refreshes per row before it is reported CONFLICT."),
+    max_failure_rate: float = typer.Option(0.5, min=0.0, max=1.0, help="Abort (exit 3) when more than this share of finished rows failed..."),
+    failure_min_rows: int = typer.Option(1000, min=1, help="...once at least this many rows finished (as S3 Batch Operations does)."),
+    max_duration: Optional[str] = typer.Option(None, help="Soft time limit (e.g. 6h): stop dispatching, finish in-flight copies, exit 5. Resume later."),
+    stop_grace: float = typer.Option(60.0, min=0.0, help="Seconds in-flight copies get to finish after a stop."),
+    endpoint_url: Optional[str] = typer.Option(None, envvar="AWS_ENDPOINT_URL_MEDICAL_IMAGING", help="HealthImaging endpoint (e.g. the emulator's)."),
+    region: Optional[str] = typer.Option(None, help="AWS region (default: your AWS configuration)."),
+    profile: Optional[str] = typer.Option(None, help="AWS profile (default credential chain otherwise)."),
+    progress: ProgressMode = typer.Option(ProgressMode.auto, help="auto: a bar on a terminal, a log line every --log-interval seconds otherwise."),
+    log_interval: float = typer.Option(30.0, min=0.1, help="Seconds between progress lines off a terminal."),
+    poll_first: float = typer.Option(1.0, min=0.001, help="Seconds before the first completion check of a copy."),
+    poll_max: float = typer.Option(30.0, min=0.001, help="Longest wait between completion checks of a long copy."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress output."),
+) -> None:
+    """Copy every row of MANIFEST; write one report row per manifest row."""
+    from batchcopy.job import JobOptions, run_job
+    from batchcopy.runner import RunSettings
+
+    settings = RunSettings(
+        merge=merge, max_in_flight_per_datastore=max_in_flight, max_attempts=max_attempts,
+        on_conflict=on_conflict.value, max_conflict_refreshes=max_conflict_refreshes,
+        max_failure_rate=max_failure_rate, failure_min_rows=failure_min_rows,
+        max_duration_s=_parse_duration(max_duration), stop_grace_s=stop_grace)
+    opts = JobOptions(
+        manifest=manifest, datastore_id=datastore_id, report=report,
+        journal=str(journal) if journal else None, resume=resume, rates=_rates(rate, rate_file),
+        endpoint_url=endpoint_url, region=region, profile=profile,
+        progress="off" if quiet else progress.value, log_interval_s=log_interval,
+        poll_first_s=poll_first, poll_max_s=poll_max, settings=settings)
+    raise typer.Exit(run_job(opts))
+
+
+@app.command()
+def validate(
+    manifest: str = typer.Argument(..., help="Manifest: CSV or Parquet, local or s3://."),
+    datastore_id: Optional[str] = typer.Option(None, help="Data store for rows without the column."),
+) -> None:
+    """Check MANIFEST without calling the service: exit 0 if valid, 2 with the errors if not."""
+    import asyncio
+    import tempfile
+
+    from batchcopy import storage
+    from batchcopy.manifest import ManifestInvalid, validate as check
+
+    with tempfile.TemporaryDirectory(prefix="batchcopy-") as tmp:
+        try:
+            local = asyncio.run(storage.download(manifest, Path(tmp)))
+            result = check(local, display_name=manifest, default_datastore_id=datastore_id)
+        except FileNotFoundError:
+            _fail(f"manifest not found: {manifest}")
+        except ManifestInvalid as exc:
+            _fail(f"invalid manifest:\n{exc}")
+    if not result.ok:
+        for err in result.errors[:200]:
+            typer.echo(str(err), err=True)
+        _fail(f"{manifest}: {len(result.errors)} error(s); nothing would be sent")
+    typer.echo(f"{manifest}: {result.rows} rows OK ({result.datastores} data store(s), "
+               f"{result.image_sets} image set(s), {result.subset_rows} subset row(s))")
+
+
+@app.command()
+def plan(
+    manifest: str = typer.Argument(..., help="Manifest: CSV or Parquet, local or s3://."),
+    datastore_id: Optional[str] = typer.Option(None),
+    merge: bool = typer.Option(True, "--merge/--no-merge"),
+    copy_rate: float = typer.Option(0.25, help="CopyImageSet requests/s, for the time estimate."),
+) -> None:
+    """Show how MANIFEST would run: calls, merges, chains and the time at the copy quota."""
+    import asyncio
+    import tempfile
+
+    from batchcopy import storage
+    from batchcopy.manifest import ManifestInvalid, read_specs
+    from batchcopy.plan import Planner
+
+    planner = Planner(merge=merge)
+    rows = calls = merged = chained = 0
+    with tempfile.TemporaryDirectory(prefix="batchcopy-") as tmp:
+        try:
+            local = asyncio.run(storage.download(manifest, Path(tmp)))
+            for batch in read_specs(local, display_name=manifest, default_datastore_id=datastore_id):
+                rows += len(batch)
+                for unit in planner.add_batch(batch):
+                    calls += 1
+                    merged += len(unit.rows) > 1
+                    chained += bool(unit.after)
+        except FileNotFoundError:
+            _fail(f"manifest not found: {manifest}")
+        except ManifestInvalid as exc:
+            _fail(f"invalid manifest:\n{exc}")
+    hours = calls / copy_rate / 3600 if copy_rate > 0 else float("inf")
+    typer.echo(f"{rows} rows -> {calls} CopyImageSet calls ({merged} merged calls, "
+               f"{rows - calls} calls saved); {chained} calls wait for an earlier copy of the "
+               f"same image set; at {copy_rate:g} calls/s: about {hours:.2f} h")
+
+
+@app.command("report")
+def report_cmd(
+    source: str = typer.Argument(..., help="A journal (.journal.sqlite) or a report (.parquet, local or s3://)."),
+    failed_manifest: Optional[Path] = typer.Option(None, help="Write a manifest (CSV) of the rows to retry: failed, conflict, unknown, not run."),
+    out: Optional[str] = typer.Option(None, help="From a journal: (re)write the Parquet report here."),
+) -> None:
+    """Summarise a run; rebuild its report from the journal; list the rows to retry."""
+    import asyncio
+
+    from batchcopy import report as rep
+
+    if source.endswith(".sqlite") or source.endswith(".journal"):
+        from batchcopy.job import journal_results, write_outputs
+        from batchcopy.journal import Journal
+
+        if not Path(source).exists():
+            _fail(f"journal not found: {source}")
+        journal = Journal(Path(source))
+        try:
+            dest = out or str(Path("reports") / (Path(source).name.removesuffix(".journal.sqlite") + ".parquet"))
+            summary = asyncio.run(write_outputs(journal, dest, {"journal": source, "report": dest}))
+            typer.echo(rep.human_summary(summary))
+            if failed_manifest is not None:
+                n = rep.write_failed_manifest(journal_results(journal), failed_manifest)
+                typer.echo(f"{n} row(s) to retry written to {failed_manifest}")
+        finally:
+            journal.close()
+        return
+    try:
+        frame = rep.read_report(source)
+    except FileNotFoundError:
+        _fail(f"report not found: {source}")
+    counts = frame["status"].value_counts().to_dict()
+    typer.echo(f"{source}: {len(frame)} rows; " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
+    errors = frame["error_code"].dropna().value_counts().head(10).to_dict()
+    if errors:
+        typer.echo("error codes: " + ", ".join(f"{k} {v}" for k, v in errors.items()))
+    if failed_manifest is not None:
+        n = rep.write_failed_manifest(rep.iter_report_rows(source) if not source.startswith("s3://")
+                                      else (rep.RowResult(**r) for r in frame.to_dict("records")),
+                                      failed_manifest)
+        typer.echo(f"{n} row(s) to retry written to {failed_manifest}")
+
+
+@app.command()
+def demo(
+    rows: int = typer.Option(40, min=8, help="About how many manifest rows to generate."),
+    copy_rate: float = typer.Option(8.0, help="Raised CopyImageSet quota for the demo (client and emulator agree)."),
+    keep_running: bool = typer.Option(False, help="Leave the emulator running after the demo."),
+) -> None:
+    """Try batchcopy with no AWS account: embedded emulator, seeded data, a demo manifest, a run."""
+    from batchcopy.demo import run_demo
+
+    raise typer.Exit(run_demo(rows=rows, copy_rate=copy_rate, keep_running=keep_running))
+
+
+def main() -> None:
+    _mount_emulator()
+    app(prog_name="batchcopy")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,283 @@
+"""Client-side pacing: one async token bucket per API operation, with AIMD.
+
+HealthImaging publishes a request quota per operation as (rate, burst): a token
+bucket on the service side. We keep a bucket of the same shape on our side so
+that calls leave at the rate the service will accept, instead of learning the
+quota from throttling errors.
+
+Semantics of `TokenBucket` (the edge cases are the point):
+
+* The bucket starts **full**: `burst` calls may go at once.
+* Tokens accrue continuously at `current_rate` per second, up to `burst`.
+  Idle time never banks more than `burst` tokens: after an hour of silence the
+  next second admits `burst + current_rate` calls, not an hour's worth.
+* `acquire()` takes one token, waiting when none is available. Waiters are
+  served strictly in arrival order (FIFO): a caller that arrives while others
+  wait queues behind them even if a token happens to be free at that moment.
+  A cancelled waiter leaves the queue without taking a token.
+* AIMD. `on_throttle()` is a multiplicative decrease: `current_rate` halves
+  (never below `rate * min_rate_fraction`) and the bucket is emptied, so the
+  next call waits one full token interval at the new rate. Throttles that
+  arrive in a cluster (many calls that were in flight together) count as one
+  decrease: a further `on_throttle()` within one token interval of the last
+  decrease only empties the bucket again. `on_success()` is an additive
+  increase: `current_rate` grows by `rate * increase_fraction` per success,
+  never above the configured `rate`.
+* A bucket with rate `math.inf` is unlimited: `acquire()` never waits and
+  AIMD is a no-op.
+
+`RateLimiter` holds one bucket per operation name, created on first use from
+`DEFAULT_QUOTAS` (the published defaults) or the caller's overrides. An
+operation with no published quota and no override gets an unlimited bucket:
+the service does not document a quota for it, and guessing one would only
+slow down calls (a throttle is still retried with backoff by the caller).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from pathlib import Path
+
+# Published HealthImaging request quotas per account and region: (rate/s, burst).
+# Kept here (not imported from the emulator): the runner never imports the emulator.
+DEFAULT_QUOTAS: dict[str, tuple[float, float]] = {
+    "CopyImageSet": (0.25, 1),
+    "UpdateImageSetMetadata": (0.25, 1),
+    "DeleteImageSet": (0.25, 1),
+    "GetImageSet": (25, 50),
+    "SearchImageSets": (25, 50),
+    "ListImageSetVersions": (25, 50),
+    "GetDICOMImportJob": (25, 50),
+    "GetImageSetMetadata": (50, 100),
+    "GetImageFrame": (1000, 2000),
+    "GetDatastore": (10, 20),
+    "ListDatastores": (5, 10),
+    "CreateDatastore": (0.085, 1),
+    "DeleteDatastore": (0.085, 1),
+}
+
+Clock = Callable[[], float]
+Sleep = Callable[[float], Awaitable[object]]
+_EPSILON = 1e-9  # float slack: a token that is 0.999999999 there counts as there
+
+
+class TokenBucket:
+    """An async, FIFO-fair token bucket with AIMD rate adaptation (see module doc).
+
+    rate / burst: the configured quota; `current_rate` is what AIMD currently
+    allows (rate * min_rate_fraction <= current_rate <= rate). `clock` and
+    `sleep` are injectable so tests can run the bucket on a fake clock.
+    """
+
+    def __init__(
+        self,
+        rate: float,
+        burst: float,
+        *,
+        clock: Clock = time.monotonic,
+        min_rate_fraction: float = 0.1,
+        increase_fraction: float = 0.05,
+        sleep: Sleep = asyncio.sleep,
+    ) -> None:
+        if not rate > 0:
+            raise ValueError(f"rate must be > 0 requests/s, got {rate!r}")
+        if not burst >= 1:
+            raise ValueError(f"burst must be >= 1, got {burst!r}")
+        if not 0 < min_rate_fraction <= 1:
+            raise ValueError(f"min_rate_fraction must be in (0, 1], got {min_rate_fraction!r}")
+        if not increase_fraction > 0:
+            raise ValueError(f"increase_fraction must be > 0, got {increase_fraction!r}")
+        self.rate = float(rate)
+        self.burst = float(burst)
+        self.current_rate = float(rate)
+        self.min_rate = self.rate * min_rate_fraction
+        self._increase = self.rate * increase_fraction
+        self._clock = clock
+        self._sleep = sleep
+        self._tokens = self.burst
+        self._stamp = clock()
+        self._last_decrease: float | None = None
+        # asyncio.Lock hands itself over in FIFO order and does not let a newcomer
+        # overtake a waiter that was already woken: that is our queue.
+        self._queue = asyncio.Lock()
+
+    @property
+    def unlimited(self) -> bool:
+        return math.isinf(self.rate)
+
+    @property
+    def tokens(self) -> float:
+        """Tokens available now (for diagnostics; may be fractional)."""
+        self._refill()
+        return self._tokens
+
+    def _refill(self) -> None:
+        now = self._clock()
+        elapsed = max(0.0, now - self._stamp)
+        self._stamp = now
+        if not self.unlimited:
+            self._tokens = min(self.burst, self._tokens + elapsed * self.current_rate)
+
+    async def acquire(self) -> float:
+        """Wait for a token (FIFO among waiters) and take it; return seconds waited."""
+        if self.unlimited:
+            return 0.0
+        start = self._clock()
+        async with self._queue:
+            while True:
+                self._refill()
+                if self._tokens >= 1.0 - _EPSILON:
+                    self._tokens = max(0.0, self._tokens - 1.0)
+                    return max(0.0, self._clock() - start)
+                # Sleep for the deficit at the current rate, then look again:
+                # on_throttle() may have emptied the bucket meanwhile.
+                await self._sleep((1.0 - self._tokens) / self.current_rate)
+
+    def on_throttle(self) -> None:
+        """Multiplicative decrease: halve current_rate (floored), empty the bucket."""
+        if self.unlimited:
+            return
+        self._refill()
+        now = self._clock()
+        clustered = (
+            self._last_decrease is not None
+            and now - self._last_decrease < 1.0 / self.current_rate
+        )
+        if not clustered:
+            self.current_rate = max(self.min_rate, self.current_rate / 2.0)
+            self._last_decrease = now
+        self._tokens = 0.0
+
+    def on_success(self) -> None:
+        """Additive increase of current_rate toward the configured rate."""
+        if self.unlimited or self.current_rate >= self.rate:
+            return
+        self._refill()
+        self.current_rate = min(self.rate, self.current_rate + self._increase)
+
+    def __repr__(self) -> str:
+        return (f"TokenBucket(rate={self.rate}, burst={self.burst}, "
+                f"current_rate={self.current_rate:.4g})")
+
+
+class RateLimiter:
+    """One `TokenBucket` per operation, created lazily.
+
+    overrides: operation -> (rate, burst or None). A None burst keeps the
+    operation's published burst (1 for an operation without one).
+    rate_scale multiplies every rate (e.g. 100 against an emulator running at
+    time_scale 0.01); bursts are not scaled.
+    """
+
+    def __init__(
+        self,
+        overrides: Mapping[str, tuple[float, float | None]] | None = None,
+        *,
+        clock: Clock = time.monotonic,
+        rate_scale: float = 1.0,
+        sleep: Sleep = asyncio.sleep,
+        margin: float = 0.02,
+    ) -> None:
+        if not 0 <= margin < 1:
+            raise ValueError(f"margin must be in [0, 1), got {margin!r}")
+        self.margin = margin
+        if not rate_scale > 0:
+            raise ValueError(f"rate_scale must be > 0, got {rate_scale!r}")
+        self._clock = clock
+        self._sleep = sleep
+        self._scale = rate_scale
+        self._config: dict[str, tuple[float, float]] = {
+            op: (rate * rate_scale, burst) for op, (rate, burst) in DEFAULT_QUOTAS.items()
+        }
+        for op, (rate, burst) in (overrides or {}).items():
+            if burst is None:
+                burst = DEFAULT_QUOTAS.get(op, (rate, 1.0))[1]
+            self._config[op] = (rate * rate_scale, burst)
+        self._buckets: dict[str, TokenBucket] = {}
+
+    def bucket(self, operation: str) -> TokenBucket:
+        found = self._buckets.get(operation)
+        if found is None:
+            rate, burst = self._config.get(operation, (math.inf, 1.0))
+            # pace a hair under the quota: a request that leaves on time can still
+            # arrive a little early relative to the one before it (scheduling and
+            # network jitter), and a burst-1 bucket on the service side counts that
+            # as a throttle
+            found = TokenBucket(rate * (1.0 - self.margin), burst, clock=self._clock,
+                                sleep=self._sleep)
+            self._buckets[operation] = found
+        return found
+
+    def configured(self) -> dict[str, tuple[float, float]]:
+        """The effective (rate, burst) of every operation with a quota."""
+        return dict(self._config)
+
+
+def _known_operation(name: str) -> str:
+    if name not in DEFAULT_QUOTAS:
+        known = ", ".join(sorted(DEFAULT_QUOTAS))
+        raise ValueError(f"unknown operation {name!r}; known operations: {known}")
+    return name
+
+
+def _positive(value: object, what: str, minimum: float, strict: bool) -> float:
+    try:
+        number = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        raise ValueError(f"{what} must be a number, got {value!r}") from None
+    if isinstance(value, bool) or not math.isfinite(number) or (
+        number <= minimum if strict else number < minimum
+    ):
+        bound = f"> {minimum:g}" if strict else f">= {minimum:g}"
+        raise ValueError(f"{what} must be a finite number {bound}, got {value!r}")
+    return number
+
+
+def parse_rate(text: str) -> tuple[str, float, float | None]:
+    """Parse "CopyImageSet=5" or "CopyImageSet=5/10" into (operation, rate, burst)."""
+    name, sep, value = text.partition("=")
+    name, value = name.strip(), value.strip()
+    if not sep or not name or not value:
+        raise ValueError(f"expected OPERATION=RATE or OPERATION=RATE/BURST, got {text!r}")
+    _known_operation(name)
+    rate_text, slash, burst_text = value.partition("/")
+    rate = _positive(rate_text.strip(), f"rate of {name}", 0.0, strict=True)
+    if not slash:
+        return name, rate, None
+    burst = _positive(burst_text.strip(), f"burst of {name}", 1.0, strict=False)
+    return name, rate, burst
+
+
+def load_rate_file(path: Path) -> dict[str, tuple[float, float | None]]:
+    """Read {"CopyImageSet": 5} or {"CopyImageSet": {"rate": 5, "burst": 10}} from JSON."""
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{path}: not valid JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: expected a JSON object of operation -> rate")
+    result: dict[str, tuple[float, float | None]] = {}
+    for name, spec in data.items():
+        try:
+            _known_operation(name)
+            if isinstance(spec, dict):
+                extra = set(spec) - {"rate", "burst"}
+                if extra or "rate" not in spec:
+                    raise ValueError(
+                        f"{name}: expected {{\"rate\": R, \"burst\": B}} (burst optional), "
+                        f"got keys {sorted(spec)}")
+                rate = _positive(spec["rate"], f"rate of {name}", 0.0, strict=True)
+                burst_value = spec.get("burst")
+                burst = (None if burst_value is None
+                         else _positive(burst_value, f"burst of {name}", 1.0, strict=False))
+            else:
+                rate = _positive(spec, f"rate of {name}", 0.0, strict=True)
+                burst = None
+        except ValueError as exc:
+            raise ValueError(f"{path}: {exc}") from None
+        result[name] = (rate, burst)
+    return result

@@ -1,0 +1,281 @@
+"""What an error means for the run, and how long to wait before trying again.
+
+`classify()` sorts every failure of an API call into one `ErrorKind`. It is
+built from small checks, each a plain predicate over the exception, tried in a
+fixed order (credentials, throttling, auth, conflict, 5xx, other 4xx, then
+transport errors); each check can be tested alone.
+
+The kinds and what the runner does with them:
+
+THROTTLE   the service refused the call for rate; nothing executed. Slow down, retry.
+TRANSIENT  nothing executed (or the operation is idempotent): retry with backoff.
+CONFLICT   409: a stale version id or a LOCKED image set. Refresh, maybe retry.
+ROW_FATAL  the request itself is wrong (4xx): this row fails, the run goes on.
+RUN_FATAL  credentials, signature, access: every further call would fail. Stop.
+AMBIGUOUS  a non-idempotent call (CopyImageSet, DeleteImageSet,
+           UpdateImageSetMetadata) may or may not have executed: the request
+           may have reached the server before the failure. Find out before
+           retrying; a blind retry can make a second copy.
+
+How aiobotocore 2.25 (aiohttp 3.x) reports a broken connection, which decides
+between TRANSIENT and AMBIGUOUS (see aiobotocore/httpsession.py `send`):
+
+* connect refused / DNS failure: `EndpointConnectionError` whose `error` kwarg is
+  an aiohttp `ClientConnectorError` (or `socket.gaierror`): never sent.
+* connect timeout: `ConnectTimeoutError`: never sent.
+* server closed the connection without an answer (our "reset" and
+  "lost_response" faults, a dropped keep-alive connection): aiohttp raises
+  `ServerDisconnectedError`, which aiobotocore turns into
+  `ConnectionClosedError`; a truncated body is `ClientPayloadError`, also
+  `ConnectionClosedError`: possibly executed.
+* connection reset by peer (RST) after sending: aiohttp `ClientOSError`, which
+  aiobotocore wraps in **`EndpointConnectionError`** ("Could not connect to
+  the endpoint URL") although the request may have been sent. So
+  `EndpointConnectionError` only means "never sent" when the wrapped error is
+  a connect failure; anything else it wraps is ambiguous.
+* read timeout: `ReadTimeoutError`: possibly executed.
+* errors while reading a streamed body later: `ResponseStreamingError` (or
+  raw aiohttp `ClientPayloadError`): the response arrived, so the operation
+  ran; only reads stream bodies here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import random
+import re
+import socket
+from dataclasses import dataclass
+from typing import Any
+
+
+class ErrorKind(enum.Enum):
+    THROTTLE = "THROTTLE"
+    TRANSIENT = "TRANSIENT"
+    CONFLICT = "CONFLICT"
+    ROW_FATAL = "ROW_FATAL"
+    RUN_FATAL = "RUN_FATAL"
+    AMBIGUOUS = "AMBIGUOUS"
+
+
+# Operations that change state and carry no idempotency token.
+NON_IDEMPOTENT: frozenset[str] = frozenset(
+    {"CopyImageSet", "DeleteImageSet", "UpdateImageSetMetadata",
+     "CreateDatastore", "DeleteDatastore", "StartDICOMImportJob"}
+)
+
+THROTTLE_CODES = frozenset({
+    "ThrottlingException", "Throttling", "ThrottledException", "TooManyRequestsException",
+    "RequestLimitExceeded", "RequestThrottled", "RequestThrottledException", "SlowDown",
+    "BandwidthLimitExceeded",
+})
+RUN_FATAL_CODES = frozenset({
+    "AccessDeniedException", "AccessDenied", "UnrecognizedClientException",
+    "InvalidSignatureException", "SignatureDoesNotMatch", "IncompleteSignature",
+    "ExpiredTokenException", "ExpiredToken", "InvalidClientTokenId", "InvalidAccessKeyId",
+    "MissingAuthenticationTokenException", "MissingAuthenticationToken",
+    "RequestExpired", "UnauthorizedOperation", "AuthFailure",
+})
+CONFLICT_CODES = frozenset({"ConflictException"})
+# Answered before anything executed: the front end was unavailable.
+UNAVAILABLE_CODES = frozenset({"ServiceUnavailable", "ServiceUnavailableException",
+                               "RequestTimeout", "RequestTimeoutException"})
+# The service may have started the work before failing.
+SERVER_ERROR_CODES = frozenset({"InternalServerException", "InternalServerError",
+                                "InternalFailure", "InternalError"})
+
+
+# ----------------------------------------------------------------- inspection
+def _client_error_parts(exc: BaseException) -> tuple[str, str, int | None] | None:
+    """(code, message, http status) of a botocore ClientError, else None."""
+    response = getattr(exc, "response", None)
+    if not isinstance(response, dict) or "Error" not in response:
+        return None
+    error = response.get("Error") or {}
+    meta = response.get("ResponseMetadata") or {}
+    status = meta.get("HTTPStatusCode")
+    code = str(error.get("Code") or "")
+    if not code and isinstance(status, int):
+        code = f"HTTP{status}"
+    return code, str(error.get("Message") or ""), status if isinstance(status, int) else None
+
+
+def error_code(exc: BaseException) -> str:
+    """The service's error code for a ClientError, else the exception's class name."""
+    parts = _client_error_parts(exc)
+    if parts is not None and parts[0]:
+        return parts[0]
+    return type(exc).__name__
+
+
+_SECRET_PATTERNS = (
+    re.compile(r"\b(?:AKIA|ASIA|AIDA|AROA)[A-Z0-9]{12,}\b"),
+    re.compile(r"(Credential=)[^,\s]+", re.IGNORECASE),
+    re.compile(r"(Signature=)[0-9a-f]+", re.IGNORECASE),
+    re.compile(r"((?:X-Amz-Security-Token|aws_session_token|aws_secret_access_key|"
+               r"SecretAccessKey|SessionToken)[\"']?\s*[:=]\s*[\"']?)[^\s\"'&,]+",
+               re.IGNORECASE),
+)
+_MAX_MESSAGE = 2000
+
+
+def error_message(exc: BaseException) -> str:
+    """A one-line human message, scrubbed of anything that looks like a credential."""
+    parts = _client_error_parts(exc)
+    text = parts[1] if parts is not None and parts[1] else str(exc)
+    if not text:
+        text = type(exc).__name__
+    for pattern in _SECRET_PATTERNS:
+        text = pattern.sub(lambda m: (m.group(1) if m.groups() else "") + "[REDACTED]", text)
+    text = " ".join(text.split())
+    return text if len(text) <= _MAX_MESSAGE else text[: _MAX_MESSAGE - 3] + "..."
+
+
+# ----------------------------------------------------------------- checks
+# Each check answers one question about an exception; classify() orders them.
+
+def is_credentials_problem(exc: BaseException) -> bool:
+    """Local configuration: no credentials, no region, a missing profile, SSO expired."""
+    from botocore import exceptions as bx
+
+    return isinstance(exc, (
+        bx.NoCredentialsError, bx.PartialCredentialsError, bx.NoRegionError,
+        bx.CredentialRetrievalError, bx.ProfileNotFound, bx.NoAuthTokenError,
+        bx.TokenRetrievalError, bx.UnauthorizedSSOTokenError,
+    ))
+
+
+def is_throttle(code: str, status: int | None) -> bool:
+    return code in THROTTLE_CODES or status == 429
+
+
+def is_run_fatal_code(code: str) -> bool:
+    return code in RUN_FATAL_CODES
+
+
+def is_conflict(code: str, status: int | None) -> bool:
+    return code in CONFLICT_CODES
+
+
+def is_unavailable(code: str, status: int | None) -> bool:
+    """503-like answers: the request was refused before any work started."""
+    return code in UNAVAILABLE_CODES or status == 503
+
+
+def is_server_error(code: str, status: int | None) -> bool:
+    """500-like answers: the service may have done part or all of the work."""
+    return code in SERVER_ERROR_CODES or (status is not None and status >= 500)
+
+
+def _wrapped(exc: BaseException) -> BaseException | None:
+    kwargs = getattr(exc, "kwargs", None)
+    inner = kwargs.get("error") if isinstance(kwargs, dict) else None
+    return inner if isinstance(inner, BaseException) else None
+
+
+def never_sent(exc: BaseException) -> bool:
+    """Transport errors that happen before the request leaves this host."""
+    import aiohttp
+    from botocore import exceptions as bx
+
+    if isinstance(exc, (bx.ConnectTimeoutError, bx.ProxyConnectionError, bx.SSLError,
+                        aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError,
+                        socket.gaierror)):
+        return True
+    if isinstance(exc, bx.EndpointConnectionError):
+        # aiobotocore also wraps mid-request ClientOSError (connection reset) here.
+        inner = _wrapped(exc)
+        return inner is None or never_sent(inner)
+    return False
+
+
+def maybe_sent(exc: BaseException) -> bool:
+    """Transport errors after which the server may have received the request."""
+    import aiohttp
+    from botocore import exceptions as bx
+
+    if never_sent(exc):
+        return False
+    return isinstance(exc, (
+        bx.ReadTimeoutError, bx.ConnectionClosedError, bx.ResponseStreamingError,
+        bx.IncompleteReadError, bx.HTTPClientError, bx.ConnectionError,
+        aiohttp.ClientConnectionError, aiohttp.ClientPayloadError,
+        asyncio.TimeoutError, TimeoutError, ConnectionError,
+    ))
+
+
+# ----------------------------------------------------------------- decision
+def classify(exc: BaseException, *, operation: str,
+             request_sent: bool | None = None) -> ErrorKind:
+    """Sort one failure of `operation` into an ErrorKind (see module doc).
+
+    request_sent: what the caller knows about the transport, if anything;
+    False forces connection errors to TRANSIENT, True forces them to
+    "may have executed". None: infer from the exception.
+    """
+    idempotent = operation not in NON_IDEMPOTENT
+    maybe_executed = ErrorKind.TRANSIENT if idempotent else ErrorKind.AMBIGUOUS
+
+    if is_credentials_problem(exc):
+        return ErrorKind.RUN_FATAL
+    parts = _client_error_parts(exc)
+    if parts is not None:
+        code, _message, status = parts
+        if is_throttle(code, status):
+            return ErrorKind.THROTTLE
+        if is_run_fatal_code(code):
+            return ErrorKind.RUN_FATAL
+        if is_conflict(code, status):
+            return ErrorKind.CONFLICT
+        if is_unavailable(code, status):
+            return ErrorKind.TRANSIENT
+        if is_server_error(code, status):
+            return maybe_executed
+        return ErrorKind.ROW_FATAL
+    if _is_param_validation(exc):
+        return ErrorKind.ROW_FATAL
+    if request_sent is False and (never_sent(exc) or maybe_sent(exc)):
+        return ErrorKind.TRANSIENT
+    if never_sent(exc) and request_sent is not True:
+        return ErrorKind.TRANSIENT
+    if maybe_sent(exc) or never_sent(exc):
+        return maybe_executed
+    # Not an AWS or transport error: a bug or an unexpected local failure.
+    return ErrorKind.ROW_FATAL
+
+
+def _is_param_validation(exc: BaseException) -> bool:
+    from botocore import exceptions as bx
+
+    return isinstance(exc, (bx.ParamValidationError, bx.ValidationError))
+
+
+def is_retryable(kind: ErrorKind) -> bool:
+    """Whether a call may simply be repeated after this kind of failure."""
+    return kind in (ErrorKind.THROTTLE, ErrorKind.TRANSIENT)
+
+
+# ----------------------------------------------------------------- backoff
+@dataclass(frozen=True)
+class Backoff:
+    """Truncated binary exponential backoff with full jitter.
+
+    delay(attempt) = uniform(0, min(cap, base * 2**attempt)), attempt counted
+    from 0 (the wait after the first failure).
+    """
+
+    base: float = 0.5
+    cap: float = 20.0
+
+    def __post_init__(self) -> None:
+        if self.base < 0 or self.cap < 0:
+            raise ValueError("backoff base and cap must be >= 0")
+
+    def ceiling(self, attempt: int) -> float:
+        attempt = max(0, min(int(attempt), 64))  # 2**64 * base exceeds any cap
+        return min(self.cap, self.base * (2 ** attempt))
+
+    def delay(self, attempt: int, rng: random.Random | None = None) -> float:
+        draw: Any = (rng or random).uniform
+        return float(draw(0.0, self.ceiling(attempt)))

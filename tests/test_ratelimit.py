@@ -1,0 +1,328 @@
+"""TokenBucket / RateLimiter semantics on a fake clock, and rate parsing."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import json
+import math
+from collections.abc import Callable, Coroutine
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from batchcopy.ratelimit import (
+    DEFAULT_QUOTAS,
+    RateLimiter,
+    TokenBucket,
+    load_rate_file,
+    parse_rate,
+)
+
+
+def aio(fn: Callable[..., Coroutine[Any, Any, None]]) -> Callable[..., None]:
+    """Run an async test body in a fresh event loop (no pytest-asyncio here)."""
+
+    @functools.wraps(fn)
+    def run(*args: Any, **kwargs: Any) -> None:
+        asyncio.run(fn(*args, **kwargs))
+
+    return run
+
+
+class FakeTime:
+    """A clock that only moves when someone sleeps on it."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+        self.sleeps: list[float] = []
+
+    def __call__(self) -> float:
+        return self.now
+
+    async def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.now += max(0.0, seconds)
+        await asyncio.sleep(0)
+
+
+def make_bucket(rate: float, burst: float, **kwargs: float) -> tuple[TokenBucket, FakeTime]:
+    t = FakeTime()
+    return TokenBucket(rate, burst, clock=t, sleep=t.sleep, **kwargs), t
+
+
+@aio
+async def test_full_burst_available_at_start() -> None:
+    bucket, t = make_bucket(2.0, 5)
+    waits = [await bucket.acquire() for _ in range(5)]
+    assert waits == [0.0] * 5
+    assert t.now == 1000.0
+    assert await bucket.acquire() == pytest.approx(0.5)
+
+
+@aio
+async def test_steady_rate_after_burst() -> None:
+    bucket, t = make_bucket(4.0, 2)
+    for _ in range(2):
+        await bucket.acquire()
+    start = t.now
+    for _ in range(20):
+        await bucket.acquire()
+    assert t.now - start == pytest.approx(20 / 4.0)
+
+
+@aio
+async def test_idle_time_never_banks_more_than_burst() -> None:
+    bucket, t = make_bucket(1.0, 3)
+    for _ in range(3):
+        await bucket.acquire()
+    t.now += 3600.0  # an hour idle
+    assert bucket.tokens == pytest.approx(3.0)
+    waits = [await bucket.acquire() for _ in range(4)]
+    assert waits[:3] == [0.0, 0.0, 0.0]
+    assert waits[3] == pytest.approx(1.0)
+
+
+@aio
+async def test_fractional_tokens_accrue_continuously() -> None:
+    bucket, t = make_bucket(0.25, 1)
+    await bucket.acquire()
+    t.now += 2.0  # half a token
+    assert await bucket.acquire() == pytest.approx(2.0)
+
+
+@aio
+async def test_waiters_are_served_in_arrival_order() -> None:
+    bucket, t = make_bucket(1.0, 1)
+    order: list[int] = []
+
+    async def worker(i: int) -> None:
+        await bucket.acquire()
+        order.append(i)
+
+    tasks = []
+    for i in range(8):
+        tasks.append(asyncio.create_task(worker(i)))
+        await asyncio.sleep(0)  # arrive one after another
+    await asyncio.gather(*tasks)
+    assert order == list(range(8))
+    assert t.now == pytest.approx(1000.0 + 7.0)
+
+
+@aio
+async def test_newcomer_queues_behind_waiters_even_if_a_token_is_free() -> None:
+    bucket, t = make_bucket(1.0, 1)
+    await bucket.acquire()
+    order: list[str] = []
+
+    async def worker(name: str) -> None:
+        await bucket.acquire()
+        order.append(name)
+
+    first = asyncio.create_task(worker("first"))
+    await asyncio.sleep(0)  # first is now sleeping for its token
+    t.now += 5.0  # tokens are there now, but "first" has not woken yet
+    late = asyncio.create_task(worker("late"))
+    await asyncio.gather(first, late)
+    assert order == ["first", "late"]
+
+
+@aio
+async def test_cancelled_waiter_takes_no_token() -> None:
+    bucket, t = make_bucket(1.0, 1)
+    await bucket.acquire()
+    blocked = asyncio.Event()
+
+    async def never_wakes(seconds: float) -> None:
+        blocked.set()
+        await asyncio.Event().wait()
+
+    bucket._sleep = never_wakes  # the head waiter parks until cancelled
+    head = asyncio.create_task(bucket.acquire())
+    await blocked.wait()
+    head.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await head
+    bucket._sleep = t.sleep
+    t.now += 1.0
+    assert bucket.tokens == pytest.approx(1.0)
+    assert await bucket.acquire() == 0.0
+
+
+@aio
+async def test_on_throttle_halves_empties_and_floors() -> None:
+    bucket, t = make_bucket(10.0, 20, min_rate_fraction=0.1)
+    bucket.on_throttle()
+    assert bucket.current_rate == pytest.approx(5.0)
+    assert bucket.tokens == 0.0
+    rates = []
+    for _ in range(10):
+        t.now += 10.0  # far apart: each throttle is its own event
+        bucket.on_throttle()
+        rates.append(bucket.current_rate)
+    assert rates[:2] == [pytest.approx(2.5), pytest.approx(1.25)]
+    assert min(rates) == pytest.approx(1.0)  # floor: 10 * 0.1
+    assert rates[-1] == pytest.approx(1.0)
+    assert bucket.rate == 10.0  # the configured rate is kept
+
+
+@aio
+async def test_clustered_throttles_decrease_once() -> None:
+    bucket, t = make_bucket(8.0, 16)
+    for _ in range(30):  # thirty calls in flight together, all throttled
+        bucket.on_throttle()
+    assert bucket.current_rate == pytest.approx(4.0)
+    t.now += 1.0  # well past one token interval (0.25 s)
+    bucket.on_throttle()
+    assert bucket.current_rate == pytest.approx(2.0)
+
+
+@aio
+async def test_tokens_accrue_at_current_rate_after_throttle() -> None:
+    bucket, t = make_bucket(10.0, 50)
+    bucket.on_throttle()  # 5/s, empty
+    t.now += 1.0
+    assert bucket.tokens == pytest.approx(5.0)
+    for _ in range(5):
+        await bucket.acquire()
+    assert await bucket.acquire() == pytest.approx(0.2)
+
+
+@aio
+async def test_on_success_recovers_additively_up_to_rate() -> None:
+    bucket, t = make_bucket(10.0, 20, increase_fraction=0.05)
+    bucket.on_throttle()
+    assert bucket.current_rate == pytest.approx(5.0)
+    for i in range(1, 11):
+        bucket.on_success()
+        assert bucket.current_rate == pytest.approx(min(10.0, 5.0 + 0.5 * i))
+    for _ in range(5):
+        bucket.on_success()
+    assert bucket.current_rate == pytest.approx(10.0)
+
+
+def test_bucket_rejects_bad_parameters() -> None:
+    with pytest.raises(ValueError, match="rate"):
+        TokenBucket(0, 1)
+    with pytest.raises(ValueError, match="burst"):
+        TokenBucket(1, 0.5)
+    with pytest.raises(ValueError, match="min_rate_fraction"):
+        TokenBucket(1, 1, min_rate_fraction=0)
+
+
+@aio
+async def test_limiter_defaults_overrides_and_unknown_operations() -> None:
+    t = FakeTime()
+    limiter = RateLimiter({"CopyImageSet": (5.0, None), "GetImageSet": (3.0, 7.0)},
+                          clock=t, sleep=t.sleep, margin=0.0)
+    copy = limiter.bucket("CopyImageSet")
+    assert (copy.rate, copy.burst) == (5.0, 1.0)  # None burst keeps the published burst
+    assert limiter.bucket("CopyImageSet") is copy  # one bucket per operation
+    get = limiter.bucket("GetImageSet")
+    assert (get.rate, get.burst) == (3.0, 7.0)
+    meta = limiter.bucket("GetImageSetMetadata")
+    assert (meta.rate, meta.burst) == DEFAULT_QUOTAS["GetImageSetMetadata"]
+    configured = limiter.configured()
+    assert configured["CopyImageSet"] == (5.0, 1.0)
+    assert configured["ListDatastores"] == (5, 10)
+    assert set(DEFAULT_QUOTAS) <= set(configured)
+    tag = limiter.bucket("TagResource")  # no published quota: unlimited
+    assert math.isinf(tag.rate)
+    assert [await tag.acquire() for _ in range(1000)] == [0.0] * 1000
+    tag.on_throttle()
+    tag.on_success()
+    assert t.now == 1000.0
+
+
+def test_limiter_rate_scale() -> None:
+    limiter = RateLimiter({"GetImageSet": (2.0, 4.0)}, rate_scale=100, margin=0.0)
+    assert limiter.bucket("CopyImageSet").rate == pytest.approx(25.0)
+    assert limiter.bucket("CopyImageSet").burst == 1.0
+    assert limiter.configured()["GetImageSet"] == (200.0, 4.0)
+
+
+def test_limiter_paces_a_margin_under_the_quota_but_reports_the_quota() -> None:
+    limiter = RateLimiter({"CopyImageSet": (10.0, 1.0)})
+    assert limiter.bucket("CopyImageSet").rate == pytest.approx(9.8)  # 2% default margin
+    assert limiter.configured()["CopyImageSet"] == (10.0, 1.0)
+    with pytest.raises(ValueError, match="margin"):
+        RateLimiter(margin=1.0)
+
+
+def test_default_quotas_match_the_published_table() -> None:
+    assert DEFAULT_QUOTAS["CopyImageSet"] == (0.25, 1)
+    assert DEFAULT_QUOTAS["GetImageSet"] == (25, 50)
+    assert DEFAULT_QUOTAS["SearchImageSets"] == (25, 50)
+    assert DEFAULT_QUOTAS["ListImageSetVersions"] == (25, 50)
+    assert DEFAULT_QUOTAS["GetImageSetMetadata"] == (50, 100)
+    assert DEFAULT_QUOTAS["GetDatastore"] == (10, 20)
+    assert DEFAULT_QUOTAS["ListDatastores"] == (5, 10)
+    assert DEFAULT_QUOTAS["DeleteImageSet"] == (0.25, 1)
+
+
+@pytest.mark.parametrize("text,expected", [
+    ("CopyImageSet=5", ("CopyImageSet", 5.0, None)),
+    ("CopyImageSet=5/10", ("CopyImageSet", 5.0, 10.0)),
+    (" GetImageSet = 0.5 / 1 ", ("GetImageSet", 0.5, 1.0)),
+    ("CopyImageSet=0.25/1", ("CopyImageSet", 0.25, 1.0)),
+])
+def test_parse_rate_accepts(text: str, expected: tuple) -> None:
+    assert parse_rate(text) == expected
+
+
+@pytest.mark.parametrize("text,message", [
+    ("CopyImageSet", "OPERATION=RATE"),
+    ("CopyImageSet=", "OPERATION=RATE"),
+    ("=5", "OPERATION=RATE"),
+    ("CopyImageSets=5", "unknown operation 'CopyImageSets'; known operations: .*CopyImageSet"),
+    ("CopyImageSet=fast", "rate of CopyImageSet must be a number"),
+    ("CopyImageSet=0", "rate of CopyImageSet must be a finite number > 0"),
+    ("CopyImageSet=-1", "> 0"),
+    ("CopyImageSet=inf", "finite"),
+    ("CopyImageSet=5/0.5", "burst of CopyImageSet must be a finite number >= 1"),
+    ("CopyImageSet=5/", "burst of CopyImageSet must be a number"),
+])
+def test_parse_rate_rejects_with_clear_message(text: str, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        parse_rate(text)
+
+
+def test_unknown_operation_error_lists_every_known_one() -> None:
+    with pytest.raises(ValueError) as info:
+        parse_rate("GetImageSets=5")
+    for name in DEFAULT_QUOTAS:
+        assert name in str(info.value)
+
+
+def test_load_rate_file_both_forms(tmp_path: Path) -> None:
+    path = tmp_path / "rates.json"
+    path.write_text(json.dumps({
+        "CopyImageSet": 5,
+        "GetImageSet": {"rate": 10, "burst": 20},
+        "ListImageSetVersions": {"rate": 2.5},
+    }))
+    assert load_rate_file(path) == {
+        "CopyImageSet": (5.0, None),
+        "GetImageSet": (10.0, 20.0),
+        "ListImageSetVersions": (2.5, None),
+    }
+
+
+@pytest.mark.parametrize("content,message", [
+    ("{not json", "not valid JSON"),
+    ("[1, 2]", "expected a JSON object"),
+    ('{"CopyImageSett": 5}', "unknown operation 'CopyImageSett'"),
+    ('{"CopyImageSet": "five"}', "rate of CopyImageSet must be a number"),
+    ('{"CopyImageSet": true}', "rate of CopyImageSet must be a finite number"),
+    ('{"CopyImageSet": -2}', "> 0"),
+    ('{"CopyImageSet": {"rate": 5, "brust": 10}}', "got keys \\['brust', 'rate'\\]"),
+    ('{"CopyImageSet": {"burst": 10}}', "expected"),
+    ('{"CopyImageSet": {"rate": 5, "burst": 0}}', "burst of CopyImageSet"),
+])
+def test_load_rate_file_errors_name_the_file(tmp_path: Path, content: str, message: str) -> None:
+    path = tmp_path / "rates.json"
+    path.write_text(content)
+    with pytest.raises(ValueError, match=message) as info:
+        load_rate_file(path)
+    assert str(path) in str(info.value)

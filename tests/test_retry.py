@@ -1,0 +1,215 @@
+"""Error classification over real botocore / aiohttp exceptions, and backoff bounds."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import socket
+
+import aiohttp
+import pytest
+from botocore import exceptions as bx
+from botocore.exceptions import ClientError
+
+from batchcopy.retry import (
+    NON_IDEMPOTENT,
+    Backoff,
+    ErrorKind,
+    classify,
+    error_code,
+    error_message,
+    is_retryable,
+)
+
+URL = "http://127.0.0.1:9/datastore/x"
+T, A, C, R, F, TH = (ErrorKind.TRANSIENT, ErrorKind.AMBIGUOUS, ErrorKind.CONFLICT,
+                     ErrorKind.ROW_FATAL, ErrorKind.RUN_FATAL, ErrorKind.THROTTLE)
+
+
+def client_error(code: str, status: int, message: str = "boom",
+                 operation: str = "CopyImageSet") -> ClientError:
+    return ClientError({"Error": {"Code": code, "Message": message},
+                        "ResponseMetadata": {"HTTPStatusCode": status}}, operation)
+
+
+def closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def real_connector_error() -> aiohttp.ClientConnectorError:
+    """What aiohttp really raises when nothing listens on the port."""
+    async with aiohttp.ClientSession() as session:
+        try:
+            await session.post(f"http://127.0.0.1:{closed_port()}/")
+        except aiohttp.ClientConnectorError as exc:
+            return exc
+    raise AssertionError("connection to a closed port succeeded")
+
+
+@pytest.fixture(scope="module")
+def connector_error() -> aiohttp.ClientConnectorError:
+    return asyncio.run(real_connector_error())
+
+
+# (exception, kind for CopyImageSet, kind for GetImageSet)
+SERVICE_TABLE = [
+    (client_error("ThrottlingException", 429), TH, TH),
+    (client_error("TooManyRequestsException", 429), TH, TH),
+    (client_error("RequestLimitExceeded", 400), TH, TH),
+    (client_error("SlowDown", 503), TH, TH),
+    (client_error("", 429), TH, TH),
+    (client_error("AccessDeniedException", 403), F, F),
+    (client_error("UnrecognizedClientException", 403), F, F),
+    (client_error("InvalidSignatureException", 403), F, F),
+    (client_error("ExpiredTokenException", 403), F, F),
+    (client_error("ExpiredToken", 400), F, F),
+    (client_error("InvalidClientTokenId", 403), F, F),
+    (client_error("MissingAuthenticationTokenException", 403), F, F),
+    (client_error("ConflictException", 409), C, C),
+    (client_error("ValidationException", 400), R, R),
+    (client_error("ResourceNotFoundException", 404), R, R),
+    (client_error("BadRequestException", 400), R, R),
+    (client_error("NotAcceptableException", 406), R, R),
+    (client_error("ServiceQuotaExceededException", 402), R, R),
+    (client_error("SomethingNew", 418), R, R),
+    (client_error("InternalServerException", 500), A, T),
+    (client_error("", 502), A, T),
+    (client_error("", 504), A, T),
+    (client_error("ServiceUnavailable", 503), T, T),
+    (client_error("ServiceUnavailableException", 503), T, T),
+    (client_error("", 503), T, T),
+]
+
+
+@pytest.mark.parametrize("exc,copy_kind,get_kind", SERVICE_TABLE,
+                         ids=[f"{error_code(e)}-{e.response['ResponseMetadata']['HTTPStatusCode']}"
+                              for e, _, _ in SERVICE_TABLE])
+def test_service_errors(exc: ClientError, copy_kind: ErrorKind, get_kind: ErrorKind) -> None:
+    assert classify(exc, operation="CopyImageSet") is copy_kind
+    assert classify(exc, operation="GetImageSet") is get_kind
+
+
+@pytest.mark.parametrize("exc", [
+    bx.NoCredentialsError(),
+    bx.PartialCredentialsError(provider="env", cred_var="AWS_SECRET_ACCESS_KEY"),
+    bx.NoRegionError(),
+    bx.ProfileNotFound(profile="nope"),
+])
+def test_local_credential_problems_are_run_fatal(exc: Exception) -> None:
+    assert classify(exc, operation="CopyImageSet") is F
+    assert classify(exc, operation="GetImageSet") is F
+
+
+def test_parameter_validation_is_row_fatal() -> None:
+    exc = bx.ParamValidationError(report="Invalid length for parameter imageSetId")
+    assert classify(exc, operation="CopyImageSet") is R
+
+
+def transport_table(connector: aiohttp.ClientConnectorError) -> list[tuple[BaseException, ErrorKind]]:
+    """(exception, kind for CopyImageSet); GetImageSet always gets TRANSIENT."""
+    return [
+        # never left this host
+        (bx.EndpointConnectionError(endpoint_url=URL), T),
+        (bx.EndpointConnectionError(endpoint_url=URL, error=connector), T),
+        (bx.ConnectTimeoutError(endpoint_url=URL), T),
+        (connector, T),
+        (aiohttp.ConnectionTimeoutError("Connection timeout to host"), T),
+        # may have reached the server
+        (bx.ReadTimeoutError(endpoint_url=URL), A),
+        (bx.ConnectionClosedError(endpoint_url=URL), A),
+        (bx.ConnectionClosedError(endpoint_url=URL,
+                                  error=aiohttp.ServerDisconnectedError()), A),
+        (bx.EndpointConnectionError(endpoint_url=URL,
+                                    error=aiohttp.ClientOSError(104, "Connection reset by peer")),
+         A),
+        (bx.EndpointConnectionError(endpoint_url=URL,
+                                    error=aiohttp.ClientConnectionError("Connection closed")), A),
+        (bx.ResponseStreamingError(error=aiohttp.ClientPayloadError("truncated")), A),
+        (aiohttp.ServerDisconnectedError(), A),
+        (aiohttp.ClientOSError(104, "Connection reset by peer"), A),
+        (aiohttp.ClientPayloadError("Response payload is not completed"), A),
+        (asyncio.TimeoutError(), A),
+        (ConnectionResetError(104, "reset"), A),
+    ]
+
+
+def test_transport_errors(connector_error: aiohttp.ClientConnectorError) -> None:
+    for exc, copy_kind in transport_table(connector_error):
+        assert classify(exc, operation="CopyImageSet") is copy_kind, repr(exc)
+        assert classify(exc, operation="DeleteImageSet") is copy_kind, repr(exc)
+        assert classify(exc, operation="UpdateImageSetMetadata") is copy_kind, repr(exc)
+        for op in ("GetImageSet", "ListImageSetVersions", "SearchImageSets",
+                   "GetImageSetMetadata", "GetDatastore"):
+            assert classify(exc, operation=op) is T, (op, repr(exc))
+
+
+def test_request_sent_overrides_inference(connector_error: aiohttp.ClientConnectorError) -> None:
+    read_timeout = bx.ReadTimeoutError(endpoint_url=URL)
+    assert classify(read_timeout, operation="CopyImageSet", request_sent=False) is T
+    assert classify(connector_error, operation="CopyImageSet", request_sent=True) is A
+    assert classify(connector_error, operation="GetImageSet", request_sent=True) is T
+    # service answers do not depend on it
+    assert classify(client_error("ThrottlingException", 429), operation="CopyImageSet",
+                    request_sent=True) is TH
+
+
+def test_unexpected_exceptions_are_row_fatal() -> None:
+    assert classify(KeyError("versionId"), operation="GetImageSet") is R
+
+
+def test_non_idempotent_set() -> None:
+    assert {"CopyImageSet", "DeleteImageSet", "UpdateImageSetMetadata"} <= NON_IDEMPOTENT
+    assert not {"GetImageSet", "ListImageSetVersions", "SearchImageSets"} & NON_IDEMPOTENT
+
+
+def test_retryable_kinds() -> None:
+    assert [k for k in ErrorKind if is_retryable(k)] == [TH, T]
+
+
+def test_error_code_and_message() -> None:
+    exc = client_error("ConflictException", 409, "Image set is locked")
+    assert error_code(exc) == "ConflictException"
+    assert error_message(exc) == "Image set is locked"
+    assert error_code(client_error("", 502)) == "HTTP502"
+    closed = bx.ConnectionClosedError(endpoint_url=URL)
+    assert error_code(closed) == "ConnectionClosedError"
+    assert URL in error_message(closed)
+    assert error_code(aiohttp.ServerDisconnectedError()) == "ServerDisconnectedError"
+    assert error_message(ValueError()) == "ValueError"
+
+
+def test_error_message_never_carries_credentials() -> None:
+    text = ("Credential=AKIAIOSFODNN7EXAMPLE/20240101/us-east-1/medical-imaging/aws4_request, "
+            "SignedHeaders=host, Signature=0123456789abcdef0123456789abcdef "
+            "X-Amz-Security-Token=FQoGZXIvYXdzEXAMPLETOKEN aws_secret_access_key="
+            "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY ASIAIOSFODNN7EXAMPLE")
+    message = error_message(client_error("InvalidSignatureException", 403, text))
+    for secret in ("AKIAIOSFODNN7EXAMPLE", "ASIAIOSFODNN7EXAMPLE", "0123456789abcdef",
+                   "FQoGZXIvYXdzEXAMPLETOKEN", "wJalrXUtnFEMI"):
+        assert secret not in message
+    assert "[REDACTED]" in message
+    assert "SignedHeaders=host" in message
+    assert len(error_message(client_error("X", 400, "y" * 10_000))) <= 2000
+
+
+@pytest.mark.parametrize("attempt", range(12))
+def test_backoff_full_jitter_bounds(attempt: int) -> None:
+    backoff = Backoff(base=0.5, cap=20.0)
+    ceiling = min(20.0, 0.5 * 2 ** attempt)
+    rng = random.Random(attempt)
+    delays = [backoff.delay(attempt, rng) for _ in range(2000)]
+    assert all(0.0 <= d <= ceiling for d in delays)
+    assert max(delays) > 0.9 * ceiling  # the whole range is used...
+    assert min(delays) < 0.1 * ceiling  # ...down to zero (full jitter)
+
+
+def test_backoff_is_reproducible_and_survives_huge_attempts() -> None:
+    backoff = Backoff()
+    assert ([backoff.delay(3, random.Random(7)) for _ in range(3)]
+            == [backoff.delay(3, random.Random(7)) for _ in range(3)])
+    assert 0.0 <= backoff.delay(10_000, random.Random(1)) <= 20.0
+    assert Backoff(base=0.0).delay(5) == 0.0
+    with pytest.raises(ValueError):
+        Backoff(base=-1)

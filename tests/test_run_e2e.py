@@ -1,0 +1,253 @@
+"""`batchcopy run` end to end: the real CLI in a subprocess, real HTTP, the emulator."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from batchcopy.emulator.config import FaultSpec
+from runkit import (instances, patiently, new_subset_destination, run_cli, run_manifest, wait_active,
+                    write_manifest)
+from conftest import control_call
+
+SEED = {"seed": 11, "datastores": 1, "patients": 4, "studies_per_patient": 1,
+        "series_per_study": 2, "instances_per_series": 3, "frames_per_instance": 1}
+
+
+@pytest.fixture
+def world(emulator: Any, client_env: dict[str, str]) -> dict[str, Any]:
+    status, summary = control_call(emulator.endpoint, "POST", "/_emulator/seed", SEED)
+    assert status == 200, summary
+    store = summary["datastores"][0]
+    return {"ds": store["datastoreId"], "sets": store["imageSets"], "env": client_env,
+            "emulator": emulator}
+
+
+def snapshot(emulator: Any, ds: str, image_set_id: str) -> dict[str, Any]:
+    status, snap = control_call(emulator.endpoint, "GET", f"/_emulator/imagesets/{ds}/{image_set_id}")
+    assert status == 200, snap
+    return snap
+
+
+def copy_calls(emulator: Any) -> int:
+    """CopyImageSet calls the emulator accepted (throttled ones executed nothing)."""
+    stats = emulator.stats()
+    return stats["calls"].get("CopyImageSet", 0) - stats["throttled"].get("CopyImageSet", 0)
+
+
+def distinct_new_copies(ds: str, sets: list[dict[str, Any]], prefix: str) -> list[dict[str, Any]]:
+    """Whole copies of every image set, then a new copy of each series: no two rows alike."""
+    rows = [{"datastore_id": ds, "source_image_set_id": s["imageSetId"]} for s in sets]
+    rows += [{"datastore_id": ds, "source_image_set_id": s["imageSetId"], "series_instance_uid": series}
+             for s in sets for series in s["series"]]
+    return [{"row_id": f"{prefix}{i}", **r} for i, r in enumerate(rows)]
+
+
+def all_sops(source: dict[str, Any]) -> list[tuple[str, str]]:
+    return [(s, i) for s, sops in source["series"].items() for i in sops]
+
+
+def test_new_copies_all_succeed_one_report_row_each(world: dict[str, Any], tmp_path: Path) -> None:
+    ds, sets = world["ds"], world["sets"]
+    manifest = write_manifest(tmp_path / "m.csv", [
+        {"row_id": f"n{i}", "datastore_id": ds, "source_image_set_id": s["imageSetId"]}
+        for i, s in enumerate(sets)])
+    res = run_manifest(manifest, world["env"], tmp_path)
+    assert res.code == 0, res.stderr
+    rows = res.rows()
+    assert [r["row_id"] for r in rows] == [f"n{i}" for i in range(len(sets))]
+    assert {r["status"] for r in rows} == {"SUCCEEDED"}
+    assert all(r["workflow_status"] == "COPIED" for r in rows)
+    new_ids = {r["result_image_set_id"] for r in rows}
+    assert len(new_ids) == len(sets) and not new_ids & {s["imageSetId"] for s in sets}
+    stats = world["emulator"].stats()
+    assert stats["copies_executed"] == len(sets) == copy_calls(world["emulator"])
+    for r, s in zip(rows, sets):  # each new image set holds its source's instances
+        assert instances(snapshot(world["emulator"], ds, r["result_image_set_id"])) == set(all_sops(s))
+    summary = res.summary()
+    assert summary["rows"] == len(sets) and summary["by_status"]["SUCCEEDED"] == len(sets)
+
+
+def test_chained_subset_copies_carry_versions_without_conflicts(
+        world: dict[str, Any], boto3_client: Any, tmp_path: Path) -> None:
+    ds, src = world["ds"], world["sets"][0]
+    dest = new_subset_destination(boto3_client, ds, src)
+    start_version = int(boto3_client.get_image_set(datastoreId=ds, imageSetId=dest)["versionId"])
+    rest = all_sops(src)[1:]
+    manifest = write_manifest(tmp_path / "m.csv", [
+        {"row_id": f"c{k}", "datastore_id": ds, "source_image_set_id": src["imageSetId"],
+         "destination_image_set_id": dest, "series_instance_uid": s, "sop_instance_uid": i}
+        for k, (s, i) in enumerate(rest)])
+    calls_before = copy_calls(world["emulator"])
+    res = run_manifest(manifest, world["env"], tmp_path, "--no-merge")
+    assert res.code == 0, res.stderr
+    rows = res.rows()
+    assert [r["status"] for r in rows] == ["SUCCEEDED"] * len(rest)
+    used = [int(r["destination_version_used"]) for r in rows]
+    made = [int(r["result_version_id"]) for r in rows]
+    assert used == list(range(start_version, start_version + len(rest)))
+    assert made == [u + 1 for u in used]
+    assert all(r["conflicts"] == 0 for r in rows)
+    assert copy_calls(world["emulator"]) - calls_before == len(rest)  # no conflict retries
+    snap = snapshot(world["emulator"], ds, dest)
+    assert snap["latestVersionId"] == str(start_version + len(rest))
+    assert instances(snap) == set(all_sops(src))
+
+
+def test_merged_rows_make_fewer_calls_and_report_the_carrying_call(
+        world: dict[str, Any], boto3_client: Any, tmp_path: Path) -> None:
+    ds, src = world["ds"], world["sets"][1]
+    dest = new_subset_destination(boto3_client, ds, src)
+    rest = all_sops(src)[1:]
+    manifest = write_manifest(tmp_path / "m.csv", [
+        {"row_id": f"m{k}", "datastore_id": ds, "source_image_set_id": src["imageSetId"],
+         "destination_image_set_id": dest, "series_instance_uid": s, "sop_instance_uid": i}
+        for k, (s, i) in enumerate(rest)])
+    before = copy_calls(world["emulator"])
+    res = run_manifest(manifest, world["env"], tmp_path)
+    assert res.code == 0, res.stderr
+    rows = res.rows()
+    assert len(rows) == len(rest) >= 3
+    assert copy_calls(world["emulator"]) - before == 1
+    assert len({r["call_id"] for r in rows}) == 1
+    assert {r["call_rows"] for r in rows} == {len(rest)}
+    assert instances(snapshot(world["emulator"], ds, dest)) == set(all_sops(src))
+    assert res.summary()["merged_calls"] == 1
+
+
+def test_shared_destination_forced_copies_and_async_copy_failed(
+        world: dict[str, Any], boto3_client: Any, tmp_path: Path) -> None:
+    ds, sets = world["ds"], world["sets"]
+    dest = new_subset_destination(boto3_client, ds, sets[0])
+    others = sets[1:]
+    rows_in = [{"row_id": f"f{k}", "datastore_id": ds, "source_image_set_id": o["imageSetId"],
+                "destination_image_set_id": dest, "force": "true"} for k, o in enumerate(others)]
+    mismatch = others[0]
+    series = next(iter(mismatch["series"]))
+    rows_in.append({"row_id": "bad", "datastore_id": ds, "source_image_set_id": mismatch["imageSetId"],
+                    "destination_image_set_id": dest, "series_instance_uid": series})
+    manifest = write_manifest(tmp_path / "m.csv", rows_in)
+    res = run_manifest(manifest, world["env"], tmp_path)
+    assert res.code == 1, res.stderr
+    rows = {r["row_id"]: r for r in res.rows()}
+    assert len(rows) == len(rows_in)
+    for k in range(len(others)):
+        assert rows[f"f{k}"]["status"] == "SUCCEEDED" and rows[f"f{k}"]["force"] is True
+    bad = rows["bad"]
+    assert bad["status"] == "FAILED" and bad["error_code"] == "COPY_FAILED"
+    assert bad["workflow_status"] == "COPY_FAILED"
+    assert "INVALID_REQUEST" in bad["error_message"]
+    snap = snapshot(world["emulator"], ds, dest)
+    expected = {all_sops(sets[0])[0]} | {x for o in others for x in all_sops(o)}
+    assert instances(snap) == expected
+    # the failed copy still made a version: the chain carried past it
+    assert int(snap["latestVersionId"]) == int(bad["result_version_id"])
+
+
+@pytest.mark.emulator_config(rates={"CopyImageSet": {"rate": 0.05, "burst": 1}})
+def test_throttling_at_a_low_server_quota_still_succeeds(world: dict[str, Any], tmp_path: Path) -> None:
+    # server: 0.05/s at time_scale 0.01 = 5/s; client paces at 25/s -> throttled, backs off
+    ds, sets = world["ds"], world["sets"]
+    manifest = write_manifest(tmp_path / "m.csv", distinct_new_copies(ds, sets, "t"))
+    res = run_manifest(manifest, world["env"], tmp_path, "--max-attempts", "30")
+    assert res.code == 0, res.stderr
+    rows = res.rows()
+    assert len(rows) == len(sets) * 3 and {r["status"] for r in rows} == {"SUCCEEDED"}
+    assert sum(r["throttles"] for r in rows) > 0
+    assert res.summary()["api"]["throttles"].get("CopyImageSet", 0) > 0
+    assert world["emulator"].stats()["copies_executed"] == len(rows)
+
+
+def test_outside_writer_conflict_is_refreshed_or_reported(
+        world: dict[str, Any], boto3_client: Any, tmp_path: Path) -> None:
+    ds, src = world["ds"], world["sets"][2]
+    dest = new_subset_destination(boto3_client, ds, src)
+    pinned = boto3_client.get_image_set(datastoreId=ds, imageSetId=dest)["versionId"]
+    s, i = all_sops(src)[1]
+    row = {"row_id": "x", "datastore_id": ds, "source_image_set_id": src["imageSetId"],
+           "destination_image_set_id": dest, "destination_version_id": pinned,
+           "series_instance_uid": s, "sop_instance_uid": i}
+    manifest = write_manifest(tmp_path / "m.csv", [row])
+    # an outside writer copies into the destination after the manifest was written
+    s2, i2 = all_sops(src)[2]
+    attrs = f'{{"SchemaVersion":"1.1","Study":{{"Series":{{"{s2}":{{"Instances":{{"{i2}":{{}}}}}}}}}}}}'
+    patiently(lambda: boto3_client.copy_image_set(
+        datastoreId=ds, sourceImageSetId=src["imageSetId"], copyImageSetInformation={
+            "sourceImageSet": {"latestVersionId": "1", "DICOMCopies": {"copiableAttributes": attrs}},
+            "destinationImageSet": {"imageSetId": dest, "latestVersionId": pinned}}))
+    wait_active(boto3_client, ds, dest)
+    failed = run_manifest(manifest, world["env"], tmp_path, "--on-conflict", "fail",
+                          report=tmp_path / "fail.parquet", journal=tmp_path / "fail.sqlite")
+    assert failed.code == 1, failed.stderr
+    (r,) = failed.rows()
+    assert r["status"] == "CONFLICT" and r["error_code"] == "ConflictException"
+    refreshed = run_manifest(manifest, world["env"], tmp_path)
+    assert refreshed.code == 0, refreshed.stderr
+    (r,) = refreshed.rows()
+    assert r["status"] == "SUCCEEDED" and r["conflicts"] == 1
+    assert int(r["destination_version_used"]) == int(pinned) + 1
+
+
+@pytest.mark.emulator_config(auth={"keys": {"testing": "testing"}, "deny": {"testing": ["CopyImageSet"]}})
+def test_access_denied_aborts_with_exit_3_and_reports_every_row(world: dict[str, Any], tmp_path: Path) -> None:
+    ds, sets = world["ds"], world["sets"]
+    manifest = write_manifest(tmp_path / "m.csv", distinct_new_copies(ds, sets, "a"))
+    res = run_manifest(manifest, world["env"], tmp_path)
+    assert res.code == 3, res.stderr
+    rows = res.rows()
+    assert len(rows) == len(sets) * 3
+    statuses = [r["status"] for r in rows]
+    assert statuses.count("FAILED") >= 1
+    assert {r["error_code"] for r in rows if r["status"] == "FAILED"} == {"AccessDeniedException"}
+    assert statuses.count("NOT_RUN") >= len(rows) - 2
+    assert world["emulator"].stats()["calls"].get("CopyImageSet", 0) <= 2
+    assert "AccessDenied" in res.stderr
+
+
+def test_invalid_manifest_exits_2_and_sends_nothing(world: dict[str, Any], tmp_path: Path) -> None:
+    ds, sets = world["ds"], world["sets"]
+    manifest = write_manifest(tmp_path / "bad.csv", [
+        {"row_id": "ok", "datastore_id": ds, "source_image_set_id": sets[0]["imageSetId"]},
+        {"row_id": "bad", "datastore_id": ds, "source_image_set_id": "not-an-id"}])
+    before = sum(world["emulator"].stats()["calls"].values())
+    res = run_manifest(manifest, world["env"], tmp_path)
+    assert res.code == 2
+    assert "bad.csv" in res.stderr and "row 2" in res.stderr and "source_image_set_id" in res.stderr
+    assert sum(world["emulator"].stats()["calls"].values()) == before
+    assert not res.report.exists()
+    val = run_cli(["validate", str(manifest)], world["env"], cwd=tmp_path)
+    assert val.returncode == 2 and "row 2" in val.stderr
+
+
+def test_lost_responses_are_reconciled_not_duplicated(world: dict[str, Any], boto3_client: Any,
+                                                      tmp_path: Path) -> None:
+    ds, sets = world["ds"], world["sets"]
+    dest = new_subset_destination(boto3_client, ds, sets[3])
+    s, i = all_sops(sets[3])[1]
+    world["emulator"].set_faults([FaultSpec(kind="lost_response", operation="CopyImageSet", count=2)])
+    before = world["emulator"].stats()["copies_requested"]
+    manifest = write_manifest(tmp_path / "m.csv", [
+        {"row_id": "new", "datastore_id": ds, "source_image_set_id": sets[0]["imageSetId"]},
+        {"row_id": "into", "datastore_id": ds, "source_image_set_id": sets[3]["imageSetId"],
+         "destination_image_set_id": dest, "series_instance_uid": s, "sop_instance_uid": i}])
+    res = run_manifest(manifest, world["env"], tmp_path)
+    assert res.code == 0, res.stderr
+    rows = {r["row_id"]: r for r in res.rows()}
+    assert rows["new"]["status"] == rows["into"]["status"] == "SUCCEEDED"
+    assert "happened" in rows["new"]["evidence"] and "happened" in rows["into"]["evidence"]
+    assert world["emulator"].stats()["copies_requested"] - before == 2  # no duplicate copy
+    assert res.summary()["reconciled_calls"] == 2
+
+
+def test_help_does_not_import_heavy_modules(tmp_path: Path) -> None:
+    code = ("import sys, runpy; sys.argv=['batchcopy','--help'];\n"
+            "try:\n    runpy.run_module('batchcopy', run_name='__main__')\n"
+            "except SystemExit: pass\n"
+            "print(sorted(m for m in ('pandas','pyarrow','aioboto3','aiobotocore','boto3') if m in sys.modules))")
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path)
+    assert out.stdout.strip().splitlines()[-1] == "[]", out.stdout + out.stderr
