@@ -54,6 +54,7 @@ def run_demo(*, rows: int = 40, copy_rate: float = 8.0, keep_running: bool = Fal
         say(f"batchcopy demo: seeded data store {store['datastoreId']} with "
             f"{len(image_sets)} image sets (one per study)")
         curated = _prepare_destinations(store["datastoreId"], image_sets[:2])
+        time.sleep(1.0)  # let the emulator's CopyImageSet bucket refill after the setup calls
         written = write_demo_manifest(manifest_path, store["datastoreId"], image_sets, curated,
                                       rows=rows)
         say(f"batchcopy demo: wrote {manifest_path} ({written} rows)")
@@ -188,12 +189,15 @@ def write_demo_manifest(path: Path, datastore_id: str, image_sets: list[dict[str
     series_uid = next(iter(other["series"]))
     row("mismatch-1", other["imageSetId"], destination_image_set_id=curated[0]["imageSetId"],
         series_instance_uid=series_uid, sop_instance_uid=other["series"][series_uid][0])
-    # new image sets: whole copies, spread over the seeded image sets
-    n = 0
-    while len(out) < rows:
-        src = image_sets[n % len(image_sets)]
-        n += 1
-        row(f"new-{n}", src["imageSetId"])
+    # new image sets: whole copies of the seeded image sets, then one new image set
+    # per series (no two rows alike: a repeated row would be refused as duplicate work)
+    news: list[tuple[str, dict[str, str]]] = [(s["imageSetId"], {}) for s in image_sets]
+    news += [(s["imageSetId"], {"series_instance_uid": series})
+             for s in image_sets for series in s["series"]]
+    for n, (source, extra) in enumerate(news, start=1):
+        if len(out) >= rows:
+            break
+        row(f"new-{n}", source, **extra)
     path.parent.mkdir(parents=True, exist_ok=True)
     columns = ["row_id", "datastore_id", "source_image_set_id", "destination_image_set_id",
                "series_instance_uid", "sop_instance_uid", "force"]

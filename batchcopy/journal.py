@@ -255,7 +255,11 @@ class Journal:
                     "VALUES (?,?,?,?,?,?,?,?,?,?,?)", new)
         return prior
 
-    def finish_rows(self, run_id: int, manifest_rows: Iterable[int], outcome: RowOutcome) -> None:
+    def finish_rows(self, run_id: int, manifest_rows: Iterable[int], outcome: RowOutcome, *,
+                    done_call: tuple[int, str, str | None] | None = None) -> None:
+        """Record rows' terminal outcome; with `done_call` (call_id, workflow status,
+        message) the call is closed in the same transaction, so a crash can never leave
+        a call DONE with its rows still PENDING (which a resume would copy again)."""
         values = [getattr(outcome, c) for c in _OUTCOME_COLUMNS]
         values[0] = outcome.status.value
         sets = ", ".join(f"{c}=?" for c in _OUTCOME_COLUMNS)
@@ -263,6 +267,11 @@ class Journal:
             self.db.executemany(
                 f"UPDATE rows SET {sets}, run_id=? WHERE manifest_row=?",
                 [(*values, run_id, m) for m in manifest_rows])
+            if done_call is not None:
+                call_id, workflow_status, message = done_call
+                self.db.execute(
+                    "UPDATE calls SET state='DONE', finished_at=?, workflow_status=?, message=? "
+                    "WHERE call_id=?", (time.time(), workflow_status, message, call_id))
 
     def mark_pending_not_run(self, run_id: int, reason: str) -> int:
         cur = self.db.execute(
@@ -342,11 +351,6 @@ class Journal:
     def call_void(self, call_id: int, evidence: str) -> None:
         self.db.execute("UPDATE calls SET state='VOID', evidence=? WHERE call_id=?",
                         (evidence, call_id))
-
-    def call_done(self, call_id: int, workflow_status: str, message: str | None) -> None:
-        self.db.execute(
-            "UPDATE calls SET state='DONE', finished_at=?, workflow_status=?, message=? "
-            "WHERE call_id=?", (time.time(), workflow_status, message, call_id))
 
     def open_calls(self) -> list[CallRecord]:
         """Calls a crash (or an abort) left unresolved, oldest first."""

@@ -382,8 +382,6 @@ class Runner:
                 self._abort(f"{error_code(exc)}: {error_message(exc)}")
                 raise RunAborted(error_code(exc)) from exc
             return
-        self.journal.call_done(call_id, result.workflow_status, result.message)
-        att.open_call = None
         self.versions[(ds, new_id)] = result.version_id
         if result.workflow_status == "COPIED":
             status, code, msg = Status.SUCCEEDED, None, None
@@ -392,7 +390,9 @@ class Runner:
         self._finish(unit.rows, self._outcome(
             status, att, call_id=call_id, src_v=src_v, dest_v=dest_v, result_id=new_id,
             result_v=result.version_id, workflow=result.workflow_status, error_code=code,
-            error_message=msg, evidence=evidence))
+            error_message=msg, evidence=evidence),
+            done_call=(call_id, result.workflow_status, result.message))
+        att.open_call = None
 
     async def _reconcile_live(self, unit: CopyUnit, att: _Attempts, src_v: str,
                               dest_v: str | None) -> Verdict:
@@ -521,7 +521,8 @@ class Runner:
                           sent_at=att.sent_at, finished_at=self.clock(), evidence=evidence)
 
     def _finish(self, rows: Iterable[CopySpec], outcome: RowOutcome, *,
-                only_pending: bool = False) -> None:
+                only_pending: bool = False,
+                done_call: tuple[int, str, str | None] | None = None) -> None:
         rows = list(rows)
         numbers = [r.manifest_row for r in rows]
         if only_pending:
@@ -530,7 +531,7 @@ class Runner:
             if not numbers:
                 return
         outcome.call_rows = len(rows) if outcome.call_id is not None else None
-        self.journal.finish_rows(self.run_id, numbers, outcome)
+        self.journal.finish_rows(self.run_id, numbers, outcome, done_call=done_call)
         self.finished_rows += len(numbers)
         if outcome.status in FAILED_STATUSES:
             self.failed_rows += len(numbers)
