@@ -161,6 +161,8 @@ class ImagingApi:
         method = getattr(self.client, xform_name(operation))
         if paced:
             await bucket.acquire()
+        else:
+            await bucket.space()
         self.stats.calls[operation] += 1
         try:
             response: dict[str, Any] = await method(**params)

@@ -101,6 +101,7 @@ class TokenBucket:
         self._tokens = self.burst
         self._stamp = clock()
         self._last_decrease: float | None = None
+        self._last_sent: float | None = None
         # asyncio.Lock hands itself over in FIFO order and does not let a newcomer
         # overtake a waiter that was already woken: that is our queue.
         self._queue = asyncio.Lock()
@@ -136,6 +137,23 @@ class TokenBucket:
                 # Sleep for the deficit at the current rate, then look again:
                 # on_throttle() may have emptied the bucket meanwhile.
                 await self._sleep((1.0 - self._tokens) / self.current_rate)
+
+    async def space(self) -> None:
+        """Keep the moments requests actually leave one token interval apart.
+
+        For burst-1 quotas only. A caller that takes its token, then does something of
+        variable length before sending (the runner makes a durable journal commit),
+        could otherwise send two requests closer together than the tokens were
+        granted, and a burst-1 bucket on the service side throttles the second.
+        """
+        if self.unlimited or self.burst > 1:
+            return
+        gap = 1.0 / self.current_rate
+        now = self._clock()
+        if self._last_sent is not None and now - self._last_sent < gap:
+            await self._sleep(gap - (now - self._last_sent))
+            now = self._clock()
+        self._last_sent = now
 
     def on_throttle(self) -> None:
         """Multiplicative decrease: halve current_rate (floored), empty the bucket."""

@@ -326,3 +326,22 @@ def test_load_rate_file_errors_name_the_file(tmp_path: Path, content: str, messa
     with pytest.raises(ValueError, match=message) as info:
         load_rate_file(path)
     assert str(path) in str(info.value)
+
+
+@aio
+async def test_space_keeps_actual_sends_one_interval_apart_for_burst_one() -> None:
+    bucket, t = make_bucket(4.0, 1)  # one token every 0.25 s
+    await bucket.acquire()
+    await bucket.space()  # first send: no wait
+    assert t.sleeps == []
+    await bucket.acquire()  # granted at +0.25 s
+    t.now += 0.01  # the caller is slow before sending (a journal commit) ...
+    await bucket.space()
+    await bucket.acquire()  # ... the next token comes at +0.5 s, but its caller is quick
+    before = t.now
+    await bucket.space()  # so the send waits until one interval after the previous send
+    assert t.now - before == pytest.approx(0.01)
+    wide, t2 = make_bucket(4.0, 10)
+    await wide.space()
+    await wide.space()
+    assert t2.sleeps == []  # quotas with a burst tolerate jitter: no spacing
