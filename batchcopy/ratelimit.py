@@ -101,7 +101,8 @@ class TokenBucket:
         self._tokens = self.burst
         self._stamp = clock()
         self._last_decrease: float | None = None
-        self._last_sent: float | None = None
+        self._shadow = self.burst  # see space()
+        self._shadow_stamp: float | None = None
         # asyncio.Lock hands itself over in FIFO order and does not let a newcomer
         # overtake a waiter that was already woken: that is our queue.
         self._queue = asyncio.Lock()
@@ -139,21 +140,27 @@ class TokenBucket:
                 await self._sleep((1.0 - self._tokens) / self.current_rate)
 
     async def space(self) -> None:
-        """Keep the moments requests actually leave one token interval apart.
+        """Make the moments requests actually leave conform to the quota too.
 
-        For burst-1 quotas only. A caller that takes its token, then does something of
-        variable length before sending (the runner makes a durable journal commit),
-        could otherwise send two requests closer together than the tokens were
-        granted, and a burst-1 bucket on the service side throttles the second.
+        `acquire()` grants tokens; a caller that then does something of variable
+        length before sending (the runner makes a durable journal commit) could send
+        two requests closer together than their tokens were granted, and the
+        service's bucket (burst 1 for CopyImageSet) would throttle the second. This
+        is a shadow bucket of the same shape fed by the actual send times: a model of
+        the service's own bucket. It only ever waits for that jitter.
         """
-        if self.unlimited or self.burst > 1:
+        if self.unlimited:
             return
-        gap = 1.0 / self.current_rate
-        now = self._clock()
-        if self._last_sent is not None and now - self._last_sent < gap:
-            await self._sleep(gap - (now - self._last_sent))
+        while True:
             now = self._clock()
-        self._last_sent = now
+            if self._shadow_stamp is not None:
+                self._shadow = min(self.burst,
+                                   self._shadow + (now - self._shadow_stamp) * self.current_rate)
+            self._shadow_stamp = now
+            if self._shadow >= 1.0 - _EPSILON:
+                self._shadow = max(0.0, self._shadow - 1.0)
+                return
+            await self._sleep((1.0 - self._shadow) / self.current_rate)
 
     def on_throttle(self) -> None:
         """Multiplicative decrease: halve current_rate (floored), empty the bucket."""
@@ -169,6 +176,7 @@ class TokenBucket:
             self.current_rate = max(self.min_rate, self.current_rate / 2.0)
             self._last_decrease = now
         self._tokens = 0.0
+        self._shadow = 0.0
 
     def on_success(self) -> None:
         """Additive increase of current_rate toward the configured rate."""
