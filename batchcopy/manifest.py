@@ -24,21 +24,9 @@ from pathlib import Path
 from typing import Any
 
 from batchcopy.specs import CopySpec
-from batchcopy.validate import ID_RE, CrossRowChecker, RowContext, convert_row, show
+from batchcopy.validate import BOOL_COLUMNS, ID_RE, TEXT_COLUMNS, CrossRowChecker, RowContext, convert_row, show
 
-COLUMNS = (
-    "row_id",
-    "datastore_id",
-    "source_image_set_id",
-    "source_version_id",
-    "destination_image_set_id",
-    "destination_version_id",
-    "copiable_attributes",
-    "series_instance_uid",
-    "sop_instance_uid",
-    "force",
-    "promote_to_primary",
-)
+COLUMNS = TEXT_COLUMNS + BOOL_COLUMNS  # every column a manifest may have
 REQUIRED_COLUMNS = ("source_image_set_id",)  # plus datastore_id without a default
 _MAX_LISTED = 20
 

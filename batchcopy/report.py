@@ -44,6 +44,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from batchcopy.validate import BOOL_COLUMNS, TEXT_COLUMNS
 from batchcopy.specs import TERMINAL_DONE, CopySpec, ExitCode, Status
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -98,17 +99,8 @@ SPEC_COLUMNS: tuple[str, ...] = (
 )
 
 # Columns of a retry manifest (write_failed_manifest), in the manifest's own names.
-FAILED_MANIFEST_COLUMNS: tuple[str, ...] = (
-    "row_id",
-    "datastore_id",
-    "source_image_set_id",
-    "source_version_id",
-    "destination_image_set_id",
-    "destination_version_id",
-    "copiable_attributes",
-    "force",
-    "promote_to_primary",
-)
+FAILED_MANIFEST_COLUMNS: tuple[str, ...] = tuple(
+    c for c in TEXT_COLUMNS + BOOL_COLUMNS if c not in ("series_instance_uid", "sop_instance_uid"))
 
 RETRY_STATUSES: tuple[str, ...] = ("FAILED", "CONFLICT", "UNKNOWN", "NOT_RUN")
 
