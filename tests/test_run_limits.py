@@ -43,7 +43,7 @@ def test_merged_call_over_the_frame_quota_is_split(emulator: Any, client_env: di
     assert instances(snap) == {(s, i) for s, ids in src["series"].items() for i in ids}
 
 
-@pytest.mark.emulator_config(max_concurrent_copies_per_datastore=2, copy_base_s=30)
+@pytest.mark.emulator_config(max_concurrent_copies_per_datastore=1, copy_base_s=30)
 def test_concurrent_copy_quota_is_waited_out(emulator: Any, client_env: dict[str, str],
                                              tmp_path: Path) -> None:
     ds, sets = seeded(emulator)
@@ -59,7 +59,7 @@ def test_concurrent_copy_quota_is_waited_out(emulator: Any, client_env: dict[str
     assert sum(r["attempts"] for r in res.rows()) > len(rows)  # the quota was hit and retried
     assert emulator.stats()["copies_executed"] == len(rows)
     # with --max-in-flight at the service's number, the quota is never hit
-    res2 = run_manifest(manifest, client_env, tmp_path, "--max-in-flight", "2",
+    res2 = run_manifest(manifest, client_env, tmp_path, "--max-in-flight", "1",
                         report=tmp_path / "r2.parquet", journal=tmp_path / "j2.sqlite")
     assert res2.code == 0, res2.stderr
     assert sum(r["attempts"] for r in res2.rows()) == len(rows)
