@@ -251,3 +251,21 @@ def test_help_does_not_import_heavy_modules(tmp_path: Path) -> None:
 
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path)
     assert out.stdout.strip().splitlines()[-1] == "[]", out.stdout + out.stderr
+
+
+def test_failure_threshold_aborts_with_exit_3(world: dict[str, Any], tmp_path: Path) -> None:
+    ds, sets = world["ds"], world["sets"]
+    # well-formed rows naming instances the sources do not hold: the service refuses each
+    bad = [{"row_id": f"b{k}", "datastore_id": ds, "source_image_set_id": sets[k % len(sets)]["imageSetId"],
+            "series_instance_uid": "1.2.3", "sop_instance_uid": f"1.2.3.{k}"} for k in range(12)]
+    manifest = write_manifest(tmp_path / "m.csv", bad)
+    res = run_manifest(manifest, world["env"], tmp_path, "--failure-min-rows", "4",
+                       "--max-failure-rate", "0.5", "--max-in-flight", "1")
+    assert res.code == 3, res.stderr
+    rows = res.rows()
+    assert len(rows) == 12
+    failed = [r for r in rows if r["status"] == "FAILED"]
+    assert 4 <= len(failed) < 12
+    assert {r["error_code"] for r in failed} == {"ValidationException"}
+    assert {r["status"] for r in rows} == {"FAILED", "NOT_RUN"}
+    assert "failure threshold" in res.stderr
