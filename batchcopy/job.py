@@ -88,12 +88,28 @@ async def _run_job(opts: JobOptions, tmp: Path) -> int:
         report_dest = opts.report or str(opts.reports_dir / (journal_path.name.removesuffix(
             ".journal.sqlite") + ".parquet"))
         try:
+            if journal.has_rows():  # resuming: the whole manifest must match, before any call
+                check_unchanged(journal, local, opts)
             return await _execute(opts, journal, local, checked.rows, report_dest)
         except ChangedRows as exc:
             say(f"batchcopy: {opts.manifest}: {exc}")
             return ExitCode.USAGE
     finally:
         journal.close()
+
+
+def check_unchanged(journal: Any, local: Path, opts: JobOptions) -> None:
+    """Raise ChangedRows if any manifest row differs from the journal's record of its
+    row_id (or position). Reads the manifest once more; writes nothing."""
+    from batchcopy.journal import ChangedRows
+    from batchcopy.manifest import read_specs
+
+    changes: list[tuple[str, int, int]] = []
+    for batch in read_specs(local, display_name=opts.manifest,
+                            default_datastore_id=opts.datastore_id):
+        changes.extend(journal.changed_rows(batch))
+    if changes:
+        raise ChangedRows(changes)
 
 
 def resolve_journal_path(opts: JobOptions) -> Path:
@@ -138,24 +154,27 @@ async def _execute(opts: JobOptions, journal: Any, local: Path, total_rows: int,
         waiter = CopyWaiter(api, first_poll_s=opts.poll_first_s, max_interval_s=opts.poll_max_s)
         runner = Runner(journal=journal, api=api, waiter=waiter, settings=settings,
                         run_id=run_id, progress=progress)
+        # the handlers stay until the report is written: a second signal still exits at once
         signals = _install_signals(loop, runner)
         try:
-            batches = read_specs(local, display_name=opts.manifest,
-                                 default_datastore_id=opts.datastore_id)
-            outcome = await runner.run(batches)
+            try:
+                batches = read_specs(local, display_name=opts.manifest,
+                                     default_datastore_id=opts.datastore_id)
+                outcome = await runner.run(batches)
+            finally:
+                await waiter.aclose()
+            if progress is not None:
+                progress.close()
+            wall = time.monotonic() - started
+            run_stats = summary_stats(outcome, stats.to_dict(), copy_rate, wall)
+            exit_code = decide_exit(outcome.stop_reason, journal)
+            run_stats.update(exit_code=int(exit_code), manifest=opts.manifest,
+                             report=report_dest, journal=str(journal.path), run_id=run_id)
+            journal.end_run(run_id, int(exit_code), run_stats)
+            summary = await write_outputs(journal, report_dest, run_stats)
         finally:
             for sig in signals:
                 loop.remove_signal_handler(sig)
-            await waiter.aclose()
-    if progress is not None:
-        progress.close()
-    wall = time.monotonic() - started
-    run_stats = summary_stats(outcome, stats.to_dict(), copy_rate, wall)
-    exit_code = decide_exit(outcome.stop_reason, journal)
-    run_stats.update(exit_code=int(exit_code), manifest=opts.manifest, report=report_dest,
-                     journal=str(journal.path), run_id=run_id)
-    journal.end_run(run_id, int(exit_code), run_stats)
-    summary = await write_outputs(journal, report_dest, run_stats)
     from batchcopy.report import human_summary
     say(human_summary(summary))
     if outcome.abort_message:
@@ -191,8 +210,10 @@ def decide_exit(stop_reason: str | None, journal: Any) -> ExitCode:
         return ExitCode.ABORTED
     if stop_reason == "interrupted":
         return ExitCode.INTERRUPTED
-    if stop_reason == "time-limit":
-        return ExitCode.TIME_LIMIT
+    if stop_reason == "time-limit" and journal.db.execute(
+            "SELECT 1 FROM rows WHERE status IN (?, ?) LIMIT 1",
+            (Status.NOT_RUN.value, Status.UNKNOWN.value)).fetchone():
+        return ExitCode.TIME_LIMIT  # rows left for a resumed run
     bad = journal.db.execute(
         "SELECT count(*) FROM rows WHERE status NOT IN (?, ?)",
         (Status.SUCCEEDED.value, Status.SKIPPED.value)).fetchone()[0]
@@ -205,9 +226,16 @@ def journal_results(journal: Any) -> Any:
     from batchcopy.specs import CopySpec
 
     latest = journal.latest_run()
+    in_open_calls = journal.open_call_rows()
     for row in journal.iter_rows():
         status = Status(row["status"]) if row["status"] != "PENDING" else Status.NOT_RUN
         evidence = row["evidence"]
+        if row["status"] == "PENDING" and row["manifest_row"] in in_open_calls:
+            # a run ended (kill -9, second signal) with this row's copy request sent
+            status = Status.UNKNOWN
+            row = {**row, "call_id": in_open_calls[row["manifest_row"]]}
+            evidence = ("its CopyImageSet call was sent but the run ended before it was "
+                        "settled; batchcopy run --resume with this journal settles it")
         if status is Status.SUCCEEDED and row["run_id"] is not None and row["run_id"] != latest:
             status = Status.SKIPPED
             evidence = f"succeeded in run {row['run_id']} of this journal; not copied again"

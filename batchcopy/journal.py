@@ -202,6 +202,12 @@ class Journal:
         return self.db.execute("SELECT 1 FROM rows LIMIT 1").fetchone() is not None
 
     # ---- rows ------------------------------------------------------------
+    def changed_rows(self, specs: Sequence[CopySpec]) -> list[tuple[str, int, int]]:
+        """Rows whose row_id the journal knows with another spec or at another position,
+        and new row_ids at a position the journal holds for another row: (row_id,
+        manifest_row now, manifest_row in the journal). Reads only."""
+        return self._compare(specs)[0]
+
     def register_rows(self, specs: Sequence[CopySpec]) -> dict[int, str]:
         """Record new rows as PENDING; return {manifest_row: status} of rows already known.
 
@@ -210,6 +216,21 @@ class Journal:
         """
         if not specs:
             return {}
+        changes, prior, new = self._compare(specs)
+        if changes:
+            raise ChangedRows(changes)
+        if new:
+            with self._tx():
+                self.db.executemany(
+                    "INSERT INTO rows (manifest_row, row_id, spec_hash, datastore_id, "
+                    "source_image_set_id, source_version_id, destination_image_set_id, "
+                    "destination_version_id, copiable_attributes, force, promote_to_primary) "
+                    "VALUES (?,?,?,?,?,?,?,?,?,?,?)", new)
+        return prior
+
+    def _compare(self, specs: Sequence[CopySpec]) -> tuple[
+            list[tuple[str, int, int]], dict[int, str], list[tuple[Any, ...]]]:
+        """(changes, {manifest_row: status} of known rows, values of new rows)."""
         known: dict[str, tuple[int, str, str]] = {}
         ids = [s.row_id for s in specs]
         for chunk_start in range(0, len(ids), 500):
@@ -244,16 +265,7 @@ class Journal:
                         f"SELECT manifest_row, row_id FROM rows WHERE manifest_row IN ({marks})",
                         chunk):
                     changes.append((row_id, mrow, mrow))
-        if changes:
-            raise ChangedRows(changes)
-        if new:
-            with self._tx():
-                self.db.executemany(
-                    "INSERT INTO rows (manifest_row, row_id, spec_hash, datastore_id, "
-                    "source_image_set_id, source_version_id, destination_image_set_id, "
-                    "destination_version_id, copiable_attributes, force, promote_to_primary) "
-                    "VALUES (?,?,?,?,?,?,?,?,?,?,?)", new)
-        return prior
+        return changes, prior, new
 
     def finish_rows(self, run_id: int, manifest_rows: Iterable[int], outcome: RowOutcome, *,
                     done_call: tuple[int, str, str | None] | None = None) -> None:
@@ -364,6 +376,10 @@ class Journal:
         return [CallRecord(r[0], r[1], r[2], tuple(json.loads(r[3])), r[4], r[5], r[6], r[7],
                            r[8], r[9], bool(r[10]), bool(r[11]), r[12], r[13], r[14], r[15])
                 for r in cur.fetchall()]
+
+    def open_call_rows(self) -> dict[int, int]:
+        """{manifest_row: call_id} of rows carried by a call that is not settled."""
+        return {m: call.call_id for call in self.open_calls() for m in call.manifest_rows}
 
     def known_results(self, datastore_id: str) -> set[str]:
         """Image sets that calls in this journal are known to have created or written."""

@@ -31,6 +31,8 @@ from batchcopy.retry import Backoff, ErrorKind, classify, error_code, error_mess
 from batchcopy.specs import CopySpec, Status
 
 RETRY_STATUSES = frozenset({"PENDING", Status.NOT_RUN.value, Status.CONFLICT.value})
+OPEN_CALL_EVIDENCE = ("the run stopped while this copy was in progress; its call is open in the "
+                      "journal and a resumed run settles it (batchcopy run --resume)")
 FAILED_STATUSES = frozenset({Status.FAILED, Status.CONFLICT, Status.UNKNOWN})
 
 
@@ -105,7 +107,8 @@ class Runner:
         self.running: dict[int, tuple[asyncio.Task[None], _Attempts]] = {}
         self.tasks: set[asyncio.Task[None]] = set()
         self.in_flight = 0
-        self.settled_rows: set[int] = set()
+        self.settled_rows: set[int] = set()  # rows settled before admission (resume)
+        self._settling = False
         self._extra_unit_ids = 0
         self.finished_rows = 0
         self.failed_rows = 0
@@ -114,20 +117,22 @@ class Runner:
 
     # ---- public ----------------------------------------------------------
     def request_stop(self, reason: str) -> None:
-        """Stop dispatching (signal, time limit, abort). In-flight units finish."""
+        """Stop dispatching (signal, time limit): units whose request has not left are
+        cancelled (NOT_RUN); copies in flight finish within --stop-grace."""
         if self.outcome.stop_reason is None:
             self.outcome.stop_reason = reason
         self.stop_event.set()
         self.wakeup.set()
+        self._cancel_unsent()
 
     async def run(self, batches: AsyncIterator[list[CopySpec]] | Iterable[list[CopySpec]]) -> RunOutcome:
         self.stale_pins = self.journal.touched_image_sets()
-        await self._settle_open_calls()
         timer = None
         if self.s.max_duration_s is not None:
             loop = asyncio.get_running_loop()
             timer = loop.call_later(self.s.max_duration_s, self.request_stop, "time-limit")
         try:
+            await self._settle_open_calls()
             async for batch in _aiter(batches):
                 if self.stop_event.is_set():
                     self.journal.register_rows(batch)  # recorded so they are reported NOT_RUN
@@ -160,7 +165,7 @@ class Runner:
                 if status != "PENDING":
                     self.journal.reset_rows([spec.manifest_row])
                 todo.append(spec)
-            elif self.progress is not None:
+            elif self.progress is not None and spec.manifest_row not in self.settled_rows:
                 self.progress.advance(1)
         for unit in self.planner.add_batch(todo):
             self._add_unit(unit)
@@ -230,15 +235,7 @@ class Runner:
         try:
             await self._execute(unit, att)
         except asyncio.CancelledError:
-            if att.open_call is not None:  # the request left: resume must settle it
-                self._finish(unit.rows, self._outcome(
-                    Status.UNKNOWN, att, call_id=att.open_call,
-                    evidence="the run stopped while this copy was in progress; its call is "
-                             "open in the journal and a resumed run settles it"),
-                    only_pending=True)
-            else:
-                self._finish(unit.rows, self._outcome(
-                    Status.NOT_RUN, att, error_message=self._stop_text()), only_pending=True)
+            self._mark_cancelled(unit.rows, att)
             raise
         except RunAborted:
             pass
@@ -249,11 +246,22 @@ class Runner:
             self._show_in_flight()
             self._unit_done(unit)
 
+    def _mark_cancelled(self, rows: Iterable[CopySpec], att: _Attempts) -> None:
+        """A unit cancelled by a stop or an abort: rows whose call is open are UNKNOWN
+        (a resumed run settles the call), the others NOT_RUN."""
+        if att.open_call is not None:  # the request left: resume must settle it
+            self._finish(rows, self._outcome(
+                Status.UNKNOWN, att, call_id=att.open_call, evidence=OPEN_CALL_EVIDENCE),
+                only_pending=True)
+        else:
+            self._finish(rows, self._outcome(
+                Status.NOT_RUN, att, error_message=self._stop_text()), only_pending=True)
+
     async def _execute(self, unit: CopyUnit, att: _Attempts) -> None:
         ds = unit.datastore_id
         src, dest = unit.source_image_set_id, unit.destination_image_set_id
         while True:
-            if self.outcome.stop_reason == "aborted":
+            if self.stop_event.is_set():  # a stop or an abort: send nothing new
                 self._finish(unit.rows, self._outcome(Status.NOT_RUN, att,
                                                       error_message=self._stop_text()))
                 return
@@ -264,6 +272,8 @@ class Runner:
                 self._fail_on(exc, unit, att, "GetImageSet")
                 return
             await self.api.limiter.bucket("CopyImageSet").acquire()
+            if self.stop_event.is_set():
+                continue  # stopped while waiting for the quota: NOT_RUN above
             att.attempts += 1
             att.sent_at = self.clock()
             call_id = att.open_call = self.journal.call_sent(
@@ -353,8 +363,7 @@ class Runner:
             if "frame" in msg.lower() or "characters" in msg.lower():
                 if len(unit.rows) > 1:  # a merged call too large: split it and go on
                     self.outcome.splits += 1
-                    for half in split_unit(unit, self._next_unit_id):
-                        await self._execute(half, _Attempts(started_at=self.clock()))
+                    await self._execute_halves(unit)
                     return None
             elif left:  # concurrent-copy quota: wait and try again
                 await asyncio.sleep(self.s.backoff.delay(att.attempts))
@@ -362,6 +371,19 @@ class Runner:
         self._finish(unit.rows, self._outcome(Status.FAILED, att, call_id=call_id, src_v=src_v,
                                               dest_v=dest_v, error_code=code, error_message=msg))
         return None
+
+    async def _execute_halves(self, unit: CopyUnit) -> None:
+        task = asyncio.current_task()
+        for half in split_unit(unit, self._next_unit_id):
+            half_att = _Attempts(started_at=self.clock())
+            if task is not None and unit.unit_id in self.running:
+                # a stop or an abort looks here for a call in flight (see _cancel_unsent)
+                self.running[unit.unit_id] = (task, half_att)
+            try:
+                await self._execute(half, half_att)
+            except asyncio.CancelledError:
+                self._mark_cancelled(half.rows, half_att)
+                raise
 
     async def _await_copy(self, unit: CopyUnit, att: _Attempts, call_id: int, src_v: str,
                           dest_v: str | None, new_id: str, new_v: str,
@@ -404,41 +426,80 @@ class Runner:
 
     # ---- resume: calls a crash left open ------------------------------------
     async def _settle_open_calls(self) -> None:
-        for call in self.journal.open_calls():
-            rows = list(call.manifest_rows)
-            statuses = self.journal.row_statuses(rows)
-            unit = _unit_from_call(call, self._rows_as_specs(call))
-            att = _Attempts(started_at=self.clock(), attempts=1, sent_at=call.sent_at)
-            if call.state in ("ANSWERED", "ADOPTED") and call.result_image_set_id:
-                await self._await_copy(unit, att, call.call_id, call.source_version_id,
-                                       call.destination_version_id, call.result_image_set_id,
-                                       call.result_version_id or "", evidence=call.evidence)
-                continue
-            sent = SentCopy(call.datastore_id, call.source_image_set_id, call.source_version_id,
-                            call.destination_image_set_id, call.destination_version_id,
-                            call.copiable_attributes, call.promote_to_primary, call.sent_at)
-            verdict = await reconcile(self.api, sent,
-                                      known_results=self._known(call.datastore_id),
-                                      lock_wait_s=self.s.lock_wait_s)
-            self.outcome.reconciled += 1
-            if verdict.happened:
-                self.journal.call_answered(call.call_id, verdict.image_set_id or "",
-                                           verdict.version_id or "", state="ADOPTED",
-                                           evidence=verdict.evidence)
-                await self._await_copy(unit, att, call.call_id, call.source_version_id,
-                                       call.destination_version_id, verdict.image_set_id or "",
-                                       verdict.version_id or "", evidence=verdict.evidence)
-            elif verdict.happened is False:
-                self.journal.call_void(call.call_id, verdict.evidence)
-                self.journal.reset_rows(m for m in rows if statuses.get(m) != "SUCCEEDED")
-            else:
-                self.journal.call_ambiguous(call.call_id, "Unresolved", verdict.evidence)
-                self._finish(unit.rows, self._outcome(
-                    Status.UNKNOWN, att, call_id=call.call_id, src_v=call.source_version_id,
-                    dest_v=call.destination_version_id, evidence=verdict.evidence))
-            for key in (call.source_image_set_id, call.destination_image_set_id):
-                if key:
-                    self.versions.pop((call.datastore_id, key), None)
+        """Calls earlier runs left open: reconcile the unanswered ones (one at a time, so
+        two calls never adopt the same image set), then wait for every copy known to be
+        in progress (together). Rows settled here are counted once (settled_rows)."""
+        self._settling = True
+        waits: list[tuple[CopyUnit, _Attempts, CallRecord, str, str, str | None]] = []
+        calls: list[CallRecord] = []
+        try:
+            calls = self.journal.open_calls()
+            for n, call in enumerate(calls):
+                if self.stop_event.is_set():  # stopped (time limit, signal) while settling
+                    for left in calls[n:]:
+                        self._finish(self._rows_as_specs(left), self._outcome(
+                            Status.UNKNOWN, _Attempts(started_at=self.clock(), attempts=1,
+                                                      sent_at=left.sent_at),
+                            call_id=left.call_id, evidence=OPEN_CALL_EVIDENCE),
+                            only_pending=True)
+                    break
+                unit = _unit_from_call(call, self._rows_as_specs(call))
+                att = _Attempts(started_at=self.clock(), attempts=1, sent_at=call.sent_at)
+                if call.state in ("ANSWERED", "ADOPTED") and call.result_image_set_id:
+                    waits.append((unit, att, call, call.result_image_set_id,
+                                  call.result_version_id or "", call.evidence))
+                    continue
+                sent = SentCopy(call.datastore_id, call.source_image_set_id,
+                                call.source_version_id, call.destination_image_set_id,
+                                call.destination_version_id, call.copiable_attributes,
+                                call.promote_to_primary, call.sent_at)
+                verdict = await reconcile(self.api, sent,
+                                          known_results=self._known(call.datastore_id),
+                                          lock_wait_s=self.s.lock_wait_s)
+                self.outcome.reconciled += 1
+                if verdict.happened:
+                    self.journal.call_answered(call.call_id, verdict.image_set_id or "",
+                                               verdict.version_id or "", state="ADOPTED",
+                                               evidence=verdict.evidence)
+                    waits.append((unit, att, call, verdict.image_set_id or "",
+                                  verdict.version_id or "", verdict.evidence))
+                elif verdict.happened is False:
+                    self.journal.call_void(call.call_id, verdict.evidence)
+                    statuses = self.journal.row_statuses(call.manifest_rows)
+                    self.journal.reset_rows(m for m in call.manifest_rows
+                                            if statuses.get(m) != "SUCCEEDED")
+                else:
+                    self.journal.call_ambiguous(call.call_id, "Unresolved", verdict.evidence)
+                    self._finish(unit.rows, self._outcome(
+                        Status.UNKNOWN, att, call_id=call.call_id, src_v=call.source_version_id,
+                        dest_v=call.destination_version_id, evidence=verdict.evidence))
+            # copies in flight: like any in-flight copy, a stop gives them --stop-grace (_drain)
+            tasks = [asyncio.create_task(self._settle_wait(*w)) for w in waits]
+            for task in tasks:
+                self.tasks.add(task)
+                task.add_done_callback(self.tasks.discard)
+            while not all(t.done() for t in tasks) and not self.stop_event.is_set():
+                await self._wait_for_change()
+        finally:
+            self._settling = False
+            for call in calls:  # what these calls wrote is read afresh
+                for key in (call.source_image_set_id, call.destination_image_set_id):
+                    if key:
+                        self.versions.pop((call.datastore_id, key), None)
+
+    async def _settle_wait(self, unit: CopyUnit, att: _Attempts, call: CallRecord, new_id: str,
+                           new_v: str, evidence: str | None) -> None:
+        att.open_call = call.call_id
+        try:
+            await self._await_copy(unit, att, call.call_id, call.source_version_id,
+                                   call.destination_version_id, new_id, new_v, evidence=evidence)
+        except asyncio.CancelledError:
+            self._mark_cancelled(unit.rows, att)
+            raise
+        except RunAborted:
+            pass  # recorded by _abort
+        finally:
+            self.wakeup.set()
 
     def _rows_as_specs(self, call: CallRecord) -> tuple[CopySpec, ...]:
         # minimal specs: the unit is only used for its rows' manifest numbers here
@@ -502,6 +563,11 @@ class Runner:
             self.outcome.abort_message = message
         self.stop_event.set()
         self.wakeup.set()
+        self._cancel_unsent()
+
+    def _cancel_unsent(self) -> None:
+        """Cancel running units whose request has not left (none open in the journal);
+        a unit waiting for its copy's answer or end keeps going."""
         current = asyncio.current_task()
         for task, att in list(self.running.values()):
             if att.open_call is None and task is not current:
@@ -532,6 +598,8 @@ class Runner:
                 return
         outcome.call_rows = len(rows) if outcome.call_id is not None else None
         self.journal.finish_rows(self.run_id, numbers, outcome, done_call=done_call)
+        if self._settling:
+            self.settled_rows.update(numbers)
         self.finished_rows += len(numbers)
         if outcome.status in FAILED_STATUSES:
             self.failed_rows += len(numbers)
