@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import signal
 import sys
 import tempfile
@@ -264,9 +265,21 @@ def journal_results(journal: Any) -> Any:
 
 
 async def write_outputs(journal: Any, report_dest: str, run_stats: dict[str, Any]) -> dict[str, Any]:
-    from batchcopy.report import build_summary, summary_path, write_report, write_summary_async
+    from batchcopy.report import (ReportUploadError, build_summary, report_counts, summary_path,
+                                  write_report, write_summary_async)
 
-    counts = await write_report(journal_results(journal), report_dest)
+    try:
+        counts = await write_report(journal_results(journal), report_dest)
+    except ReportUploadError as exc:  # never lose a report to an S3 hiccup
+        fallback = Path("reports") / Path(exc.local_path).name
+        fallback.parent.mkdir(parents=True, exist_ok=True)
+        shutil.move(str(exc.local_path), fallback)
+        say(f"batchcopy: could not upload the report to {exc.url}: {exc.__cause__}; "
+            f"it is at {fallback} (the journal {journal.path} can rebuild it: "
+            f"batchcopy report {journal.path} --out {exc.url})")
+        report_dest = str(fallback)
+        run_stats = {**run_stats, "report": report_dest, "report_upload_error": str(exc.__cause__)}
+        counts = report_counts(fallback)
     summary = build_summary(counts, run_stats)
     await write_summary_async(summary, summary_path(report_dest))
     return summary

@@ -72,3 +72,20 @@ def test_missing_s3_manifest_is_a_usage_error(emulator: Any, client_env: dict[st
     assert proc.returncode == 2
     assert "s3://empty/nope.csv" in proc.stderr
     assert sum(emulator.stats()["calls"].values()) == 0
+
+
+def test_report_upload_failure_keeps_the_report_locally(emulator: Any, client_env: dict[str, str],
+                                                         moto_endpoint: str, tmp_path: Path) -> None:
+    status, summary = control_call(emulator.endpoint, "POST", "/_emulator/seed", SEED)
+    store = summary["datastores"][0]
+    manifest = tmp_path / "m.csv"
+    manifest.write_text("row_id,datastore_id,source_image_set_id\n"
+                        f"u0,{store['datastoreId']},{store['imageSets'][0]['imageSetId']}\n")
+    env = {**client_env, "AWS_ENDPOINT_URL_S3": moto_endpoint}
+    proc = run_cli(["run", str(manifest), "--report", "s3://no-such-bucket/r.parquet",
+                    "--journal", str(tmp_path / "j.sqlite"), *FAST], env, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "could not upload the report" in proc.stderr
+    kept = tmp_path / "reports" / "r.parquet"
+    assert kept.exists()
+    assert [r["status"] for r in pq.read_table(kept).to_pylist()] == ["SUCCEEDED"]
