@@ -269,3 +269,42 @@ def test_failure_threshold_aborts_with_exit_3(world: dict[str, Any], tmp_path: P
     assert {r["error_code"] for r in failed} == {"ValidationException"}
     assert {r["status"] for r in rows} == {"FAILED", "NOT_RUN"}
     assert "failure threshold" in res.stderr
+
+
+def test_outside_writer_during_the_run_conflicts_then_refreshes(
+        world: dict[str, Any], boto3_client: Any, tmp_path: Path) -> None:
+    """A writer outside batchcopy copies into the destination after the runner read its
+    version and before its CopyImageSet executes (held 1 s by a latency fault)."""
+    from resumekit import start
+
+    ds, src = world["ds"], world["sets"][1]
+    dest = new_subset_destination(boto3_client, ds, src)
+    (s1, i1), (s2, i2), (s3, i3) = all_sops(src)[1:4]
+    manifest = write_manifest(tmp_path / "m.csv", [
+        {"row_id": f"r{k}", "datastore_id": ds, "source_image_set_id": src["imageSetId"],
+         "destination_image_set_id": dest, "series_instance_uid": s, "sop_instance_uid": i}
+        for k, (s, i) in enumerate([(s1, i1), (s2, i2)])])
+    emu = world["emulator"]
+    emu.set_faults([FaultSpec(kind="latency", operation="CopyImageSet", after=1, count=1,
+                              latency_s=100)])  # the run's 2nd copy waits 1 s at the service
+    base = emu.stats()["calls"].get("CopyImageSet", 0)
+    run = start(manifest, world["env"], tmp_path, "outside", "--no-merge",
+                journal=tmp_path / "j.sqlite", report=tmp_path / "r.parquet")
+    assert run.wait_until(lambda: emu.stats()["calls"].get("CopyImageSet", 0) >= base + 2)
+    version = wait_active(boto3_client, ds, dest)["versionId"]
+    attrs = f'{{"SchemaVersion":"1.1","Study":{{"Series":{{"{s3}":{{"Instances":{{"{i3}":{{}}}}}}}}}}}}'
+    patiently(lambda: boto3_client.copy_image_set(
+        datastoreId=ds, sourceImageSetId=src["imageSetId"], copyImageSetInformation={
+            "sourceImageSet": {"latestVersionId": "1", "DICOMCopies": {"copiableAttributes": attrs}},
+            "destinationImageSet": {"imageSetId": dest, "latestVersionId": version}}))
+    assert run.wait(timeout=60) == 0, run.stderr()
+    import pyarrow.parquet as pq
+
+    rows = {r["row_id"]: r for r in pq.read_table(tmp_path / "r.parquet").to_pylist()}
+    assert rows["r0"]["status"] == rows["r1"]["status"] == "SUCCEEDED"
+    assert rows["r0"]["conflicts"] == 0 and rows["r1"]["conflicts"] == 1
+    # r1 first named the version r0 made, then (refreshed) the outside writer's
+    assert int(rows["r1"]["destination_version_used"]) == int(rows["r0"]["result_version_id"]) + 1
+    snap = snapshot(emu, ds, dest)
+    assert {(s1, i1), (s2, i2), (s3, i3)} <= instances(snap)
+    assert snap["latestVersionId"] == rows["r1"]["result_version_id"]
