@@ -117,11 +117,14 @@ async def _new_image_set(api: Any, call: SentCopy, known: set[str], skew_s: floa
     candidates = [c["imageSetId"] for c in found if c["imageSetId"] not in skip]
     matches: list[tuple[str, str]] = []
     for cand in candidates:
-        version = await _settled_version(api, ds, cand, lock_wait_s)
-        if version is None:
+        settled = await _settled_version(api, ds, cand, lock_wait_s)
+        if settled is None:
             return Verdict(None, None, None,
                            f"image set {cand} of study {study_uid} appeared after the call and "
                            f"is still locked: cannot compare it yet")
+        version, workflow = settled
+        if workflow not in COPY_STATES:  # imported or updated: not what a copy makes
+            continue
         cmeta = await api.get_image_set_metadata(ds, cand, version)
         if _instances(cmeta) == expected:
             matches.append((cand, version))
@@ -141,14 +144,15 @@ async def _new_image_set(api: Any, call: SentCopy, known: set[str], skew_s: floa
 
 
 async def _settled_version(api: Any, ds: str, image_set_id: str,
-                           lock_wait_s: float) -> str | None:
+                           lock_wait_s: float) -> tuple[str, str] | None:
+    """(latest version, its workflow status) once the image set is not LOCKED."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + lock_wait_s
     delay = 0.05
     while True:
         got = await api.get_image_set(ds, image_set_id)
         if got.get("imageSetState") != "LOCKED":
-            return str(got["versionId"])
+            return str(got["versionId"]), str(got.get("imageSetWorkflowStatus"))
         if loop.time() + delay > deadline:
             return None
         await asyncio.sleep(delay)

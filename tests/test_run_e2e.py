@@ -308,3 +308,39 @@ def test_outside_writer_during_the_run_conflicts_then_refreshes(
     snap = snapshot(emu, ds, dest)
     assert {(s1, i1), (s2, i2), (s3, i3)} <= instances(snap)
     assert snap["latestVersionId"] == rows["r1"]["result_version_id"]
+
+
+def test_undecidable_lost_copy_is_unknown_and_never_resent(world: dict[str, Any], boto3_client: Any,
+                                                           tmp_path: Path) -> None:
+    """The response of a new copy is lost; while the runner looks for the copy, another
+    writer makes an identical copy of the same source: two candidates match, the runner
+    cannot tell which is its own, reports UNKNOWN with the evidence and sends nothing
+    again, on this run or on a resume."""
+    from resumekit import start
+
+    ds, src = world["ds"], world["sets"][2]
+    emu = world["emulator"]
+    manifest = write_manifest(tmp_path / "m.csv", [
+        {"row_id": "u", "datastore_id": ds, "source_image_set_id": src["imageSetId"]}])
+    emu.set_faults([FaultSpec(kind="lost_response", operation="CopyImageSet", count=1),
+                    FaultSpec(kind="latency", operation="SearchImageSets", count=1, latency_s=100)])
+    before = emu.stats()["copies_requested"]
+    run = start(manifest, world["env"], tmp_path, "undecidable", journal=tmp_path / "j.sqlite",
+                report=tmp_path / "r.parquet")
+    assert run.wait_until(lambda: emu.stats()["calls"].get("SearchImageSets", 0) >= 1)
+    wait_active(boto3_client, ds, src["imageSetId"])
+    patiently(lambda: boto3_client.copy_image_set(  # the other writer's identical copy
+        datastoreId=ds, sourceImageSetId=src["imageSetId"],
+        copyImageSetInformation={"sourceImageSet": {"latestVersionId": "1"}}))
+    assert run.wait(timeout=60) == 1, run.stderr()
+    import pyarrow.parquet as pq
+
+    (row,) = pq.read_table(tmp_path / "r.parquet").to_pylist()
+    assert row["status"] == "UNKNOWN"
+    assert "several image sets" in row["evidence"]
+    assert emu.stats()["copies_requested"] - before == 2  # ours (lost) + the other writer's
+    again = run_manifest(manifest, world["env"], tmp_path, "--resume",
+                         report=tmp_path / "r2.parquet", journal=tmp_path / "j.sqlite")
+    assert again.code == 1, again.stderr
+    assert [r["status"] for r in again.rows()] == ["UNKNOWN"]
+    assert emu.stats()["copies_requested"] - before == 2  # still never resent
