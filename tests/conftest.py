@@ -8,6 +8,8 @@
     boto3_client      a boto3 medical-imaging client: no host prefix, no retries
     seeded            the emulator seeded with a small SeedSpec; the seed summary
     control           control(method, path, body=None) -> (status, json) on /_emulator/...
+    moto_endpoint     moto's S3 server (ThreadedMotoServer) on 127.0.0.1, one per session;
+                      tests make their own buckets
 """
 
 from __future__ import annotations
@@ -120,3 +122,16 @@ def seeded(emulator: Any) -> dict[str, Any]:
     status, summary = control_call(emulator.endpoint, "POST", "/_emulator/seed", SMALL_SEED)
     assert status == 200, summary
     return summary
+
+
+@pytest.fixture(scope="session")
+def moto_endpoint() -> Iterator[str]:
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    try:
+        yield f"http://{host}:{port}"
+    finally:
+        server.stop()

@@ -4,31 +4,18 @@ server, copies on the emulator, all over real HTTP on 127.0.0.1."""
 from __future__ import annotations
 
 import io
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import boto3
 import pyarrow.parquet as pq
 import pytest
-from moto.server import ThreadedMotoServer
 
 from conftest import control_call
 from runkit import FAST, run_cli
 
 SEED = {"seed": 5, "datastores": 1, "patients": 3, "studies_per_patient": 1,
         "series_per_study": 1, "instances_per_series": 2, "frames_per_instance": 1}
-
-
-@pytest.fixture
-def moto_endpoint() -> Iterator[str]:
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    try:
-        yield f"http://{host}:{port}"
-    finally:
-        server.stop()
 
 
 def test_s3_manifest_and_report(emulator: Any, client_env: dict[str, str], moto_endpoint: str,
@@ -39,25 +26,25 @@ def test_s3_manifest_and_report(emulator: Any, client_env: dict[str, str], moto_
     env = {**client_env, "AWS_ENDPOINT_URL_S3": moto_endpoint}
     s3 = boto3.client("s3", endpoint_url=moto_endpoint, region_name="us-east-1",
                       aws_access_key_id="testing", aws_secret_access_key="testing")
-    s3.create_bucket(Bucket="manifests")
+    s3.create_bucket(Bucket="run-s3-manifests")
     lines = ["row_id,datastore_id,source_image_set_id"]
     lines += [f"s{i},{store['datastoreId']},{s['imageSetId']}" for i, s in enumerate(store["imageSets"])]
-    s3.put_object(Bucket="manifests", Key="in/nightly.csv", Body="\n".join(lines).encode())
+    s3.put_object(Bucket="run-s3-manifests", Key="in/nightly.csv", Body="\n".join(lines).encode())
 
-    proc = run_cli(["run", "s3://manifests/in/nightly.csv", "--report",
-                    "s3://manifests/out/nightly.parquet", "--journal", str(tmp_path / "j.sqlite"),
+    proc = run_cli(["run", "s3://run-s3-manifests/in/nightly.csv", "--report",
+                    "s3://run-s3-manifests/out/nightly.parquet", "--journal", str(tmp_path / "j.sqlite"),
                     *FAST], env, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
-    body = s3.get_object(Bucket="manifests", Key="out/nightly.parquet")["Body"].read()
+    body = s3.get_object(Bucket="run-s3-manifests", Key="out/nightly.parquet")["Body"].read()
     rows = pq.read_table(io.BytesIO(body)).to_pylist()
     assert [r["row_id"] for r in rows] == [f"s{i}" for i in range(len(store["imageSets"]))]
     assert {r["status"] for r in rows} == {"SUCCEEDED"}
-    keys = {o["Key"] for o in s3.list_objects_v2(Bucket="manifests")["Contents"]}
+    keys = {o["Key"] for o in s3.list_objects_v2(Bucket="run-s3-manifests")["Contents"]}
     assert "out/nightly.summary.json" in keys
     assert emulator.stats()["copies_executed"] == len(rows)
 
     # reading the report back from s3 with the report command
-    shown = run_cli(["report", "s3://manifests/out/nightly.parquet"], env, cwd=tmp_path)
+    shown = run_cli(["report", "s3://run-s3-manifests/out/nightly.parquet"], env, cwd=tmp_path)
     assert shown.returncode == 0, shown.stderr
     assert f"{len(rows)} rows" in shown.stdout and "SUCCEEDED" in shown.stdout
 
@@ -66,11 +53,11 @@ def test_missing_s3_manifest_is_a_usage_error(emulator: Any, client_env: dict[st
                                               moto_endpoint: str, tmp_path: Path) -> None:
     env = {**client_env, "AWS_ENDPOINT_URL_S3": moto_endpoint}
     boto3.client("s3", endpoint_url=moto_endpoint, region_name="us-east-1",
-                 aws_access_key_id="testing", aws_secret_access_key="testing").create_bucket(Bucket="empty")
-    proc = run_cli(["run", "s3://empty/nope.csv", "--journal", str(tmp_path / "j.sqlite")], env,
+                 aws_access_key_id="testing", aws_secret_access_key="testing").create_bucket(Bucket="run-s3-empty")
+    proc = run_cli(["run", "s3://run-s3-empty/nope.csv", "--journal", str(tmp_path / "j.sqlite")], env,
                    cwd=tmp_path)
     assert proc.returncode == 2
-    assert "s3://empty/nope.csv" in proc.stderr
+    assert "s3://run-s3-empty/nope.csv" in proc.stderr
     assert sum(emulator.stats()["calls"].values()) == 0
 
 

@@ -5,29 +5,16 @@ from __future__ import annotations
 import asyncio
 import gzip
 import re
-from collections.abc import Iterator
 from pathlib import Path
 
 import boto3
 import pytest
-from moto.server import ThreadedMotoServer
 
 from batchcopy import storage
 from batchcopy.manifest import read_specs
 
 DS = "d" * 32
 SRC = "a" * 32
-
-
-@pytest.fixture(scope="module")
-def moto_endpoint() -> Iterator[str]:
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    try:
-        yield f"http://{host}:{port}"
-    finally:
-        server.stop()
 
 
 @pytest.fixture
