@@ -11,6 +11,7 @@ Layout (service semantics apart from the wire format):
     auth.py     optional SigV4 verification, deny lists
     wire.py     restJson1 routing and (de)serialisation built from botocore's model
     server.py   aiohttp app, control routes under /_emulator, start/stop helpers
+    cli.py      `batchcopy emulator serve | seed | stats`
     ASSUMPTIONS.md  behaviour the public documentation does not fix
 
 The runner (batchcopy.runner and friends) never imports this package.
