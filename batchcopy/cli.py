@@ -191,6 +191,8 @@ def report_cmd(
     import asyncio
 
     from batchcopy import report as rep
+    from batchcopy.retry_manifest import write_failed_manifest
+    from batchcopy.summary import human_summary
 
     if source.endswith(".sqlite") or source.endswith(".journal"):
         from batchcopy.job import journal_results, write_outputs
@@ -202,9 +204,9 @@ def report_cmd(
         try:
             dest = out or str(Path("reports") / (Path(source).name.removesuffix(".journal.sqlite") + ".parquet"))
             summary = asyncio.run(write_outputs(journal, dest, {"journal": source, "report": dest}))
-            typer.echo(rep.human_summary(summary))
+            typer.echo(human_summary(summary))
             if failed_manifest is not None:
-                n = rep.write_failed_manifest(journal_results(journal), failed_manifest)
+                n = write_failed_manifest(journal_results(journal), failed_manifest)
                 typer.echo(f"{n} row(s) to retry written to {failed_manifest}")
         finally:
             journal.close()
@@ -219,9 +221,9 @@ def report_cmd(
     if errors:
         typer.echo("error codes: " + ", ".join(f"{k} {v}" for k, v in errors.items()))
     if failed_manifest is not None:
-        n = rep.write_failed_manifest(rep.iter_report_rows(source) if not source.startswith("s3://")
-                                      else (rep.RowResult(**r) for r in frame.to_dict("records")),
-                                      failed_manifest)
+        n = write_failed_manifest(rep.iter_report_rows(source) if not source.startswith("s3://")
+                                  else (rep.RowResult(**r) for r in frame.to_dict("records")),
+                                  failed_manifest)
         typer.echo(f"{n} row(s) to retry written to {failed_manifest}")
 
 

@@ -176,7 +176,7 @@ async def _execute(opts: JobOptions, journal: Any, local: Path, total_rows: int,
         finally:
             for sig in signals:
                 loop.remove_signal_handler(sig)
-    from batchcopy.report import human_summary
+    from batchcopy.summary import human_summary
     say(human_summary(summary))
     if outcome.abort_message:
         say(f"batchcopy: run aborted: {outcome.abort_message}")
@@ -265,8 +265,8 @@ def journal_results(journal: Any) -> Any:
 
 
 async def write_outputs(journal: Any, report_dest: str, run_stats: dict[str, Any]) -> dict[str, Any]:
-    from batchcopy.report import (ReportUploadError, build_summary, report_counts, summary_path,
-                                  write_report, write_summary_async)
+    from batchcopy.report import ReportUploadError, report_counts, write_report
+    from batchcopy.summary import build_summary, summary_path, write_summary_async
 
     try:
         counts = await write_report(journal_results(journal), report_dest)

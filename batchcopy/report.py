@@ -1,41 +1,16 @@
-"""The run report: one Parquet row per manifest row, a summary JSON beside it, reading back.
-
-Writing
-    `ReportWriter` streams `RowResult`s into a Parquet file one row group at a time
-    (`row_group_rows`, default 50,000), so a million-row report is never held in memory.
-    It writes to `<path>.tmp` and renames onto `<path>` on `close()`: the destination
-    either holds a complete report or is untouched. On an exception (`abort()`, or
-    leaving a `with` block by an exception) the `.tmp` is removed.
-    `write_report` does the same for a local path or an `s3://` URL (written locally,
-    then uploaded with `batchcopy.storage.upload`).
-
-Summary
-    `build_summary(counts, run_stats)` -> a JSON-able dict; `write_summary[_async]` puts
-    it at `summary_path(report)`; `human_summary` renders a few lines for stderr.
-
-Reading
-    `read_report` (pandas, local or s3), `iter_report_rows` (streaming, local),
-    `report_counts` (streaming counts), `write_failed_manifest` (a retry manifest).
-
-Timestamps are stored as timestamp[ms, tz=UTC]; `RowResult` accepts aware datetimes,
-naive datetimes (taken as UTC), epoch seconds (int/float) or ISO-8601 strings, and
-always holds aware UTC datetimes. Sub-millisecond precision is dropped (floored) on write.
-
-pyarrow and pandas are imported inside the functions that use them, so importing this
-module (e.g. for `RowResult`) stays cheap.
+"""The run's Parquet report, one row per manifest row: `RowResult` and the file's schema,
+`ReportWriter` / `write_report` to write one (streamed a row group at a time, atomically
+via `<path>.tmp`, to a local path or an `s3://` URL), and `read_report`,
+`iter_report_rows` and `report_counts` to read one back. Timestamps are stored as UTC
+milliseconds (sub-millisecond precision floored on write). pyarrow and pandas are
+imported inside the functions that use them, so importing this module (e.g. for
+`RowResult`) stays cheap.
 """
 
 from __future__ import annotations
 
 import asyncio
-import csv
-import dataclasses
-import enum
-import gzip
-import json
-import math
 import os
-import shlex
 import shutil
 import tempfile
 from collections.abc import Iterable, Iterator
@@ -44,8 +19,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from batchcopy.validate import BOOL_COLUMNS, TEXT_COLUMNS
-from batchcopy.specs import TERMINAL_DONE, CopySpec, ExitCode, Status
+from batchcopy.specs import TERMINAL_DONE, CopySpec, Status
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas
@@ -97,12 +71,6 @@ SPEC_COLUMNS: tuple[str, ...] = (
     "force",
     "promote_to_primary",
 )
-
-# Columns of a retry manifest (write_failed_manifest), in the manifest's own names.
-FAILED_MANIFEST_COLUMNS: tuple[str, ...] = tuple(
-    c for c in TEXT_COLUMNS + BOOL_COLUMNS if c not in ("series_instance_uid", "sop_instance_uid"))
-
-RETRY_STATUSES: tuple[str, ...] = ("FAILED", "CONFLICT", "UNKNOWN", "NOT_RUN")
 
 REPORT_FORMAT_VERSION = "1"
 
@@ -524,242 +492,6 @@ def default_report_path(
     return Path(reports_dir) / f"{stem}-{when:%Y%m%dT%H%M%SZ}.parquet"
 
 
-def summary_path(report_path: str | Path) -> str:
-    """The summary JSON beside a report: x.parquet -> x.summary.json (local or s3)."""
-    text = str(report_path)
-    for suffix in (".parquet", ".pq"):
-        if text.lower().endswith(suffix):
-            return text[: -len(suffix)] + ".summary.json"
-    return text + ".summary.json"
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, enum.Enum):
-        return _jsonable(value.value)
-    if isinstance(value, bool) or value is None or isinstance(value, (int, str)):
-        return value
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, Path):
-        return str(value)
-    if isinstance(value, datetime):
-        return to_utc(value).isoformat()  # type: ignore[union-attr]
-    if isinstance(value, timedelta):
-        return value.total_seconds()
-    if isinstance(value, ReportCounts):
-        return value.as_dict()
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return _jsonable(dataclasses.asdict(value))
-    if isinstance(value, dict):
-        return {str(_jsonable(k)): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple, set, frozenset)):
-        return [_jsonable(v) for v in value]
-    return str(value)
-
-
-def build_summary(counts: ReportCounts, run_stats: dict[str, Any]) -> dict[str, Any]:
-    """{"rows", "by_status", "by_error_code", **run_stats}, made JSON-able.
-
-    Enums become their values, Paths strings, datetimes ISO-8601 UTC, NaN/inf null.
-    run_stats may not use the keys rows / by_status / by_error_code (ValueError).
-    """
-    base = counts.as_dict()
-    clash = sorted(set(base) & set(run_stats))
-    if clash:
-        raise ValueError(f"run_stats may not set {', '.join(clash)}")
-    return _jsonable({**base, **run_stats})
-
-
-def _summary_bytes(summary: dict[str, Any]) -> bytes:
-    return (json.dumps(_jsonable(summary), indent=2) + "\n").encode("utf-8")
-
-
-def _write_local_atomic(data: bytes, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _tmp_path(path)
-    try:
-        with open(tmp, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
-async def write_summary_async(summary: dict[str, Any], destination: str | Path) -> None:
-    """Write the summary JSON to a local path (atomic, parents created) or an s3:// URL."""
-    dest = str(destination)
-    data = _summary_bytes(summary)
-    if not _is_s3(dest):
-        _write_local_atomic(data, Path(dest))
-        return
-    from batchcopy import storage
-
-    staging = Path(tempfile.mkdtemp(prefix="batchcopy-summary-"))
-    try:
-        local = staging / _s3_basename(dest)
-        local.write_bytes(data)
-        await storage.upload(local, dest)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-
-
-def write_summary(summary: dict[str, Any], destination: str | Path) -> None:
-    """Synchronous write_summary_async. Local paths work anywhere; for s3:// this runs its
-    own event loop, so from inside a running loop (the runner) use write_summary_async
-    (RuntimeError otherwise)."""
-    dest = str(destination)
-    if not _is_s3(dest):
-        _write_local_atomic(_summary_bytes(summary), Path(dest))
-        return
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        asyncio.run(write_summary_async(summary, dest))
-        return
-    raise RuntimeError("write_summary to s3 from a running event loop: use write_summary_async")
-
-
-def read_summary(path: Path | str) -> dict[str, Any]:
-    """Read a local summary JSON."""
-    return json.loads(Path(path).read_text(encoding="utf-8"))
-
-
-def _fmt_int(n: Any) -> str:
-    return f"{n:,}" if isinstance(n, int) else str(n)
-
-
-def _fmt_duration(seconds: float) -> str:
-    if seconds < 60:
-        return f"{seconds:.1f}s"
-    total = int(round(seconds))
-    days, rest = divmod(total, 86_400)
-    hours, rest = divmod(rest, 3600)
-    minutes, secs = divmod(rest, 60)
-    if days:
-        return f"{days}d{hours:02d}h{minutes:02d}m{secs:02d}s"
-    if hours:
-        return f"{hours}h{minutes:02d}m{secs:02d}s"
-    return f"{minutes}m{secs:02d}s"
-
-
-def _fmt_rate(value: Any) -> str:
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return f"{value:.3g}/s"
-    return str(value)
-
-
-def _counted(value: Any) -> str:
-    """An int, or a dict of name -> int (total and parts)."""
-    if isinstance(value, dict):
-        parts = ", ".join(f"{k} {_fmt_int(v)}" for k, v in value.items())
-        total = sum(v for v in value.values() if isinstance(v, (int, float)))
-        return f"{_fmt_int(total)} ({parts})" if parts else "0"
-    return _fmt_int(value)
-
-
-def _first(mapping: dict[str, Any], *keys: str) -> Any:
-    for key in keys:
-        if mapping.get(key) is not None:
-            return mapping[key]
-    return None
-
-
-def human_summary(summary: dict[str, Any], *, top_errors: int = 5) -> str:
-    """A few short lines for stderr. Uses what the summary has; every key but the counts
-    is optional. Recognised run_stats keys (either spelling):
-      calls / api.calls (dict op -> n), throttles / api.throttles (int or dict),
-      api.retries, merges (int or dict) or merged_calls + rows_in_merged_calls,
-      split_calls, reconciled_calls, wall_time_s,
-      copy_rate {"configured"|"configured_per_s", "achieved"|"achieved_per_s"},
-      stop_reason, exit_code, manifest, report, summary (default summary_path(report)),
-      journal."""
-    lines: list[str] = []
-    by_status: dict[str, int] = summary.get("by_status") or {}
-    known = [s.value for s in Status]
-    order = known + [k for k in by_status if k not in known]
-    parts = [f"{_fmt_int(by_status[k])} {k}" for k in order if by_status.get(k)]
-    head = f"{_fmt_int(summary.get('rows', 0))} rows"
-    if summary.get("manifest"):
-        head += f" from {summary['manifest']}"
-    lines.append(f"{head}: {', '.join(parts) if parts else 'nothing'}")
-
-    codes: dict[str, int] = summary.get("by_error_code") or {}
-    if codes:
-        ranked = sorted(codes.items(), key=lambda kv: (-kv[1], kv[0]))
-        shown = ", ".join(f"{k} {_fmt_int(v)}" for k, v in ranked[:top_errors])
-        more = f", and {len(ranked) - top_errors} more" if len(ranked) > top_errors else ""
-        lines.append(f"errors: {shown}{more}")
-
-    api = summary.get("api") if isinstance(summary.get("api"), dict) else {}
-    work: list[str] = []
-    calls = _first(summary, "calls")
-    calls = calls if calls is not None else api.get("calls")
-    if calls is not None:
-        work.append(f"calls {_counted(calls)}")
-    throttles = _first(summary, "throttles")
-    throttles = throttles if throttles is not None else api.get("throttles")
-    if throttles is not None:
-        work.append(f"throttles {_counted(throttles)}")
-    if api.get("retries"):
-        work.append(f"retries {_counted(api['retries'])}")
-    if summary.get("merges") is not None:
-        work.append(f"merges {_counted(summary['merges'])}")
-    elif summary.get("merged_calls"):
-        merged = f"merged calls {_fmt_int(summary['merged_calls'])}"
-        if summary.get("rows_in_merged_calls"):
-            merged += f" (carrying {_fmt_int(summary['rows_in_merged_calls'])} rows)"
-        work.append(merged)
-    for key, label in (("split_calls", "split calls"), ("reconciled_calls", "reconciled calls")):
-        if summary.get(key):
-            work.append(f"{label} {_fmt_int(summary[key])}")
-    if work:
-        lines.append("; ".join(work))
-
-    timing: list[str] = []
-    wall = summary.get("wall_time_s")
-    if isinstance(wall, (int, float)) and not isinstance(wall, bool):
-        timing.append(f"wall time {_fmt_duration(float(wall))}")
-    rate = summary.get("copy_rate")
-    if isinstance(rate, dict):
-        achieved = _first(rate, "achieved", "achieved_per_s")
-        configured = _first(rate, "configured", "configured_per_s")
-        if achieved is not None and configured is not None:
-            timing.append(
-                f"CopyImageSet rate {_fmt_rate(achieved)} achieved of {_fmt_rate(configured)} configured"
-            )
-        elif achieved is not None:
-            timing.append(f"CopyImageSet rate {_fmt_rate(achieved)} achieved")
-        elif configured is not None:
-            timing.append(f"CopyImageSet rate {_fmt_rate(configured)} configured")
-    if summary.get("stop_reason"):
-        timing.append(f"stopped: {summary['stop_reason']}")
-    if summary.get("exit_code") is not None:
-        code = summary["exit_code"]
-        try:
-            timing.append(f"exit code {int(code)} ({ExitCode(int(code)).name})")
-        except (TypeError, ValueError):
-            timing.append(f"exit code {code}")
-    if timing:
-        lines.append("; ".join(timing))
-
-    report = summary.get("report")
-    if report:
-        report = str(report)
-        lines.append(f"report:  {report}")
-        lines.append(f"summary: {summary.get('summary') or summary_path(report)}")
-        how = f"read it: batchcopy report {shlex.quote(report)}"
-        if not report.lower().startswith("s3://"):
-            code = f"import pandas as pd; print(pd.read_parquet({json.dumps(report)}))"
-            how += f"   or   python -c {shlex.quote(code)}"
-        lines.append(how)
-    if summary.get("journal"):
-        lines.append(f"journal: {summary['journal']}")
-    return "\n".join(lines)
-
-
 async def _local_copy(source: str, dest_dir: Path) -> Path:
     from batchcopy import storage
 
@@ -824,62 +556,3 @@ def report_counts(path: Path | str) -> ReportCounts:
             if code:
                 counts.by_error_code[code] = counts.by_error_code.get(code, 0) + 1
     return counts.sorted()
-
-
-def _csv_cell(value: Any) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    return str(value)
-
-
-def write_failed_manifest(
-    rows: Iterable[RowResult],
-    out_csv: Path | str,
-    *,
-    statuses: Iterable[Status | str] = RETRY_STATUSES,
-    keep_versions: bool = False,
-) -> int:
-    """Write a retry manifest: the rows whose status is in `statuses`, as a CSV in the
-    manifest's own column format (FAILED_MANIFEST_COLUMNS), ready for `batchcopy run`.
-    Returns the number of rows written. `.csv.gz` names are gzip-compressed. The file is
-    written atomically (`.tmp` then rename), parents created; rows keep their row_id and
-    manifest order.
-
-    Version pins are left EMPTY unless keep_versions=True: the pins of the failed run are
-    probably stale (a copy that did happen, another writer, or an earlier row of the same
-    chain moved the image set's latest version), and a stale pin only earns a
-    ConflictException. Empty versions make the retry resolve the current latest versions.
-    Booleans are written as true/false; an empty cell means absent.
-
-    Caveats: UNKNOWN rows are included by default, but their copy may have happened (see
-    the report's `evidence`); retrying one without a destination can make a second new
-    image set. Rows are retried on their own, so a chain's order with rows that
-    succeeded in the failed run is not reproduced.
-    """
-    wanted = {Status(s).value for s in statuses}
-    out = Path(out_csv)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _tmp_path(out)
-    written = 0
-    try:
-        if out.name.lower().endswith(".gz"):
-            fh = gzip.open(tmp, "wt", encoding="utf-8", newline="")
-        else:
-            fh = open(tmp, "w", encoding="utf-8", newline="")
-        with fh:
-            writer = csv.writer(fh, lineterminator="\n")
-            writer.writerow(FAILED_MANIFEST_COLUMNS)
-            for row in rows:
-                if row.status.value not in wanted:
-                    continue
-                spec = row.to_spec(keep_versions=keep_versions)
-                writer.writerow([_csv_cell(getattr(spec, c)) for c in FAILED_MANIFEST_COLUMNS])
-                written += 1
-        _fsync_file(tmp)
-        os.replace(tmp, out)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return written

@@ -1,12 +1,10 @@
-"""Tests for batchcopy.report: the Parquet report, the summary, the retry manifest."""
+"""Tests for batchcopy.report: the Parquet report (schema, rows, writing, reading back, s3)."""
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
-import gzip
 import json
-import math
 from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -17,27 +15,21 @@ import pyarrow.parquet as pq
 import pytest
 
 from batchcopy.report import (
-    FAILED_MANIFEST_COLUMNS,
     REPORT_COLUMNS,
     ReportCounts,
     ReportWriter,
     RowResult,
-    build_summary,
     default_report_path,
-    human_summary,
     iter_report_rows,
     read_report,
     ReportUploadError,
-    read_summary,
     report_counts,
     report_schema,
-    summary_path,
-    write_failed_manifest,
     write_report,
-    write_summary,
-    write_summary_async,
 )
-from batchcopy.specs import CopySpec, ExitCode, Status
+from batchcopy.specs import CopySpec, Status
+from batchcopy.summary import build_summary, summary_path, write_summary, write_summary_async
+
 
 DS = "d" * 32
 SRC = "0123456789abcdef0123456789abcdef"
@@ -347,7 +339,7 @@ def test_counts(tmp_path: Path) -> None:
     assert done.all_done and ReportCounts().all_done
 
 
-# ---------------------------------------------------------------- summary
+# ---------------------------------------------------------------- paths
 
 
 def test_paths() -> None:
@@ -360,174 +352,6 @@ def test_paths() -> None:
     assert summary_path("reports/m-1.parquet") == "reports/m-1.summary.json"
     assert summary_path("s3://b/k/m.parquet") == "s3://b/k/m.summary.json"
     assert summary_path(Path("r/odd")) == "r/odd.summary.json"
-
-
-def run_stats(report: Path) -> dict[str, object]:
-    return {
-        "calls": {"CopyImageSet": 240, "GetImageSet": 1900},
-        "throttles": {"CopyImageSet": 2, "GetImageSet": 5},
-        "merges": 60,
-        "wall_time_s": 3723.4,
-        "copy_rate": {"configured": 0.25, "achieved": 0.2412},
-        "exit_code": ExitCode.ROWS_FAILED,
-        "manifest": Path("manifests/m.csv"),
-        "report": report,
-        "journal": Path("reports/m.journal.sqlite"),
-        "started_at": datetime(2026, 1, 1, tzinfo=timezone.utc),
-        "nan_is_null": math.nan,
-    }
-
-
-def test_summary_json_round_trip(tmp_path: Path) -> None:
-    report = tmp_path / "m-1.parquet"
-    counts = asyncio.run(write_report(make_rows(30), report))
-    summary = build_summary(counts, run_stats(report))
-    assert summary["rows"] == 30 and summary["by_status"] == counts.by_status
-    assert summary["exit_code"] == 1 and summary["manifest"] == "manifests/m.csv"
-    assert summary["started_at"] == "2026-01-01T00:00:00+00:00" and summary["nan_is_null"] is None
-    dest = summary_path(report)
-    write_summary(summary, dest)
-    assert read_summary(dest) == summary
-    assert json.loads(Path(dest).read_text()) == summary
-
-    async def from_a_loop() -> None:  # the runner's way
-        await write_summary_async(summary, tmp_path / "sub" / "again.summary.json")
-        write_summary(summary, tmp_path / "sync-in-loop.summary.json")  # local: fine in a loop
-
-    asyncio.run(from_a_loop())
-    assert read_summary(tmp_path / "sub" / "again.summary.json") == summary
-    assert read_summary(tmp_path / "sync-in-loop.summary.json") == summary
-    with pytest.raises(ValueError, match="rows"):
-        build_summary(counts, {"rows": 1})
-
-
-def test_human_summary_mentions_counts_errors_and_paths(tmp_path: Path) -> None:
-    counts = ReportCounts()
-    for i in range(9):
-        counts.add(RowResult(i, str(i), Status.SUCCEEDED))
-    counts.add(RowResult(9, "9", Status.FAILED, error_code="COPY_FAILED"))
-    counts.add(RowResult(10, "10", Status.CONFLICT, error_code="ConflictException"))
-    report = tmp_path / "m-1.parquet"
-    text = human_summary(build_summary(counts, run_stats(report)))
-    lines = text.splitlines()
-    assert 5 <= len(lines) <= 10
-    assert "11 rows" in text
-    assert "9 SUCCEEDED" in text and "1 FAILED" in text and "1 CONFLICT" in text
-    assert "UNKNOWN" not in text  # zero counts are not shown
-    assert "COPY_FAILED 1" in text and "ConflictException 1" in text
-    assert "CopyImageSet 240" in text and "throttles 7" in text
-    assert "1h02m03s" in text
-    assert "0.241/s achieved of 0.25/s configured" in text
-    assert "exit code 1 (ROWS_FAILED)" in text
-    assert str(report) in text and summary_path(report) in text
-    assert f"batchcopy report {report}" in text and "pd.read_parquet" in text
-
-    minimal = human_summary(ReportCounts().as_dict())
-    assert minimal == "0 rows: nothing"
-
-
-def test_human_summary_reads_the_runner_stats_shape(tmp_path: Path) -> None:
-    """The keys batchcopy.runner.summary_stats / job.py put in run_stats."""
-    counts = ReportCounts()
-    counts.add(RowResult(1, "1", Status.SUCCEEDED))
-    counts.add(RowResult(2, "2", Status.NOT_RUN, error_code="AccessDeniedException"))
-    stats = {
-        "stop_reason": "aborted",
-        "abort_message": "AccessDeniedException: no",
-        "api": {
-            "calls": {"CopyImageSet": 12, "GetImageSet": 40},
-            "throttles": {"CopyImageSet": 3},
-            "retries": {"GetImageSet": 2},
-            "errors": {"AccessDeniedException": 1},
-        },
-        "copy_calls": 12, "units": 12, "merged_calls": 4, "rows_in_merged_calls": 30,
-        "split_calls": 1, "reconciled_calls": 0, "wall_time_s": 59.25,
-        "copy_rate": {"configured_per_s": 0.25, "achieved_per_s": 0.2, "ratio": 0.8},
-        "exit_code": 3, "manifest": "s3://in/m.csv", "report": "s3://out/m-1.parquet",
-        "journal": "reports/m-1.journal.sqlite", "run_id": 2,
-    }
-    text = human_summary(build_summary(counts, stats))
-    assert "2 rows from s3://in/m.csv: 1 SUCCEEDED, 1 NOT_RUN" in text
-    assert "errors: AccessDeniedException 1" in text
-    assert "calls 52 (CopyImageSet 12, GetImageSet 40)" in text and "throttles 3" in text
-    assert "retries 2" in text and "merged calls 4 (carrying 30 rows)" in text and "split calls 1" in text
-    assert "reconciled" not in text
-    assert "wall time 59.2s" in text and "0.2/s achieved of 0.25/s configured" in text
-    assert "stopped: aborted" in text and "exit code 3 (ABORTED)" in text
-    assert "summary: s3://out/m-1.summary.json" in text
-    assert "batchcopy report s3://out/m-1.parquet" in text and "pd.read_parquet" not in text
-    assert "journal: reports/m-1.journal.sqlite" in text
-
-
-def test_human_summary_limits_error_codes() -> None:
-    summary = {"rows": 8, "by_status": {"FAILED": 8}, "by_error_code": {f"E{i}": i + 1 for i in range(8)}}
-    text = human_summary(summary, top_errors=3)
-    assert "E7 8, E6 7, E5 6, and 5 more" in text and "E0" not in text
-
-
-# ---------------------------------------------------------------- failed manifest
-
-
-def test_failed_manifest_round_trip(tmp_path: Path) -> None:
-    rows = list(make_rows(24))
-    report = tmp_path / "r.parquet"
-    asyncio.run(write_report(rows, report))
-    out = tmp_path / "retry" / "m.retry.csv"
-    n = write_failed_manifest(iter_report_rows(report), out)
-    retry = [r for r in rows if r.status in (Status.FAILED, Status.CONFLICT, Status.UNKNOWN, Status.NOT_RUN)]
-    assert n == len(retry) == 16
-
-    df = pd.read_csv(out, dtype=str, keep_default_na=False)
-    assert list(df.columns) == list(FAILED_MANIFEST_COLUMNS)
-    assert df["row_id"].tolist() == [r.row_id for r in retry]
-    assert df["datastore_id"].tolist() == [DS] * n
-    assert df["source_image_set_id"].tolist() == [r.source_image_set_id for r in retry]
-    assert df["destination_image_set_id"].tolist() == [r.destination_image_set_id or "" for r in retry]
-    assert df["copiable_attributes"].tolist() == [r.copiable_attributes or "" for r in retry]
-    assert set(df["source_version_id"]) == {""} and set(df["destination_version_id"]) == {""}
-    assert df["force"].tolist() == ["true" if r.force else "false" for r in retry]
-    assert df["promote_to_primary"].tolist() == ["true" if r.promote_to_primary else "false" for r in retry]
-    assert {"true", "false"} == set(df["force"])  # both values occur
-    # pandas' own inference reads the booleans as booleans
-    assert pd.read_csv(out)["force"].dtype == bool
-
-
-def test_failed_manifest_options(tmp_path: Path) -> None:
-    rows = list(make_rows(12))
-    out = tmp_path / "pins.csv.gz"
-    n = write_failed_manifest(rows, out, statuses=[Status.CONFLICT], keep_versions=True)
-    conflicts = [r for r in rows if r.status is Status.CONFLICT]
-    assert n == len(conflicts) == 2
-    with gzip.open(out, "rt") as fh:
-        df = pd.read_csv(fh, dtype=str, keep_default_na=False)
-    assert df["source_version_id"].tolist() == [r.source_version_id or "" for r in conflicts]
-    assert df["destination_version_id"].tolist() == [r.destination_version_id or "" for r in conflicts]
-    assert not (tmp_path / "pins.csv.gz.tmp").exists()
-
-    empty = tmp_path / "none.csv"
-    assert write_failed_manifest([r for r in rows if r.status is Status.SUCCEEDED], empty) == 0
-    assert empty.read_text() == ",".join(FAILED_MANIFEST_COLUMNS) + "\n"
-
-
-def test_failed_manifest_reads_back_as_the_same_specs(tmp_path: Path) -> None:
-    from batchcopy.manifest import read_specs, validate
-
-    rows = list(make_rows(30))
-    for name, keep in (("retry.csv", False), ("retry-pinned.csv.gz", True)):
-        out = tmp_path / name
-        n = write_failed_manifest(rows, out, keep_versions=keep)
-        retry = [r for r in rows if r.status.value in ("FAILED", "CONFLICT", "UNKNOWN", "NOT_RUN")]
-        assert n == len(retry) == 20
-        specs = [s for batch in read_specs(out, batch_size=7) for s in batch]
-        # the retry manifest numbers its own rows; row_id carries the original identity
-        expected = [
-            dataclasses.replace(r.to_spec(keep_versions=keep), manifest_row=i)
-            for i, r in enumerate(retry, start=1)
-        ]
-        assert specs == expected
-        report = validate(out)
-        assert report.ok, [str(e) for e in report.errors]
-        assert report.rows == n
 
 
 # ---------------------------------------------------------------- s3 (moto server on 127.0.0.1)
@@ -588,13 +412,15 @@ def test_s3_upload_failure_keeps_the_local_report(bucket: str, tmp_path: Path) -
     assert list(iter_report_rows(kept)) == list(make_rows(5))
 
 
-def test_import_is_light() -> None:
-    """Runner modules import RowResult without paying for pyarrow/pandas/aioboto3."""
+@pytest.mark.parametrize("module", ["batchcopy.report", "batchcopy.summary", "batchcopy.retry_manifest"])
+def test_import_is_light(module: str) -> None:
+    """Runner modules import RowResult (and the summary / retry-manifest helpers) without
+    paying for pyarrow/pandas/aioboto3."""
     import subprocess
     import sys
 
     code = (
-        "import sys, batchcopy.report; "
+        f"import sys, {module}; "
         "heavy = [m for m in ('pyarrow', 'pandas', 'aioboto3', 'batchcopy.storage') if m in sys.modules]; "
         "assert not heavy, heavy"
     )
