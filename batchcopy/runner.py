@@ -159,14 +159,17 @@ class Runner:
     def _admit(self, batch: list[CopySpec]) -> None:
         prior = self.journal.register_rows(batch)
         todo: list[CopySpec] = []
+        again: list[int] = []  # NOT_RUN / CONFLICT rows of an earlier run: attempted again
         for spec in batch:
             status = prior.get(spec.manifest_row, "PENDING")
             if status in RETRY_STATUSES:
                 if status != "PENDING":
-                    self.journal.reset_rows([spec.manifest_row])
+                    again.append(spec.manifest_row)
                 todo.append(spec)
             elif self.progress is not None and spec.manifest_row not in self.settled_rows:
                 self.progress.advance(1)
+        if again:
+            self.journal.reset_rows(again)  # one transaction per batch, not one per row
         for unit in self.planner.add_batch(todo):
             self._add_unit(unit)
         self._dispatch()
