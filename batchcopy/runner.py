@@ -19,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -28,6 +27,7 @@ from batchcopy.journal import CallRecord, Journal, RowOutcome
 from batchcopy.plan import CopyUnit, MergeLimits, Planner, split_unit
 from batchcopy.reconcile import SentCopy, Verdict, reconcile
 from batchcopy.retry import Backoff, ErrorKind, classify, error_code, error_message
+from batchcopy.schedule import Schedule
 from batchcopy.specs import CopySpec, Status
 
 RETRY_STATUSES = frozenset({"PENDING", Status.NOT_RUN.value, Status.CONFLICT.value})
@@ -98,12 +98,7 @@ class Runner:
         self.stale_pins: set[str] = set()
         self.known_results: dict[str, set[str]] = {}
         # scheduling state: only units not yet terminal are held
-        self.units: dict[int, CopyUnit] = {}
-        self.deps_left: dict[int, int] = {}
-        self.dependents: dict[int, list[int]] = {}
-        self.done_units: set[int] = set()
-        self.ready: dict[str, deque[int]] = {}
-        self.copies_in_flight: dict[str, int] = {}  # per data store
+        self.schedule = Schedule(settings.max_in_flight_per_datastore)
         self.running: dict[int, tuple[asyncio.Task[None], _Attempts]] = {}
         self.tasks: set[asyncio.Task[None]] = set()
         self.in_flight = 0
@@ -138,9 +133,9 @@ class Runner:
                     self.journal.register_rows(batch)  # recorded so they are reported NOT_RUN
                     continue
                 self._admit(batch)
-                while len(self.units) > self.s.window_units and not self.stop_event.is_set():
+                while len(self.schedule) > self.s.window_units and not self.stop_event.is_set():
                     await self._wait_for_change()
-            while self.units and not self.stop_event.is_set():
+            while self.schedule and not self.stop_event.is_set():
                 await self._wait_for_change()
             await self._drain()
         finally:
@@ -175,42 +170,27 @@ class Runner:
         self._dispatch()
 
     def _add_unit(self, unit: CopyUnit) -> None:
-        self.units[unit.unit_id] = unit
+        self.schedule.add(unit)
         self.outcome.units += 1
         if len(unit.rows) > 1:
             self.outcome.merged_units += 1
             self.outcome.rows_merged += len(unit.rows)
-        waiting = [u for u in unit.after if u not in self.done_units]
-        self.deps_left[unit.unit_id] = len(waiting)
-        for u in waiting:
-            self.dependents.setdefault(u, []).append(unit.unit_id)
-        if not waiting:
-            self.ready.setdefault(unit.datastore_id, deque()).append(unit.unit_id)
         if self.progress is not None:
             self.progress.copies_left += 1
 
     def _dispatch(self) -> None:
         if self.stop_event.is_set():
             return
-        for ds, queue in self.ready.items():
-            # a copy slot is taken here and given back when the copy is terminal
-            while queue and self.copies_in_flight.get(ds, 0) < self.s.max_in_flight_per_datastore:
-                unit = self.units[queue.popleft()]
-                self.copies_in_flight[ds] = self.copies_in_flight.get(ds, 0) + 1
-                att = _Attempts(started_at=self.clock())
-                task = asyncio.create_task(self._run_unit(unit, att))
-                self.running[unit.unit_id] = (task, att)
-                self.tasks.add(task)
-                task.add_done_callback(self.tasks.discard)
+        # each started unit holds a copy slot of its data store until it is terminal
+        for unit in self.schedule.take_ready():
+            att = _Attempts(started_at=self.clock())
+            task = asyncio.create_task(self._run_unit(unit, att))
+            self.running[unit.unit_id] = (task, att)
+            self.tasks.add(task)
+            task.add_done_callback(self.tasks.discard)
 
     def _unit_done(self, unit: CopyUnit) -> None:
-        self.units.pop(unit.unit_id, None)
-        self.deps_left.pop(unit.unit_id, None)
-        self.done_units.add(unit.unit_id)
-        for dep in self.dependents.pop(unit.unit_id, []):
-            self.deps_left[dep] -= 1
-            if self.deps_left[dep] == 0:
-                self.ready.setdefault(self.units[dep].datastore_id, deque()).append(dep)
+        self.schedule.finish(unit)
         if self.progress is not None:
             self.progress.copies_left = max(0, self.progress.copies_left - 1)
         self._dispatch()
@@ -244,7 +224,6 @@ class Runner:
             pass
         finally:
             self.running.pop(unit.unit_id, None)
-            self.copies_in_flight[unit.datastore_id] -= 1
             self.in_flight -= 1
             self._show_in_flight()
             self._unit_done(unit)
