@@ -13,7 +13,7 @@ import signal
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -223,8 +223,9 @@ def decide_exit(stop_reason: str | None, journal: Any) -> ExitCode:
 
 def journal_results(journal: Any) -> Any:
     """The report rows, derived from the journal (rows done by earlier runs: SKIPPED)."""
+    from batchcopy.journal import OUTCOME_COLUMNS
     from batchcopy.report import RowResult
-    from batchcopy.specs import CopySpec
+    from batchcopy.specs import SPEC_FIELDS, CopySpec
 
     latest = journal.latest_run()
     in_open_calls = journal.open_call_rows()
@@ -240,28 +241,12 @@ def journal_results(journal: Any) -> Any:
         if status is Status.SUCCEEDED and row["run_id"] is not None and row["run_id"] != latest:
             status = Status.SKIPPED
             evidence = f"succeeded in run {row['run_id']} of this journal; not copied again"
-        spec = CopySpec(manifest_row=row["manifest_row"], row_id=row["row_id"],
-                        datastore_id=row["datastore_id"],
-                        source_image_set_id=row["source_image_set_id"],
-                        source_version_id=row["source_version_id"],
-                        destination_image_set_id=row["destination_image_set_id"],
-                        destination_version_id=row["destination_version_id"],
-                        copiable_attributes=row["copiable_attributes"],
-                        force=bool(row["force"]),
-                        promote_to_primary=bool(row["promote_to_primary"]))
-        yield RowResult.from_spec(
-            spec, status,
-            source_version_used=row["source_version_used"],
-            destination_version_used=row["destination_version_used"],
-            result_image_set_id=row["result_image_set_id"],
-            result_version_id=row["result_version_id"],
-            workflow_status=row["workflow_status"], error_code=row["error_code"],
-            error_message=row["error_message"], attempts=row["attempts"] or 0,
-            throttles=row["throttles"] or 0, conflicts=row["conflicts"] or 0,
-            call_id=None if row["call_id"] is None else str(row["call_id"]),
-            call_rows=row["call_rows"], started_at=_ts(row["started_at"]),
-            sent_at=_ts(row["sent_at"]), finished_at=_ts(row["finished_at"]),
-            evidence=evidence)
+        spec = CopySpec(**{name: row[name] for name in SPEC_FIELDS})
+        spec = replace(spec, force=bool(spec.force),  # SQLite keeps booleans as 0/1
+                       promote_to_primary=bool(spec.promote_to_primary))
+        outcome = {name: row[name] for name in OUTCOME_COLUMNS if name != "status"}
+        # RowResult turns epoch floats into UTC timestamps, ids into text, None counts into 0
+        yield RowResult.from_spec(spec, status, **{**outcome, "evidence": evidence})
 
 
 async def write_outputs(journal: Any, report_dest: str, run_stats: dict[str, Any]) -> dict[str, Any]:
@@ -283,7 +268,3 @@ async def write_outputs(journal: Any, report_dest: str, run_stats: dict[str, Any
     summary = build_summary(counts, run_stats)
     await write_summary_async(summary, summary_path(report_dest))
     return summary
-
-
-def _ts(value: float | None) -> datetime | None:
-    return None if value is None else datetime.fromtimestamp(value, tz=timezone.utc)

@@ -140,7 +140,7 @@ class RowOutcome:
     evidence: str | None = None
 
 
-_OUTCOME_COLUMNS = [f.name for f in fields(RowOutcome)]
+OUTCOME_COLUMNS = [f.name for f in fields(RowOutcome)]
 
 
 class Journal:
@@ -272,9 +272,9 @@ class Journal:
         """Record rows' terminal outcome; with `done_call` (call_id, workflow status,
         message) the call is closed in the same transaction, so a crash can never leave
         a call DONE with its rows still PENDING (which a resume would copy again)."""
-        values = [getattr(outcome, c) for c in _OUTCOME_COLUMNS]
+        values = [getattr(outcome, c) for c in OUTCOME_COLUMNS]
         values[0] = outcome.status.value
-        sets = ", ".join(f"{c}=?" for c in _OUTCOME_COLUMNS)
+        sets = ", ".join(f"{c}=?" for c in OUTCOME_COLUMNS)
         with self._tx():
             self.db.executemany(
                 f"UPDATE rows SET {sets}, run_id=? WHERE manifest_row=?",

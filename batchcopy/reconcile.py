@@ -50,6 +50,11 @@ class SentCopy:
     promote_to_primary: bool
     sent_at: float
 
+    @classmethod
+    def of(cls, call: Any) -> "SentCopy":
+        """From anything carrying these fields by name (a journal CallRecord)."""
+        return cls(**{name: getattr(call, name) for name in cls.__dataclass_fields__})
+
 
 async def reconcile(api: Any, call: SentCopy, *, known_results: set[str],
                     skew_s: float = 300.0, lock_wait_s: float = 120.0) -> Verdict:

@@ -431,11 +431,7 @@ class Runner:
                     waits.append((unit, att, call, call.result_image_set_id,
                                   call.result_version_id or "", call.evidence))
                     continue
-                sent = SentCopy(call.datastore_id, call.source_image_set_id,
-                                call.source_version_id, call.destination_image_set_id,
-                                call.destination_version_id, call.copiable_attributes,
-                                call.promote_to_primary, call.sent_at)
-                verdict = await reconcile(self.api, sent,
+                verdict = await reconcile(self.api, SentCopy.of(call),
                                           known_results=self._known(call.datastore_id),
                                           lock_wait_s=self.s.lock_wait_s)
                 self.outcome.reconciled += 1

@@ -62,3 +62,6 @@ class CopySpec:
         if self.destination_image_set_id:
             return (self.source_image_set_id, self.destination_image_set_id)
         return (self.source_image_set_id,)
+
+
+SPEC_FIELDS: tuple[str, ...] = tuple(CopySpec.__dataclass_fields__)
