@@ -175,3 +175,16 @@ def distinct_copies(w: World, n: int, prefix: str = "r") -> list[dict[str, Any]]
              for s in w.sets for ser in s["series"]]
     assert len(rows) >= n, "seed more image sets"
     return [{"row_id": f"{prefix}{i}", "datastore_id": w.ds, **r} for i, r in enumerate(rows[:n])]
+
+
+def copy_job(emulator: Any, env: dict[str, str], tmp: Path, spec: dict[str, Any], n: int,
+             tag: str) -> tuple[World, list[dict[str, Any]], Path, Path, Path, int]:
+    """A seeded world, a manifest of n distinct copies, journal and report paths named by
+    tag, and the emulator's count of copies requested so far."""
+    from runkit import write_manifest
+
+    w = seed_world(emulator, env, spec)
+    rows = distinct_copies(w, n)
+    manifest = write_manifest(tmp / "m.csv", rows)
+    return (w, rows, manifest, tmp / f"{tag}.journal.sqlite", tmp / f"{tag}.parquet",
+            w.copies_requested())

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from batchcopy.emulator.config import FaultSpec
-from resumekit import (World, call_states, distinct_copies, instance_set, journal_rows,
+from resumekit import (World, call_states, copy_job, distinct_copies, instance_set, journal_rows,
                        read_report, read_summary, row_states, runs_started, seed_world, start)
 from runkit import new_subset_destination, run_cli, run_manifest, write_manifest
 
@@ -308,11 +308,8 @@ def test_cron_reruns_with_the_same_journal_do_no_work_twice(
 @pytest.mark.emulator_config(copy_base_s=50.0)
 def test_a_changed_row_under_the_same_row_id_is_an_error_and_nothing_is_sent(
         emulator: Any, client_env: dict[str, str], tmp_path: Path) -> None:
-    w = seed_world(emulator, client_env, WIDE)
-    rows = distinct_copies(w, 18)
-    manifest = write_manifest(tmp_path / "m.csv", rows)
-    journal, report = tmp_path / "c.journal.sqlite", tmp_path / "c.parquet"
-    before = w.copies_requested()
+    w, rows, manifest, journal, report, before = copy_job(
+        emulator, client_env, tmp_path, WIDE, 18, "c")
     run = start(manifest, w.env, tmp_path, "first", *PACED, journal=journal, report=report)
     assert run.wait_until(lambda: w.copies_requested() >= before + 2)
     run.kill()
@@ -415,11 +412,8 @@ def test_failed_manifest_round_trip(emulator: Any, client_env: dict[str, str],
 @pytest.mark.emulator_config(copy_base_s=50.0)
 def test_max_duration_stops_dispatching_exits_5_and_nightly_windows_finish_the_job(
         emulator: Any, client_env: dict[str, str], tmp_path: Path) -> None:
-    w = seed_world(emulator, client_env, WIDE)
-    rows = distinct_copies(w, 18)
-    manifest = write_manifest(tmp_path / "m.csv", rows)
-    journal, report = tmp_path / "d.journal.sqlite", tmp_path / "d.parquet"
-    before = w.copies_requested()
+    w, rows, manifest, journal, report, before = copy_job(
+        emulator, client_env, tmp_path, WIDE, 18, "d")
     res = run_manifest(manifest, w.env, tmp_path, *PACED, "--max-duration", "1s",
                        journal=journal, report=report)
     assert res.code == 5, res.stderr

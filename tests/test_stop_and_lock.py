@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from batchcopy.journal import Journal
-from resumekit import (call_states, distinct_copies, journal_rows, read_report,
+from resumekit import (call_states, copy_job, distinct_copies, journal_rows, read_report,
                        read_summary, runs_started, seed_world, start)
 from runkit import run_cli, run_manifest, write_manifest
 
@@ -56,11 +56,8 @@ def test_a_held_lock_makes_a_second_run_exit_4_and_send_nothing(
 @pytest.mark.emulator_config(copy_base_s=50.0)
 def test_overlapping_runs_second_exits_4_and_kill_9_leaves_no_stale_lock(
         emulator: Any, client_env: dict[str, str], tmp_path: Path) -> None:
-    w = seed_world(emulator, client_env, SEED)
-    rows = distinct_copies(w, 18)
-    manifest = write_manifest(tmp_path / "m.csv", rows)
-    journal, report = tmp_path / "o.journal.sqlite", tmp_path / "o.parquet"
-    before = w.copies_requested()
+    w, rows, manifest, journal, report, before = copy_job(
+        emulator, client_env, tmp_path, SEED, 18, "o")
     first = start(manifest, w.env, tmp_path, "first", *PACED, journal=journal, report=report)
     assert first.wait_until(lambda: w.copies_requested() >= before + 2)
     # cron fires again while the first run is still copying
@@ -82,11 +79,8 @@ def test_overlapping_runs_second_exits_4_and_kill_9_leaves_no_stale_lock(
 @pytest.mark.emulator_config(copy_base_s=50.0)
 def test_sigterm_stops_dispatching_lets_copies_finish_then_resume_completes(
         emulator: Any, client_env: dict[str, str], tmp_path: Path) -> None:
-    w = seed_world(emulator, client_env, SEED)
-    rows = distinct_copies(w, 18)
-    manifest = write_manifest(tmp_path / "m.csv", rows)
-    journal, report = tmp_path / "s.journal.sqlite", tmp_path / "s.parquet"
-    before = w.copies_requested()
+    w, rows, manifest, journal, report, before = copy_job(
+        emulator, client_env, tmp_path, SEED, 18, "s")
     run = start(manifest, w.env, tmp_path, "stop", *PACED, journal=journal, report=report)
     assert run.wait_until(lambda: w.copies_requested() >= before + 3)
     run.signal(signal.SIGTERM)
@@ -120,11 +114,8 @@ def test_sigterm_stops_dispatching_lets_copies_finish_then_resume_completes(
 @pytest.mark.emulator_config(copy_base_s=200.0)  # 2 s copies: longer than the stop takes
 def test_stop_grace_zero_reports_copies_in_flight_unknown_and_resume_settles_them(
         emulator: Any, client_env: dict[str, str], tmp_path: Path) -> None:
-    w = seed_world(emulator, client_env, SEED)
-    rows = distinct_copies(w, 6)
-    manifest = write_manifest(tmp_path / "m.csv", rows)
-    journal, report = tmp_path / "g.journal.sqlite", tmp_path / "g.parquet"
-    before = w.copies_requested()
+    w, rows, manifest, journal, report, before = copy_job(
+        emulator, client_env, tmp_path, SEED, 6, "g")
     run = start(manifest, w.env, tmp_path, "grace", *PACED, "--stop-grace", "0",
                 journal=journal, report=report)
     assert run.wait_until(lambda: call_states(journal)["ANSWERED"] >= 2)
@@ -154,11 +145,8 @@ def test_stop_grace_zero_reports_copies_in_flight_unknown_and_resume_settles_the
 @pytest.mark.emulator_config(copy_base_s=200.0)
 def test_a_second_signal_exits_at_once_and_the_journal_stays_consistent(
         emulator: Any, client_env: dict[str, str], tmp_path: Path) -> None:
-    w = seed_world(emulator, client_env, SEED)
-    rows = distinct_copies(w, 6)
-    manifest = write_manifest(tmp_path / "m.csv", rows)
-    journal, report = tmp_path / "t.journal.sqlite", tmp_path / "t.parquet"
-    before = w.copies_requested()
+    w, rows, manifest, journal, report, before = copy_job(
+        emulator, client_env, tmp_path, SEED, 6, "t")
     run = start(manifest, w.env, tmp_path, "twice", *PACED, journal=journal, report=report)
     assert run.wait_until(lambda: call_states(journal)["ANSWERED"] >= 2)
     run.signal(signal.SIGTERM)
@@ -190,11 +178,8 @@ def test_a_second_signal_exits_at_once_and_the_journal_stays_consistent(
 @pytest.mark.emulator_config(copy_base_s=200.0)
 def test_a_stop_while_a_resumed_run_waits_for_earlier_copies_keeps_the_grace(
         emulator: Any, client_env: dict[str, str], tmp_path: Path) -> None:
-    w = seed_world(emulator, client_env, SEED)
-    rows = distinct_copies(w, 6)
-    manifest = write_manifest(tmp_path / "m.csv", rows)
-    journal, report = tmp_path / "w.journal.sqlite", tmp_path / "w.parquet"
-    before = w.copies_requested()
+    w, rows, manifest, journal, report, before = copy_job(
+        emulator, client_env, tmp_path, SEED, 6, "w")
     first = start(manifest, w.env, tmp_path, "first", *PACED, journal=journal, report=report)
     assert first.wait_until(lambda: call_states(journal)["ANSWERED"] >= 2)
     first.kill()
