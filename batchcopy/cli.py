@@ -17,7 +17,8 @@ app = typer.Typer(
     help="Run AWS HealthImaging CopyImageSet in bulk from a manifest, paced to your quotas, "
          "with a crash-safe journal and a Parquet report. `batchcopy demo` tries it against "
          "the bundled local emulator.",
-    no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
+    no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
+    rich_markup_mode=None)
 
 
 def _mount_emulator() -> None:
@@ -77,8 +78,11 @@ def run(
     manifest: str = typer.Argument(..., help="Manifest: CSV or Parquet, a local path or s3://bucket/key."),
     datastore_id: Optional[str] = typer.Option(None, help="Data store for rows without a datastore_id column."),
     report: Optional[str] = typer.Option(None, help="Report path (.parquet, local or s3://). Default: reports/<manifest>-<time>.parquet"),
-    journal: Optional[Path] = typer.Option(None, help="Journal (SQLite). Default: beside the report in reports/."),
-    resume: bool = typer.Option(False, "--resume", help="Continue the journal: skip rows already done, settle copies in flight, run the rest."),
+    journal: Optional[str] = typer.Option(None, help="Journal (SQLite, a local path). Default: one per manifest and data store, in the batchcopy state directory; a rerun continues it."),
+    resume: bool = typer.Option(False, "--resume", help="Require an existing journal of this manifest and continue it (an error if it is missing, empty or foreign). A plain rerun continues too."),
+    fresh: bool = typer.Option(False, "--fresh", help="Set the journal aside and start over: rows done before are copied again."),
+    pins: str = typer.Option("strict", help="strict: a stale source_version_id/destination_version_id pin makes the row CONFLICT, nothing copied; hint: pins are starting points, refreshed on conflict."),
+    skip_present: bool = typer.Option(True, "--skip-present/--no-skip-present", help="Skip rows whose instances are already in the destination, identical to the source (one metadata read per copy into an existing destination)."),
     merge: bool = typer.Option(True, "--merge/--no-merge", help="Carry compatible subset rows into one CopyImageSet call."),
     rate: list[str] = typer.Option([], "--rate", help="OPERATION=RATE[/BURST] requests/s, e.g. CopyImageSet=5 for a raised quota. Repeatable."),
     rate_file: Optional[Path] = typer.Option(None, help="JSON file of rates: {\"CopyImageSet\": 5} or {\"CopyImageSet\": {\"rate\": 5, \"burst\": 5}}."),
@@ -103,14 +107,19 @@ def run(
     from batchcopy.job import JobOptions, run_job
     from batchcopy.runner import RunSettings
 
+    if pins not in ("strict", "hint"):
+        _fail(f"--pins: expected strict or hint, got {pins!r}")
+    if resume and fresh:
+        _fail("--resume and --fresh contradict each other: choose one")
     settings = RunSettings(
+        strict_pins=pins == "strict", skip_present=skip_present,
         merge=merge, max_in_flight_per_datastore=max_in_flight, max_attempts=max_attempts,
         on_conflict=on_conflict.value, max_conflict_refreshes=max_conflict_refreshes,
         max_failure_rate=max_failure_rate, failure_min_rows=failure_min_rows,
         max_duration_s=_parse_duration(max_duration), stop_grace_s=stop_grace)
     opts = JobOptions(
         manifest=manifest, datastore_id=datastore_id, report=report,
-        journal=str(journal) if journal else None, resume=resume, rates=_rates(rate, rate_file),
+        journal=journal, resume=resume, fresh=fresh, rates=_rates(rate, rate_file),
         endpoint_url=endpoint_url, region=region, profile=profile,
         progress="off" if quiet else progress.value, log_interval_s=log_interval,
         poll_first_s=poll_first, poll_max_s=poll_max, settings=settings)
@@ -195,12 +204,16 @@ def report_cmd(
     from batchcopy.summary import human_summary
 
     if source.endswith(".sqlite") or source.endswith(".journal"):
-        from batchcopy.job import journal_results, write_outputs
-        from batchcopy.journal import Journal
+        from batchcopy.job import write_outputs
+        from batchcopy.journal import Journal, JournalError
+        from batchcopy.results import journal_results
 
         if not Path(source).exists():
             _fail(f"journal not found: {source}")
-        journal = Journal(Path(source))
+        try:
+            journal = Journal(Path(source), create=False)
+        except JournalError as exc:
+            _fail(str(exc))
         try:
             dest = out or str(Path("reports") / (Path(source).name.removesuffix(".journal.sqlite") + ".parquet"))
             summary = asyncio.run(write_outputs(journal, dest, {"journal": source, "report": dest}))

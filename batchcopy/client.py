@@ -30,6 +30,7 @@ from urllib.parse import urlparse
 
 from batchcopy.ratelimit import RateLimiter, TokenBucket
 from batchcopy.retry import NON_IDEMPOTENT, Backoff, ErrorKind, classify, error_code, is_retryable
+from batchcopy.specs import CopyRequest
 
 SERVICE = "medical-imaging"
 ENDPOINT_ENV_VARS = ("AWS_ENDPOINT_URL_MEDICAL_IMAGING", "AWS_ENDPOINT_URL")
@@ -202,47 +203,15 @@ class ImagingApi:
         return await self._call(operation, params)
 
     # ---------------------------------------------------------------- copy
-    async def copy_image_set(
-        self,
-        *,
-        datastore_id: str,
-        source_image_set_id: str,
-        source_version_id: str,
-        destination_image_set_id: str | None = None,
-        destination_version_id: str | None = None,
-        copiable_attributes: str | None = None,
-        force: bool = False,
-        promote_to_primary: bool = False,
-        paced: bool = True,
-    ) -> dict[str, Any]:
+    async def copy_image_set(self, request: CopyRequest, *, paced: bool = True) -> dict[str, Any]:
         """Start one copy: exactly one HTTP attempt, never retried here.
 
         paced=False: the caller has already taken the CopyImageSet token (the runner
         does, so that its journal records "sent" right before the request leaves,
         not before a wait for the quota).
         """
-        source: dict[str, Any] = {"latestVersionId": source_version_id}
-        if copiable_attributes is not None:
-            source["DICOMCopies"] = {"copiableAttributes": copiable_attributes}
-        information: dict[str, Any] = {"sourceImageSet": source}
-        if destination_image_set_id is not None:
-            if destination_version_id is None:
-                raise ValueError("a destination image set needs its latest version id")
-            information["destinationImageSet"] = {
-                "imageSetId": destination_image_set_id,
-                "latestVersionId": destination_version_id,
-            }
-        params: dict[str, Any] = {
-            "datastoreId": datastore_id,
-            "sourceImageSetId": source_image_set_id,
-            "copyImageSetInformation": information,
-        }
-        if force:
-            params["force"] = True
-        if promote_to_primary:
-            params["promoteToPrimary"] = True
         bucket = self.limiter.bucket("CopyImageSet")
-        return await self._attempt("CopyImageSet", bucket, params, None, paced=paced)
+        return await self._attempt("CopyImageSet", bucket, request.params(), None, paced=paced)
 
     # ---------------------------------------------------------------- reads
     async def get_image_set(self, datastore_id: str, image_set_id: str,

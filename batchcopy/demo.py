@@ -61,7 +61,8 @@ def run_demo(*, rows: int = 40, copy_rate: float = 8.0, keep_running: bool = Fal
         from batchcopy.job import JobOptions, run_job
         from batchcopy.runner import RunSettings
 
-        opts = JobOptions(manifest=str(manifest_path), reports_dir=reports_dir,
+        # a fresh emulator each time: start the demo's journal over too
+        opts = JobOptions(manifest=str(manifest_path), reports_dir=reports_dir, fresh=True,
                           # the client keeps the published burst of 1: sends spread evenly,
                           # so the emulator's burst absorbs any jitter
                           rates={"CopyImageSet": (copy_rate, None)},

@@ -1,24 +1,36 @@
 """`batchcopy run`: wire the pipeline together for one run.
 
-manifest (downloaded if s3://) -> validate (exit 2, nothing sent) -> journal + run lock
--> shared aioboto3 client, rate limiter, waiter -> Runner -> report from the journal.
+    preflight     endpoint, profile, region, credentials, report destination   (exit 2)
+    manifest      downloaded if s3://
+    journal       found from the manifest's identity (or --journal), locked     (exit 2, 4)
+    stage         the manifest read once, validated into the journal            (exit 2)
+    holds         this machine's other live runs must not hold its image sets   (exit 4)
+    run           settle open calls, dispatch, sweep (runner.py)
+    report        derived from the journal; summary JSON; a line on stderr
+
+Nothing is sent before the last check passes, and a journal this run created is removed
+again if a check after it fails.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import os
 import shutil
 import signal
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from batchcopy.preflight import SetupError
 from batchcopy.specs import ExitCode, Status
+
+MANIFEST_SUFFIXES = (".csv.gz", ".csv", ".parquet", ".pq")
 
 
 @dataclass
@@ -27,7 +39,8 @@ class JobOptions:
     datastore_id: str | None = None
     report: str | None = None
     journal: str | None = None
-    resume: bool = False
+    resume: bool = False  # the journal must exist: continue it, or fail
+    fresh: bool = False  # set the journal aside and start over
     rates: dict[str, tuple[float, float | None]] = field(default_factory=dict)
     endpoint_url: str | None = None
     region: str | None = None
@@ -46,91 +59,191 @@ def say(msg: str) -> None:
 
 def run_job(opts: JobOptions) -> int:
     with tempfile.TemporaryDirectory(prefix="batchcopy-") as tmp:
-        return asyncio.run(_run_job(opts, Path(tmp)))
+        try:
+            return asyncio.run(_run_job(opts, Path(tmp)))
+        except SetupError as exc:
+            say(f"batchcopy: {exc}")
+            return ExitCode.USAGE
+
+
+def manifest_stem(manifest: str) -> str:
+    name = manifest.replace("\\", "/").rstrip("/").rsplit("/", 1)[-1]
+    for suffix in MANIFEST_SUFFIXES:
+        if name.lower().endswith(suffix):
+            return name[: -len(suffix)] or "manifest"
+    return name or "manifest"
+
+
+def manifest_uri(manifest: str) -> str:
+    from batchcopy.storage import is_s3
+
+    return manifest if is_s3(manifest) else str(Path(manifest).expanduser().resolve())
+
+
+def resolve_journal_path(opts: JobOptions) -> Path:
+    """--journal, or the default journal of this manifest's identity (URI + data store)."""
+    from batchcopy.holds import state_dir
+    from batchcopy.journal import Identity
+    from batchcopy.preflight import check_journal_path
+
+    if opts.journal:
+        return check_journal_path(opts.journal)
+    identity = Identity(manifest_uri(opts.manifest), opts.datastore_id).to_json()
+    digest = hashlib.blake2b(identity.encode(), digest_size=6).hexdigest()
+    return state_dir() / "journals" / f"{manifest_stem(opts.manifest)}-{digest}.journal.sqlite"
 
 
 async def _run_job(opts: JobOptions, tmp: Path) -> int:
-    from batchcopy import storage
-    from batchcopy.journal import ChangedRows, Journal, JournalLocked
-    from batchcopy.manifest import ManifestInvalid, validate
+    from batchcopy import preflight, storage
 
+    preflight.check_endpoint(opts.endpoint_url)
+    region = preflight.check_aws(opts.profile, opts.region)
+    report_dest = opts.report or str(opts.reports_dir / (
+        f"{manifest_stem(opts.manifest)}-{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}.parquet"))
+    preflight.check_report_destination(report_dest)
+    journal_path = resolve_journal_path(opts)
     try:
         local = await storage.download(opts.manifest, tmp)
     except FileNotFoundError:
-        say(f"batchcopy: manifest not found: {opts.manifest}")
-        return ExitCode.USAGE
+        raise SetupError(f"manifest not found: {opts.manifest}") from None
     except Exception as exc:  # unreadable s3 object, bad url...
-        say(f"batchcopy: cannot read manifest {opts.manifest}: {exc}")
-        return ExitCode.USAGE
+        raise SetupError(f"cannot read manifest {opts.manifest}: {exc}") from None
+    opened = _open_journal(journal_path, opts)
+    if isinstance(opened, int):
+        return opened
+    journal, created = opened
     try:
-        checked = validate(local, display_name=opts.manifest,
-                           default_datastore_id=opts.datastore_id)
-    except ManifestInvalid as exc:
-        say(f"batchcopy: invalid manifest:\n{exc}")
-        return ExitCode.USAGE
-    if not checked.ok:
-        say(f"batchcopy: invalid manifest, nothing was sent ({len(checked.errors)} error(s)):")
-        for err in checked.errors[:50]:
-            say(f"  {err}")
-        return ExitCode.USAGE
-
-    journal_path = resolve_journal_path(opts)
-    journal = Journal(journal_path)
-    try:
-        try:
-            journal.lock()
-        except JournalLocked as exc:
-            say(f"batchcopy: {exc}; not starting a second run")
-            return ExitCode.LOCKED
-        if journal.has_rows() and not opts.resume:
-            say(f"batchcopy: journal {journal_path} already records a run; pass --resume to "
-                "continue it, or choose another --journal")
+        staged = _stage(journal, local, opts)
+        if staged is None:
+            if created:
+                journal.close()
+                _remove_journal(journal_path)
             return ExitCode.USAGE
-        report_dest = opts.report or str(opts.reports_dir / (journal_path.name.removesuffix(
-            ".journal.sqlite") + ".parquet"))
-        try:
-            if journal.has_rows():  # resuming: the whole manifest must match, before any call
-                check_unchanged(journal, local, opts)
-            return await _execute(opts, journal, local, checked.rows, report_dest)
-        except ChangedRows as exc:
-            say(f"batchcopy: {opts.manifest}: {exc}")
-            return ExitCode.USAGE
+        rows = journal.count_rows()
+        dirs = [journal_path.parent] + ([] if storage.is_s3(report_dest)
+                                        else [Path(report_dest).parent])
+        preflight.check_space(dirs, rows)
+        return await _hold_and_run(opts, journal, local, report_dest, region, rows)
+    except SetupError:
+        if created:
+            journal.close()
+            _remove_journal(journal_path)
+        raise
     finally:
         journal.close()
 
 
-def check_unchanged(journal: Any, local: Path, opts: JobOptions) -> None:
-    """Raise ChangedRows if any manifest row differs from the journal's record of its
-    row_id (or position). Reads the manifest once more; writes nothing."""
-    from batchcopy.journal import ChangedRows
-    from batchcopy.manifest import read_specs
+def _open_journal(path: Path, opts: JobOptions) -> tuple[Any, bool] | int:
+    """(the locked journal, whether this run created it), or an exit code."""
+    from batchcopy.journal import Identity, Journal, JournalError, JournalLocked, inspect
 
-    changes: list[tuple[str, int, int]] = []
-    for batch in read_specs(local, display_name=opts.manifest,
-                            default_datastore_id=opts.datastore_id):
-        changes.extend(journal.changed_rows(batch))
-    if changes:
-        raise ChangedRows(changes)
+    state = inspect(path)
+    if opts.resume and state in ("missing", "empty"):
+        raise SetupError(f"--resume: journal {path} is {state}; nothing to resume (run "
+                         "without --resume to start, or give the right --journal)")
+    if opts.fresh and state != "missing":
+        _set_aside(path)
+        state = "missing"
+    try:
+        journal = Journal(path, create=True, check=state == "sqlite")
+    except JournalError as exc:
+        raise SetupError(f"{exc}; pass --fresh to set it aside and start over") from None
+    try:
+        journal.lock()
+    except JournalLocked as exc:
+        journal.close()
+        say(f"batchcopy: {exc}; not starting a second run")
+        return ExitCode.LOCKED
+    except JournalError as exc:
+        journal.close()
+        raise SetupError(str(exc)) from None
+    identity = Identity(manifest_uri(opts.manifest), opts.datastore_id)
+    known = journal.identity()
+    if known is not None and known != identity:
+        journal.close()
+        raise SetupError(f"journal {path} belongs to manifest {known.manifest}"
+                         + (f" with --datastore-id {known.datastore_id}" if known.datastore_id else "")
+                         + "; give another --journal, or --fresh to start over")
+    if opts.resume and not journal.has_rows():
+        journal.close()
+        raise SetupError(f"--resume: journal {path} records no run of this manifest")
+    created = known is None
+    if created:
+        journal.set_identity(identity)
+    return journal, created
 
 
-def resolve_journal_path(opts: JobOptions) -> Path:
-    if opts.journal:
-        return Path(opts.journal)
-    stem = Path(opts.manifest.rstrip("/").split("/")[-1]).name
-    for suffix in (".gz", ".csv", ".parquet", ".pq"):
-        stem = stem.removesuffix(suffix)
-    if opts.resume:
-        found = sorted(opts.reports_dir.glob(f"{stem}-*.journal.sqlite"))
-        if found:
-            return found[-1]
+def _set_aside(path: Path) -> None:
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-    return opts.reports_dir / f"{stem}-{stamp}.journal.sqlite"
+    for suffix in ("", "-wal", "-shm"):
+        part = Path(str(path) + suffix)
+        if part.exists():
+            part.rename(Path(f"{path}.{stamp}.old{suffix}"))
+    say(f"batchcopy: --fresh: the old journal is kept as {path}.{stamp}.old")
 
 
-async def _execute(opts: JobOptions, journal: Any, local: Path, total_rows: int,
-                   report_dest: str) -> int:
-    from batchcopy.client import ClientSettings, CallStats, ImagingApi, open_client
-    from batchcopy.manifest import read_specs
+def _remove_journal(path: Path) -> None:
+    for suffix in ("", "-wal", "-shm", ".lock"):
+        Path(str(path) + suffix).unlink(missing_ok=True)
+
+
+def _stage(journal: Any, local: Path, opts: JobOptions) -> int | None:
+    """Read the manifest once into the journal (one transaction). None if it is invalid
+    (the journal is left as it was, and the errors are printed)."""
+    import sqlite3
+
+    from batchcopy.manifest import ManifestInvalid, scan_manifest
+
+    scan = scan_manifest(local, display_name=opts.manifest,
+                         default_datastore_id=opts.datastore_id)
+    journal.begin_manifest()
+    try:
+        for batch in scan:
+            journal.stage(batch)
+        report = scan.report
+    except ManifestInvalid as exc:
+        journal.rollback_manifest()
+        say(f"batchcopy: invalid manifest, nothing was sent:\n{exc}")
+        return None
+    except sqlite3.Error as exc:
+        journal.rollback_manifest()
+        raise SetupError(f"cannot write the journal {journal.path}: {exc}") from None
+    except BaseException:
+        journal.rollback_manifest()
+        raise
+    if not report.ok:
+        journal.rollback_manifest()
+        total = len(report.errors) + report.more_errors
+        say(f"batchcopy: invalid manifest, nothing was sent ({total} error(s)):")
+        for err in report.errors[:50]:
+            say(f"  {err}")
+        return None
+    journal.commit_manifest()
+    return report.rows
+
+
+async def _hold_and_run(opts: JobOptions, journal: Any, local: Path, report_dest: str,
+                        region: str, rows: int) -> int:
+    from batchcopy.holds import HeldElsewhere, Holds
+
+    holds = Holds()
+    scope = f"{region}|{opts.endpoint_url or 'aws'}"
+    try:
+        holds.acquire(scope, journal.held_image_sets(), manifest=opts.manifest,
+                      journal=str(journal.path))
+    except HeldElsewhere as exc:
+        say(f"batchcopy: another batchcopy run on this machine is copying the same image sets: "
+            f"{exc}. Not starting; run again once it has finished")
+        return ExitCode.LOCKED
+    try:
+        return await _execute(opts, journal, report_dest, region, rows)
+    finally:
+        holds.release()
+
+
+async def _execute(opts: JobOptions, journal: Any, report_dest: str, region: str,
+                   total_rows: int) -> int:
+    from batchcopy.client import CallStats, ClientSettings, ImagingApi, open_client
     from batchcopy.progress import Progress
     from batchcopy.ratelimit import RateLimiter
     from batchcopy.runner import Runner, RunSettings, summary_stats
@@ -141,44 +254,50 @@ async def _execute(opts: JobOptions, journal: Any, local: Path, total_rows: int,
     copy_rate = limiter.configured()["CopyImageSet"][0]
     progress = None
     if opts.progress != "off":
+        statuses = journal.manifest_statuses()
+        done = sum(n for s, n in statuses.items() if s in ("SUCCEEDED", "SKIPPED", "FAILED"))
         progress = Progress(total_rows, mode=opts.progress, interval_s=opts.log_interval_s,
-                            copy_rate=copy_rate)
+                            copy_rate=copy_rate, done=done)
     client_settings = ClientSettings(
-        endpoint_url=opts.endpoint_url, region=opts.region, profile=opts.profile,
+        endpoint_url=opts.endpoint_url, region=region, profile=opts.profile,
         max_pool_connections=max(10, min(200, settings.max_in_flight_per_datastore + 10)))
     run_id = journal.start_run(opts.manifest)
     started = time.monotonic()
     stats = CallStats()
     loop = asyncio.get_running_loop()
-    async with open_client(client_settings) as client:
-        api = ImagingApi(client, limiter, stats=stats, max_attempts=settings.max_attempts)
-        waiter = CopyWaiter(api, first_poll_s=opts.poll_first_s, max_interval_s=opts.poll_max_s)
-        runner = Runner(journal=journal, api=api, waiter=waiter, settings=settings,
-                        run_id=run_id, progress=progress)
-        # the handlers stay until the report is written: a second signal still exits at once
-        signals = _install_signals(loop, runner)
-        try:
+    journal.start_writer()
+    try:
+        async with open_client(client_settings) as client:
+            api = ImagingApi(client, limiter, stats=stats, max_attempts=settings.max_attempts)
+            waiter = CopyWaiter(api, first_poll_s=opts.poll_first_s, max_interval_s=opts.poll_max_s)
+            runner = Runner(journal=journal, api=api, waiter=waiter, settings=settings,
+                            run_id=run_id, observer=progress)
+            signals = _install_signals(loop, runner)
             try:
-                batches = read_specs(local, display_name=opts.manifest,
-                                     default_datastore_id=opts.datastore_id)
-                outcome = await runner.run(batches)
+                outcome = await runner.run()
             finally:
+                for sig in signals:
+                    loop.remove_signal_handler(sig)
                 await waiter.aclose()
-            if progress is not None:
-                progress.close()
-            wall = time.monotonic() - started
-            run_stats = summary_stats(outcome, stats.to_dict(), copy_rate, wall)
-            exit_code = decide_exit(outcome.stop_reason, journal)
-            run_stats.update(exit_code=int(exit_code), manifest=opts.manifest,
-                             report=report_dest, journal=str(journal.path), run_id=run_id)
-            journal.end_run(run_id, int(exit_code), run_stats)
-            summary = await write_outputs(journal, report_dest, run_stats)
-        finally:
-            for sig in signals:
-                loop.remove_signal_handler(sig)
+    finally:
+        journal.stop_writer()
+    if progress is not None:
+        progress.close()
+    wall = time.monotonic() - started
+    run_stats = summary_stats(outcome, stats.to_dict(), copy_rate, wall)
+    exit_code = decide_exit(outcome.stop_reason, journal)
+    run_stats.update(exit_code=int(exit_code), manifest=opts.manifest, report=report_dest,
+                     journal=str(journal.path), run_id=run_id)
+    journal.end_run(run_id, int(exit_code), run_stats)
+    summary = await write_outputs(journal, report_dest, run_stats)
     from batchcopy.summary import human_summary
     say(human_summary(summary))
-    if outcome.abort_message:
+    if outcome.internal_error:
+        say(f"batchcopy: internal error (a bug in batchcopy, please report it): "
+            f"{outcome.internal_error}. The run stopped; every call it sent is settled or "
+            f"reported UNKNOWN, and the journal {journal.path} is consistent: run again to "
+            f"continue")
+    elif outcome.abort_message:
         say(f"batchcopy: run aborted: {outcome.abort_message}")
     return exit_code
 
@@ -207,50 +326,25 @@ def _install_signals(loop: asyncio.AbstractEventLoop, runner: Any) -> list[int]:
 
 
 def decide_exit(stop_reason: str | None, journal: Any) -> ExitCode:
+    if stop_reason == "internal-error":
+        return ExitCode.INTERNAL
     if stop_reason == "aborted":
         return ExitCode.ABORTED
     if stop_reason == "interrupted":
         return ExitCode.INTERRUPTED
-    if stop_reason == "time-limit" and journal.db.execute(
-            "SELECT 1 FROM rows WHERE status IN (?, ?) LIMIT 1",
-            (Status.NOT_RUN.value, Status.UNKNOWN.value)).fetchone():
-        return ExitCode.TIME_LIMIT  # rows left for a resumed run
-    bad = journal.db.execute(
-        "SELECT count(*) FROM rows WHERE status NOT IN (?, ?)",
-        (Status.SUCCEEDED.value, Status.SKIPPED.value)).fetchone()[0]
+    statuses = journal.manifest_statuses()
+    left = sum(n for s, n in statuses.items()
+               if s in (Status.NOT_RUN.value, Status.UNKNOWN.value, "PENDING"))
+    if stop_reason == "time-limit" and left:
+        return ExitCode.TIME_LIMIT  # rows left for the next run
+    bad = sum(n for s, n in statuses.items()
+              if s not in (Status.SUCCEEDED.value, Status.SKIPPED.value))
     return ExitCode.ROWS_FAILED if bad else ExitCode.OK
-
-
-def journal_results(journal: Any) -> Any:
-    """The report rows, derived from the journal (rows done by earlier runs: SKIPPED)."""
-    from batchcopy.journal import OUTCOME_COLUMNS
-    from batchcopy.report import RowResult
-    from batchcopy.specs import SPEC_FIELDS, CopySpec
-
-    latest = journal.latest_run()
-    in_open_calls = journal.open_call_rows()
-    for row in journal.iter_rows():
-        status = Status(row["status"]) if row["status"] != "PENDING" else Status.NOT_RUN
-        evidence = row["evidence"]
-        if row["status"] == "PENDING" and row["manifest_row"] in in_open_calls:
-            # a run ended (kill -9, second signal) with this row's copy request sent
-            status = Status.UNKNOWN
-            row = {**row, "call_id": in_open_calls[row["manifest_row"]]}
-            evidence = ("its CopyImageSet call was sent but the run ended before it was "
-                        "settled; batchcopy run --resume with this journal settles it")
-        if status is Status.SUCCEEDED and row["run_id"] is not None and row["run_id"] != latest:
-            status = Status.SKIPPED
-            evidence = f"succeeded in run {row['run_id']} of this journal; not copied again"
-        spec = CopySpec(**{name: row[name] for name in SPEC_FIELDS})
-        spec = replace(spec, force=bool(spec.force),  # SQLite keeps booleans as 0/1
-                       promote_to_primary=bool(spec.promote_to_primary))
-        outcome = {name: row[name] for name in OUTCOME_COLUMNS if name != "status"}
-        # RowResult turns epoch floats into UTC timestamps, ids into text, None counts into 0
-        yield RowResult.from_spec(spec, status, **{**outcome, "evidence": evidence})
 
 
 async def write_outputs(journal: Any, report_dest: str, run_stats: dict[str, Any]) -> dict[str, Any]:
     from batchcopy.report import ReportUploadError, report_counts, write_report
+    from batchcopy.results import journal_results
     from batchcopy.summary import build_summary, summary_path, write_summary_async
 
     try:

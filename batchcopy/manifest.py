@@ -323,3 +323,22 @@ def validate(
         path=display, rows=rows, errors=errors, datastores=len(checker.datastores),
         image_sets=checker.image_sets, subset_rows=checker.subset_rows, more_errors=more,
     )
+
+
+class _TwoPassScan:
+    """Temporary: validate, then read (the one-pass reader replaces it)."""
+
+    def __init__(self, path: Path, **kwargs: Any) -> None:
+        self.path, self.kwargs = path, kwargs
+        self.report: ValidationReport | None = None
+
+    def __iter__(self) -> Iterator[list[CopySpec]]:
+        self.report = validate(self.path, **self.kwargs)
+        if not self.report.ok:
+            return
+        yield from read_specs(self.path, **self.kwargs)
+
+
+def scan_manifest(path: Path, *, display_name: str | None = None,
+                  default_datastore_id: str | None = None) -> _TwoPassScan:
+    return _TwoPassScan(path, display_name=display_name, default_datastore_id=default_datastore_id)

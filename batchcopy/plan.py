@@ -15,14 +15,19 @@ destination (nothing in between touched either, so moving the row earlier change
 order anyone can observe); and when the union of the subsets stays within
 MergeLimits. Rows that make a new image set never merge: each must make its own.
 A whole series in a subset counts as one instance towards `max_instances` (the real
-number is unknown here); if the service refuses a merged call as too large, the
-runner can `split_unit` it.
+number is unknown here); the runner cuts a merged unit to the frames per call once it
+has the source's metadata (precheck.py), and splits one the service refuses.
 
 Version pins. A unit carries the manifest's source_version_id / destination_version_id
 only when its first row is the first row of the whole manifest to touch that image set.
 Later pins are superseded: by then an earlier unit may have written a new version, and
 the runner carries the version each copy returns (or reads the current one) instead.
 validate() reports pins that contradict each other on an image set nothing writes to.
+
+Rows that need no call (done by an earlier run, or waiting for an open call to settle)
+are fed too, flagged not runnable: they make no unit, but they count as touching their
+image sets, so a later row's pin is not taken for the first one. A rerun therefore
+treats pins exactly as the first run did.
 
 Memory. A Planner keeps, across batches, the last unit id per (data store, image set)
 and a counter; nothing per row. Merging happens only within one batch.
@@ -31,10 +36,10 @@ and a counter; nothing per row. Merging happens only within one batch.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 
-from batchcopy.specs import CopySpec
+from batchcopy.specs import CopyRequest, CopySpec
 from batchcopy.validate import SeriesMap, canonical_attributes, series_map
 
 
@@ -65,6 +70,27 @@ class CopyUnit:
         if self.destination_image_set_id:
             return (self.source_image_set_id, self.destination_image_set_id)
         return (self.source_image_set_id,)
+
+    @property
+    def keys(self) -> tuple[str, ...]:
+        return tuple(r.key for r in self.rows)
+
+    def request(self, source_version_id: str, destination_version_id: str | None) -> CopyRequest:
+        """The CopyImageSet request of this unit, naming these versions."""
+        return CopyRequest(
+            datastore_id=self.datastore_id, source_image_set_id=self.source_image_set_id,
+            source_version_id=source_version_id,
+            destination_image_set_id=self.destination_image_set_id,
+            destination_version_id=destination_version_id,
+            copiable_attributes=self.copiable_attributes, force=self.force,
+            promote_to_primary=self.promote_to_primary)
+
+    def with_rows(self, rows: Sequence[CopySpec]) -> "CopyUnit":
+        """The same unit carrying fewer rows (the subset is their union)."""
+        return replace(self, rows=tuple(rows), copiable_attributes=_union(rows))
+
+
+NO_UNIT = -1  # in Planner._last: touched by a row that made no unit
 
 
 # ---------------------------------------------------------------- subsets
@@ -200,15 +226,21 @@ class Planner:
         return self._next_id
 
     def new_unit_id(self) -> int:
-        """Reserve a fresh id (for split_unit), never reused by later batches."""
+        """Reserve a fresh id, never reused by later batches."""
         self._next_id += 1
         return self._next_id - 1
 
-    def add_batch(self, specs: Sequence[CopySpec]) -> list[CopyUnit]:
+    def add_batch(self, specs: Sequence[CopySpec],
+                  runnable: Sequence[bool] | None = None) -> list[CopyUnit]:
+        """Units for the runnable rows of one batch (all rows when `runnable` is None)."""
         built: list[_Building] = []
         open_units: dict[MergeKey, _Building] = {}
-        for spec in specs:
+        for i, spec in enumerate(specs):
             last = self._last.setdefault(spec.datastore_id, {})
+            if runnable is not None and not runnable[i]:
+                for k in spec.image_sets():
+                    last.setdefault(k, NO_UNIT)
+                continue
             key = _merge_key(spec) if self._merge else None
             if key is not None:
                 unit = open_units.get(key)
@@ -216,7 +248,7 @@ class Planner:
                     continue
             touched = spec.image_sets()
             src, dst = spec.source_image_set_id, spec.destination_image_set_id
-            after = sorted({last[k] for k in touched if k in last})
+            after = sorted({last[k] for k in touched if last.get(k, NO_UNIT) != NO_UNIT})
             unit = _Building(
                 unit_id=self.new_unit_id(), first=spec, after=tuple(after),
                 source_version_id=spec.source_version_id if src not in last else None,
@@ -253,29 +285,6 @@ class Planner:
 def plan(specs: Iterable[CopySpec], *, merge: bool = True, limits: MergeLimits = MergeLimits()) -> list[CopyUnit]:
     """Plan a whole (small) manifest as one batch."""
     return Planner(merge=merge, limits=limits).add_batch(list(specs))
-
-
-def split_unit(unit: CopyUnit, next_id: Callable[[], int]) -> list[CopyUnit]:
-    """Halve a merged unit the service refused as too large.
-
-    The first half keeps the unit's `after` and version pins; the second half runs
-    after the first (and after the same units) and carries no pins: by then the first
-    half has written a new destination version, which the runner carries. Units that
-    waited for `unit` must now wait for the second half. Raises ValueError for a
-    single-row unit.
-    """
-    if len(unit.rows) < 2:
-        raise ValueError(f"unit {unit.unit_id} has a single row and cannot be split")
-    half = (len(unit.rows) + 1) // 2
-    first_rows, second_rows = unit.rows[:half], unit.rows[half:]
-    first_id = next_id()
-    first = replace(unit, unit_id=first_id, rows=first_rows, copiable_attributes=_union(first_rows))
-    second = replace(
-        unit, unit_id=next_id(), rows=second_rows, copiable_attributes=_union(second_rows),
-        source_version_id=None, destination_version_id=None,
-        after=tuple(sorted(set(unit.after) | {first_id})),
-    )
-    return [first, second]
 
 
 def _union(rows: Sequence[CopySpec]) -> str | None:

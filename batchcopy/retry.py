@@ -7,15 +7,20 @@ transport errors); each check can be tested alone.
 
 The kinds and what the runner does with them:
 
-THROTTLE   the service refused the call for rate; nothing executed. Slow down, retry.
-TRANSIENT  nothing executed (or the operation is idempotent): retry with backoff.
-CONFLICT   409: a stale version id or a LOCKED image set. Refresh, maybe retry.
-ROW_FATAL  the request itself is wrong (4xx): this row fails, the run goes on.
-RUN_FATAL  credentials, signature, access: every further call would fail. Stop.
-AMBIGUOUS  a non-idempotent call (CopyImageSet, DeleteImageSet,
-           UpdateImageSetMetadata) may or may not have executed: the request
-           may have reached the server before the failure. Find out before
-           retrying; a blind retry can make a second copy.
+THROTTLE    the service refused the call for rate; nothing executed. Slow down, retry.
+TRANSIENT   nothing executed (503, a connection never made), or the operation is
+            idempotent: retry with backoff.
+CONFLICT    409: a stale version id or a LOCKED image set; nothing executed. Refresh.
+REFUSED     the service refused the request itself (other 4xx): nothing executed. A
+            final answer for that request (a merged call is split first).
+RUN_FATAL   credentials, signature, access: nothing executed, and every further call
+            would fail. Stop the run; the rows made no copy and the next run retries them.
+AMBIGUOUS   a non-idempotent call (CopyImageSet, DeleteImageSet, UpdateImageSetMetadata)
+            may or may not have executed: 500, a connection lost after sending, a read
+            timeout, an answer that cannot be read, or any error we cannot place. Find
+            out before retrying; a blind retry can make a second copy. Never "refused".
+UNEXPECTED  an idempotent call failed with an error that is neither AWS's nor the
+            network's: a bug. Raised, so the run stops with an internal error.
 
 How aiobotocore 2.25 (aiohttp 3.x) reports a broken connection, which decides
 between TRANSIENT and AMBIGUOUS (see aiobotocore/httpsession.py `send`):
@@ -54,9 +59,10 @@ class ErrorKind(enum.Enum):
     THROTTLE = "THROTTLE"
     TRANSIENT = "TRANSIENT"
     CONFLICT = "CONFLICT"
-    ROW_FATAL = "ROW_FATAL"
+    REFUSED = "REFUSED"
     RUN_FATAL = "RUN_FATAL"
     AMBIGUOUS = "AMBIGUOUS"
+    UNEXPECTED = "UNEXPECTED"
 
 
 # Operations that change state and carry no idempotency token.
@@ -232,17 +238,18 @@ def classify(exc: BaseException, *, operation: str,
             return ErrorKind.TRANSIENT
         if is_server_error(code, status):
             return maybe_executed
-        return ErrorKind.ROW_FATAL
-    if _is_param_validation(exc):
-        return ErrorKind.ROW_FATAL
+        return ErrorKind.REFUSED
+    if _is_param_validation(exc):  # botocore refused to send it
+        return ErrorKind.REFUSED
     if request_sent is False and (never_sent(exc) or maybe_sent(exc)):
         return ErrorKind.TRANSIENT
     if never_sent(exc) and request_sent is not True:
         return ErrorKind.TRANSIENT
     if maybe_sent(exc) or never_sent(exc):
         return maybe_executed
-    # Not an AWS or transport error: a bug or an unexpected local failure.
-    return ErrorKind.ROW_FATAL
+    # Not an AWS or transport error. After a non-idempotent request may have left, that is
+    # no proof it did not execute; for a read it is a bug.
+    return ErrorKind.AMBIGUOUS if not idempotent else ErrorKind.UNEXPECTED
 
 
 def _is_param_validation(exc: BaseException) -> bool:

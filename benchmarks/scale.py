@@ -70,17 +70,19 @@ def step(name: str, manifest: str, tmp: str) -> None:
     elif name == "journal+report":
         import asyncio
 
-        from batchcopy.job import journal_results
         from batchcopy.journal import Journal
         from batchcopy.report import write_report
+        from batchcopy.results import journal_results
 
         journal = Journal(Path(tmp) / "bench.journal.sqlite")
         t0 = time.monotonic()
+        journal.begin_manifest()
         for batch in read_specs(Path(manifest)):
-            journal.register_rows(batch)
+            journal.stage(batch)
+        journal.commit_manifest()
         out["journal_s"] = round(time.monotonic() - t0, 2)
         run_id = journal.start_run(manifest)
-        journal.mark_pending_not_run(run_id, "benchmark")
+        asyncio.run(journal.mark_pending_not_run(run_id, "benchmark"))
         t1 = time.monotonic()
         counts = asyncio.run(write_report(journal_results(journal), str(Path(tmp) / "bench.parquet")))
         out["report_s"] = round(time.monotonic() - t1, 2)

@@ -74,6 +74,8 @@ def client_env(emulator: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Any) ->
     # keep the developer's own AWS files and profiles out of the tests
     env["AWS_CONFIG_FILE"] = str(tmp_path / "no-aws-config")
     env["AWS_SHARED_CREDENTIALS_FILE"] = str(tmp_path / "no-aws-credentials")
+    # default journals and the machine-wide holds of this test only (tests run side by side)
+    env["BATCHCOPY_STATE_DIR"] = str(tmp_path / "batchcopy-state")
     for name in ("AWS_PROFILE", "AWS_DEFAULT_PROFILE", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN",
                  "AWS_RETRY_MODE", "AWS_MAX_ATTEMPTS"):
         monkeypatch.delenv(name, raising=False)

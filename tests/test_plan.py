@@ -20,7 +20,6 @@ from batchcopy.plan import (
     count_instances,
     merge_attributes,
     plan,
-    split_unit,
 )
 from batchcopy.specs import CopySpec
 from batchcopy.validate import canonical_attributes, parse_copiable_attributes
@@ -435,63 +434,31 @@ def test_merge_limit_boundaries_randomised() -> None:
                     assert count_instances(u.copiable_attributes or "") <= tight.max_instances
 
 
-# ---------------------------------------------------------------- split_unit
+# ---------------------------------------------------------------- rows that need no call
 
 
-def counter(start: int):  # type: ignore[no-untyped-def]
-    n = start
-
-    def next_id() -> int:
-        nonlocal n
-        n += 1
-        return n - 1
-    return next_id
-
-
-def test_split_unit_halves_and_chains() -> None:
+def test_rows_that_need_no_call_make_no_unit_but_still_own_the_first_pin() -> None:
+    """A rerun feeds done rows too: they make no unit, no unit waits for them, and a later
+    row's pin is not taken for the first one (the done row wrote that image set)."""
     m = Rows()
-    m.add("z", "d")
-    for i in range(5):
-        m.add("a", "d", sub(f"1.1/{i}"), sv="2", dv="3")
-    m.add("d")  # waits for the merged unit
-    planner = Planner()
-    units = planner.add_batch(m.specs)
-    merged = units[1]
-    assert [r.manifest_row for r in merged.rows] == [2, 3, 4, 5, 6] and merged.after == (0,)
-    assert merged.destination_version_id is None  # d was touched by row 1
-    first, second = split_unit(merged, planner.new_unit_id)
-    assert (first.unit_id, second.unit_id) == (3, 4)
-    assert [r.manifest_row for r in first.rows] == [2, 3, 4]
-    assert [r.manifest_row for r in second.rows] == [5, 6]
-    assert first.copiable_attributes == sub("1.1/0", "1.1/1", "1.1/2")
-    assert second.copiable_attributes == sub("1.1/3", "1.1/4")
-    assert first.after == (0,) and second.after == (0, 3)
-    assert (first.source_version_id, second.source_version_id) == ("2", None)
-    assert (first.datastore_id, first.destination_image_set_id, first.force) == (DS, iid("d"), False)
-    # planner ids never collide with split ids
-    m2 = Rows()
-    m2.add("q")
-    assert planner.add_batch(m2.specs)[0].unit_id == 5
+    m.add("a", "d", sub("1.1/0"), sv="1", dv="1")  # done in an earlier run
+    m.add("a", "d", sub("1.1/1"), sv="1", dv="2")  # its pins are superseded
+    m.add("b", "e", sub("1.2/0"), dv="4")  # not run yet: its pin is the first for e
+    units = Planner().add_batch(m.specs, runnable=[False, True, True])
+    assert [[r.manifest_row for r in u.rows] for u in units] == [[2], [3]]
+    second, third = units
+    assert second.after == () and (second.source_version_id, second.destination_version_id) == (None, None)
+    assert third.destination_version_id == "4"
 
 
-def test_split_unit_repeatedly_down_to_single_rows() -> None:
+def test_a_done_row_between_two_mergeable_rows_does_not_stop_the_merge() -> None:
     m = Rows()
-    for i in range(6):
-        m.add("a", "d", sub(f"1.1/{i}", "1.2"))
-    (unit,) = plan(m.specs)
-    next_id = counter(1)
-    pending, done = [unit], []
-    while pending:
-        u = pending.pop()
-        if len(u.rows) == 1:
-            done.append(u)
-            with pytest.raises(ValueError):
-                split_unit(u, next_id)
-            continue
-        pending.extend(split_unit(u, next_id))
-    assert sorted(r.manifest_row for u in done for r in u.rows) == [1, 2, 3, 4, 5, 6]
-    for u in done:
-        assert u.copiable_attributes == u.rows[0].copiable_attributes
+    m.add("a", "d", sub("1.1/0"))
+    m.add("a", "d", sub("1.1/1"))  # done: no call
+    m.add("a", "d", sub("1.1/2"))
+    (unit,) = Planner().add_batch(m.specs, runnable=[True, False, True])
+    assert [r.manifest_row for r in unit.rows] == [1, 3]
+    assert unit.copiable_attributes == sub("1.1/0", "1.1/2")
 
 
 # ---------------------------------------------------------------- properties

@@ -20,7 +20,7 @@ import pytest
 from batchcopy.emulator.config import FaultSpec
 from resumekit import (World, call_states, copy_job, distinct_copies, instance_set, journal_rows,
                        read_report, read_summary, row_states, runs_started, seed_world, start)
-from runkit import new_subset_destination, run_cli, run_manifest, write_manifest
+from runkit import FAST, new_subset_destination, run_cli, run_manifest, write_manifest
 
 SEED = {"seed": 23, "datastores": 1, "patients": 6, "studies_per_patient": 1,
         "series_per_study": 2, "instances_per_series": 3, "frames_per_instance": 1}
@@ -277,70 +277,78 @@ def test_sigkill_at_many_points_then_resume_equals_an_uninterrupted_run(
 PACED = ("--rate", "CopyImageSet=4")
 
 
-def test_cron_reruns_with_the_same_journal_do_no_work_twice(
+def test_cron_reruns_of_the_same_manifest_do_no_work_twice(
         emulator: Any, client_env: dict[str, str], tmp_path: Path) -> None:
+    """The cron habit: the same command every night, no flags. The journal is found from
+    the manifest's identity, so nights 2 and 3 skip every row without a single API call."""
     w = seed_world(emulator, client_env, SEED)
     scene = build_scene(w)
     manifest = write_manifest(tmp_path / "nightly.csv", scene.rows)
-    journal, report = tmp_path / "nightly.journal.sqlite", tmp_path / "nightly.parquet"
     n = len(scene.rows)
-    # the cron line always says --resume: the first night starts the journal
-    first = run_manifest(manifest, w.env, tmp_path, "--resume", journal=journal, report=report)
-    assert first.code == 0, first.stderr
-    assert {r["status"] for r in first.rows()} == {"SUCCEEDED"}
+
+    def night() -> Any:
+        proc = run_cli(["run", str(manifest), "--report", str(tmp_path / "nightly.parquet"),
+                        *FAST], w.env, cwd=tmp_path)
+        return proc, read_report(tmp_path / "nightly.parquet")
+
+    proc, first = night()
+    assert proc.returncode == 0, proc.stderr
+    assert {r["status"] for r in first} == {"SUCCEEDED"}
+    journals = list((tmp_path / "batchcopy-state" / "journals").glob("nightly-*.journal.sqlite"))
+    assert len(journals) == 1, journals
     w.wait_idle()
     copies, calls = w.copies_requested(), w.api_calls()
-    for night in (2, 3):
-        res = run_manifest(manifest, w.env, tmp_path, "--resume", journal=journal, report=report)
-        assert res.code == 0, res.stderr
-        out = res.rows()
+    for number in (2, 3):
+        proc, out = night()
+        assert proc.returncode == 0, proc.stderr
         assert [r["row_id"] for r in out] == [r["row_id"] for r in scene.rows]
         assert {r["status"] for r in out} == {"SKIPPED"}
-        assert all("succeeded in run 1" in r["evidence"] for r in out)
+        assert all("done in run 1" in r["evidence"] for r in out)
         assert w.copies_requested() == copies and w.api_calls() == calls  # not even a read
-        assert f"{n}/{n} rows done" in res.stderr
-        assert runs_started(journal) == night
-    # without --resume an existing journal is refused (exit 2), nothing sent
-    res = run_manifest(manifest, w.env, tmp_path, journal=journal, report=report)
-    assert res.code == 2 and "--resume" in res.stderr and w.api_calls() == calls
+        assert f"{n}/{n} rows done" in proc.stderr
+        assert runs_started(journals[0]) == number
+    # --resume says the same, and insists the journal exists
+    res = run_manifest(manifest, w.env, tmp_path, "--resume", journal=journals[0])
+    assert res.code == 0 and w.api_calls() == calls, res.stderr
+    # starting over is explicit: --fresh sets the journal aside and runs every row again
+    res = run_manifest(manifest, w.env, tmp_path, "--fresh", journal=journals[0])
+    assert "--fresh" in res.stderr and list(tmp_path.glob("batchcopy-state/journals/*.old"))
+    assert w.copies_requested() > copies
+    # ... where the service's state allows: d1-1's pins are stale now (a conflict, nothing
+    # copied), and the subset rows find their instances already in place
+    assert res.code == 1, res.stderr
+    out = {r["row_id"]: r for r in res.rows()}
+    assert [k for k, r in out.items() if r["status"] not in DONE] == ["d1-1"]
+    assert out["d1-1"]["status"] == "CONFLICT" and out["d1-1"]["error_code"] == "StaleVersionPin"
+    assert "already in" in out["d1-2"]["evidence"]
 
 
 @pytest.mark.emulator_config(copy_base_s=50.0)
-def test_a_changed_row_under_the_same_row_id_is_an_error_and_nothing_is_sent(
+def test_an_edited_manifest_copies_new_work_once_and_never_repeats_done_work(
         emulator: Any, client_env: dict[str, str], tmp_path: Path) -> None:
+    """Rows are matched to the journal by what they copy, not by row_id or position: a
+    killed run resumed with the manifest reordered, renumbered, with fresh pins, with one
+    row edited, copies the edited row as new work and nothing twice."""
     w, rows, manifest, journal, report, before = copy_job(
         emulator, client_env, tmp_path, WIDE, 18, "c")
     run = start(manifest, w.env, tmp_path, "first", *PACED, journal=journal, report=report)
     assert run.wait_until(lambda: w.copies_requested() >= before + 2)
     run.kill()
-    states, calls, runs = call_states(journal), w.api_calls(), runs_started(journal)
-
-    def refused(edited: list[dict[str, Any]], *names: str) -> None:
-        write_manifest(manifest, edited)
-        res = run_manifest(manifest, w.env, tmp_path, "--resume", journal=journal, report=report)
-        assert res.code == 2, res.stderr
-        assert "differ from what the journal recorded" in res.stderr
-        for name in names:
-            assert name in res.stderr
-        # refused before anything: no call at all, no run started, open calls untouched
-        assert w.api_calls() == calls and runs_started(journal) == runs
-        assert call_states(journal) == states
-
-    late = len(rows) - 1  # a row not run yet: skipping its change would be silent
-    changed = [dict(r) for r in rows]
-    changed[late]["source_image_set_id"] = w.sets[0]["imageSetId"]
-    refused(changed, f"row_id '{rows[late]['row_id']}' (row {late + 1})")
-    forced = [dict(r) for r in rows]
-    forced[0]["force"] = "true"
-    refused(forced, f"row_id '{rows[0]['row_id']}' (row 1)")
-    refused([rows[1], rows[0], *rows[2:]], f"'{rows[0]['row_id']}'", f"'{rows[1]['row_id']}'")
-
-    write_manifest(manifest, rows)  # the original manifest resumes fine
-    res = run_manifest(manifest, w.env, tmp_path, "--resume", journal=journal, report=report)
+    edited = [dict(r, row_id=f"renamed-{k}") for k, r in enumerate(reversed(rows))]
+    for r in edited:  # regenerated with pins: the first row touching each source pins it
+        r["source_version_id"] = "1"
+    # the first row of the original manifest (copied before the kill: the first sent),
+    # edited: new work, while its original copy is not repeated
+    edited[-1]["force"] = "true"
+    write_manifest(manifest, edited)
+    res = run_manifest(manifest, w.env, tmp_path, journal=journal, report=report)
     assert res.code == 0, res.stderr
-    assert {r["status"] for r in res.rows()} <= DONE
+    out = res.rows()
+    assert [r["row_id"] for r in out] == [r["row_id"] for r in edited]
+    assert {r["status"] for r in out} <= DONE
     w.wait_idle()
-    assert w.copies_requested() - before == len(rows)
+    # every distinct copy exactly once: the original rows, and the edited one as new work
+    assert w.copies_requested() - before == len(rows) + 1
 
 
 def read_csv(path: Path) -> list[dict[str, str]]:
@@ -364,7 +372,8 @@ def test_failed_manifest_round_trip(emulator: Any, client_env: dict[str, str],
     run = start(manifest, w.env, tmp_path, "first", *PACED, journal=journal, report=report)
     # once the mismatch is known, the credentials lose CopyImageSet: the run aborts
     assert run.wait_until(lambda: journal_rows(
-        journal, "SELECT 1 FROM rows WHERE row_id = 'mismatch' AND status = 'FAILED'") != [])
+        journal, "SELECT 1 FROM manifest m JOIN rows r ON r.key = m.key "
+                 "WHERE m.row_id = 'mismatch' AND r.status = 'FAILED'") != [])
     w.emulator.update_config({"auth": {"keys": {"testing": "testing"},
                                        "deny": {"testing": ["CopyImageSet"]}}})
     assert run.wait(timeout=60) == 3, run.stderr()
@@ -372,9 +381,11 @@ def test_failed_manifest_round_trip(emulator: Any, client_env: dict[str, str],
     by_id = {r["row_id"]: r for r in out}
     assert by_id["mismatch"]["error_code"] == "COPY_FAILED"
     codes = Counter(r["error_code"] for r in out if r["status"] == "FAILED")
-    assert codes == Counter({"COPY_FAILED": 1, "AccessDeniedException": 1})
+    assert codes == Counter({"COPY_FAILED": 1})  # the only final answer from the service
     statuses = Counter(r["status"] for r in out)
     assert statuses["NOT_RUN"] >= 3 and statuses["SUCCEEDED"] >= 1
+    # refused for access: no copy made, retried by the next run
+    assert [r["status"] for r in out if r["error_code"] == "AccessDeniedException"] == ["NOT_RUN"]
     retry_ids = [r["row_id"] for r in out if r["status"] in ("FAILED", "CONFLICT", "UNKNOWN", "NOT_RUN")]
 
     retry = tmp_path / "retry.csv"
@@ -444,21 +455,31 @@ def test_max_duration_stops_dispatching_exits_5_and_nightly_windows_finish_the_j
 
 
 def test_time_limit_exit_code_only_when_rows_are_left(tmp_path: Path) -> None:
+    import asyncio
+
     from batchcopy.job import decide_exit
     from batchcopy.journal import Journal, RowOutcome
     from batchcopy.specs import CopySpec, ExitCode, Status
 
     specs = [CopySpec(manifest_row=i, row_id=f"r{i}", datastore_id="d" * 32,
                       source_image_set_id=f"{i:032x}") for i in (1, 2)]
+    one, two = [s.key for s in specs]
     with Journal(tmp_path / "j.sqlite") as journal:
         run = journal.start_run("m.csv")
-        journal.register_rows(specs)
-        journal.finish_rows(run, [1], RowOutcome(Status.SUCCEEDED))
-        journal.mark_pending_not_run(run, "--max-duration reached")
+        journal.begin_manifest()
+        journal.stage(specs)
+        journal.commit_manifest()
+
+        def finish(key: str, status: Status) -> None:
+            asyncio.run(journal.finish_rows(run, [key], RowOutcome(status)))
+
+        finish(one, Status.SUCCEEDED)
+        asyncio.run(journal.mark_pending_not_run(run, "--max-duration reached"))
         assert decide_exit("time-limit", journal) is ExitCode.TIME_LIMIT
         # the limit struck while the last copy was finishing: nothing is left to resume
-        journal.finish_rows(run, [2], RowOutcome(Status.SUCCEEDED))
+        finish(two, Status.SUCCEEDED)
         assert decide_exit("time-limit", journal) is ExitCode.OK
-        journal.finish_rows(run, [2], RowOutcome(Status.FAILED))
+        finish(two, Status.FAILED)
         assert decide_exit("time-limit", journal) is ExitCode.ROWS_FAILED
         assert decide_exit("interrupted", journal) is ExitCode.INTERRUPTED
+        assert decide_exit("internal-error", journal) is ExitCode.INTERNAL

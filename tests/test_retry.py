@@ -23,7 +23,7 @@ from batchcopy.retry import (
 
 URL = "http://127.0.0.1:9/datastore/x"
 T, A, C, R, F, TH = (ErrorKind.TRANSIENT, ErrorKind.AMBIGUOUS, ErrorKind.CONFLICT,
-                     ErrorKind.ROW_FATAL, ErrorKind.RUN_FATAL, ErrorKind.THROTTLE)
+                     ErrorKind.REFUSED, ErrorKind.RUN_FATAL, ErrorKind.THROTTLE)
 
 
 def client_error(code: str, status: int, message: str = "boom",
@@ -155,8 +155,12 @@ def test_request_sent_overrides_inference(connector_error: aiohttp.ClientConnect
                     request_sent=True) is TH
 
 
-def test_unexpected_exceptions_are_row_fatal() -> None:
-    assert classify(KeyError("versionId"), operation="GetImageSet") is R
+def test_unexpected_exceptions_are_never_taken_for_a_refusal() -> None:
+    # after a CopyImageSet may have left, an error we cannot place proves nothing: reconcile
+    for exc in (KeyError("destinationImageSetProperties"), RuntimeError("boom"), ValueError()):
+        assert classify(exc, operation="CopyImageSet") is A
+    # for a read it is a bug: raised, and the run stops with an internal error
+    assert classify(KeyError("versionId"), operation="GetImageSet") is ErrorKind.UNEXPECTED
 
 
 def test_non_idempotent_set() -> None:

@@ -129,7 +129,9 @@ def test_shared_destination_forced_copies_and_async_copy_failed(
     rows_in.append({"row_id": "bad", "datastore_id": ds, "source_image_set_id": mismatch["imageSetId"],
                     "destination_image_set_id": dest, "series_instance_uid": series})
     manifest = write_manifest(tmp_path / "m.csv", rows_in)
-    res = run_manifest(manifest, world["env"], tmp_path)
+    # f0 has already put the bad row's series into dest (forced): the presence check would
+    # skip it; this test is about the service's asynchronous COPY_FAILED
+    res = run_manifest(manifest, world["env"], tmp_path, "--no-skip-present")
     assert res.code == 1, res.stderr
     rows = {r["row_id"]: r for r in res.rows()}
     assert len(rows) == len(rows_in)
@@ -178,12 +180,26 @@ def test_outside_writer_conflict_is_refreshed_or_reported(
             "sourceImageSet": {"latestVersionId": "1", "DICOMCopies": {"copiableAttributes": attrs}},
             "destinationImageSet": {"imageSetId": dest, "latestVersionId": pinned}}))
     wait_active(boto3_client, ds, dest)
-    failed = run_manifest(manifest, world["env"], tmp_path, "--on-conflict", "fail",
-                          report=tmp_path / "fail.parquet", journal=tmp_path / "fail.sqlite")
+    before = snapshot(world["emulator"], ds, dest)
+    copies = world["emulator"].stats()["calls"].get("CopyImageSet", 0)
+    # strict pins (the default): the stale pin is a CONFLICT naming the latest version,
+    # with nothing sent and the destination unchanged
+    stale = run_manifest(manifest, world["env"], tmp_path, report=tmp_path / "strict.parquet",
+                         journal=tmp_path / "strict.sqlite")
+    assert stale.code == 1, stale.stderr
+    (r,) = stale.rows()
+    assert r["status"] == "CONFLICT" and r["error_code"] == "StaleVersionPin"
+    assert f"latest version is {int(pinned) + 1}" in r["error_message"]
+    assert world["emulator"].stats()["calls"].get("CopyImageSet", 0) == copies
+    assert snapshot(world["emulator"], ds, dest)["versions"] == before["versions"]
+    # pins as hints: the service's ConflictException, reported (--on-conflict fail) ...
+    failed = run_manifest(manifest, world["env"], tmp_path, "--pins", "hint", "--on-conflict",
+                          "fail", report=tmp_path / "fail.parquet", journal=tmp_path / "fail.sqlite")
     assert failed.code == 1, failed.stderr
     (r,) = failed.rows()
     assert r["status"] == "CONFLICT" and r["error_code"] == "ConflictException"
-    refreshed = run_manifest(manifest, world["env"], tmp_path)
+    # ... or refreshed
+    refreshed = run_manifest(manifest, world["env"], tmp_path, "--pins", "hint")
     assert refreshed.code == 0, refreshed.stderr
     (r,) = refreshed.rows()
     assert r["status"] == "SUCCEEDED" and r["conflicts"] == 1
@@ -198,10 +214,11 @@ def test_access_denied_aborts_with_exit_3_and_reports_every_row(world: dict[str,
     assert res.code == 3, res.stderr
     rows = res.rows()
     assert len(rows) == len(sets) * 3
-    statuses = [r["status"] for r in rows]
-    assert statuses.count("FAILED") >= 1
-    assert {r["error_code"] for r in rows if r["status"] == "FAILED"} == {"AccessDeniedException"}
-    assert statuses.count("NOT_RUN") >= len(rows) - 2
+    # no copy was made: every row is NOT_RUN (the next run retries them), the refused ones
+    # with the service's error code
+    assert {r["status"] for r in rows} == {"NOT_RUN"}
+    denied = [r for r in rows if r["error_code"] == "AccessDeniedException"]
+    assert 1 <= len(denied) <= 2 and all(r["attempts"] == 1 for r in denied)
     assert world["emulator"].stats()["calls"].get("CopyImageSet", 0) <= 2
     assert "AccessDenied" in res.stderr
 
@@ -255,7 +272,8 @@ def test_help_does_not_import_heavy_modules(tmp_path: Path) -> None:
 
 def test_failure_threshold_aborts_with_exit_3(world: dict[str, Any], tmp_path: Path) -> None:
     ds, sets = world["ds"], world["sets"]
-    # well-formed rows naming instances the sources do not hold: the service refuses each
+    # well-formed rows naming instances the sources do not hold: each fails on the source's
+    # metadata, before any copy call
     bad = [{"row_id": f"b{k}", "datastore_id": ds, "source_image_set_id": sets[k % len(sets)]["imageSetId"],
             "series_instance_uid": "1.2.3", "sop_instance_uid": f"1.2.3.{k}"} for k in range(12)]
     manifest = write_manifest(tmp_path / "m.csv", bad)
@@ -266,8 +284,9 @@ def test_failure_threshold_aborts_with_exit_3(world: dict[str, Any], tmp_path: P
     assert len(rows) == 12
     failed = [r for r in rows if r["status"] == "FAILED"]
     assert 4 <= len(failed) < 12
-    assert {r["error_code"] for r in failed} == {"ValidationException"}
+    assert {r["error_code"] for r in failed} == {"SubsetNotInSource"}
     assert {r["status"] for r in rows} == {"FAILED", "NOT_RUN"}
+    assert world["emulator"].stats()["calls"].get("CopyImageSet", 0) == 0
     assert "failure threshold" in res.stderr
 
 

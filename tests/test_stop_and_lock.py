@@ -126,7 +126,7 @@ def test_stop_grace_zero_reports_copies_in_flight_unknown_and_resume_settles_the
     assert len(out) == len(rows)
     unknown = [r for r in out if r["status"] == "UNKNOWN"]
     assert len(unknown) >= 2 and all(r["call_id"] is not None for r in unknown)
-    assert all("resumed run settles it" in r["evidence"] for r in unknown)
+    assert all("the next run of this manifest settles it" in r["evidence"] for r in unknown)
     assert {r["status"] for r in out} <= {"UNKNOWN", "NOT_RUN", "SUCCEEDED"}
     sent = w.copies_requested() - before
     assert sent == sum(r["status"] != "NOT_RUN" for r in out)
