@@ -310,11 +310,16 @@ class Journal:
               s.copiable_attributes, int(s.force), int(s.promote_to_primary)) for s in specs])
 
     def commit_manifest(self) -> None:
-        """Rows a new run attempts again go back to PENDING, and the manifest is committed."""
+        """Rows a new run attempts again go back to PENDING (and an UNKNOWN row whose call is
+        no longer open, which only an interrupted write could leave), then commit."""
         marks = ",".join("?" * len(RETRY_STATUSES))
         self._wdb.execute(
             f"UPDATE rows SET status='PENDING' WHERE status IN ({marks}) "
             f"AND key IN (SELECT key FROM manifest)", RETRY_STATUSES)
+        open_keys = set(self.open_call_keys())
+        stray = [k for (k,) in self._wdb.execute("SELECT key FROM rows WHERE status='UNKNOWN'")
+                 if k not in open_keys]
+        self._wdb.executemany("UPDATE rows SET status='PENDING' WHERE key=?", [(k,) for k in stray])
         self._wdb.execute("COMMIT")
 
     def rollback_manifest(self) -> None:
@@ -598,6 +603,11 @@ class _Writer:
 
     def _commit(self, batch: list[tuple[Callable[[sqlite3.Connection], Any],
                                         concurrent.futures.Future[Any]]]) -> None:
+        # a write whose awaiting task was cancelled before it began is dropped (every write
+        # is a consistent step on its own); once running, a write can no longer be cancelled
+        batch = [(fn, fut) for fn, fut in batch if fut.set_running_or_notify_cancel()]
+        if not batch:
+            return
         results: list[tuple[concurrent.futures.Future[Any], bool, Any]] = []
         try:
             self.db.execute("BEGIN IMMEDIATE")
