@@ -40,6 +40,8 @@ class CopySpec:
     `copiable_attributes` is always the API's JSON string (canonical: compact,
     keys sorted) or None for a copy of the whole source image set; the manifest's
     friendlier series_instance_uid / sop_instance_uid columns are turned into it.
+    `extras` is not part of the request: with extra_columns="ignore", the manifest's
+    own columns of this row as a compact JSON object (column -> text), else None.
     """
 
     manifest_row: int  # 1-based data row number (the header is not a row)
@@ -52,6 +54,7 @@ class CopySpec:
     copiable_attributes: str | None = None
     force: bool = False
     promote_to_primary: bool = False
+    extras: str | None = None
 
     @property
     def is_subset(self) -> bool:
@@ -64,4 +67,6 @@ class CopySpec:
         return (self.source_image_set_id,)
 
 
-SPEC_FIELDS: tuple[str, ...] = tuple(CopySpec.__dataclass_fields__)
+# The fields of the request (what the journal records per row and the report shows);
+# `extras` rides along with the row and is not one of them.
+SPEC_FIELDS: tuple[str, ...] = tuple(name for name in CopySpec.__dataclass_fields__ if name != "extras")

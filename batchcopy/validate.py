@@ -31,12 +31,22 @@ from typing import Any
 
 from batchcopy.specs import CopySpec
 
-ID_RE = re.compile(r"[0-9a-z]{32}")
-VERSION_RE = re.compile(r"[0-9]+")
+# Limits of the API, read by hand from botocore's model of medical-imaging 2023-07-19
+# (service-2.json); the runner must not load the model at start-up.
+ID_RE = re.compile(r"[0-9a-z]{32}")  # shapes DatastoreId, ImageSetId: pattern [0-9a-z]{32}
+# Shape ImageSetExternalVersionId (latestVersionId, versionId): pattern \d+, no length.
+# SearchImageSets reports the same version as shape Integer (ImageSetsMetadataSummary.version,
+# a 32-bit int), so a version id above 2^31-1 cannot name an existing version.
+VERSION_RE = re.compile(r"[0-9]{1,10}")  # [0-9], not \d: Python's \d takes any Unicode digit
+VERSION_MAX = 2**31 - 1
 UID_RE = re.compile(r"[0-9]+(?:\.[0-9]+)*")
 UID_MAX = 64
-MAX_ATTRIBUTES_CHARS = 260_000
+MAX_ATTRIBUTES_CHARS = 260_000  # shape CopiableAttributes: string, min 1, max 260000
 MAX_ROW_ID_CHARS = 256
+# The valid copiableAttributes shape nests 6 objects deep (top, Study, Series, a series,
+# Instances, an instance); anything much deeper is refused before json.loads, whose
+# recursion a deep enough document would exhaust.
+MAX_JSON_DEPTH = 16
 SCHEMA_VERSION = "1.1"
 
 TEXT_COLUMNS = (
@@ -52,6 +62,13 @@ TEXT_COLUMNS = (
 )
 BOOL_COLUMNS = ("force", "promote_to_primary")
 _COLUMN_ORDER = {c: i for i, c in enumerate(TEXT_COLUMNS + BOOL_COLUMNS)}
+# Columns whose cells may span lines (JSON whitespace); in every other known column a line
+# break is an error (in a row_id it would break every line-based tool; elsewhere it is
+# usually the trace of a quote that was never closed). Unknown columns may span lines too.
+MULTILINE_COLUMNS = frozenset({"copiable_attributes"})
+_CONTROL_RE = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f]")  # C0 controls but tab, LF, CR
+_LINE_BREAK_RE = re.compile(r"[\r\n]")
+_CONTROL_NAMES = {0x00: " (NUL)", 0x0A: " (LF)", 0x0D: " (CR)", 0x1B: " (ESC)"}
 _INT_OK = frozenset({"row_id", "source_version_id", "destination_version_id"})
 _TRUE = frozenset({"true", "1", "yes", "y"})
 _FALSE = frozenset({"false", "0", "no", "n", ""})
@@ -118,9 +135,28 @@ def check_id(value: str, what: str) -> str:
 
 
 def check_version(value: str) -> str:
-    if not VERSION_RE.fullmatch(value):
-        raise RuleError(f"not a version id (expected decimal digits, e.g. '1'): {show(value)}")
+    if not VERSION_RE.fullmatch(value) or int(value) > VERSION_MAX:
+        raise RuleError(f"not a version id (expected decimal digits, at most {VERSION_MAX}, e.g. '1'): "
+                        f"{show(value)}")
     return value
+
+
+def control_problems(cells: Mapping[str, Any]) -> list[Problem]:
+    """Control characters in text cells: any C0 control but tab, and line breaks outside
+    MULTILINE_COLUMNS and unknown columns. Read from the raw cell (before stripping)."""
+    out: list[Problem] = []
+    for col, value in cells.items():
+        if not isinstance(value, str):
+            continue
+        bad = _CONTROL_RE.search(value)
+        if bad is None and col in _COLUMN_ORDER and col not in MULTILINE_COLUMNS:
+            bad = _LINE_BREAK_RE.search(value)
+        if bad is not None:
+            code = ord(bad.group())
+            what = "line break" if bad.group() in "\r\n" else "control character"
+            out.append((col, f"{what} U+{code:04X}{_CONTROL_NAMES.get(code, '')} at character "
+                             f"{bad.start() + 1}: {show(value)}"))
+    return out
 
 
 def check_uid(value: object, what: str) -> str:
@@ -166,8 +202,30 @@ def _only_keys(obj: Mapping[str, Any], allowed: tuple[str, ...], where: str) -> 
         raise RuleError(f"{where}: unexpected key {show(extra[0])} (expected {', '.join(allowed)})")
 
 
+def json_depth_exceeds(text: str, limit: int = MAX_JSON_DEPTH) -> bool:
+    """Whether brackets outside JSON strings nest deeper than `limit` (cheap: no parsing)."""
+    if text.count("{") + text.count("[") <= limit:
+        return False
+    depth = 0
+    for token in _JSON_TOKEN_RE.finditer(text):
+        ch = token.group()
+        if ch in "{[":
+            depth += 1
+            if depth > limit:
+                return True
+        elif ch in "}]":
+            depth -= 1
+    return False
+
+
+_JSON_TOKEN_RE = re.compile(r'"(?:[^"\\]|\\.)*"|[\[\]{}]')
+
+
 def parse_copiable_attributes(text: str) -> str:
     """Validate a copiableAttributes JSON string; return its canonical form."""
+    if json_depth_exceeds(text):
+        raise RuleError(f"JSON nested deeper than {MAX_JSON_DEPTH} levels (a valid copiableAttributes "
+                        f"is 6 deep): {show(text)}")
     try:
         doc = json.loads(text, object_pairs_hook=_no_duplicate_keys)
     except json.JSONDecodeError as exc:
@@ -222,11 +280,16 @@ class RowContext:
 
 
 def convert_row(
-    cells: Mapping[str, Any], row: int, ctx: RowContext
+    cells: Mapping[str, Any], row: int, ctx: RowContext, *,
+    bad: Iterable[Problem] = (), extras: str | None = None,
 ) -> CopySpec | list[Problem]:
-    """One manifest row -> CopySpec, or every problem found in it."""
+    """One manifest row -> CopySpec (carrying `extras`), or every problem found in it.
+
+    `bad`: problems the reader found in the raw cells (control characters); the other
+    rules of those columns are skipped, as for a mistyped cell.
+    """
     problems: list[Problem] = []
-    mistyped: list[Problem] = []  # a mistyped cell reads as empty; its other rules would only repeat it
+    mistyped: list[Problem] = list(bad)  # a bad cell's other rules would only repeat it
     text: dict[str, str] = {}
     for col in TEXT_COLUMNS:
         try:
@@ -275,8 +338,8 @@ def convert_row(
         )
     attrs = _row_subset(text, problems)
     if mistyped:
-        bad = {col for col, _ in mistyped}
-        problems = mistyped + [p for p in problems if p[0] not in bad]
+        bad_columns = {col for col, _ in mistyped}
+        problems = mistyped + [p for p in problems if p[0] not in bad_columns]
     if problems:
         return _ordered(problems)
     return CopySpec(
@@ -290,6 +353,7 @@ def convert_row(
         copiable_attributes=attrs,
         force=flags["force"],
         promote_to_primary=flags["promote_to_primary"],
+        extras=extras,
     )
 
 
