@@ -226,22 +226,19 @@ class ManifestScan:
         self._chunks_started = True
         known = [(name, pos) for pos, name in enumerate(self.header) if name in COLUMNS]
         extras = self._extras
-        width = len(self.header)
         specs: list[CopySpec] = []
         errors: list[ManifestError] = []
         try:
             for raw in self._source.batches():
                 cols, lines = raw.columns, raw.lines
                 for i in range(raw.size):
-                    if i not in raw.too_long and _blank_row(cols, i):
+                    if i not in raw.broken and _blank_row(cols, i):
                         continue
                     self.rows += 1
                     row = self.rows
                     line = None if lines is None else lines[i]
-                    if i in raw.too_long:
-                        errors.append(ManifestError(self.display, row, None,
-                                                    f"{raw.too_long[i]} cells, but the header has {width} "
-                                                    "columns", line))
+                    if i in raw.broken:
+                        errors.append(ManifestError(self.display, row, None, raw.broken[i], line))
                     else:
                         cells = {name: cols[pos][i] for name, pos in known}
                         own = {name: cols[pos][i] for pos, name in extras} if extras else None

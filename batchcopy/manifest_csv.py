@@ -9,8 +9,9 @@
   so duplicate or empty names are manifest.py's to report, not pyarrow's.
 - Records: no type or NA inference, no nulls; quoted cells may span lines; a record
   must fit in one read block (BLOCK_BYTES). A record with fewer cells than the header
-  is padded with empty cells; a longer one is flagged (RawBatch.too_long). A blank
-  line is a record of empty cells (manifest.py skips it).
+  is padded with empty cells; a longer one, or one whose quote never closes, is
+  flagged (RawBatch.broken). A blank line is a record of empty cells (manifest.py
+  skips it).
 - Lines: the file line each record starts on, exact: line breaks inside quoted cells
   are counted.
 """
@@ -31,6 +32,7 @@ from batchcopy.manifest_source import (
     SourceError,
     first_invalid_utf8,
     line_breaks,
+    one_line,
     suspect_records,
 )
 
@@ -195,21 +197,27 @@ class CsvSource:
                 yield raw
 
     def read_error(self, exc: BaseException, line: int | None) -> SourceError:
-        text = str(exc).strip()
+        text = one_line(str(exc))
         if "Truncated compressed stream" in text or isinstance(exc, EOFError):
             return SourceError("the gzip data ends early: the file is truncated")
         if "zlib" in text or "gzip" in text.lower():
             return SourceError(f"the gzip data is corrupt ({text.split(': ', 1)[-1]})")
         if "straddling" in text:
-            return SourceError(f"a record after line {line} is longer than {BLOCK_BYTES >> 20} MiB "
-                               "(is a quote never closed?)")
+            return SourceError(f"a record at or after line {line} is too long to read (records of up to "
+                               f"{BLOCK_BYTES >> 20} MiB are; is a quote never closed?)")
         where = f" after line {line}" if line is not None else ""
         return SourceError(f"cannot read the file{where}: {text}")
 
-    def cells_of(self, text: str, count: int) -> list[str]:
-        """The cells of one record of the wrong length, from its text."""
+    def cells_of(self, text: str, count: int) -> tuple[list[str], str | None]:
+        """The cells of one record of the wrong length, from its text, and what is wrong
+        with it beyond its length (a quote that never closes), if anything."""
         try:
-            return next(csv.reader(io.StringIO(text), delimiter=self.delimiter), [])
+            return next(csv.reader(io.StringIO(text), delimiter=self.delimiter, strict=True), []), None
+        except csv.Error as exc:
+            if "unexpected end of data" in str(exc):
+                return [], "a quote in this row is never closed (it runs to the end of the file)"
+        try:
+            return next(csv.reader(io.StringIO(text), delimiter=self.delimiter), []), None
         except csv.Error:  # a cell above the csv module's field limit: let pyarrow parse it
             import pyarrow as pa
             import pyarrow.csv as pacsv
@@ -221,7 +229,7 @@ class CsvSource:
                 parse_options=pacsv.ParseOptions(delimiter=self.delimiter, newlines_in_values=True),
                 convert_options=pacsv.ConvertOptions(column_types={n: pa.string() for n in names},
                                                      strings_can_be_null=False, quoted_strings_can_be_null=False))
-            return [table.column(i)[0].as_py() for i in range(count)]
+            return [table.column(i)[0].as_py() for i in range(count)], None
 
 
 def _first_record(records: Any) -> tuple[int, int] | None:
@@ -292,13 +300,12 @@ class _Walk:
         """Append the pending bad-length records that come next in the file (all if everything)."""
         while self.pending and (everything or self.pending[0][0] <= self.record):
             _, text, count = self.pending.popleft()
-            cells = self.source.cells_of(text, count)
-            if len(cells) > self.width:
-                if any(c.strip() for c in cells):
-                    raw.too_long[len(raw.columns[0])] = len(cells)
-                cells = [""] * self.width
-            else:
-                cells = cells + [""] * (self.width - len(cells))
+            cells, broken = self.source.cells_of(text, count)
+            if broken is None and len(cells) > self.width and any(c.strip() for c in cells):
+                broken = f"{len(cells)} cells, but the header has {self.width} columns"
+            if broken is not None:
+                raw.broken[len(raw.columns[0])] = broken
+            cells = (cells + [""] * self.width)[:self.width]  # padded; a long one's cells go unread
             for out, cell in zip(raw.columns, cells):
                 out.append(cell)
             self._append_line(raw, 1 + line_breaks(text), suspect=True)

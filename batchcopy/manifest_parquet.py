@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from batchcopy.manifest_source import RawBatch, SourceError, first_invalid_utf8, suspect_records
+from batchcopy.manifest_source import RawBatch, SourceError, first_invalid_utf8, one_line, suspect_records
 
 _MAGIC = b"PAR1"
 
@@ -52,7 +52,7 @@ class ParquetSource:
             if looks_text:
                 return "not a Parquet file (it reads as text: a CSV file should be named .csv)"
             return "not a Parquet file (no Parquet magic bytes)"
-        return f"a corrupt Parquet file ({str(exc).strip()})"
+        return f"a corrupt Parquet file ({one_line(str(exc))})"
 
     def batches(self) -> Iterator[RawBatch]:
         import pyarrow as pa
@@ -72,7 +72,7 @@ class ParquetSource:
                                       column=self.header[bad[1]], next_row=True)
         except (pa.ArrowException, OSError) as exc:
             raise SourceError(f"a corrupt Parquet file: cannot read past record {self.rows_read} "
-                              f"({str(exc).strip()})") from None
+                              f"({one_line(str(exc))})") from None
         finally:
             self._file.close()
 

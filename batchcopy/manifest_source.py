@@ -25,7 +25,7 @@ class RawBatch:
     columns: list[list[Any]]  # cells by header position, one list per column
     lines: list[int] | None  # file line of each record (CSV), None for Parquet
     suspect: set[int] = field(default_factory=set)  # records to check cell by cell
-    too_long: dict[int, int] = field(default_factory=dict)  # record -> cells, more than the header
+    broken: dict[int, str] = field(default_factory=dict)  # record -> why its cells cannot be read
 
     @property
     def size(self) -> int:
@@ -96,6 +96,11 @@ def suspect_records(columns: Sequence[Any]) -> list[int]:
     if mask is None or not pc.any(mask).as_py():
         return []
     return pc.indices_nonzero(mask.fill_null(False)).to_pylist()
+
+
+def one_line(text: str) -> str:
+    """An exception's text on one line (pyarrow's may span several)."""
+    return " ".join(str(text).split())
 
 
 def line_breaks(text: str) -> int:
