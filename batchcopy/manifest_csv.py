@@ -109,7 +109,7 @@ class CsvSource:
         try:
             with pa.input_stream(self.path, compression=self.compression) as stream:
                 head = stream.read(HEAD_BYTES)
-        except (pa.ArrowException, OSError, EOFError) as exc:
+        except (pa.ArrowException, OSError) as exc:
             raise self.read_error(exc, None) from None
         if not head:
             raise SourceError("empty file: no header row")
@@ -155,10 +155,13 @@ class CsvSource:
             return "skip"
 
         walk = _Walk(self, pending)
-        stream = None
-        with _UndecodableRecords(on_invalid) as undecodable:
-            try:
-                stream = pa.input_stream(self.path, compression=self.compression)
+        claim = _UndecodableRecords(on_invalid)
+        try:
+            stream = pa.input_stream(self.path, compression=self.compression)
+        except (pa.ArrowException, OSError) as exc:
+            raise self.read_error(exc, None) from None
+        try:
+            with claim:
                 reader = pacsv.open_csv(
                     stream,
                     read_options=pacsv.ReadOptions(column_names=names, skip_rows=1, use_threads=False,
@@ -168,37 +171,37 @@ class CsvSource:
                     convert_options=pacsv.ConvertOptions(column_types={n: pa.string() for n in names},
                                                          check_utf8=False, strings_can_be_null=False,
                                                          quoted_strings_can_be_null=False))
-                while True:
-                    try:
+            while True:
+                try:
+                    with claim:
                         batch = reader.read_next_batch()
-                    except StopIteration:
-                        break
-                    columns = batch.columns
-                    bad = first_invalid_utf8(columns)
-                    if bad is not None:
-                        columns = [c.slice(0, bad[0]) for c in columns]
-                    raw = walk.batch(columns, batch.num_rows if bad is None else bad[0])
-                    if raw.size:
-                        yield raw
-                    if bad is not None:
-                        raise SourceError(f"not UTF-8 text ({bad[2]}): the whole file must be UTF-8; "
-                                          f"{_SAVE_AS_UTF8}", line=walk.line, column=self.header[bad[1]],
-                                          next_row=True)
-            except (pa.ArrowException, OSError, EOFError) as exc:
-                if undecodable:
-                    raise SourceError(f"a record after line {walk.line - 1} is not UTF-8 text: the whole file "
-                                      f"must be UTF-8; {_SAVE_AS_UTF8}") from None
-                raise self.read_error(exc, walk.line) from None
-            finally:
-                if stream is not None:
-                    stream.close()
-            raw = walk.rest()
-            if raw.size:
-                yield raw
+                except StopIteration:
+                    break
+                columns = batch.columns
+                bad = first_invalid_utf8(columns)
+                if bad is not None:
+                    columns = [c.slice(0, bad[0]) for c in columns]
+                raw = walk.batch(columns, batch.num_rows if bad is None else bad[0])
+                if raw.size:
+                    yield raw
+                if bad is not None:
+                    raise SourceError(f"not UTF-8 text ({bad[2]}): the whole file must be UTF-8; "
+                                      f"{_SAVE_AS_UTF8}", line=walk.line, column=self.header[bad[1]],
+                                      next_row=True)
+        except (pa.ArrowException, OSError) as exc:
+            if claim.seen:
+                raise SourceError(f"a record at or after line {walk.line} is not UTF-8 text: the whole file "
+                                  f"must be UTF-8; {_SAVE_AS_UTF8}") from None
+            raise self.read_error(exc, walk.line) from None
+        finally:
+            stream.close()
+        raw = walk.rest()
+        if raw.size:
+            yield raw
 
     def read_error(self, exc: BaseException, line: int | None) -> SourceError:
         text = one_line(str(exc))
-        if "Truncated compressed stream" in text or isinstance(exc, EOFError):
+        if "Truncated compressed stream" in text:
             return SourceError("the gzip data ends early: the file is truncated")
         if "zlib" in text or "gzip" in text.lower():
             return SourceError(f"the gzip data is corrupt ({text.split(': ', 1)[-1]})")
@@ -315,13 +318,14 @@ class _Walk:
 class _UndecodableRecords:
     """pyarrow decodes a bad-length record's text for the handler strictly; on bytes that
     are not UTF-8 the handler is never called, the error goes to sys.unraisablehook (a
-    printed traceback) and the read fails. While reading, claim exactly those errors."""
+    printed traceback) and the read fails. Around each call into the reader, claim
+    exactly those errors (`seen`) and pass on every other."""
 
     def __init__(self, handler: Any) -> None:
         self.handler = handler
         self.seen = False
 
-    def __enter__(self) -> "_UndecodableRecords":
+    def __enter__(self) -> None:
         self.previous = sys.unraisablehook
 
         def hook(unraisable: Any) -> None:
@@ -331,10 +335,6 @@ class _UndecodableRecords:
                 self.previous(unraisable)
 
         sys.unraisablehook = hook
-        return self
 
     def __exit__(self, *exc: object) -> None:
         sys.unraisablehook = self.previous
-
-    def __bool__(self) -> bool:
-        return self.seen
