@@ -290,19 +290,22 @@ def convert_row(
     """
     problems: list[Problem] = []
     mistyped: list[Problem] = list(bad)  # a bad cell's other rules would only repeat it
+    said = {col for col, _ in mistyped}
     text: dict[str, str] = {}
     for col in TEXT_COLUMNS:
         try:
             text[col] = text_cell(col, cells.get(col))
         except RuleError as exc:
-            mistyped.append((col, str(exc)))
+            if col not in said:
+                mistyped.append((col, str(exc)))
             text[col] = ""
     flags: dict[str, bool] = {}
     for col in BOOL_COLUMNS:
         try:
             flags[col] = bool_cell(cells.get(col))
         except RuleError as exc:
-            mistyped.append((col, str(exc)))
+            if col not in said:
+                mistyped.append((col, str(exc)))
 
     def rule(col: str, fn: Callable[[], Any]) -> Any:
         try:
