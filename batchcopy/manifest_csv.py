@@ -37,7 +37,7 @@ from batchcopy.manifest_source import (
 )
 
 HEAD_BYTES = 1 << 16  # read before the reader starts: header, delimiter, first record, file kind
-BLOCK_BYTES = 4 << 20  # pyarrow's read block; a record must fit in one
+BLOCK_BYTES = 2 << 20  # pyarrow's read block; a record must fit in one
 DELIMITERS = (",", ";", "\t", "|")
 _DELIMITER_ALIASES = {"tab": "\t", "\\t": "\t"}
 _SAVE_AS_UTF8 = "save it as UTF-8 (in Excel: Save As 'CSV UTF-8')"
