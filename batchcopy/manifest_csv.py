@@ -83,8 +83,11 @@ class CsvSource:
         text, first_line = self._head_text(head)
         self.sniffed = delimiter is None
         self.delimiter = sniff_delimiter(first_line) if delimiter is None else check_delimiter(delimiter)
-        records = csv.reader(io.StringIO(text), delimiter=self.delimiter)
-        header = next(records, [])
+        records = csv.reader(io.StringIO(text, newline=""), delimiter=self.delimiter)  # CR, LF or CRLF
+        try:
+            header = next(records, [])
+        except csv.Error as exc:
+            raise SourceError(f"cannot read the header: {exc}", line=1) from None
         if records.line_num > 1:
             raise SourceError("the header spans lines (a quote in it is never closed?)", line=1)
         self.header = [name.strip() for name in header]
@@ -215,12 +218,12 @@ class CsvSource:
         """The cells of one record of the wrong length, from its text, and what is wrong
         with it beyond its length (a quote that never closes), if anything."""
         try:
-            return next(csv.reader(io.StringIO(text), delimiter=self.delimiter, strict=True), []), None
+            return next(csv.reader(io.StringIO(text, newline=""), delimiter=self.delimiter, strict=True), []), None
         except csv.Error as exc:
             if "unexpected end of data" in str(exc):
                 return [], "a quote in this row is never closed (it runs to the end of the file)"
         try:
-            return next(csv.reader(io.StringIO(text), delimiter=self.delimiter), []), None
+            return next(csv.reader(io.StringIO(text, newline=""), delimiter=self.delimiter), []), None
         except csv.Error:  # a cell above the csv module's field limit: let pyarrow parse it
             import pyarrow as pa
             import pyarrow.csv as pacsv

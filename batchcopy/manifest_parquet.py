@@ -59,7 +59,8 @@ class ParquetSource:
 
         try:
             for batch in self._file.iter_batches(batch_size=self.batch_size):
-                columns = batch.columns
+                # dictionary-encoded text (a pandas categorical, say) gets the text checks too
+                columns = [c.dictionary_decode() if pa.types.is_dictionary(c.type) else c for c in batch.columns]
                 bad = first_invalid_utf8(columns)
                 if bad is not None:
                     columns = [c.slice(0, bad[0]) for c in columns]

@@ -155,6 +155,12 @@ def test_lines_stay_exact_around_quoted_line_breaks_and_short_rows(tmp_path: Pat
                              (3, 11, "copiable_attributes"), (4, 13, "force")]
 
 
+def test_old_mac_line_endings(tmp_path: Path) -> None:
+    path = write(tmp_path, f"datastore_id,source_image_set_id\r{DS},{A}\r\r{DS},x\r")
+    report = validate(path)
+    assert report.rows == 2 and where(report) == [(2, 4, "source_image_set_id")]
+
+
 def test_utf8_bom_and_gzip_are_read(tmp_path: Path) -> None:
     text = "\ufeffdatastore_id,source_image_set_id\n" + f"{DS},{A}\n"
     for name in ("m.csv", "m.csv.gz", "gz-content-named.csv"):
@@ -255,10 +261,10 @@ def test_parquet_text_gets_the_same_checks(tmp_path: Path) -> None:
     pq.write_table(pa.table({"row_id": ids, "datastore_id": [DS] * 3, "source_image_set_id": [A, B, C]}), path)
     (err,) = validate(path).errors
     assert (err.row, err.column) == (2, "row_id") and "not UTF-8" in err.message
-    pq.write_table(pa.table({"row_id": ["r\x001", "r2"], "datastore_id": [DS] * 2, "source_image_set_id": [A, B]}),
-                   path)
-    (err,) = validate(path).errors
-    assert (err.row, err.column) == (1, "row_id") and "NUL" in err.message
+    for row_ids in (pa.array(["r\x001", "r2"]), pa.array(["r\x001", "r2"]).dictionary_encode()):
+        pq.write_table(pa.table({"row_id": row_ids, "datastore_id": [DS] * 2, "source_image_set_id": [A, B]}), path)
+        (err,) = validate(path).errors
+        assert (err.row, err.column) == (1, "row_id") and "NUL" in err.message
 
 
 @pytest.mark.parametrize("damage,fragment", [

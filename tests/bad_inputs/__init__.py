@@ -144,6 +144,8 @@ def _csv_cases() -> list[BadCase]:
         BadCase("csv-no-line-break", c, lambda: b"x" * 70_000, ("no line break",)),
         BadCase("csv-header-spans-lines", c, lambda: csv_bytes('"row\nid",datastore_id,source_image_set_id',
                                                                f"r1,{DS},{A}"), ("header spans lines",)),
+        BadCase("csv-cr-line-endings", c, lambda: f"{HEAD}\r{GOOD}\r{row(row_id='r2', force='maybe')}\r".encode(),
+                (*WHERE_2, "column 'force'")),
         BadCase("csv-duplicate-column", c, lambda: csv_bytes(HEAD + ",force", GOOD + ",1"),
                 ("column 'force'", "appears twice")),
         BadCase("csv-missing-required-column", c, lambda: csv_bytes("row_id,datastore_id", f"r1,{DS}"),
@@ -263,6 +265,9 @@ def _parquet_cases() -> list[BadCase]:
         BadCase("pq-nul-in-cell", p, lambda: parquet_bytes(table(row_id=["r\x001"], datastore_id=[DS],
                                                                  source_image_set_id=[A])),
                 ("row 1", "column 'row_id'", "U+0000")),
+        BadCase("pq-dictionary-nul-in-cell", p, lambda: parquet_bytes(table(
+            row_id=pa.array(["r1", "r\x002"]).dictionary_encode(), datastore_id=[DS, DS], source_image_set_id=[A, B])),
+            ("row 2", "column 'row_id'", "U+0000")),
         BadCase("pq-invalid-utf8", p, parquet_with_invalid_utf8, ("row 2", "column 'row_id'", "not UTF-8")),
         BadCase("pq-deep-json", p, lambda: parquet_bytes(table(datastore_id=[DS], source_image_set_id=[A],
                                                                copiable_attributes=[DEEP_OBJECT])),
