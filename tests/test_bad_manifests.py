@@ -5,6 +5,7 @@ traceback, and the emulator counts no call at all."""
 
 from __future__ import annotations
 
+import gzip
 import os
 import subprocess
 import sys
@@ -98,8 +99,6 @@ def test_bad_s3_manifest_is_refused(command: str, url: str, expect: tuple[str, .
     s3 = boto3.client("s3", endpoint_url=moto_endpoint, region_name="us-east-1",
                       aws_access_key_id="testing", aws_secret_access_key="testing")
     s3.create_bucket(Bucket=S3_BUCKET)
-    import gzip
-
     s3.put_object(Bucket=S3_BUCKET, Key="in/cut.csv.gz", Body=gzip.compress(csv_bytes(HEAD, GOOD))[:-12])
     env = {**client_env, "AWS_ENDPOINT_URL_S3": moto_endpoint}
     proc = start(commands(url, tmp_path)[command], env, tmp_path)
