@@ -13,9 +13,10 @@ digits and dots, at most 64 characters. The canonical form, which every CopySpec
 carries and every merge produces, is compact JSON with sorted keys, always with
 ``"SchemaVersion":"1.1"``, and a whole series written as ``{"Instances":{}}``.
 
-Memory in the cross-row pass is per image set (small dicts keyed by a 64-bit hash)
-plus two packed 16-byte-per-row arrays (row id and row content hashes) that are
-sorted once at the end; no per-row Python objects survive a batch. The price: a
+Memory in the cross-row pass is per pinned or written image set (small dicts and a
+set keyed by a 64-bit hash) plus packed arrays of 8-byte hashes (each row's id and
+content, each image set a row touches) and row and line numbers, sorted or counted
+once at the end; no per-row Python objects survive a batch. The price: a
 64-bit hash collision (odds about 1 in 10^7 for a million rows) could report a
 false duplicate.
 """
@@ -415,7 +416,7 @@ class CrossRowChecker:
     def __init__(self) -> None:
         self.datastores: set[str] = set()
         self.subset_rows = 0
-        self._image_sets: set[int] = set()
+        self._image_set_hash = array("q")  # counted once at the end: a set of a million ints is ~70 MB
         self._destinations: set[int] = set()
         self._pins: dict[int, tuple[str, int, int | None]] = {}  # image set -> first (pin, row, line)
         self._pin_clash: dict[int, list[tuple[str, str, int, int | None]]] = {}  # (id, pin, row, line)
@@ -428,10 +429,10 @@ class CrossRowChecker:
         ds = spec.datastore_id
         self.datastores.add(ds)
         src = hash((ds, spec.source_image_set_id))
-        self._image_sets.add(src)
+        self._image_set_hash.append(src)
         if spec.destination_image_set_id:
             dst = hash((ds, spec.destination_image_set_id))
-            self._image_sets.add(dst)
+            self._image_set_hash.append(dst)
             self._destinations.add(dst)
         if spec.is_subset:
             self.subset_rows += 1
@@ -454,7 +455,12 @@ class CrossRowChecker:
 
     @property
     def image_sets(self) -> int:
-        return len(self._image_sets)
+        """How many distinct image sets (per data store) the rows touch."""
+        if not self._image_set_hash:
+            return 0
+        import numpy as np
+
+        return int(np.unique(np.frombuffer(self._image_set_hash, dtype=np.int64)).size)
 
     def finish(self) -> list[CrossRowProblem]:
         out: list[CrossRowProblem] = []
