@@ -44,6 +44,11 @@ def _fail(message: str, code: int = 2) -> None:
     raise typer.Exit(code)
 
 
+def _check_extra(value: str) -> None:
+    if value not in ("error", "ignore"):
+        _fail(f"--extra-columns: expected error or ignore, got {value!r}")
+
+
 def _parse_duration(text: str | None) -> float | None:
     if text is None:
         return None
@@ -73,10 +78,31 @@ def _rates(rate: list[str], rate_file: Optional[Path]) -> dict[str, tuple[float,
     return out
 
 
+def _local_manifest(manifest: str, tmp: str) -> Path:
+    """The manifest as a local file (downloaded if s3://), or a one-line error, exit 2."""
+    import asyncio
+
+    from batchcopy import storage
+
+    try:
+        return asyncio.run(storage.download(manifest, Path(tmp)))
+    except FileNotFoundError:
+        _fail(f"manifest not found: {manifest}")
+    except Exception as exc:  # a malformed s3:// URL, S3 refusing, a network error
+        _fail(f"cannot read manifest {manifest}: {exc}")
+    raise AssertionError("unreachable")
+
+
+DELIMITER_HELP = "CSV delimiter (default: sniffed from the header among , ; tab |)."
+EXTRA_HELP = "Columns the manifest has beyond batchcopy's: error (a typo guard), or ignore them (kept in the report's extras column)."
+
+
 @app.command()
 def run(
     manifest: str = typer.Argument(..., help="Manifest: CSV or Parquet, a local path or s3://bucket/key."),
     datastore_id: Optional[str] = typer.Option(None, help="Data store for rows without a datastore_id column."),
+    delimiter: Optional[str] = typer.Option(None, help=DELIMITER_HELP),
+    extra_columns: str = typer.Option("error", help=EXTRA_HELP),
     report: Optional[str] = typer.Option(None, help="Report path (.parquet, local or s3://). Default: reports/<manifest>-<time>.parquet"),
     journal: Optional[str] = typer.Option(None, help="Journal (SQLite, a local path). Default: one per manifest and data store, in the batchcopy state directory; a rerun continues it."),
     resume: bool = typer.Option(False, "--resume", help="Require an existing journal of this manifest and continue it (an error if it is missing, empty or foreign). A plain rerun continues too."),
@@ -111,6 +137,7 @@ def run(
         _fail(f"--pins: expected strict or hint, got {pins!r}")
     if resume and fresh:
         _fail("--resume and --fresh contradict each other: choose one")
+    _check_extra(extra_columns)
     settings = RunSettings(
         strict_pins=pins == "strict", skip_present=skip_present,
         merge=merge, max_in_flight_per_datastore=max_in_flight, max_attempts=max_attempts,
@@ -118,7 +145,8 @@ def run(
         max_failure_rate=max_failure_rate, failure_min_rows=failure_min_rows,
         max_duration_s=_parse_duration(max_duration), stop_grace_s=stop_grace)
     opts = JobOptions(
-        manifest=manifest, datastore_id=datastore_id, report=report,
+        manifest=manifest, datastore_id=datastore_id, report=report, delimiter=delimiter,
+        extra_columns=extra_columns,
         journal=journal, resume=resume, fresh=fresh, rates=_rates(rate, rate_file),
         endpoint_url=endpoint_url, region=region, profile=profile,
         progress="off" if quiet else progress.value, log_interval_s=log_interval,
@@ -130,18 +158,20 @@ def run(
 def validate(
     manifest: str = typer.Argument(..., help="Manifest: CSV or Parquet, local or s3://."),
     datastore_id: Optional[str] = typer.Option(None, help="Data store for rows without the column."),
+    delimiter: Optional[str] = typer.Option(None, help=DELIMITER_HELP),
+    extra_columns: str = typer.Option("error", help=EXTRA_HELP),
 ) -> None:
     """Check MANIFEST without calling the service: exit 0 if valid, 2 with the errors if not."""
-    import asyncio
     import tempfile
 
-    from batchcopy import storage
     from batchcopy.manifest import ManifestInvalid, validate as check
 
+    _check_extra(extra_columns)
     with tempfile.TemporaryDirectory(prefix="batchcopy-") as tmp:
+        local = _local_manifest(manifest, tmp)
         try:
-            local = asyncio.run(storage.download(manifest, Path(tmp)))
-            result = check(local, display_name=manifest, default_datastore_id=datastore_id)
+            result = check(local, display_name=manifest, default_datastore_id=datastore_id,
+                           delimiter=delimiter, extra_columns=extra_columns)  # type: ignore[arg-type]
         except FileNotFoundError:
             _fail(f"manifest not found: {manifest}")
         except ManifestInvalid as exc:

@@ -51,6 +51,8 @@ class JobOptions:
     poll_first_s: float = 1.0
     poll_max_s: float = 30.0
     settings: Any = None  # runner.RunSettings
+    delimiter: str | None = None  # CSV: None sniffs it from the header
+    extra_columns: str = "error"  # error | ignore
 
 
 def say(msg: str) -> None:
@@ -194,8 +196,13 @@ def _stage(journal: Any, local: Path, opts: JobOptions) -> int | None:
 
     from batchcopy.manifest import ManifestInvalid, scan_manifest
 
-    scan = scan_manifest(local, display_name=opts.manifest,
-                         default_datastore_id=opts.datastore_id)
+    try:
+        scan = scan_manifest(local, display_name=opts.manifest,
+                             default_datastore_id=opts.datastore_id, delimiter=opts.delimiter,
+                             extra_columns=opts.extra_columns)
+    except ManifestInvalid as exc:
+        say(f"batchcopy: invalid manifest, nothing was sent:\n{exc}")
+        return None
     journal.begin_manifest()
     try:
         for batch in scan:

@@ -20,7 +20,6 @@ from batchcopy.specs import SPEC_FIELDS, CopySpec, Status
 OPEN_CALL_EVIDENCE = ("its CopyImageSet call was sent but the run ended before it was "
                       "settled; the next run of this manifest settles it (it is never resent "
                       "blindly)")
-_SPEC_FIELDS = tuple(f for f in SPEC_FIELDS if f != "extras")
 
 
 def journal_results(journal: Journal) -> Iterator[RowResult]:
@@ -45,8 +44,8 @@ def _result(row: dict[str, Any], latest: int | None, in_open_calls: dict[str, in
         evidence = (f"done in run {row['run_id']} of this journal; not copied again"
                     + (f" ({evidence})" if evidence and status is Status.SKIPPED else ""))
         status = Status.SKIPPED
-    spec = CopySpec(**{name: row[name] for name in _SPEC_FIELDS})
-    spec = CopySpec(**{**{n: getattr(spec, n) for n in _SPEC_FIELDS},
+    spec = CopySpec(**{name: row[name] for name in SPEC_FIELDS})
+    spec = CopySpec(**{**{n: getattr(spec, n) for n in SPEC_FIELDS},
                        "force": bool(spec.force), "promote_to_primary": bool(spec.promote_to_primary)})
     outcome = {name: row[name] for name in OUTCOME_COLUMNS if name != "status"}
     return RowResult.from_spec(spec, status, **{**outcome, "evidence": evidence})

@@ -50,7 +50,8 @@ class CopySpec:
     `copiable_attributes` is always the API's JSON string (canonical: compact,
     keys sorted) or None for a copy of the whole source image set; the manifest's
     friendlier series_instance_uid / sop_instance_uid columns are turned into it.
-    `extras` holds the manifest's ignored extra columns (JSON), if any.
+    `extras` is not part of the request: with extra_columns="ignore", the manifest's
+    own columns of this row as a compact JSON object (column -> text), else None.
     """
 
     manifest_row: int  # 1-based data row number (the header is not a row)
@@ -87,7 +88,9 @@ class CopySpec:
         return (self.source_image_set_id,)
 
 
-SPEC_FIELDS: tuple[str, ...] = tuple(CopySpec.__dataclass_fields__)
+# The fields of the request (what the journal records per row and the report shows);
+# `extras` rides along with the row and is not one of them.
+SPEC_FIELDS: tuple[str, ...] = tuple(name for name in CopySpec.__dataclass_fields__ if name != "extras")
 
 
 def copy_key(datastore_id: str, source: str, destination: str | None, attributes: str | None,

@@ -13,9 +13,10 @@ digits and dots, at most 64 characters. The canonical form, which every CopySpec
 carries and every merge produces, is compact JSON with sorted keys, always with
 ``"SchemaVersion":"1.1"``, and a whole series written as ``{"Instances":{}}``.
 
-Memory in the cross-row pass is per image set (small dicts keyed by a 64-bit hash)
-plus two packed 16-byte-per-row arrays (row id and row content hashes) that are
-sorted once at the end; no per-row Python objects survive a batch. The price: a
+Memory in the cross-row pass is per pinned or written image set (small dicts and a
+set keyed by a 64-bit hash) plus packed arrays of 8-byte hashes (each row's id and
+content, each image set a row touches) and row and line numbers, sorted or counted
+once at the end; no per-row Python objects survive a batch. The price: a
 64-bit hash collision (odds about 1 in 10^7 for a million rows) could report a
 false duplicate.
 """
@@ -31,12 +32,22 @@ from typing import Any
 
 from batchcopy.specs import CopySpec
 
-ID_RE = re.compile(r"[0-9a-z]{32}")
-VERSION_RE = re.compile(r"[0-9]+")
+# Limits of the API, read by hand from botocore's model of medical-imaging 2023-07-19
+# (service-2.json); the runner must not load the model at start-up.
+ID_RE = re.compile(r"[0-9a-z]{32}")  # shapes DatastoreId, ImageSetId: pattern [0-9a-z]{32}
+# Shape ImageSetExternalVersionId (latestVersionId, versionId): pattern \d+, no length.
+# SearchImageSets reports the same version as shape Integer (ImageSetsMetadataSummary.version,
+# a 32-bit int), so a version id above 2^31-1 cannot name an existing version.
+VERSION_RE = re.compile(r"[0-9]{1,10}")  # [0-9], not \d: Python's \d takes any Unicode digit
+VERSION_MAX = 2**31 - 1
 UID_RE = re.compile(r"[0-9]+(?:\.[0-9]+)*")
 UID_MAX = 64
-MAX_ATTRIBUTES_CHARS = 260_000
+MAX_ATTRIBUTES_CHARS = 260_000  # shape CopiableAttributes: string, min 1, max 260000
 MAX_ROW_ID_CHARS = 256
+# The valid copiableAttributes shape nests 6 objects deep (top, Study, Series, a series,
+# Instances, an instance); anything much deeper is refused before json.loads, whose
+# recursion a deep enough document would exhaust.
+MAX_JSON_DEPTH = 16
 SCHEMA_VERSION = "1.1"
 
 TEXT_COLUMNS = (
@@ -52,6 +63,13 @@ TEXT_COLUMNS = (
 )
 BOOL_COLUMNS = ("force", "promote_to_primary")
 _COLUMN_ORDER = {c: i for i, c in enumerate(TEXT_COLUMNS + BOOL_COLUMNS)}
+# Columns whose cells may span lines (JSON whitespace); in every other known column a line
+# break is an error (in a row_id it would break every line-based tool; elsewhere it is
+# usually the trace of a quote that was never closed). Unknown columns may span lines too.
+MULTILINE_COLUMNS = frozenset({"copiable_attributes"})
+_CONTROL_RE = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f]")  # C0 controls but tab, LF, CR
+_LINE_BREAK_RE = re.compile(r"[\r\n]")
+_CONTROL_NAMES = {0x00: " (NUL)", 0x0A: " (LF)", 0x0D: " (CR)", 0x1B: " (ESC)"}
 _INT_OK = frozenset({"row_id", "source_version_id", "destination_version_id"})
 _TRUE = frozenset({"true", "1", "yes", "y"})
 _FALSE = frozenset({"false", "0", "no", "n", ""})
@@ -118,9 +136,28 @@ def check_id(value: str, what: str) -> str:
 
 
 def check_version(value: str) -> str:
-    if not VERSION_RE.fullmatch(value):
-        raise RuleError(f"not a version id (expected decimal digits, e.g. '1'): {show(value)}")
+    if not VERSION_RE.fullmatch(value) or int(value) > VERSION_MAX:
+        raise RuleError(f"not a version id (expected decimal digits, at most {VERSION_MAX}, e.g. '1'): "
+                        f"{show(value)}")
     return value
+
+
+def control_problems(cells: Mapping[str, Any]) -> list[Problem]:
+    """Control characters in text cells: any C0 control but tab, and line breaks outside
+    MULTILINE_COLUMNS and unknown columns. Read from the raw cell (before stripping)."""
+    out: list[Problem] = []
+    for col, value in cells.items():
+        if not isinstance(value, str):
+            continue
+        bad = _CONTROL_RE.search(value)
+        if bad is None and col in _COLUMN_ORDER and col not in MULTILINE_COLUMNS:
+            bad = _LINE_BREAK_RE.search(value)
+        if bad is not None:
+            code = ord(bad.group())
+            what = "line break" if bad.group() in "\r\n" else "control character"
+            out.append((col, f"{what} U+{code:04X}{_CONTROL_NAMES.get(code, '')} at character "
+                             f"{bad.start() + 1}: {show(value)}"))
+    return out
 
 
 def check_uid(value: object, what: str) -> str:
@@ -166,8 +203,30 @@ def _only_keys(obj: Mapping[str, Any], allowed: tuple[str, ...], where: str) -> 
         raise RuleError(f"{where}: unexpected key {show(extra[0])} (expected {', '.join(allowed)})")
 
 
+def json_depth_exceeds(text: str, limit: int = MAX_JSON_DEPTH) -> bool:
+    """Whether brackets outside JSON strings nest deeper than `limit` (cheap: no parsing)."""
+    if text.count("{") + text.count("[") <= limit:
+        return False
+    depth = 0
+    for token in _JSON_TOKEN_RE.finditer(text):
+        ch = token.group()
+        if ch in "{[":
+            depth += 1
+            if depth > limit:
+                return True
+        elif ch in "}]":
+            depth -= 1
+    return False
+
+
+_JSON_TOKEN_RE = re.compile(r'"(?:[^"\\]|\\.)*"|[\[\]{}]')
+
+
 def parse_copiable_attributes(text: str) -> str:
     """Validate a copiableAttributes JSON string; return its canonical form."""
+    if json_depth_exceeds(text):
+        raise RuleError(f"JSON nested deeper than {MAX_JSON_DEPTH} levels (a valid copiableAttributes "
+                        f"is 6 deep): {show(text)}")
     try:
         doc = json.loads(text, object_pairs_hook=_no_duplicate_keys)
     except json.JSONDecodeError as exc:
@@ -222,31 +281,42 @@ class RowContext:
 
 
 def convert_row(
-    cells: Mapping[str, Any], row: int, ctx: RowContext
+    cells: Mapping[str, Any], row: int, ctx: RowContext, *,
+    bad: Iterable[Problem] = (), extras: str | None = None,
 ) -> CopySpec | list[Problem]:
-    """One manifest row -> CopySpec, or every problem found in it."""
+    """One manifest row -> CopySpec (carrying `extras`), or every problem found in it.
+
+    `bad`: problems the reader found in the raw cells (control characters); the other
+    rules of those columns are skipped, as for a mistyped cell.
+    """
     problems: list[Problem] = []
-    mistyped: list[Problem] = []  # a mistyped cell reads as empty; its other rules would only repeat it
+    mistyped: list[Problem] = list(bad)  # a bad cell's other rules would only repeat it
+    said = {col for col, _ in mistyped}
     text: dict[str, str] = {}
     for col in TEXT_COLUMNS:
+        value = cells.get(col)
+        if type(value) is str:  # every CSV cell: the hot path of a million-row manifest
+            text[col] = value.strip()
+            continue
         try:
-            text[col] = text_cell(col, cells.get(col))
+            text[col] = text_cell(col, value)
         except RuleError as exc:
-            mistyped.append((col, str(exc)))
+            if col not in said:
+                mistyped.append((col, str(exc)))
             text[col] = ""
     flags: dict[str, bool] = {}
     for col in BOOL_COLUMNS:
         try:
             flags[col] = bool_cell(cells.get(col))
         except RuleError as exc:
-            mistyped.append((col, str(exc)))
+            if col not in said:
+                mistyped.append((col, str(exc)))
 
-    def rule(col: str, fn: Callable[[], Any]) -> Any:
+    def rule(col: str, check: Callable[..., Any], *args: Any) -> None:
         try:
-            return fn()
+            check(*args)
         except RuleError as exc:
             problems.append((col, str(exc)))
-            return None
 
     row_id = text["row_id"] or str(row)
     if len(row_id) > MAX_ROW_ID_CHARS:
@@ -254,29 +324,30 @@ def convert_row(
     ds = text["datastore_id"] or (ctx.default_datastore_id or "")
     if not ds:
         problems.append(("datastore_id", "missing data store id (fill the column or pass --datastore-id)"))
-    else:
-        rule("datastore_id", lambda: check_id(ds, "a data store"))
+    elif not ID_RE.fullmatch(ds):
+        rule("datastore_id", check_id, ds, "a data store")
     src = text["source_image_set_id"]
     if not src:
         problems.append(("source_image_set_id", "missing source image set id"))
-    else:
-        rule("source_image_set_id", lambda: check_id(src, "an image set"))
+    elif not ID_RE.fullmatch(src):
+        rule("source_image_set_id", check_id, src, "an image set")
     dst = text["destination_image_set_id"]
     if dst:
-        rule("destination_image_set_id", lambda: check_id(dst, "an image set"))
+        if not ID_RE.fullmatch(dst):
+            rule("destination_image_set_id", check_id, dst, "an image set")
         if dst == src:
             problems.append(("destination_image_set_id", f"destination is the source image set: {show(dst)}"))
     for col in ("source_version_id", "destination_version_id"):
         if text[col]:
-            rule(col, lambda c=col: check_version(text[c]))
+            rule(col, check_version, text[col])
     if text["destination_version_id"] and not dst:
         problems.append(
             ("destination_version_id", "a destination version without destination_image_set_id")
         )
     attrs = _row_subset(text, problems)
     if mistyped:
-        bad = {col for col, _ in mistyped}
-        problems = mistyped + [p for p in problems if p[0] not in bad]
+        bad_columns = {col for col, _ in mistyped}
+        problems = mistyped + [p for p in problems if p[0] not in bad_columns]
     if problems:
         return _ordered(problems)
     return CopySpec(
@@ -290,6 +361,7 @@ def convert_row(
         copiable_attributes=attrs,
         force=flags["force"],
         promote_to_primary=flags["promote_to_primary"],
+        extras=extras,
     )
 
 
@@ -344,7 +416,7 @@ class CrossRowChecker:
     def __init__(self) -> None:
         self.datastores: set[str] = set()
         self.subset_rows = 0
-        self._image_sets: set[int] = set()
+        self._image_set_hash = array("q")  # counted once at the end: a set of a million ints is ~70 MB
         self._destinations: set[int] = set()
         self._pins: dict[int, tuple[str, int, int | None]] = {}  # image set -> first (pin, row, line)
         self._pin_clash: dict[int, list[tuple[str, str, int, int | None]]] = {}  # (id, pin, row, line)
@@ -357,10 +429,10 @@ class CrossRowChecker:
         ds = spec.datastore_id
         self.datastores.add(ds)
         src = hash((ds, spec.source_image_set_id))
-        self._image_sets.add(src)
+        self._image_set_hash.append(src)
         if spec.destination_image_set_id:
             dst = hash((ds, spec.destination_image_set_id))
-            self._image_sets.add(dst)
+            self._image_set_hash.append(dst)
             self._destinations.add(dst)
         if spec.is_subset:
             self.subset_rows += 1
@@ -383,7 +455,12 @@ class CrossRowChecker:
 
     @property
     def image_sets(self) -> int:
-        return len(self._image_sets)
+        """How many distinct image sets (per data store) the rows touch."""
+        if not self._image_set_hash:
+            return 0
+        import numpy as np
+
+        return int(np.unique(np.frombuffer(self._image_set_hash, dtype=np.int64)).size)
 
     def finish(self) -> list[CrossRowProblem]:
         out: list[CrossRowProblem] = []

@@ -211,7 +211,7 @@ def test_empty_file_and_header_only(tmp_path: Path) -> None:
 def test_not_a_parquet_file(tmp_path: Path) -> None:
     path = tmp_path / "m.parquet"
     path.write_text("datastore_id,source_image_set_id\n")
-    with pytest.raises(ManifestInvalid, match="cannot read the parquet header"):
+    with pytest.raises(ManifestInvalid, match="not a Parquet file .it reads as text"):
         validate(path)
 
 
@@ -241,9 +241,11 @@ def test_unknown_columns_named_with_suggestions(tmp_path: Path) -> None:
     text = f"datastore_id,sorce_image_set_id,source_image_set_id,Force,colour\n{DS},x,{A},1,red\n"
     report = validate(write_csv(tmp_path, text))
     msgs = {e.column: e.message for e in report.errors}
-    assert msgs["sorce_image_set_id"] == "unknown column (did you mean 'source_image_set_id'?)"
-    assert msgs["Force"] == "unknown column (did you mean 'force'?)"
+    option = "; to keep columns of your own, pass --extra-columns ignore"
+    assert msgs["sorce_image_set_id"] == "unknown column (did you mean 'source_image_set_id'?)" + option
+    assert msgs["Force"] == "unknown column (did you mean 'force'?)" + option
     assert msgs["colour"].startswith("unknown column (accepted: row_id, datastore_id")
+    assert msgs["colour"].endswith(option)
     assert report.rows == 1 and len(report.errors) == 3  # the row itself is fine
     with pytest.raises(ManifestInvalid, match="sorce_image_set_id"):
         list(read_specs(write_csv(tmp_path, text)))
@@ -256,18 +258,18 @@ def test_duplicate_column_is_fatal(tmp_path: Path) -> None:
 
 def test_ragged_rows(tmp_path: Path) -> None:
     head = "datastore_id,source_image_set_id\n"
-    # a longer first row (pandas would quietly make it an index column)
-    path = write_csv(tmp_path, head + f"{DS},{A},extra\n{DS},{A}\n")
-    with pytest.raises(ManifestInvalid, match="line 2 has 3 fields"):
+    # a longer first row: the header is probably short of a name; fatal, before any row
+    path = write_csv(tmp_path, head + f"\n{DS},{A},extra\n{DS},{A}\n")
+    with pytest.raises(ManifestInvalid, match=r"row 1 \(line 3\): 3 cells, but the header has 2 columns"):
         validate(path)
     with pytest.raises(ManifestInvalid):
         list(read_specs(path))
-    # a longer later row stops the read; validate reports it (and no bogus "no rows")
-    path = write_csv(tmp_path, head + f"{DS},{A}\n{DS},{B},extra\n")
-    with pytest.raises(ManifestInvalid, match="line 3"):
+    # a longer later row is that row's error; the rows after it are still read
+    path = write_csv(tmp_path, head + f"{DS},{A}\n{DS},{B},extra\n{DS},x\n")
+    with pytest.raises(ManifestInvalid, match=r"row 2 \(line 3\): 3 cells"):
         list(read_specs(path))
     report = validate(path)
-    assert not report.ok and len(report.errors) == 1 and "line 3" in report.errors[0].message
+    assert [(e.row, e.line, e.column) for e in report.errors] == [(2, 3, None), (3, 4, "source_image_set_id")]
     # a short row is padded with empty cells
     path = write_csv(tmp_path, f"datastore_id,source_image_set_id,force\n{DS},{A}\n")
     assert all_specs(path)[0].force is False
@@ -276,8 +278,10 @@ def test_ragged_rows(tmp_path: Path) -> None:
 def test_invalid_utf8(tmp_path: Path) -> None:
     path = tmp_path / "m.csv"
     path.write_bytes(b"datastore_id,source_image_set_id\n" + DS.encode() + b",\xff\xfe\n")
-    with pytest.raises(ManifestInvalid, match="cannot read"):
+    with pytest.raises(ManifestInvalid, match="not UTF-8"):
         list(read_specs(path))
+    (err,) = validate(path).errors
+    assert (err.row, err.line, err.column) == (1, 2, "source_image_set_id") and "byte 0xff" in err.message
 
 
 # ---------------------------------------------------------------- per-row rules
