@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from batchcopy.emulator import dicom
+from batchcopy.emulator.clock import OffsetClock
 from batchcopy.emulator.config import EmulatorConfig
 from batchcopy.emulator.errors import (
     ConflictException,
@@ -145,7 +146,7 @@ class HealthImaging:
                  *, id_seed: int = 0) -> None:
         self.config = config
         self.lock = threading.RLock()
-        self._clock = clock
+        self._clock = OffsetClock(clock)
         self._id_seed = id_seed
         self._token_secret = hashlib.sha256(f"batchcopy-emulator-token:{id_seed}".encode()).hexdigest()
         self.reset()
@@ -171,6 +172,22 @@ class HealthImaging:
             self._counters = Counters()
             self._id_counter = 0
             self._seq = 0
+            self._clock.offset_s = 0.0
+
+    def set_clock(self, offset_s: float | None = None,
+                  advance_s: float | None = None) -> dict[str, float]:
+        """Set the clock's offset and/or move it by advance_s; pending work that is due by
+        the new time completes now. Returns {"offset_s", "now"}. ValueError on bad input."""
+        with self.lock:
+            self._clock.move(offset_s, advance_s)
+            self._advance()
+            return self._clock.reading()
+
+    def clock(self) -> dict[str, float]:
+        """{"offset_s": the clock's offset, "now": the emulated epoch time}."""
+        with self.lock:
+            self._advance()
+            return self._clock.reading()
 
     def stats(self) -> dict[str, Any]:
         with self.lock:

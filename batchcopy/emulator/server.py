@@ -11,13 +11,16 @@ An unexpected exception in the model answers 500 InternalServerException and its
 traceback goes to stderr (logger "batchcopy.emulator.server").
 
 Control routes under /_emulator/ are never authenticated, throttled or faulted:
-    POST /_emulator/reset                 forget data, counters, bucket and fault state
+    POST /_emulator/reset                 forget data, counters, bucket and fault state, clock offset
     POST /_emulator/seed                  body: SeedSpec fields -> seed summary
     GET  /_emulator/stats                 model stats + calls/throttled/faults_fired
     POST /_emulator/faults                body: {"faults": [FaultSpec...], "fault_seed"?: n}
     GET  /_emulator/config                the live EmulatorConfig as JSON
     POST /_emulator/config                partial update (see `apply_config_update`)
     GET  /_emulator/imagesets/{datastoreId}/{imageSetId}   model.snapshot_image_set
+    GET  /_emulator/clock                 {"offset_s", "now"}: the emulated clock
+    POST /_emulator/clock                 body {"offset_s"?: X, "advance_s"?: N}: set the offset to
+                                          X, then add N; pending work now due completes
     GET  /_emulator/health                {"ok": true}
 """
 
@@ -142,6 +145,9 @@ class EmulatorService:
         self.quotas.reset(counters=False)
         self.faults.restart(counters=False)
 
+    def set_clock(self, offset_s: float | None = None, advance_s: float | None = None) -> dict[str, float]:
+        return self.model.set_clock(offset_s, advance_s)
+
     # ------------------------------------------------------------------ app
     def build_app(self) -> web.Application:
         app = web.Application(client_max_size=CLIENT_MAX_SIZE, middlewares=[self._json_errors])
@@ -154,6 +160,8 @@ class EmulatorService:
         r.add_post("/_emulator/config", self._ctl_config_post)
         r.add_get("/_emulator/imagesets/{datastoreId}/{imageSetId}", self._ctl_snapshot)
         r.add_get("/_emulator/health", self._ctl_health)
+        r.add_get("/_emulator/clock", self._ctl_clock_get)
+        r.add_post("/_emulator/clock", self._ctl_clock_post)
         r.add_route("*", "/{tail:.*}", self._api)
         return app
 
@@ -261,6 +269,19 @@ class EmulatorService:
         except (TypeError, ValueError, AttributeError) as exc:
             return _ctl_error(ValidationException(f"Bad config update: {exc}"))
         return _json(public_config(self.config))
+
+    async def _ctl_clock_get(self, request: web.Request) -> web.StreamResponse:
+        return _json(self.model.clock())
+
+    async def _ctl_clock_post(self, request: web.Request) -> web.StreamResponse:
+        try:
+            body = await _json_body(request)
+            unknown = sorted(set(body) - {"offset_s", "advance_s"})
+            if unknown:
+                raise ValueError(f"unknown keys {unknown}; expected offset_s and/or advance_s")
+            return _json(self.set_clock(body.get("offset_s"), body.get("advance_s")))
+        except (TypeError, ValueError) as exc:
+            return _ctl_error(ValidationException(f"Bad clock setting: {exc}"))
 
     async def _ctl_snapshot(self, request: web.Request) -> web.StreamResponse:
         try:
@@ -404,6 +425,10 @@ class EmulatorServer:
 
     def reset(self) -> None:
         self.service.reset()
+
+    def set_clock(self, offset_s: float | None = None, advance_s: float | None = None) -> dict[str, float]:
+        """Set the emulated clock's offset and/or advance it (seconds); {"offset_s", "now"}."""
+        return self.service.set_clock(offset_s, advance_s)
 
 
 def client_env(endpoint: str, region: str = "us-east-1") -> dict[str, str]:

@@ -319,6 +319,25 @@ def test_copy_completes_after_its_duration(world: tuple[HealthImaging, dict[str,
             st["copies_failed"], st["copies_in_flight"]) == (1, 1, 1, 0, 0)
 
 
+def test_set_clock_offsets_stamps_and_finishes_due_copies(
+        world: tuple[HealthImaging, dict[str, Any]], clock: FakeClock) -> None:
+    m, store = world
+    ds, src = store["datastoreId"], sets(store)[0]["imageSetId"]
+    assert m.clock() == {"offset_s": 0.0, "now": T0}
+    assert m.set_clock(offset_s=100.0) == {"offset_s": 100.0, "now": T0 + 100}
+    new = copy(m, ds, src)["destinationImageSetProperties"]
+    assert new["createdAt"] == T0 + 100
+    assert m.set_clock(advance_s=2.0)["offset_s"] == 102.0  # the copy needs 2.12 s
+    assert get(m, ds, new["imageSetId"])["imageSetState"] == "LOCKED"
+    m.set_clock(advance_s=0.2)
+    done = get(m, ds, new["imageSetId"])
+    assert (done["imageSetState"], done["updatedAt"]) == ("ACTIVE", round(T0 + 100 + 2.12, 3))
+    with pytest.raises(ValueError):
+        m.set_clock(advance_s=float("nan"))
+    m.reset()
+    assert m.clock()["offset_s"] == 0.0
+
+
 def test_time_scale_shortens_copies(clock: FakeClock) -> None:
     m = HealthImaging(EmulatorConfig(time_scale=0.01), clock)
     store = seed(m, SPEC)["datastores"][0]
