@@ -12,6 +12,8 @@ import json
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from batchcopy.emulator import assumptions
+
 
 @dataclass(frozen=True)
 class RateQuota:
@@ -94,6 +96,15 @@ class EmulatorConfig:
     faults: list[FaultSpec] = field(default_factory=list)
     fault_seed: int = 0
     auth: AuthConfig | None = None
+    # Readings of the behaviours the documentation leaves open (assumptions.py): NAME -> VALUE.
+    assume: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.assume = assumptions.validate(self.assume)
+
+    def reading(self, name: str) -> str:
+        """The chosen reading of an assumption switch (its default when not chosen)."""
+        return self.assume.get(name) or assumptions.REGISTRY[name].default
 
     def rate_for(self, operation: str) -> RateQuota | None:
         """The effective (time-scaled) quota of an operation, None if unlimited."""

@@ -34,8 +34,6 @@ Selection = dict[str, list[str]]
 SubsetRequest = dict[str, list[str] | None]
 
 SCHEMA_VERSION = "1.1"
-ACCEPTED_SCHEMA_VERSIONS = frozenset({"1.1"})
-FAILED_PREFIX = "INVALID_REQUEST: "
 _MAX_FRAME_BYTES = 16 * 1024 * 1024
 
 
@@ -81,12 +79,23 @@ def frame_count(content: Content) -> int:
 
 # ----------------------------------------------------------------- copiableAttributes
 
-def parse_copiable_attributes(text: str, max_chars: int) -> SubsetRequest:
+def check_schema_version(doc: dict[str, Any], where: str, number_ok: bool) -> None:
+    """An optional SchemaVersion must be "1.1" (or, with number_ok, the number 1.1)."""
+    if "SchemaVersion" not in doc:
+        return
+    value = doc["SchemaVersion"]
+    if value == SCHEMA_VERSION or (number_ok and isinstance(value, float) and value == 1.1):
+        return
+    accepted = f"{SCHEMA_VERSION!r} or 1.1" if number_ok else repr(SCHEMA_VERSION)
+    raise ValidationException(f"{where} SchemaVersion {value!r} is not supported; use {accepted}")
+
+
+def parse_copiable_attributes(text: str, max_chars: int, number_ok: bool = False) -> SubsetRequest:
     """Check the shape of a copiableAttributes string (no source needed).
 
     Accepted: {"SchemaVersion"?: "1.1", "Study": {"Series": {"<uid>": {"Instances"?:
     {"<sop>": {}}}}}}. A series without "Instances", or with an empty Instances
-    object, selects the whole series (-> None).
+    object, selects the whole series (-> None). With number_ok SchemaVersion may be 1.1.
     """
     if len(text) > max_chars:
         raise ValidationException(
@@ -98,10 +107,7 @@ def parse_copiable_attributes(text: str, max_chars: int) -> SubsetRequest:
     if not isinstance(doc, dict):
         raise ValidationException("copiableAttributes must be a JSON object")
     _only_keys(doc, {"SchemaVersion", "Study"}, "copiableAttributes")
-    if "SchemaVersion" in doc and doc["SchemaVersion"] not in ACCEPTED_SCHEMA_VERSIONS:
-        raise ValidationException(
-            f"copiableAttributes SchemaVersion {doc['SchemaVersion']!r} is not supported; "
-            f"use {SCHEMA_VERSION!r}")
+    check_schema_version(doc, "copiableAttributes", number_ok)
     study = doc.get("Study")
     if not isinstance(study, dict):
         raise ValidationException("copiableAttributes must contain a \"Study\" object")
@@ -173,8 +179,8 @@ def merge(base: Content, source: Content, selection: Selection,
           force: bool) -> tuple[Content, str | None]:
     """Content after copying `selection` of `source` into `base`.
 
-    Returns (content, None) on success, or (clone of base, message) when the copy
-    must end COPY_FAILED: Patient/Study/Series attributes disagree (unless force),
+    Returns (content, None) on success, or (clone of base, reason) when the copy
+    must end COPY_FAILED (the model prefixes the reason with INVALID_REQUEST): Patient/Study/Series attributes disagree (unless force),
     or a copied SOP Instance UID already lives under another series of `base`.
     With force the base keeps its own Patient/Study/Series attributes. A copied
     instance whose SOP UID already exists in the same series replaces it.
@@ -182,14 +188,13 @@ def merge(base: Content, source: Content, selection: Selection,
     if not force:
         level = mismatch_level(base, source, selection)
         if level is not None:
-            return clone(base), (f"{FAILED_PREFIX}{level} of SourceImageSet and "
-                                 "DestinationImageSet don't match.")
+            return clone(base), f"{level} of SourceImageSet and DestinationImageSet don't match."
     owner = {sop: uid for uid, s in series_of(base).items() for sop in s["Instances"]}
     for series_uid, sops in selection.items():
         for sop in sops:
             other = owner.get(sop)
             if other is not None and other != series_uid:
-                return clone(base), (f"{FAILED_PREFIX}SOP Instance UID {sop} already exists "
+                return clone(base), (f"SOP Instance UID {sop} already exists "
                                      f"in another Series of DestinationImageSet: {other}.")
     result = clone(base)
     out_series = series_of(result)

@@ -481,10 +481,15 @@ class HealthImaging:
     def _list_image_set_versions(self, p: dict[str, Any]) -> dict[str, Any]:
         ds = self._datastore(p["datastoreId"])
         iset = self._image_set(ds, p["imageSetId"], allow_deleted=True)
-        below = self._untoken(p.get("nextToken"), "ListImageSetVersions", f"{ds.id}/{iset.id}")
-        newest_first = [v for v in reversed(iset.versions) if below is None or v.number < below]
+        oldest_first = self.config.reading("version_order") == "oldest_first"
+        scope = f"{ds.id}/{iset.id}/{'oldest' if oldest_first else 'newest'}"
+        after = self._untoken(p.get("nextToken"), "ListImageSetVersions", scope)
+        if oldest_first:
+            ordered = [v for v in iset.versions if after is None or v.number > after]
+        else:
+            ordered = [v for v in reversed(iset.versions) if after is None or v.number < after]
         size = self._page_size(p)
-        page = newest_first[:size]
+        page = ordered[:size]
         items = []
         for v in page:
             item = {"imageSetId": iset.id, "versionId": str(v.number), "imageSetState": iset.state,
@@ -493,9 +498,8 @@ class HealthImaging:
             self._version_extras(item, iset, v)
             items.append(item)
         out: dict[str, Any] = {"imageSetPropertiesList": items}
-        if len(newest_first) > size:
-            out["nextToken"] = self._token("ListImageSetVersions", f"{ds.id}/{iset.id}",
-                                           page[-1].number)
+        if len(ordered) > size:
+            out["nextToken"] = self._token("ListImageSetVersions", scope, page[-1].number)
         return out
 
     def _delete_image_set(self, p: dict[str, Any]) -> dict[str, Any]:
@@ -551,7 +555,8 @@ class HealthImaging:
         request = None
         if src_info.get("DICOMCopies") is not None:
             request = dicom.parse_copiable_attributes(
-                src_info["DICOMCopies"]["copiableAttributes"], self.config.max_copiable_attributes_chars)
+                src_info["DICOMCopies"]["copiableAttributes"], self.config.max_copiable_attributes_chars,
+                number_ok=self.config.reading("schema_version") == "number_ok")
 
         source = self._image_set(ds, source_id, "Source image set")
         dest = None if dst_info is None else \
@@ -588,7 +593,8 @@ class HealthImaging:
         else:
             target = dest
         base = target.latest.content
-        result, failure = dicom.merge(base, source.latest.content, selection, force)
+        result, reason = dicom.merge(base, source.latest.content, selection, force)
+        failure = None if reason is None else self._invalid_request(reason)
         new_version = Version(target.latest.number + 1, "COPYING", target.latest.is_primary,
                               now, base, forced=force)
         target.versions.append(new_version)
@@ -607,6 +613,11 @@ class HealthImaging:
             "sourceImageSetProperties": self._copy_properties(ds, source),
             "destinationImageSetProperties": self._copy_properties(ds, target),
         }
+
+    def _invalid_request(self, reason: str) -> str:
+        """The message of a version that failed for `reason` (copy_failed_message switch)."""
+        space = "  " if self.config.reading("copy_failed_message") == "double_space" else " "
+        return f"INVALID_REQUEST:{space}{reason}"
 
     def _copy_properties(self, ds: Datastore, iset: ImageSet) -> dict[str, Any]:
         return {"imageSetId": iset.id, "latestVersionId": str(iset.latest.number),

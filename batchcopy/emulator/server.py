@@ -18,6 +18,9 @@ Control routes under /_emulator/ are never authenticated, throttled or faulted:
     GET  /_emulator/config                the live EmulatorConfig as JSON
     POST /_emulator/config                partial update (see `apply_config_update`)
     GET  /_emulator/imagesets/{datastoreId}/{imageSetId}   model.snapshot_image_set
+    GET  /_emulator/assumptions           every assumption switch: readings, default, evidence,
+                                          current value (set them with POST /_emulator/config
+                                          {"assume": {NAME: VALUE or null}})
     GET  /_emulator/clock                 {"offset_s", "now"}: the emulated clock
     POST /_emulator/clock                 body {"offset_s"?: X, "advance_s"?: N}: set the offset to
                                           X, then add N; pending work now due completes
@@ -40,6 +43,7 @@ from urllib.parse import parse_qsl
 
 from aiohttp import web
 
+from batchcopy.emulator import assumptions
 from batchcopy.emulator.auth import SignedRequest, authenticate, check_allowed
 from batchcopy.emulator.config import EmulatorConfig, FaultSpec
 from batchcopy.emulator.errors import InternalServerException, ServiceError, ValidationException
@@ -73,24 +77,32 @@ def apply_config_update(config: EmulatorConfig, update: dict[str, Any]) -> None:
     """Apply a partial update to a live config, in place (everything holds this object).
 
     Keys are EmulatorConfig fields. `rates` is merged per operation
-    ({"CopyImageSet": {"rate": 1, "burst": 2}}; null removes an override); every other
+    ({"CopyImageSet": {"rate": 1, "burst": 2}}) and `assume` per switch
+    ({"stale_version": "validation"}); in both null removes an override. Every other
     key replaces the field (`faults` the whole list, `auth` the whole AuthConfig or null).
     Raises ValueError/TypeError on bad input, leaving the config untouched.
     """
     merged = config.to_dict()
     update = dict(update)
-    if "rates" in update:
-        rates = dict(merged.get("rates") or {})
-        for op, quota in (update.pop("rates") or {}).items():
-            if quota is None:
-                rates.pop(op, None)
-            else:
-                rates[op] = quota
-        merged["rates"] = rates
+    for key in ("rates", "assume"):
+        if key in update:
+            merged[key] = _merge_overrides(merged.get(key) or {}, update.pop(key) or {}, key)
     merged.update(update)
     fresh = EmulatorConfig.from_dict(merged)
     for f in dataclasses.fields(EmulatorConfig):
         setattr(config, f.name, getattr(fresh, f.name))
+
+
+def _merge_overrides(current: dict[str, Any], changes: Any, key: str) -> dict[str, Any]:
+    if not isinstance(changes, dict):
+        raise ValueError(f"{key} must be an object, not {changes!r}")
+    merged = dict(current)
+    for name, value in changes.items():
+        if value is None:
+            merged.pop(name, None)
+        else:
+            merged[name] = value
+    return merged
 
 
 def public_config(config: EmulatorConfig) -> dict[str, Any]:
@@ -160,6 +172,7 @@ class EmulatorService:
         r.add_post("/_emulator/config", self._ctl_config_post)
         r.add_get("/_emulator/imagesets/{datastoreId}/{imageSetId}", self._ctl_snapshot)
         r.add_get("/_emulator/health", self._ctl_health)
+        r.add_get("/_emulator/assumptions", self._ctl_assumptions)
         r.add_get("/_emulator/clock", self._ctl_clock_get)
         r.add_post("/_emulator/clock", self._ctl_clock_post)
         r.add_route("*", "/{tail:.*}", self._api)
@@ -269,6 +282,9 @@ class EmulatorService:
         except (TypeError, ValueError, AttributeError) as exc:
             return _ctl_error(ValidationException(f"Bad config update: {exc}"))
         return _json(public_config(self.config))
+
+    async def _ctl_assumptions(self, request: web.Request) -> web.StreamResponse:
+        return _json({"assumptions": assumptions.describe(self.config.assume)})
 
     async def _ctl_clock_get(self, request: web.Request) -> web.StreamResponse:
         return _json(self.model.clock())

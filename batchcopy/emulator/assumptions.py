@@ -1,0 +1,120 @@
+"""Behaviours the public documentation leaves open, each a switch with named readings.
+
+No test can reach the real service, so wherever the service model, the CLI examples and
+the developer guide allow more than one reading, the emulator implements each plausible
+one and lets the caller pick: `EmulatorConfig.assume` maps a switch NAME to a reading
+VALUE; a name left out takes the switch's default (today's reading, kept unless the
+evidence says otherwise). Select them with `batchcopy emulator serve --assume NAME=VALUE`,
+`"assume": {...}` in the config JSON, or live with `POST /_emulator/config
+{"assume": {...}}`; `batchcopy emulator assumptions` and `GET /_emulator/assumptions`
+list them. ASSUMPTIONS.md says which tests cover each reading.
+
+This module is data plus validation; model.py reads the values through
+`EmulatorConfig.reading(NAME)` where the behaviour forks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Any
+
+CLI_EXAMPLES = "awscli/examples/medical-imaging"
+
+
+@dataclass(frozen=True)
+class Reading:
+    value: str
+    meaning: str
+
+
+@dataclass(frozen=True)
+class Switch:
+    name: str
+    behaviour: str  # what the documentation leaves open, in one line
+    readings: tuple[Reading, ...]
+    default: str
+    evidence: str  # the doc page or CLI example the readings come from
+
+    @property
+    def values(self) -> tuple[str, ...]:
+        return tuple(r.value for r in self.readings)
+
+    def meaning(self, value: str) -> str:
+        return next(r.meaning for r in self.readings if r.value == value)
+
+
+def _switch(name: str, behaviour: str, default: str, evidence: str,
+            *readings: tuple[str, str]) -> Switch:
+    switch = Switch(name, behaviour, tuple(Reading(v, m) for v, m in readings), default, evidence)
+    assert default in switch.values, (name, default)
+    return switch
+
+
+SWITCHES: tuple[Switch, ...] = (
+    _switch(
+        "version_order", "the order of ListImageSetVersions", "newest_first",
+        f"{CLI_EXAMPLES}/list-image-set-versions.rst lists 4, 3, 2, 1; the API reference "
+        "names no order",
+        ("newest_first", "the latest version first"),
+        ("oldest_first", "version 1 first")),
+    _switch(
+        "copy_failed_message", "the spacing of INVALID_REQUEST failure messages", "single_space",
+        f"{CLI_EXAMPLES}/list-image-set-versions.rst prints 'INVALID_REQUEST:  Series of "
+        "SourceImageSet and DestinationImageSet don't match.' (two spaces)",
+        ("single_space", "'INVALID_REQUEST: <reason>' (the double space read as a typo)"),
+        ("double_space", "'INVALID_REQUEST:  <reason>', exactly as the CLI example prints it")),
+    _switch(
+        "schema_version", "the type of copiableAttributes' SchemaVersion", "string_only",
+        "copy-image-set example 3 sends \"SchemaVersion\":\"1.1\" (a string); every "
+        f"{CLI_EXAMPLES}/update-image-set-metadata.rst example sends SchemaVersion 1.1 (a number)",
+        ("string_only", "copiableAttributes' SchemaVersion, when present, must be the string \"1.1\""),
+        ("number_ok", "the number 1.1 is accepted too, as the update-image-set-metadata "
+                      "examples write it")),
+)
+
+REGISTRY: Mapping[str, Switch] = MappingProxyType({s.name: s for s in SWITCHES})
+
+
+def validate(assume: Mapping[str, Any]) -> dict[str, str]:
+    """A plain copy of `assume` after checking every name and value against the registry.
+
+    Raises ValueError naming the choices: the known switches for an unknown name, the
+    readings for an unknown value.
+    """
+    if not isinstance(assume, Mapping):
+        raise ValueError(f"assume must be an object of NAME: VALUE, not {assume!r}")
+    out: dict[str, str] = {}
+    for name, value in assume.items():
+        switch = REGISTRY.get(name)
+        if switch is None:
+            raise ValueError(f"unknown assumption {name!r}; the switches are: {', '.join(REGISTRY)}")
+        if value not in switch.values:
+            raise ValueError(f"unknown reading {value!r} of assumption {name!r}; "
+                             f"choose one of: {', '.join(switch.values)}")
+        out[name] = value
+    return out
+
+
+def parse_assignment(text: str) -> tuple[str, str]:
+    """'NAME=VALUE' -> (name, value), both checked against the registry (ValueError)."""
+    name, sep, value = text.partition("=")
+    if not sep:
+        raise ValueError(f"expected NAME=VALUE, got {text!r}")
+    name, value = name.strip(), value.strip()
+    validate({name: value})
+    return name, value
+
+
+def current(assume: Mapping[str, str]) -> dict[str, str]:
+    """Every switch's value: the given ones over the defaults."""
+    return {name: assume.get(name, switch.default) for name, switch in REGISTRY.items()}
+
+
+def describe(assume: Mapping[str, str]) -> list[dict[str, Any]]:
+    """The registry as JSON-able rows, with each switch's current value."""
+    values = current(assume)
+    return [{"name": s.name, "behaviour": s.behaviour, "value": values[s.name], "default": s.default,
+             "readings": {r.value: r.meaning for r in s.readings}, "evidence": s.evidence}
+            for s in SWITCHES]
