@@ -144,27 +144,36 @@ def _only_keys(obj: dict[str, Any], allowed: set[str], where: str) -> None:
             f"{where} has unknown keys {unknown}; allowed: {sorted(allowed)}")
 
 
-def resolve_selection(request: SubsetRequest | None, source: Content) -> Selection:
-    """What a copy takes from `source`: everything (request None) or the named subset."""
+def resolve_selection(request: SubsetRequest | None, source: Content) -> tuple[Selection, str | None]:
+    """What a copy takes from `source`: everything (request None) or the named subset.
+
+    The second item is None, or names the first series / SOP instance of the request that
+    the source does not hold (what is missing is left out of the selection).
+    """
     source_series = series_of(source)
     if request is None:
-        return {uid: list(s["Instances"]) for uid, s in source_series.items()}
+        return {uid: list(s["Instances"]) for uid, s in source_series.items()}, None
     selection: Selection = {}
+    missing: list[str] = []
     for series_uid, sops in request.items():
         if series_uid not in source_series:
-            raise ValidationException(
-                f"Series {series_uid} does not exist in the source image set")
+            missing.append(f"Series {series_uid} does not exist in the source image set")
+            continue
         present = source_series[series_uid]["Instances"]
         if sops is None:
             selection[series_uid] = list(present)
             continue
-        for sop in sops:
-            if sop not in present:
-                raise ValidationException(
-                    f"SOP instance {sop} does not exist in series {series_uid} "
-                    "of the source image set")
-        selection[series_uid] = list(sops)
-    return selection
+        absent = [sop for sop in sops if sop not in present]
+        missing += [f"SOP instance {sop} does not exist in series {series_uid} of the source image set"
+                    for sop in absent]
+        kept = [sop for sop in sops if sop in present]
+        if kept:
+            selection[series_uid] = kept
+    return selection, (missing[0] if missing else None)
+
+
+def selected_instances(selection: Selection) -> int:
+    return sum(len(sops) for sops in selection.values())
 
 
 def selected_frames(source: Content, selection: Selection) -> int:

@@ -23,6 +23,7 @@ from batchcopy.emulator.errors import (
     ResourceNotFoundException,
     ServiceError,
     ServiceQuotaExceededException,
+    ThrottlingException,
     ValidationException,
 )
 from batchcopy.emulator.model import HealthImaging
@@ -245,13 +246,17 @@ def test_datastore_lifecycle_and_pagination(clock: FakeClock) -> None:
         call(m, "DeleteDatastore", datastoreId=made[0]["datastoreId"])
 
 
-def test_delete_datastore_with_image_sets_conflicts(world: tuple[HealthImaging, dict[str, Any]]) -> None:
+def test_delete_datastore_with_image_sets_conflicts(world: tuple[HealthImaging, dict[str, Any]],
+                                                    clock: FakeClock) -> None:
     m, store = world
     ds = store["datastoreId"]
     with pytest.raises(ConflictException):
         call(m, "DeleteDatastore", datastoreId=ds)
     for s in sets(store):
         call(m, "DeleteImageSet", datastoreId=ds, imageSetId=s["imageSetId"])
+    with pytest.raises(ConflictException):  # still DELETING
+        call(m, "DeleteDatastore", datastoreId=ds)
+    finish(clock)
     assert call(m, "DeleteDatastore", datastoreId=ds)["datastoreStatus"] == "DELETING"
 
 
@@ -392,6 +397,28 @@ def test_study_mismatch_ends_copy_failed_without_adding(
     assert "message" not in versions["imageSetPropertiesList"][1]
     st = m.stats()
     assert (st["copies_executed"], st["copies_succeeded"], st["copies_failed"]) == (1, 0, 1)
+
+
+def test_a_failed_version_read_by_a_copy_keeps_its_status(
+        world: tuple[HealthImaging, dict[str, Any]], clock: FakeClock) -> None:
+    m, store = world
+    ds = store["datastoreId"]
+    a, b, _ = _study_pair(store)
+    copy(m, ds, a["imageSetId"], dst=b["imageSetId"])  # another study: b v2 COPY_FAILED
+    finish(clock)
+    failed = get(m, ds, b["imageSetId"])
+    out = copy(m, ds, b["imageSetId"], src_version="2")  # the failed version as a source
+    assert out["sourceImageSetProperties"]["imageSetWorkflowStatus"] == "COPYING_WITH_READ_ONLY_ACCESS"
+    during = call(m, "ListImageSetVersions", datastoreId=ds, imageSetId=b["imageSetId"])
+    assert [v["ImageSetWorkflowStatus"] for v in during["imageSetPropertiesList"]] == \
+        ["COPYING_WITH_READ_ONLY_ACCESS", "CREATED"]
+    assert "message" not in during["imageSetPropertiesList"][0]
+    finish(clock)
+    after = get(m, ds, b["imageSetId"])
+    assert (after["imageSetWorkflowStatus"], after["message"], after["updatedAt"]) == \
+        ("COPY_FAILED", failed["message"], failed["updatedAt"])
+    # a successful version that a copy reads reads COPIED (the CLI's get-image-set example)
+    assert get(m, ds, a["imageSetId"])["imageSetWorkflowStatus"] == "COPIED"
 
 
 def test_patient_mismatch_message(world: tuple[HealthImaging, dict[str, Any]], clock: FakeClock) -> None:
@@ -848,24 +875,62 @@ def test_search_sort_pagination_and_deleted(world: tuple[HealthImaging, dict[str
         search(m, ds, nextToken=first["nextToken"][:-1] + "x")
 
     call(m, "DeleteImageSet", datastoreId=ds, imageSetId=ids[0])
+    assert ids[0] in hits(search(m, ds))  # LOCKED / DELETING: still there
+    finish(clock)
     assert ids[0] not in hits(search(m, ds)) and len(hits(search(m, ds))) == 7
 
 
 # ---------------------------------------------------------------- DeleteImageSet
-def test_delete_image_set(world: tuple[HealthImaging, dict[str, Any]], clock: FakeClock) -> None:
+def test_delete_image_set_is_asynchronous_and_keeps_history(
+        world: tuple[HealthImaging, dict[str, Any]], clock: FakeClock) -> None:
     m, store = world
-    ds, a = store["datastoreId"], sets(store)[0]["imageSetId"]
+    ds, a, b = store["datastoreId"], sets(store)[0]["imageSetId"], sets(store)[1]["imageSetId"]
+    copy(m, ds, b, dst=a)  # another study: ends COPY_FAILED, a failure the history keeps
+    finish(clock)
     clock.advance(5)
     out = call(m, "DeleteImageSet", datastoreId=ds, imageSetId=a)
     assert (out["imageSetState"], out["imageSetWorkflowStatus"]) == ("LOCKED", "DELETING")
     g = get(m, ds, a)
-    assert (g["imageSetState"], g["imageSetWorkflowStatus"], g["deletedAt"]) == ("DELETED", "DELETED", T0 + 5)
-    for fn in (lambda: metadata(m, ds, a), lambda: copy(m, ds, a),
+    assert (g["imageSetState"], g["imageSetWorkflowStatus"]) == ("LOCKED", "DELETING")
+    assert "deletedAt" not in g and m.stats()["deletes_in_flight"] == 1
+    assert metadata(m, ds, a)["ImageSetID"] == a  # still readable while it is deleted
+    for fn in (lambda: call(m, "DeleteImageSet", datastoreId=ds, imageSetId=a),
+               lambda: copy(m, ds, a, src_version="2"), lambda: copy(m, ds, b, dst=a, dst_version="2")):
+        with pytest.raises(ConflictException):  # LOCKED: no other write
+            fn()
+    clock.advance(0.999)
+    assert get(m, ds, a)["imageSetState"] == "LOCKED"
+    clock.advance(0.001)  # delete_s = 1 s (time_scale 1)
+    g = get(m, ds, a)
+    assert (g["imageSetState"], g["deletedAt"]) == ("DELETED", T0 + 3606)
+    assert g["updatedAt"] == round(T0 + 2.12, 3)  # the version's own: the deletion wrote none
+    assert (g["versionId"], g["imageSetWorkflowStatus"]) == ("2", "COPY_FAILED")  # not rewritten
+    assert g["message"].startswith("INVALID_REQUEST: Study")
+    listed = call(m, "ListImageSetVersions", datastoreId=ds, imageSetId=a)["imageSetPropertiesList"]
+    assert [(v["versionId"], v["ImageSetWorkflowStatus"], v["imageSetState"]) for v in listed] == \
+        [("2", "COPY_FAILED", "DELETED"), ("1", "CREATED", "DELETED")]
+    assert all(v["deletedAt"] == T0 + 3606 for v in listed)
+    for fn in (lambda: metadata(m, ds, a), lambda: copy(m, ds, a, src_version="2"),
                lambda: call(m, "DeleteImageSet", datastoreId=ds, imageSetId=a),
-               lambda: copy(m, ds, sets(store)[1]["imageSetId"], dst=a)):
+               lambda: copy(m, ds, b, dst=a, dst_version="2")):
         with pytest.raises(ResourceNotFoundException):
             fn()
-    assert m.stats()["image_sets"] == 3
+    assert m.stats()["image_sets"] == 3 and m.stats()["deletes_requested"] == 1
+
+
+def test_delete_refuses_a_locked_image_set_and_caps_concurrent_deletes(clock: FakeClock) -> None:
+    m = HealthImaging(EmulatorConfig(max_concurrent_deletes_per_datastore=2), clock)
+    store = seed(m, SPEC)["datastores"][0]
+    ds, ids = store["datastoreId"], [s["imageSetId"] for s in sets(store)]
+    copy(m, ds, ids[0])
+    with pytest.raises(ConflictException):  # the source of a running copy
+        call(m, "DeleteImageSet", datastoreId=ds, imageSetId=ids[0])
+    call(m, "DeleteImageSet", datastoreId=ds, imageSetId=ids[1])
+    call(m, "DeleteImageSet", datastoreId=ds, imageSetId=ids[2])
+    with pytest.raises(ThrottlingException):
+        call(m, "DeleteImageSet", datastoreId=ds, imageSetId=ids[3])
+    finish(clock)
+    call(m, "DeleteImageSet", datastoreId=ds, imageSetId=ids[3])
 
 
 # ---------------------------------------------------------------- the rest of the API
@@ -921,6 +986,7 @@ def test_reset_and_thread_safety(world: tuple[HealthImaging, dict[str, Any]], cl
     m.reset()
     assert m.stats() == {"copies_requested": 0, "copies_executed": 0, "copies_succeeded": 0,
                          "copies_failed": 0, "copies_in_flight": 0, "frames_copied": 0,
+                         "deletes_requested": 0, "deletes_in_flight": 0,
                          "datastores": 0, "image_sets": 0, "image_set_versions": 0}
     json.dumps(m.stats())
 

@@ -1,0 +1,117 @@
+"""CopyImageSet: what is refused at once, what is accepted, and how a copy ends.
+
+Accepted copies are asynchronous: the destination gets a new version (LOCKED /
+COPYING) and the source is read (LOCKED, shown COPYING_WITH_READ_ONLY_ACCESS) until
+the copy's modelled duration has passed; then `_finish_copy` writes the result.
+ASSUMPTIONS.md lists every reading this module makes where the docs are silent.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from batchcopy.emulator import dicom
+from batchcopy.emulator.core import ModelCore
+from batchcopy.emulator.errors import ServiceQuotaExceededException, ValidationException
+from batchcopy.emulator.pending import PendingCopy
+from batchcopy.emulator.state import FAILED_WORKFLOWS, Datastore, ImageSet
+
+
+class Copying(ModelCore):
+    def _copy_image_set(self, p: dict[str, Any]) -> dict[str, Any]:
+        ds = self._datastore(p["datastoreId"])
+        info = p["copyImageSetInformation"]
+        src_info = info["sourceImageSet"]
+        dst_info = info.get("destinationImageSet")
+        force, promote = bool(p.get("force", False)), bool(p.get("promoteToPrimary", False))
+        source_id = p["sourceImageSetId"]
+        if dst_info is not None and dst_info["imageSetId"] == source_id:
+            raise ValidationException("The source and destination image sets must differ")
+        request = None
+        if src_info.get("DICOMCopies") is not None:
+            request = dicom.parse_copiable_attributes(
+                src_info["DICOMCopies"]["copiableAttributes"], self.config.max_copiable_attributes_chars,
+                number_ok=self.config.reading("schema_version") == "number_ok")
+
+        source = self._image_set(ds, source_id, "Source image set")
+        dest = None if dst_info is None else \
+            self._image_set(ds, dst_info["imageSetId"], "Destination image set")
+        self._check_writable(source, "Source image set")
+        if dest is not None:
+            self._check_writable(dest, "Destination image set")
+        self._check_latest(source, src_info["latestVersionId"], "source image set")
+        if dest is not None:
+            self._check_latest(dest, dst_info["latestVersionId"], "destination image set")
+
+        selection, missing = dicom.resolve_selection(request, source.latest.content)
+        if missing is not None:
+            raise ValidationException(missing)
+        frames = dicom.selected_frames(source.latest.content, selection)
+        if frames > self.config.max_frames_per_copy:
+            raise ServiceQuotaExceededException(
+                f"The copy selects {frames} image frames; the limit per CopyImageSet is "
+                f"{self.config.max_frames_per_copy}")
+        in_flight = self._queue.count(PendingCopy, ds.id)
+        if in_flight >= self.config.max_concurrent_copies_per_datastore:
+            raise ServiceQuotaExceededException(
+                f"{in_flight} copies are already running in datastore {ds.id}; the limit is "
+                f"{self.config.max_concurrent_copies_per_datastore}")
+
+        now = self._now()
+        target, base, is_primary = self._copy_target(ds, source, dest, promote, now)
+        result, reason = dicom.merge(base, source.latest.content, selection, force)
+        version = self._begin_version(target, now, "COPYING", is_primary, base, force)
+        source.readers += 1
+        source.updated_at = now
+        duration = self.config.copy_base_s + frames * self.config.copy_per_frame_s
+        self._queue.push(PendingCopy(
+            seq=self._next_seq(), completes_at=self._due_in(duration), datastore_id=ds.id,
+            source_id=source.id, source_version=source.latest.number, destination_id=target.id,
+            destination_version=version.number, result=result,
+            failure=None if reason is None else self._invalid_request(reason), frames=frames))
+        self._counters.copies_requested += 1
+        return {
+            "datastoreId": ds.id,
+            "sourceImageSetProperties": self._copy_properties(ds, source),
+            "destinationImageSetProperties": self._copy_properties(ds, target),
+        }
+
+    def _copy_target(self, ds: Datastore, source: ImageSet, dest: ImageSet | None, promote: bool,
+                     now: float) -> tuple[ImageSet, dicom.Content, bool]:
+        """(the image set the copy writes, the content it starts from, its new version's isPrimary)."""
+        if dest is None:
+            base = dicom.skeleton(source.latest.content)
+            return self._new_image_set(ds, now, first=(base, promote)), base, promote
+        if promote and not dest.latest.is_primary:
+            base = dicom.clone(dest.latest.content)
+            return self._new_image_set(ds, now, first=(base, True)), base, True
+        return dest, dest.latest.content, dest.latest.is_primary
+
+    def _finish_copy(self, copy: PendingCopy) -> None:
+        at = round(copy.completes_at, 3)
+        ds = self._datastores[copy.datastore_id]
+        source = ds.image_sets[copy.source_id]
+        source.readers -= 1
+        source.updated_at = at
+        read = source.versions[copy.source_version - 1]
+        if read.workflow not in FAILED_WORKFLOWS:  # a failure stays on record
+            read.workflow, read.updated_at = "COPIED", at
+        dest = ds.image_sets[copy.destination_id]
+        version = dest.versions[copy.destination_version - 1]
+        if copy.failure:
+            self._end_version(dest, version, at, "COPY_FAILED", copy.failure, copy.result)
+        else:
+            self._end_version(dest, version, at, "COPIED", None, copy.result)
+        c = self._counters
+        c.copies_executed += 1
+        if copy.failure:
+            c.copies_failed += 1
+        else:
+            c.copies_succeeded += 1
+            c.frames_copied += copy.frames
+
+    def _copy_properties(self, ds: Datastore, iset: ImageSet) -> dict[str, Any]:
+        return {"imageSetId": iset.id, "latestVersionId": str(iset.latest.number),
+                "imageSetState": iset.state, "imageSetWorkflowStatus": iset.shown_workflow(iset.latest),
+                "createdAt": iset.created_at, "updatedAt": iset.updated_at,
+                "imageSetArn": self._arn(ds.id, iset.id)}
