@@ -54,6 +54,76 @@ def _switch(name: str, behaviour: str, default: str, evidence: str,
 
 SWITCHES: tuple[Switch, ...] = (
     _switch(
+        "new_copy_version", "the version a copy into a new image set answers", "2",
+        f"{CLI_EXAMPLES}/copy-image-set.rst: example 1 answers latestVersionId \"2\" for a new "
+        "image set; example 2 names that image set with latestVersionId \"1\" and answers "
+        "\"2\"; both cannot hold literally",
+        ("2", "the new image set's version 1 is ACTIVE / CREATED (Patient and Study, no series) "
+              "and the copy writes version 2: a copy answers latest + 1 whether or not the "
+              "destination existed, as example 1 answers"),
+        ("1", "the copy writes version 1 of the new image set (COPYING, then COPIED); example 2, "
+              "naming version \"1\" of the image set example 1 made, then works literally")),
+    _switch(
+        "stale_version",
+        "a latestVersionId that is not the latest (CopyImageSet source or destination, "
+        "UpdateImageSetMetadata)", "conflict",
+        "not documented: the API reference says only 'the latest version identifier'; both "
+        "operations list ConflictException and ValidationException",
+        ("conflict", "409 ConflictException at once; nothing happens"),
+        ("copy_failed", "accepted: a new version is made and ends COPY_FAILED (UPDATE_FAILED for "
+                        "an update) with a message saying the version was not the latest"),
+        ("validation", "400 ValidationException at once; nothing happens")),
+    _switch(
+        "locked", "a write naming a LOCKED image set (copy source or destination, update, delete)",
+        "conflict",
+        "developer guide (copy-image-set, update-image-set-metadata): 'You cannot perform other "
+        "write operations on a LOCKED image set', the error unnamed; the status "
+        "COPYING_WITH_READ_ONLY_ACCESS hints that a copy's source stays readable",
+        ("conflict", "409 ConflictException at once"),
+        ("validation", "400 ValidationException at once"),
+        ("shared_source", "an image set LOCKED only because copies read it "
+                          "(COPYING_WITH_READ_ONLY_ACCESS) may be the source of another copy; "
+                          "every other lock answers 409 ConflictException")),
+    _switch(
+        "missing_subset_key",
+        "a series or SOP instance named in copiableAttributes (or in an update) that the "
+        "image set does not hold", "validation",
+        "not documented for copies; developer guide, DICOM metadata constraints: an update "
+        "cannot name a Series absent from the image set, how it fails unsaid",
+        ("validation", "400 ValidationException at once, naming the UID"),
+        ("copy_failed", "accepted; the new version ends COPY_FAILED (UPDATE_FAILED for an "
+                        "update) with a message naming the UID")),
+    _switch(
+        "promote_non_primary", "promoteToPrimary with a destination that is not primary", "new_id",
+        "service model, CopyImageSetRequest.promoteToPrimary: 'a new primary image set ID will "
+        "be returned as the destination image set'; whether an existing destination is "
+        "promoted in place is not said",
+        ("new_id", "a new primary image set answers as the destination (its versions per "
+                   "new_copy_version); the old destination is left as it was"),
+        ("in_place", "the destination itself gets the new version, now primary")),
+    _switch(
+        "copy_limit_unit", "what the per-copy limit (max_frames_per_copy, 1,000) counts", "frames",
+        "quota page (healthimaging-notes.md): 'at most 1,000 image frames per CopyImageSet "
+        "request'; a copy selects SOP instances, so instances is the other plausible unit",
+        ("frames", "the image frames of the selected instances"),
+        ("instances", "the selected SOP instances")),
+    _switch(
+        "copy_limit_error", "the error of a copy over the per-copy limit", "quota",
+        "not documented; CopyImageSet lists ServiceQuotaExceededException and ValidationException",
+        ("quota", "402 ServiceQuotaExceededException naming the count, the unit and the limit"),
+        ("quota_terse", "402 ServiceQuotaExceededException 'Service quota exceeded': no count, "
+                        "no unit"),
+        ("validation", "400 ValidationException naming the count, the unit and the limit")),
+    _switch(
+        "concurrency_limit_error",
+        "the error of one copy (or update) too many running in a data store (100 each)", "quota",
+        "quota page (healthimaging-notes.md): 100 concurrent CopyImageSet and 100 concurrent "
+        "UpdateImageSetMetadata per data store; the error is not documented",
+        ("quota", "402 ServiceQuotaExceededException naming how many run"),
+        ("quota_terse", "402 ServiceQuotaExceededException 'Service quota exceeded', word for word "
+                        "what copy_limit_error=quota_terse says"),
+        ("throttling", "429 ThrottlingException 'Rate exceeded', like a request-rate throttle")),
+    _switch(
         "version_order", "the order of ListImageSetVersions", "newest_first",
         f"{CLI_EXAMPLES}/list-image-set-versions.rst lists 4, 3, 2, 1; the API reference "
         "names no order",

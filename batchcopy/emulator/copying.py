@@ -12,7 +12,7 @@ from typing import Any
 
 from batchcopy.emulator import dicom
 from batchcopy.emulator.core import ModelCore
-from batchcopy.emulator.errors import ServiceQuotaExceededException, ValidationException
+from batchcopy.emulator.errors import ValidationException
 from batchcopy.emulator.pending import PendingCopy
 from batchcopy.emulator.state import FAILED_WORKFLOWS, Datastore, ImageSet
 
@@ -36,30 +36,30 @@ class Copying(ModelCore):
         source = self._image_set(ds, source_id, "Source image set")
         dest = None if dst_info is None else \
             self._image_set(ds, dst_info["imageSetId"], "Destination image set")
-        self._check_writable(source, "Source image set")
+        self._check_writable(source, "Source image set", as_source=True)
         if dest is not None:
             self._check_writable(dest, "Destination image set")
-        self._check_latest(source, src_info["latestVersionId"], "source image set")
+        reasons = [self._check_latest(source, src_info["latestVersionId"], "source image set")]
         if dest is not None:
-            self._check_latest(dest, dst_info["latestVersionId"], "destination image set")
+            reasons.append(self._check_latest(dest, dst_info["latestVersionId"], "destination image set"))
 
         selection, missing = dicom.resolve_selection(request, source.latest.content)
         if missing is not None:
-            raise ValidationException(missing)
+            if self.config.reading("missing_subset_key") == "validation":
+                raise ValidationException(missing)
+            reasons.append(missing + ".")
         frames = dicom.selected_frames(source.latest.content, selection)
-        if frames > self.config.max_frames_per_copy:
-            raise ServiceQuotaExceededException(
-                f"The copy selects {frames} image frames; the limit per CopyImageSet is "
-                f"{self.config.max_frames_per_copy}")
+        self._check_copy_size(frames, dicom.selected_instances(selection))
         in_flight = self._queue.count(PendingCopy, ds.id)
         if in_flight >= self.config.max_concurrent_copies_per_datastore:
-            raise ServiceQuotaExceededException(
+            raise self._quota_error("concurrency_limit_error", (
                 f"{in_flight} copies are already running in datastore {ds.id}; the limit is "
-                f"{self.config.max_concurrent_copies_per_datastore}")
+                f"{self.config.max_concurrent_copies_per_datastore}"))
 
         now = self._now()
         target, base, is_primary = self._copy_target(ds, source, dest, promote, now)
         result, reason = dicom.merge(base, source.latest.content, selection, force)
+        failure = next((r for r in reasons if r is not None), reason)
         version = self._begin_version(target, now, "COPYING", is_primary, base, force)
         source.readers += 1
         source.updated_at = now
@@ -67,8 +67,8 @@ class Copying(ModelCore):
         self._queue.push(PendingCopy(
             seq=self._next_seq(), completes_at=self._due_in(duration), datastore_id=ds.id,
             source_id=source.id, source_version=source.latest.number, destination_id=target.id,
-            destination_version=version.number, result=result,
-            failure=None if reason is None else self._invalid_request(reason), frames=frames))
+            destination_version=version.number, result=dicom.clone(base) if failure else result,
+            failure=None if failure is None else self._invalid_request(failure), frames=frames))
         self._counters.copies_requested += 1
         return {
             "datastoreId": ds.id,
@@ -76,16 +76,34 @@ class Copying(ModelCore):
             "destinationImageSetProperties": self._copy_properties(ds, target),
         }
 
+    def _check_copy_size(self, frames: int, instances: int) -> None:
+        """At most max_frames_per_copy image frames (`copy_limit_unit`: or SOP instances)."""
+        limit = self.config.max_frames_per_copy
+        count, unit = ((instances, "SOP instances") if self.config.reading("copy_limit_unit") == "instances"
+                       else (frames, "image frames"))
+        if count > limit:
+            raise self._quota_error("copy_limit_error", (
+                f"The copy selects {count} {unit}; the limit per CopyImageSet is {limit}"))
+
     def _copy_target(self, ds: Datastore, source: ImageSet, dest: ImageSet | None, promote: bool,
                      now: float) -> tuple[ImageSet, dicom.Content, bool]:
         """(the image set the copy writes, the content it starts from, its new version's isPrimary)."""
         if dest is None:
             base = dicom.skeleton(source.latest.content)
-            return self._new_image_set(ds, now, first=(base, promote)), base, promote
+            return self._new_copy_target(ds, now, base, promote), base, promote
         if promote and not dest.latest.is_primary:
+            if self.config.reading("promote_non_primary") == "in_place":
+                return dest, dest.latest.content, True
             base = dicom.clone(dest.latest.content)
-            return self._new_image_set(ds, now, first=(base, True)), base, True
+            return self._new_copy_target(ds, now, base, True), base, True
         return dest, dest.latest.content, dest.latest.is_primary
+
+    def _new_copy_target(self, ds: Datastore, now: float, base: dicom.Content, is_primary: bool) -> ImageSet:
+        """A new image set for a copy: with `new_copy_version` 2 its version 1 is CREATED
+        (the copy writes version 2); with 1 the copy writes version 1 itself."""
+        if self.config.reading("new_copy_version") == "1":
+            return self._new_image_set(ds, now)
+        return self._new_image_set(ds, now, first=(base, is_primary))
 
     def _finish_copy(self, copy: PendingCopy) -> None:
         at = round(copy.completes_at, 3)

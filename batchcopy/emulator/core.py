@@ -2,8 +2,9 @@
 
 `ModelCore` holds the data stores, the emulated clock, the queue of pending work and
 the counters, and answers the questions several operations ask the same way: does this
-image set exist, may it be written, is this version the latest, how is a failure
-worded (`copy_failed_message`). copying.py, updating.py and model.py build
+image set exist, may it be written (the `locked` switch), is this version the latest
+(`stale_version`), how is a failure worded (`copy_failed_message`), which error does an
+exceeded service quota raise (`copy_limit_error`, `concurrency_limit_error`). copying.py, updating.py and model.py build
 the operations on it.
 """
 
@@ -21,6 +22,10 @@ from batchcopy.emulator.config import EmulatorConfig
 from batchcopy.emulator.errors import (
     ConflictException,
     ResourceNotFoundException,
+    ServiceError,
+    ServiceQuotaExceededException,
+    ThrottlingException,
+    ValidationException,
 )
 from batchcopy.emulator.pending import Work, WorkQueue
 from batchcopy.emulator.state import (
@@ -32,6 +37,8 @@ from batchcopy.emulator.state import (
     Version,
     version_number,
 )
+
+TERSE_QUOTA_MESSAGE = "Service quota exceeded"
 
 
 class ModelCore:
@@ -145,23 +152,44 @@ class ModelCore:
         iset.writing = None
 
     # ---------------------------------------------------------------- shared rules
-    def _check_writable(self, iset: ImageSet, role: str) -> None:
-        """A LOCKED image set takes no other write."""
-        if iset.state == LOCKED:
-            raise ConflictException(
-                f"{role} {iset.id} is LOCKED ({iset.shown_workflow(iset.latest)}); "
-                "it accepts no other write until that ends")
+    def _check_writable(self, iset: ImageSet, role: str, as_source: bool = False) -> None:
+        """A LOCKED image set takes no other write (`locked` switch: which error, and
+        whether a copy may read a source that other copies are only reading)."""
+        if iset.state != LOCKED:
+            return
+        reading = self.config.reading("locked")
+        if reading == "shared_source" and as_source and iset.only_read:
+            return
+        message = (f"{role} {iset.id} is LOCKED ({iset.shown_workflow(iset.latest)}); "
+                   "it accepts no other write until that ends")
+        raise ValidationException(message) if reading == "validation" else ConflictException(message)
 
-    @staticmethod
-    def _check_latest(iset: ImageSet, given: Any, role: str) -> None:
-        """`given` must name the latest version (ConflictException otherwise)."""
+    def _check_latest(self, iset: ImageSet, given: Any, role: str) -> str | None:
+        """None when `given` names the latest version. Otherwise (`stale_version` switch)
+        raise ConflictException / ValidationException at once, or return the reason the
+        new version will fail with."""
         latest = iset.latest.number
-        if version_number(given) != latest:
-            raise ConflictException(
-                f"latestVersionId {given} is not the latest version of the {role} {iset.id} "
-                f"(that is {latest})")
+        if version_number(given) == latest:
+            return None
+        message = (f"latestVersionId {given} is not the latest version of the {role} {iset.id} "
+                   f"(that is {latest})")
+        reading = self.config.reading("stale_version")
+        if reading == "copy_failed":
+            return message + "."
+        raise ValidationException(message) if reading == "validation" else ConflictException(message)
 
     def _invalid_request(self, reason: str) -> str:
         """The message of a version that failed for `reason` (`copy_failed_message` switch)."""
         space = "  " if self.config.reading("copy_failed_message") == "double_space" else " "
         return f"INVALID_REQUEST:{space}{reason}"
+
+    def _quota_error(self, switch: str, detail: str) -> ServiceError:
+        """The error of an exceeded service quota, as the switch `switch` reads it."""
+        reading = self.config.reading(switch)
+        if reading == "quota_terse":
+            return ServiceQuotaExceededException(TERSE_QUOTA_MESSAGE)
+        if reading == "validation":
+            return ValidationException(detail)
+        if reading == "throttling":
+            return ThrottlingException("Rate exceeded")
+        return ServiceQuotaExceededException(detail)
