@@ -124,6 +124,16 @@ SWITCHES: tuple[Switch, ...] = (
                         "what copy_limit_error=quota_terse says"),
         ("throttling", "429 ThrottlingException 'Rate exceeded', like a request-rate throttle")),
     _switch(
+        "version_timestamps", "createdAt and updatedAt of a version (GetImageSet, "
+        "ListImageSetVersions)", "image_set_created",
+        f"{CLI_EXAMPLES}/list-image-set-versions.rst: four versions share one createdAt, each "
+        "with its own updatedAt; copy-image-set.rst example 2: the destination keeps the "
+        "createdAt of example 1; get-image-set.rst: version 1's updatedAt is days after createdAt",
+        ("image_set_created", "createdAt is the image set's creation on every version; updatedAt "
+                              "is the version's own"),
+        ("image_set_both", "every version shows the image set's createdAt and its latest updatedAt"),
+        ("per_version", "createdAt is when the version was made; updatedAt is the version's own")),
+    _switch(
         "version_order", "the order of ListImageSetVersions", "newest_first",
         f"{CLI_EXAMPLES}/list-image-set-versions.rst lists 4, 3, 2, 1; the API reference "
         "names no order",

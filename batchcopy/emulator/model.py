@@ -285,10 +285,13 @@ class HealthImaging(Copying):
         """What GetImageSet and ListImageSetVersions say about one version (ListImageSetVersions
         spells the status key with a capital I)."""
         shown = iset.shown_workflow(v)
-        out: dict[str, Any] = {"imageSetId": iset.id, "versionId": str(v.number),
-                               "imageSetState": iset.state, status_key: shown,
-                               "createdAt": iset.created_at, "updatedAt": v.updated_at,
-                               "isPrimary": v.is_primary}
+        stamps = self.config.reading("version_timestamps")
+        out: dict[str, Any] = {
+            "imageSetId": iset.id, "versionId": str(v.number), "imageSetState": iset.state,
+            status_key: shown,
+            "createdAt": v.created_at if stamps == "per_version" else iset.created_at,
+            "updatedAt": iset.updated_at if stamps == "image_set_both" else v.updated_at,
+            "isPrimary": v.is_primary}
         if v.message and shown in FAILED_WORKFLOWS:
             out["message"] = v.message
         if v.forced:

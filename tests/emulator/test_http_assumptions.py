@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 from botocore.exceptions import ClientError
-from emukit import assume, copy, error_of, seed, subset, versions, wait_active
+from emukit import assume, copy, epoch, error_of, seed, subset, versions, wait_active
 from typer.testing import CliRunner
 
 from batchcopy.emulator.assumptions import REGISTRY, SWITCHES, parse_assignment, validate
@@ -145,3 +145,31 @@ def test_schema_version(emulator: Any, boto3_client: Any, control: Any, reading:
         out = copy(boto3_client, ds, src["imageSetId"], attrs=as_number)
         assert out["destinationImageSetProperties"]["imageSetWorkflowStatus"] == "COPYING"
         assert emulator.stats()["copies_requested"] == 2
+
+
+# ---------------------------------------------------------------- version_timestamps
+@pytest.mark.emulator_config(enforce_rates=False, copy_base_s=3600.0)
+@pytest.mark.parametrize("reading", ["image_set_created", "image_set_both", "per_version"])
+def test_version_timestamps(emulator: Any, boto3_client: Any, control: Any, reading: str) -> None:
+    assume(control, version_timestamps=reading)
+    store = seed(control)
+    ds = store["datastoreId"]
+    src, dst = store["imageSets"][0]["imageSetId"], store["imageSets"][1]["imageSetId"]
+    seeded_at = epoch(boto3_client.get_image_set(datastoreId=ds, imageSetId=dst)["createdAt"])
+    emulator.set_clock(advance_s=1000)
+    copied_at = epoch(copy(boto3_client, ds, src, dst=dst, force=True)
+                      ["destinationImageSetProperties"]["updatedAt"])
+    emulator.set_clock(advance_s=1000)  # the copy ends 36 s after it began
+    finished_at = copied_at + 36.0
+    assert copied_at - seeded_at >= 1000
+    by_version = {v["versionId"]: (epoch(v["createdAt"]), epoch(v["updatedAt"]))
+                  for v in versions(boto3_client, ds, dst)}
+    got = boto3_client.get_image_set(datastoreId=ds, imageSetId=dst, versionId="1")
+    assert (epoch(got["createdAt"]), epoch(got["updatedAt"])) == by_version["1"]  # both views agree
+    expected = {
+        "image_set_created": {"1": (seeded_at, seeded_at), "2": (seeded_at, finished_at)},
+        "image_set_both": {"1": (seeded_at, finished_at), "2": (seeded_at, finished_at)},
+        "per_version": {"1": (seeded_at, seeded_at), "2": (copied_at, finished_at)},
+    }[reading]
+    for version, (created, updated) in expected.items():
+        assert by_version[version] == (pytest.approx(created, abs=0.01), pytest.approx(updated, abs=0.01))
