@@ -11,7 +11,8 @@ whose time has come by the model's clock (clock.py), in completion order. A test
 that owns the clock is therefore deterministic.
 
 Layout: state.py (the stored values), pending.py (the queue of accepted work),
-core.py (state + shared rules), copying.py (CopyImageSet); this module adds the
+core.py (state + shared rules), copying.py (CopyImageSet), updating.py and
+metadata_updates.py (UpdateImageSetMetadata); this module adds the
 public API, data stores, reads, search, deletion and tags.
 Everything the public documentation leaves open is listed in ASSUMPTIONS.md and,
 where a client could tell readings apart, is a switch in assumptions.py.
@@ -28,13 +29,14 @@ from typing import Any
 
 from batchcopy.emulator import dicom
 from batchcopy.emulator.copying import Copying
+from batchcopy.emulator.updating import Updating
 from batchcopy.emulator.errors import (
     ConflictException,
     ResourceNotFoundException,
     ThrottlingException,
     ValidationException,
 )
-from batchcopy.emulator.pending import PendingConsistency, PendingCopy, PendingDelete, Work
+from batchcopy.emulator.pending import PendingCopy, PendingDelete, PendingUpdate, Work
 from batchcopy.emulator.state import (
     ACTIVE,
     DELETED,
@@ -52,7 +54,7 @@ DEFAULT_PAGE_SIZE = 50
 
 
 # Modelled operations this emulator refuses with a ValidationException (in their error lists).
-_UNSUPPORTED = frozenset({"UpdateImageSetMetadata", "StartDICOMImportJob"})
+_UNSUPPORTED = frozenset({"StartDICOMImportJob"})
 
 _OPERATIONS: dict[str, str] = {
     "CreateDatastore": "_create_datastore",
@@ -66,6 +68,7 @@ _OPERATIONS: dict[str, str] = {
     "ListImageSetVersions": "_list_image_set_versions",
     "SearchImageSets": "_search_image_sets",
     "DeleteImageSet": "_delete_image_set",
+    "UpdateImageSetMetadata": "_update_image_set_metadata",
     "GetDICOMImportJob": "_get_dicom_import_job",
     "ListDICOMImportJobs": "_list_dicom_import_jobs",
     "TagResource": "_tag_resource",
@@ -74,7 +77,7 @@ _OPERATIONS: dict[str, str] = {
 }
 
 
-class HealthImaging(Copying):
+class HealthImaging(Copying, Updating):
     """One account and region of the service. Thread-safe: one RLock around everything.
 
     HealthImaging(config, clock=time.time, *, id_seed=0): `clock` is the base of the
@@ -121,6 +124,10 @@ class HealthImaging(Copying):
                 "copies_failed": c.copies_failed,
                 "copies_in_flight": self._queue.count(PendingCopy),
                 "frames_copied": c.frames_copied,
+                "updates_requested": c.updates_requested,
+                "updates_succeeded": c.updates_succeeded,
+                "updates_failed": c.updates_failed,
+                "updates_in_flight": self._queue.count(PendingUpdate),
                 "deletes_requested": c.deletes_requested,
                 "deletes_in_flight": self._queue.count(PendingDelete),
                 "datastores": len(self._datastores),
@@ -186,6 +193,8 @@ class HealthImaging(Copying):
     def _finish(self, work: Work) -> None:
         if isinstance(work, PendingCopy):
             self._finish_copy(work)
+        elif isinstance(work, PendingUpdate):
+            self._finish_update(work)
         elif isinstance(work, PendingDelete):
             self._finish_delete(work)
         else:

@@ -113,4 +113,7 @@ class Counters:
     copies_succeeded: int = 0
     copies_failed: int = 0
     frames_copied: int = 0
+    updates_requested: int = 0
+    updates_succeeded: int = 0
+    updates_failed: int = 0
     deletes_requested: int = 0
