@@ -124,6 +124,22 @@ SWITCHES: tuple[Switch, ...] = (
                         "what copy_limit_error=quota_terse says"),
         ("throttling", "429 ThrottlingException 'Rate exceeded', like a request-rate throttle")),
     _switch(
+        "image_set_model",
+        "what an image set holds (seeding) and what copies and updates may do to a primary one",
+        "study",
+        "developer guide, understanding-image-sets (2025): image sets 'resemble a DICOM Series', "
+        "imports that conflict with primary image sets stay non-primary; "
+        "update-image-set-metadata: 'The Patient and Series level metadata elements can not be "
+        "updated for primary image sets', nor (even with force) the Study/Series/SOP Instance UIDs; "
+        "copy-image-set: with force the destination keeps its Patient/Study/Series metadata",
+        ("study", "one image set per study holding its series; a copy adds series to any "
+                  "destination; updates may change Patient/Series attributes and, with force, UIDs"),
+        ("series", "one image set per series; a primary image set stays one series: copying "
+                   "another series into it ends COPY_FAILED 'Series of SourceImageSet and "
+                   "DestinationImageSet don't match.', or with force its instances join the "
+                   "destination's series; updates of a primary image set may not touch Patient or "
+                   "Series attributes nor UIDs, force or not (they end UPDATE_FAILED)")),
+    _switch(
         "version_timestamps", "createdAt and updatedAt of a version (GetImageSet, "
         "ListImageSetVersions)", "image_set_created",
         f"{CLI_EXAMPLES}/list-image-set-versions.rst: four versions share one createdAt, each "

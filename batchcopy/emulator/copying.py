@@ -58,7 +58,8 @@ class Copying(ModelCore):
 
         now = self._now()
         target, base, is_primary = self._copy_target(ds, source, dest, promote, now)
-        result, reason = dicom.merge(base, source.latest.content, selection, force)
+        series_bound = is_primary and self.config.reading("image_set_model") == "series"
+        result, reason = dicom.merge(base, source.latest.content, selection, force, series_bound)
         failure = next((r for r in reasons if r is not None), reason)
         version = self._begin_version(target, now, "COPYING", is_primary, base, force)
         source.readers += 1

@@ -184,37 +184,46 @@ def selected_frames(source: Content, selection: Selection) -> int:
 
 # ----------------------------------------------------------------- the copy itself
 
-def merge(base: Content, source: Content, selection: Selection,
-          force: bool) -> tuple[Content, str | None]:
+def merge(base: Content, source: Content, selection: Selection, force: bool,
+          series_bound: bool = False) -> tuple[Content, str | None]:
     """Content after copying `selection` of `source` into `base`.
 
-    Returns (content, None) on success, or (clone of base, reason) when the copy
-    must end COPY_FAILED (the model prefixes the reason with INVALID_REQUEST): Patient/Study/Series attributes disagree (unless force),
-    or a copied SOP Instance UID already lives under another series of `base`.
-    With force the base keeps its own Patient/Study/Series attributes. A copied
-    instance whose SOP UID already exists in the same series replaces it.
+    Returns (content, None) on success, or (clone of base, reason) when the copy must
+    end COPY_FAILED (the model prefixes the reason with INVALID_REQUEST):
+    Patient/Study/Series attributes disagree (unless force), or a copied SOP Instance
+    UID already lives under another series of `base`. With force the base keeps its own
+    Patient/Study/Series attributes. A copied instance whose SOP UID already exists in
+    the same series replaces it.
+
+    `series_bound` (image sets are series, and `base` is a primary one): a series of the
+    source that `base` does not hold disagrees at the Series level; with force its
+    instances join the series `base` holds (its first, should it hold several).
     """
+    base_series = series_of(base)
     if not force:
         level = mismatch_level(base, source, selection)
+        if level is None and series_bound and base_series and set(selection) - set(base_series):
+            level = "Series"
         if level is not None:
             return clone(base), f"{level} of SourceImageSet and DestinationImageSet don't match."
-    owner = {sop: uid for uid, s in series_of(base).items() for sop in s["Instances"]}
-    for series_uid, sops in selection.items():
-        for sop in sops:
-            other = owner.get(sop)
-            if other is not None and other != series_uid:
-                return clone(base), (f"SOP Instance UID {sop} already exists "
-                                     f"in another Series of DestinationImageSet: {other}.")
+    home = next(iter(base_series), None) if series_bound else None
+    placements = [(uid if home is None or uid in base_series else home, uid, sop)
+                  for uid, sops in selection.items() for sop in sops]
+    owner = {sop: uid for uid, s in base_series.items() for sop in s["Instances"]}
+    for dest_uid, _, sop in placements:
+        other = owner.get(sop)
+        if other is not None and other != dest_uid:
+            return clone(base), (f"SOP Instance UID {sop} already exists "
+                                 f"in another Series of DestinationImageSet: {other}.")
     result = clone(base)
     out_series = series_of(result)
     src_series = series_of(source)
-    for series_uid, sops in selection.items():
-        target = out_series.get(series_uid)
+    for dest_uid, src_uid, sop in placements:
+        target = out_series.get(dest_uid)
         if target is None:
-            target = {"DICOM": src_series[series_uid]["DICOM"], "Instances": {}}
-            out_series[series_uid] = target
-        for sop in sops:
-            target["Instances"][sop] = src_series[series_uid]["Instances"][sop]
+            target = {"DICOM": src_series[src_uid]["DICOM"], "Instances": {}}
+            out_series[dest_uid] = target
+        target["Instances"][sop] = src_series[src_uid]["Instances"][sop]
     return result, None
 
 

@@ -73,7 +73,10 @@ class Updating(ModelCore):
             for key in ("updatableAttributes", "removableAttributes"))
 
     def _update_rules(self, current: Version, force: bool) -> metadata_updates.UpdateRules:
-        return metadata_updates.UpdateRules(force=force)
+        """The 2025 guide: a primary image set (when image sets are series) keeps its
+        Patient and Series attributes and its UIDs, force or not."""
+        series = self.config.reading("image_set_model") == "series"
+        return metadata_updates.UpdateRules(force=force, primary_locked=series and current.is_primary)
 
     def _finish_update(self, work: PendingUpdate) -> None:
         iset: ImageSet = self._datastores[work.datastore_id].image_sets[work.image_set_id]
