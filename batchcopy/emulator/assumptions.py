@@ -124,6 +124,16 @@ SWITCHES: tuple[Switch, ...] = (
                         "what copy_limit_error=quota_terse says"),
         ("throttling", "429 ThrottlingException 'Rate exceeded', like a request-rate throttle")),
     _switch(
+        "study_consistency", "whether a copied destination passes through "
+        "UPDATING_FOR_STUDY_CONSISTENCY", "off",
+        "service model: ImageSetWorkflowStatus lists UPDATING_FOR_STUDY_CONSISTENCY and no page "
+        "describes it; the 2025 guide's primary hierarchy keeps a study's image sets consistent",
+        ("off", "a copy ends COPIED as soon as its content is written"),
+        ("on", "after a successful copy writes its content the destination stays LOCKED, its new "
+               "version UPDATING_FOR_STUDY_CONSISTENCY, for study_consistency_s (1 s, scaled), "
+               "then ACTIVE / COPIED; the source is released when the content is written; a "
+               "failed copy ends COPY_FAILED directly")),
+    _switch(
         "image_set_model",
         "what an image set holds (seeding) and what copies and updates may do to a primary one",
         "study",

@@ -93,6 +93,7 @@ class EmulatorConfig:
     max_copiable_attributes_chars: int = 260_000
     copy_base_s: float = 2.0  # modelled copy duration = base + frames * per_frame
     copy_per_frame_s: float = 0.02
+    study_consistency_s: float = 1.0  # UPDATING_FOR_STUDY_CONSISTENCY after a copy (assume it "on")
     update_s: float = 1.0  # modelled UpdateImageSetMetadata duration (LOCKED / UPDATING)
     max_concurrent_updates_per_datastore: int = 100
     delete_s: float = 1.0  # modelled DeleteImageSet duration (LOCKED / DELETING meanwhile)

@@ -2,7 +2,9 @@
 
 Accepted copies are asynchronous: the destination gets a new version (LOCKED /
 COPYING) and the source is read (LOCKED, shown COPYING_WITH_READ_ONLY_ACCESS) until
-the copy's modelled duration has passed; then `_finish_copy` writes the result.
+the copy's modelled duration has passed; then `_finish_copy` writes the result (and,
+with `study_consistency=on`, the destination passes through
+UPDATING_FOR_STUDY_CONSISTENCY before it is released).
 ASSUMPTIONS.md lists every reading this module makes where the docs are silent.
 """
 
@@ -13,7 +15,7 @@ from typing import Any
 from batchcopy.emulator import dicom
 from batchcopy.emulator.core import ModelCore
 from batchcopy.emulator.errors import ValidationException
-from batchcopy.emulator.pending import PendingCopy
+from batchcopy.emulator.pending import PendingConsistency, PendingCopy
 from batchcopy.emulator.state import FAILED_WORKFLOWS, Datastore, ImageSet
 
 
@@ -119,6 +121,14 @@ class Copying(ModelCore):
         version = dest.versions[copy.destination_version - 1]
         if copy.failure:
             self._end_version(dest, version, at, "COPY_FAILED", copy.failure, copy.result)
+        elif self.config.reading("study_consistency") == "on":
+            # the content is written; the destination stays LOCKED a while longer
+            version.content, version.workflow = copy.result, "UPDATING_FOR_STUDY_CONSISTENCY"
+            version.updated_at = dest.updated_at = at
+            self._queue.push(PendingConsistency(
+                seq=self._next_seq(), completes_at=copy.completes_at + self.config.scaled(
+                    self.config.study_consistency_s),
+                datastore_id=ds.id, image_set_id=dest.id, version=version.number))
         else:
             self._end_version(dest, version, at, "COPIED", None, copy.result)
         c = self._counters
@@ -128,6 +138,11 @@ class Copying(ModelCore):
         else:
             c.copies_succeeded += 1
             c.frames_copied += copy.frames
+
+    def _finish_consistency(self, work: PendingConsistency) -> None:
+        dest = self._datastores[work.datastore_id].image_sets[work.image_set_id]
+        version = dest.versions[work.version - 1]
+        self._end_version(dest, version, round(work.completes_at, 3), "COPIED", None, version.content)
 
     def _copy_properties(self, ds: Datastore, iset: ImageSet) -> dict[str, Any]:
         return {"imageSetId": iset.id, "latestVersionId": str(iset.latest.number),

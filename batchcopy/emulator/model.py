@@ -36,7 +36,13 @@ from batchcopy.emulator.errors import (
     ThrottlingException,
     ValidationException,
 )
-from batchcopy.emulator.pending import PendingCopy, PendingDelete, PendingUpdate, Work
+from batchcopy.emulator.pending import (
+    PendingConsistency,
+    PendingCopy,
+    PendingDelete,
+    PendingUpdate,
+    Work,
+)
 from batchcopy.emulator.state import (
     ACTIVE,
     DELETED,
@@ -195,6 +201,8 @@ class HealthImaging(Copying, Updating):
             self._finish_copy(work)
         elif isinstance(work, PendingUpdate):
             self._finish_update(work)
+        elif isinstance(work, PendingConsistency):
+            self._finish_consistency(work)
         elif isinstance(work, PendingDelete):
             self._finish_delete(work)
         else:

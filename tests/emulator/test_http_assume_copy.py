@@ -254,3 +254,30 @@ def test_terse_quota_errors_cannot_be_told_apart(boto3_client: Any, control: Any
              attrs=json.dumps({"Study": {"Series": {next(iter(store["imageSets"][1]["series"])): {}}}}))
     assert error_of(too_big.value) == error_of(too_many.value) == \
         ("ServiceQuotaExceededException", 402, "Service quota exceeded")
+
+
+# ---------------------------------------------------------------- study_consistency
+@pytest.mark.emulator_config(**SLOW, study_consistency_s=3600.0)
+@pytest.mark.parametrize("reading", ["off", "on"])
+def test_study_consistency(emulator: Any, boto3_client: Any, control: Any, reading: str) -> None:
+    assume(control, study_consistency=reading)
+    store = seed(control)
+    ds = store["datastoreId"]
+    src, other_study = store["imageSets"][0]["imageSetId"], store["imageSets"][1]["imageSetId"]
+    new = copy(boto3_client, ds, src)["destinationImageSetProperties"]["imageSetId"]
+    failing = copy(boto3_client, ds, store["imageSets"][2]["imageSetId"], dst=other_study)
+    emulator.set_clock(advance_s=40)  # the copies (36 s) are written
+    assert state(boto3_client, ds, src) == ("ACTIVE", "COPIED")  # the source is free either way
+    assert state(boto3_client, ds, other_study) == ("ACTIVE", "COPY_FAILED")  # no consistency pass
+    assert failing["destinationImageSetProperties"]["latestVersionId"] == "2"
+    assert emulator.stats()["copies_succeeded"] == 1
+    if reading == "off":
+        assert state(boto3_client, ds, new) == ("ACTIVE", "COPIED")
+        return
+    assert state(boto3_client, ds, new) == ("LOCKED", "UPDATING_FOR_STUDY_CONSISTENCY")
+    with pytest.raises(ClientError) as info:  # still LOCKED for writes
+        copy(boto3_client, ds, src, dst=new, dst_version="2")
+    assert error_of(info.value)[:2] == ("ConflictException", 409)
+    emulator.set_clock(advance_s=40)
+    assert state(boto3_client, ds, new) == ("ACTIVE", "COPIED")
+    assert [v["ImageSetWorkflowStatus"] for v in versions(boto3_client, ds, new)] == ["COPIED", "CREATED"]
