@@ -124,6 +124,23 @@ SWITCHES: tuple[Switch, ...] = (
                         "what copy_limit_error=quota_terse says"),
         ("throttling", "429 ThrottlingException 'Rate exceeded', like a request-rate throttle")),
     _switch(
+        "duplicate_sop",
+        "a copied SOP Instance UID that the destination already holds in the same series",
+        "replace",
+        "developer guide, copy-image-set: 'CopyImageSet requires SOP Instance UIDs to be unique "
+        "within an image set'; whether a copy replaces the instance or fails is not said",
+        ("replace", "the copied instance replaces it (copying the same instances again only "
+                    "makes a new version); in another series the copy ends COPY_FAILED"),
+        ("copy_failed", "the copy ends COPY_FAILED 'SOP Instance UID ... already exists in "
+                        "DestinationImageSet.' (so a copy that already happened fails when resent)")),
+    _switch(
+        "search_visibility", "when SearchImageSets finds an image set a copy creates",
+        "immediate",
+        "not documented; the search page says nothing of image sets whose creating copy "
+        "still runs",
+        ("immediate", "from the moment the copy is accepted (LOCKED, still being written)"),
+        ("when_active", "only once the copy that creates it has ended (COPIED or COPY_FAILED)")),
+    _switch(
         "study_consistency", "whether a copied destination passes through "
         "UPDATING_FOR_STUDY_CONSISTENCY", "off",
         "service model: ImageSetWorkflowStatus lists UPDATING_FOR_STUDY_CONSISTENCY and no page "

@@ -60,8 +60,10 @@ class Copying(ModelCore):
 
         now = self._now()
         target, base, is_primary = self._copy_target(ds, source, dest, promote, now)
-        series_bound = is_primary and self.config.reading("image_set_model") == "series"
-        result, reason = dicom.merge(base, source.latest.content, selection, force, series_bound)
+        result, reason = dicom.merge(
+            base, source.latest.content, selection, force,
+            series_bound=is_primary and self.config.reading("image_set_model") == "series",
+            duplicates_fail=self.config.reading("duplicate_sop") == "copy_failed")
         failure = next((r for r in reasons if r is not None), reason)
         version = self._begin_version(target, now, "COPYING", is_primary, base, force)
         source.readers += 1
@@ -104,9 +106,10 @@ class Copying(ModelCore):
     def _new_copy_target(self, ds: Datastore, now: float, base: dicom.Content, is_primary: bool) -> ImageSet:
         """A new image set for a copy: with `new_copy_version` 2 its version 1 is CREATED
         (the copy writes version 2); with 1 the copy writes version 1 itself."""
-        if self.config.reading("new_copy_version") == "1":
-            return self._new_image_set(ds, now)
-        return self._new_image_set(ds, now, first=(base, is_primary))
+        first = None if self.config.reading("new_copy_version") == "1" else (base, is_primary)
+        iset = self._new_image_set(ds, now, first=first)
+        iset.first_copy_running = True
+        return iset
 
     def _finish_copy(self, copy: PendingCopy) -> None:
         at = round(copy.completes_at, 3)
@@ -118,6 +121,7 @@ class Copying(ModelCore):
         if read.workflow not in FAILED_WORKFLOWS:  # a failure stays on record
             read.workflow, read.updated_at = "COPIED", at
         dest = ds.image_sets[copy.destination_id]
+        dest.first_copy_running = False
         version = dest.versions[copy.destination_version - 1]
         if copy.failure:
             self._end_version(dest, version, at, "COPY_FAILED", copy.failure, copy.result)

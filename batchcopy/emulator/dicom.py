@@ -185,7 +185,7 @@ def selected_frames(source: Content, selection: Selection) -> int:
 # ----------------------------------------------------------------- the copy itself
 
 def merge(base: Content, source: Content, selection: Selection, force: bool,
-          series_bound: bool = False) -> tuple[Content, str | None]:
+          series_bound: bool = False, duplicates_fail: bool = False) -> tuple[Content, str | None]:
     """Content after copying `selection` of `source` into `base`.
 
     Returns (content, None) on success, or (clone of base, reason) when the copy must
@@ -193,7 +193,8 @@ def merge(base: Content, source: Content, selection: Selection, force: bool,
     Patient/Study/Series attributes disagree (unless force), or a copied SOP Instance
     UID already lives under another series of `base`. With force the base keeps its own
     Patient/Study/Series attributes. A copied instance whose SOP UID already exists in
-    the same series replaces it.
+    the same series replaces it, unless `duplicates_fail`: then any SOP UID the base
+    already holds fails the copy.
 
     `series_bound` (image sets are series, and `base` is a primary one): a series of the
     source that `base` does not hold disagrees at the Series level; with force its
@@ -215,6 +216,8 @@ def merge(base: Content, source: Content, selection: Selection, force: bool,
         if other is not None and other != dest_uid:
             return clone(base), (f"SOP Instance UID {sop} already exists "
                                  f"in another Series of DestinationImageSet: {other}.")
+        if other is not None and duplicates_fail:
+            return clone(base), f"SOP Instance UID {sop} already exists in DestinationImageSet."
     result = clone(base)
     out_series = series_of(result)
     src_series = series_of(source)

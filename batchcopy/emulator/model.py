@@ -391,9 +391,11 @@ class HealthImaging(Copying, Updating):
         scope = hashlib.sha256(
             (ds.id + json.dumps(criteria, sort_keys=True, default=str)).encode()).hexdigest()[:24]
         offset = self._untoken(p.get("nextToken"), "SearchImageSets", scope) or 0
+        hide_new = self.config.reading("search_visibility") == "when_active"
         rows = [dicom.SearchRow(s.id, s.created_at, s.updated_at, s.latest.is_primary,
                                 s.latest.number, s.latest.content)
-                for s in ds.image_sets.values() if s.state != DELETED]
+                for s in ds.image_sets.values()
+                if s.state != DELETED and not (hide_new and s.first_copy_running)]
         hits = [row for row in rows if all(pred(row) for pred in predicates)]
         hits.sort(key=dicom.search_sort_key(sort["sortField"]), reverse=sort["sortOrder"] == "DESC")
         size = self._page_size(p)

@@ -49,6 +49,7 @@ class ImageSet:
     readers: int = 0  # running copies reading it (as their source)
     writing: int | None = None  # version number a running copy or update is writing
     deleting: bool = False  # DeleteImageSet accepted, not finished
+    first_copy_running: bool = False  # made by a copy that has not ended yet
     deleted_at: float | None = None
 
     @property

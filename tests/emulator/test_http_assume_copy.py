@@ -281,3 +281,45 @@ def test_study_consistency(emulator: Any, boto3_client: Any, control: Any, readi
     emulator.set_clock(advance_s=40)
     assert state(boto3_client, ds, new) == ("ACTIVE", "COPIED")
     assert [v["ImageSetWorkflowStatus"] for v in versions(boto3_client, ds, new)] == ["COPIED", "CREATED"]
+
+
+# ---------------------------------------------------------------- duplicate_sop
+@pytest.mark.parametrize("reading", ["replace", "copy_failed"])
+def test_duplicate_sop(emulator: Any, boto3_client: Any, control: Any, reading: str) -> None:
+    assume(control, duplicate_sop=reading)
+    store = seed(control)
+    ds, src = store["datastoreId"], store["imageSets"][0]
+    series_uid, sops = next(iter(src["series"].items()))
+    new = copy(boto3_client, ds, src["imageSetId"], attrs=subset({series_uid: sops[:1]}))
+    new_id = new["destinationImageSetProperties"]["imageSetId"]
+    finish_all(emulator)
+    # the same instance again (a resent copy), plus one the destination lacks
+    copy(boto3_client, ds, src["imageSetId"], dst=new_id, dst_version="2", attrs=subset({series_uid: sops}))
+    finish_all(emulator)
+    got = boto3_client.get_image_set(datastoreId=ds, imageSetId=new_id)
+    held = emulator.model.snapshot_image_set(ds, new_id)["instances"][series_uid]
+    if reading == "replace":
+        assert got["imageSetWorkflowStatus"] == "COPIED" and held == sorted(sops)
+    else:
+        assert (got["imageSetWorkflowStatus"], got["message"]) == (
+            "COPY_FAILED", f"INVALID_REQUEST: SOP Instance UID {sops[0]} already exists in DestinationImageSet.")
+        assert held == sops[:1]
+
+
+# ---------------------------------------------------------------- search_visibility
+@pytest.mark.parametrize("reading", ["immediate", "when_active"])
+def test_search_visibility(emulator: Any, boto3_client: Any, control: Any, reading: str) -> None:
+    assume(control, search_visibility=reading)
+    store = seed(control)
+    ds, src = store["datastoreId"], store["imageSets"][0]
+    new = copy(boto3_client, ds, src["imageSetId"])["destinationImageSetProperties"]["imageSetId"]
+    criteria = {"filters": [{"values": [{"DICOMStudyInstanceUID": src["studyInstanceUID"]}],
+                             "operator": "EQUAL"}]}
+
+    def found() -> set[str]:
+        out = boto3_client.search_image_sets(datastoreId=ds, searchCriteria=criteria)
+        return {s["imageSetId"] for s in out["imageSetsMetadataSummaries"]}
+
+    assert found() == ({src["imageSetId"], new} if reading == "immediate" else {src["imageSetId"]})
+    finish_all(emulator)
+    assert found() == {src["imageSetId"], new}
