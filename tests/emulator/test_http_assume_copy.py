@@ -199,9 +199,9 @@ def test_copy_limit_unit(emulator: Any, boto3_client: Any, control: Any, unit: s
 
 @pytest.mark.emulator_config(**LIMITED)
 @pytest.mark.parametrize(("reading", "code", "status"), [
-    ("quota", "ServiceQuotaExceededException", 402),
-    ("quota_terse", "ServiceQuotaExceededException", 402),
-    ("validation", "ValidationException", 400)])
+    pytest.param("quota", "ServiceQuotaExceededException", 402, id="quota"),
+    pytest.param("quota_terse", "ServiceQuotaExceededException", 402, id="quota_terse"),
+    pytest.param("validation", "ValidationException", 400, id="validation")])
 def test_copy_limit_error(emulator: Any, boto3_client: Any, control: Any, reading: str, code: str,
                           status: int) -> None:
     assume(control, copy_limit_error=reading)
@@ -220,9 +220,9 @@ def test_copy_limit_error(emulator: Any, boto3_client: Any, control: Any, readin
 # ---------------------------------------------------------------- concurrency_limit_error
 @pytest.mark.emulator_config(**SLOW, max_concurrent_copies_per_datastore=1)
 @pytest.mark.parametrize(("reading", "code", "status"), [
-    ("quota", "ServiceQuotaExceededException", 402),
-    ("quota_terse", "ServiceQuotaExceededException", 402),
-    ("throttling", "ThrottlingException", 429)])
+    pytest.param("quota", "ServiceQuotaExceededException", 402, id="quota"),
+    pytest.param("quota_terse", "ServiceQuotaExceededException", 402, id="quota_terse"),
+    pytest.param("throttling", "ThrottlingException", 429, id="throttling")])
 def test_concurrency_limit_error(emulator: Any, boto3_client: Any, control: Any, reading: str, code: str,
                                  status: int) -> None:
     assume(control, concurrency_limit_error=reading)

@@ -110,8 +110,9 @@ def test_version_order(boto3_client: Any, control: Any, order: str) -> None:
 
 
 # ---------------------------------------------------------------- copy_failed_message
-@pytest.mark.parametrize(("reading", "prefix"), [("single_space", "INVALID_REQUEST: "),
-                                                 ("double_space", "INVALID_REQUEST:  ")])
+@pytest.mark.parametrize(("reading", "prefix"), [
+    pytest.param("single_space", "INVALID_REQUEST: ", id="single_space"),
+    pytest.param("double_space", "INVALID_REQUEST:  ", id="double_space")])
 def test_copy_failed_message(boto3_client: Any, control: Any, reading: str, prefix: str) -> None:
     assume(control, copy_failed_message=reading)
     store = seed(control)
