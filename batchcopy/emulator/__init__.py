@@ -1,18 +1,29 @@
 """A local emulator of AWS HealthImaging (service `medical-imaging`, 2023-07-19).
 
 Layout (service semantics apart from the wire format):
-    config.py   EmulatorConfig: quotas, time scale, copy durations, faults, auth
-    errors.py   modelled service errors (code, HTTP status, message)
-    model.py    the service's rules: data stores, image sets, versions, locks,
-                the asynchronous copy state machine; no HTTP
-    seed.py     synthetic DICOM hierarchies with deterministic ids
-    quotas.py   per-operation token buckets (server side)
-    faults.py   injected throttles, 5xx, resets, latency, lost responses
-    auth.py     optional SigV4 verification, deny lists
-    wire.py     restJson1 routing and (de)serialisation built from botocore's model
-    server.py   aiohttp app, control routes under /_emulator, start/stop helpers
-    cli.py      `batchcopy emulator serve | seed | stats`
-    ASSUMPTIONS.md  behaviour the public documentation does not fix
+    config.py       EmulatorConfig: quotas, time scale, modelled durations, faults, auth,
+                    and `assume` (the chosen readings of the assumption switches)
+    assumptions.py  the switches: every behaviour the docs leave open, its readings,
+                    default and evidence (`batchcopy emulator assumptions` lists them)
+    errors.py       modelled service errors (code, HTTP status, message)
+    clock.py        the emulated wall clock: time.time() + an offset tests move
+    state.py        stored values: data stores, image sets, versions
+    pending.py      accepted asynchronous work (copies, updates, deletions) in time order
+    core.py         the model's state and the rules every operation shares
+    copying.py      CopyImageSet
+    updating.py     UpdateImageSetMetadata (metadata_updates.py: the DICOM edits)
+    model.py        HealthImaging: the public API, data stores, reads, search, deletion
+    dicom.py        image-set content, copies of it, search matching
+    seed.py         synthetic DICOM hierarchies with deterministic ids
+    quotas.py       per-operation token buckets (server side, monotonic clock)
+    faults.py       injected throttles, 5xx, resets, latency, lost responses
+    auth.py         optional SigV4 verification (real time), deny lists
+    wire.py         restJson1 routing and (de)serialisation built from botocore's model
+    server.py       aiohttp app, control routes under /_emulator (reset, seed, stats,
+                    faults, config, assumptions, clock), start/stop helpers
+    cli.py          `batchcopy emulator serve | seed | stats | assumptions`
+    ASSUMPTIONS.md  every reading the emulator makes where the docs are silent, as tables,
+                    with the tests of each
 
 The runner (batchcopy.runner and friends) never imports this package.
 """

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Annotated, Any, Optional
 
 import typer
@@ -73,6 +74,16 @@ def parse_fault(text: str) -> "FaultSpec":
     return FaultSpec(**kwargs)
 
 
+def parse_assume(text: str) -> tuple[str, str]:
+    """'NAME=VALUE' -> (name, value), checked against the assumption registry."""
+    from batchcopy.emulator.assumptions import parse_assignment
+
+    try:
+        return parse_assignment(text)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
+
+
 def build_config(
     config_file: str | None,
     time_scale: float | None,
@@ -81,10 +92,14 @@ def build_config(
     faults: list[str],
     fault_seed: int | None,
     auth_keys: list[str],
+    assume: Sequence[str] = (),
 ) -> "EmulatorConfig":
     from batchcopy.emulator.config import AuthConfig, EmulatorConfig
 
     config = EmulatorConfig.from_json_file(config_file) if config_file else EmulatorConfig()
+    for text in assume:
+        name, value = parse_assume(text)
+        config.assume[name] = value
     if time_scale is not None:
         if time_scale <= 0:
             raise typer.BadParameter("--time-scale must be > 0")
@@ -122,8 +137,8 @@ def _print_env(endpoint: str, region: str, auth: bool) -> None:
         typer.echo("  # SigV4 is verified: use one of the access keys given with --auth-key / the config file")
     else:
         typer.echo("  # any dummy credentials work, e.g. AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing")
-    typer.echo("Control routes: GET /_emulator/stats, POST /_emulator/seed, /_emulator/faults, /_emulator/config,"
-               " /_emulator/reset. Ctrl-C to stop.", err=True)
+    typer.echo("Control routes: GET /_emulator/stats, /_emulator/assumptions; POST /_emulator/seed, /_emulator/faults,"
+               " /_emulator/config, /_emulator/clock, /_emulator/reset. Ctrl-C to stop.", err=True)
 
 
 @emulator_app.command()
@@ -137,6 +152,7 @@ def serve(
     fault: Annotated[Optional[list[str]], typer.Option(help="Fault rule KIND:OP:PROB plus optional ,count=N ,after=N ,latency_s=S (e.g. reset:CopyImageSet:0.1); repeatable.")] = None,
     fault_seed: Annotated[Optional[int], typer.Option(help="Seed of the fault RNG.")] = None,
     auth_key: Annotated[Optional[list[str]], typer.Option(help="ACCESS_KEY:SECRET to require SigV4; repeatable.")] = None,
+    assume: Annotated[Optional[list[str]], typer.Option(help="Pick a reading of an undocumented behaviour, NAME=VALUE (see `batchcopy emulator assumptions`); repeatable.")] = None,
     seed: Annotated[Optional[int], typer.Option("--seed", help="Seed synthetic data at start with this RNG seed.")] = None,
     seed_datastores: Annotated[Optional[int], typer.Option(help="Data stores to seed.")] = None,
     seed_patients: Annotated[Optional[int], typer.Option(help="Patients per data store to seed.")] = None,
@@ -151,7 +167,7 @@ def serve(
     from batchcopy.emulator.server import serve_forever
 
     config = build_config(config_file, time_scale, rate or [], no_rate_limits, fault or [], fault_seed,
-                          auth_key or [])
+                          auth_key or [], assume or [])
     seed_values = _seed_fields(seed=seed, datastores=seed_datastores, patients=seed_patients,
                                studies_per_patient=seed_studies, series_per_study=seed_series,
                                instances_per_series=seed_instances, frames_per_instance=seed_frames)
@@ -225,3 +241,29 @@ def stats(
 ) -> None:
     """Print a running emulator's counters (calls, throttles, faults, copies)."""
     typer.echo(json.dumps(_control(_endpoint(endpoint_url), "GET", "/_emulator/stats"), indent=2))
+
+
+@emulator_app.command("assumptions")
+def assumptions_command(
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+    endpoint_url: Annotated[Optional[str], typer.Option(help="Show the current values of this running emulator.")] = None,
+) -> None:
+    """List every behaviour the documentation leaves open: its readings, default and evidence."""
+    from batchcopy.emulator.assumptions import describe
+
+    rows = (_control(_endpoint(endpoint_url), "GET", "/_emulator/assumptions")["assumptions"]
+            if endpoint_url else describe({}))
+    if as_json:
+        typer.echo(json.dumps(rows, indent=2))
+        return
+    for row in rows:
+        typer.echo(f"{row['name']} = {row['value']}    (default {row['default']})")
+        typer.echo(f"  {row['behaviour']}")
+        width = max(len(value) for value in row["readings"])
+        for value, meaning in row["readings"].items():
+            mark = "*" if value == row["value"] else " "
+            typer.echo(f"  {mark} {value.ljust(width)}  {meaning}")
+        typer.echo(f"  evidence: {row['evidence']}")
+        typer.echo("")
+    typer.echo("Select with: serve --assume NAME=VALUE, \"assume\" in the --config JSON, or "
+               "POST /_emulator/config {\"assume\": {NAME: VALUE}}.")

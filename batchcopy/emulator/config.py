@@ -12,6 +12,8 @@ import json
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from batchcopy.emulator import assumptions
+
 
 @dataclass(frozen=True)
 class RateQuota:
@@ -91,9 +93,23 @@ class EmulatorConfig:
     max_copiable_attributes_chars: int = 260_000
     copy_base_s: float = 2.0  # modelled copy duration = base + frames * per_frame
     copy_per_frame_s: float = 0.02
+    study_consistency_s: float = 1.0  # UPDATING_FOR_STUDY_CONSISTENCY after a copy (assume it "on")
+    update_s: float = 1.0  # modelled UpdateImageSetMetadata duration (LOCKED / UPDATING)
+    max_concurrent_updates_per_datastore: int = 100
+    delete_s: float = 1.0  # modelled DeleteImageSet duration (LOCKED / DELETING meanwhile)
+    max_concurrent_deletes_per_datastore: int = 100
     faults: list[FaultSpec] = field(default_factory=list)
     fault_seed: int = 0
     auth: AuthConfig | None = None
+    # Readings of the behaviours the documentation leaves open (assumptions.py): NAME -> VALUE.
+    assume: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.assume = assumptions.validate(self.assume)
+
+    def reading(self, name: str) -> str:
+        """The chosen reading of an assumption switch (its default when not chosen)."""
+        return self.assume.get(name) or assumptions.REGISTRY[name].default
 
     def rate_for(self, operation: str) -> RateQuota | None:
         """The effective (time-scaled) quota of an operation, None if unlimited."""

@@ -34,8 +34,6 @@ Selection = dict[str, list[str]]
 SubsetRequest = dict[str, list[str] | None]
 
 SCHEMA_VERSION = "1.1"
-ACCEPTED_SCHEMA_VERSIONS = frozenset({"1.1"})
-FAILED_PREFIX = "INVALID_REQUEST: "
 _MAX_FRAME_BYTES = 16 * 1024 * 1024
 
 
@@ -81,12 +79,23 @@ def frame_count(content: Content) -> int:
 
 # ----------------------------------------------------------------- copiableAttributes
 
-def parse_copiable_attributes(text: str, max_chars: int) -> SubsetRequest:
+def check_schema_version(doc: dict[str, Any], where: str, number_ok: bool) -> None:
+    """An optional SchemaVersion must be "1.1" (or, with number_ok, the number 1.1)."""
+    if "SchemaVersion" not in doc:
+        return
+    value = doc["SchemaVersion"]
+    if value == SCHEMA_VERSION or (number_ok and isinstance(value, float) and value == 1.1):
+        return
+    accepted = f"{SCHEMA_VERSION!r} or 1.1" if number_ok else repr(SCHEMA_VERSION)
+    raise ValidationException(f"{where} SchemaVersion {value!r} is not supported; use {accepted}")
+
+
+def parse_copiable_attributes(text: str, max_chars: int, number_ok: bool = False) -> SubsetRequest:
     """Check the shape of a copiableAttributes string (no source needed).
 
     Accepted: {"SchemaVersion"?: "1.1", "Study": {"Series": {"<uid>": {"Instances"?:
     {"<sop>": {}}}}}}. A series without "Instances", or with an empty Instances
-    object, selects the whole series (-> None).
+    object, selects the whole series (-> None). With number_ok SchemaVersion may be 1.1.
     """
     if len(text) > max_chars:
         raise ValidationException(
@@ -98,10 +107,7 @@ def parse_copiable_attributes(text: str, max_chars: int) -> SubsetRequest:
     if not isinstance(doc, dict):
         raise ValidationException("copiableAttributes must be a JSON object")
     _only_keys(doc, {"SchemaVersion", "Study"}, "copiableAttributes")
-    if "SchemaVersion" in doc and doc["SchemaVersion"] not in ACCEPTED_SCHEMA_VERSIONS:
-        raise ValidationException(
-            f"copiableAttributes SchemaVersion {doc['SchemaVersion']!r} is not supported; "
-            f"use {SCHEMA_VERSION!r}")
+    check_schema_version(doc, "copiableAttributes", number_ok)
     study = doc.get("Study")
     if not isinstance(study, dict):
         raise ValidationException("copiableAttributes must contain a \"Study\" object")
@@ -138,27 +144,36 @@ def _only_keys(obj: dict[str, Any], allowed: set[str], where: str) -> None:
             f"{where} has unknown keys {unknown}; allowed: {sorted(allowed)}")
 
 
-def resolve_selection(request: SubsetRequest | None, source: Content) -> Selection:
-    """What a copy takes from `source`: everything (request None) or the named subset."""
+def resolve_selection(request: SubsetRequest | None, source: Content) -> tuple[Selection, str | None]:
+    """What a copy takes from `source`: everything (request None) or the named subset.
+
+    The second item is None, or names the first series / SOP instance of the request that
+    the source does not hold (what is missing is left out of the selection).
+    """
     source_series = series_of(source)
     if request is None:
-        return {uid: list(s["Instances"]) for uid, s in source_series.items()}
+        return {uid: list(s["Instances"]) for uid, s in source_series.items()}, None
     selection: Selection = {}
+    missing: list[str] = []
     for series_uid, sops in request.items():
         if series_uid not in source_series:
-            raise ValidationException(
-                f"Series {series_uid} does not exist in the source image set")
+            missing.append(f"Series {series_uid} does not exist in the source image set")
+            continue
         present = source_series[series_uid]["Instances"]
         if sops is None:
             selection[series_uid] = list(present)
             continue
-        for sop in sops:
-            if sop not in present:
-                raise ValidationException(
-                    f"SOP instance {sop} does not exist in series {series_uid} "
-                    "of the source image set")
-        selection[series_uid] = list(sops)
-    return selection
+        absent = [sop for sop in sops if sop not in present]
+        missing += [f"SOP instance {sop} does not exist in series {series_uid} of the source image set"
+                    for sop in absent]
+        kept = [sop for sop in sops if sop in present]
+        if kept:
+            selection[series_uid] = kept
+    return selection, (missing[0] if missing else None)
+
+
+def selected_instances(selection: Selection) -> int:
+    return sum(len(sops) for sops in selection.values())
 
 
 def selected_frames(source: Content, selection: Selection) -> int:
@@ -169,38 +184,49 @@ def selected_frames(source: Content, selection: Selection) -> int:
 
 # ----------------------------------------------------------------- the copy itself
 
-def merge(base: Content, source: Content, selection: Selection,
-          force: bool) -> tuple[Content, str | None]:
+def merge(base: Content, source: Content, selection: Selection, force: bool,
+          series_bound: bool = False, duplicates_fail: bool = False) -> tuple[Content, str | None]:
     """Content after copying `selection` of `source` into `base`.
 
-    Returns (content, None) on success, or (clone of base, message) when the copy
-    must end COPY_FAILED: Patient/Study/Series attributes disagree (unless force),
-    or a copied SOP Instance UID already lives under another series of `base`.
-    With force the base keeps its own Patient/Study/Series attributes. A copied
-    instance whose SOP UID already exists in the same series replaces it.
+    Returns (content, None) on success, or (clone of base, reason) when the copy must
+    end COPY_FAILED (the model prefixes the reason with INVALID_REQUEST):
+    Patient/Study/Series attributes disagree (unless force), or a copied SOP Instance
+    UID already lives under another series of `base`. With force the base keeps its own
+    Patient/Study/Series attributes. A copied instance whose SOP UID already exists in
+    the same series replaces it, unless `duplicates_fail`: then any SOP UID the base
+    already holds fails the copy.
+
+    `series_bound` (image sets are series, and `base` is a primary one): a series of the
+    source that `base` does not hold disagrees at the Series level; with force its
+    instances join the series `base` holds (its first, should it hold several).
     """
+    base_series = series_of(base)
     if not force:
         level = mismatch_level(base, source, selection)
+        if level is None and series_bound and base_series and set(selection) - set(base_series):
+            level = "Series"
         if level is not None:
-            return clone(base), (f"{FAILED_PREFIX}{level} of SourceImageSet and "
-                                 "DestinationImageSet don't match.")
-    owner = {sop: uid for uid, s in series_of(base).items() for sop in s["Instances"]}
-    for series_uid, sops in selection.items():
-        for sop in sops:
-            other = owner.get(sop)
-            if other is not None and other != series_uid:
-                return clone(base), (f"{FAILED_PREFIX}SOP Instance UID {sop} already exists "
-                                     f"in another Series of DestinationImageSet: {other}.")
+            return clone(base), f"{level} of SourceImageSet and DestinationImageSet don't match."
+    home = next(iter(base_series), None) if series_bound else None
+    placements = [(uid if home is None or uid in base_series else home, uid, sop)
+                  for uid, sops in selection.items() for sop in sops]
+    owner = {sop: uid for uid, s in base_series.items() for sop in s["Instances"]}
+    for dest_uid, _, sop in placements:
+        other = owner.get(sop)
+        if other is not None and other != dest_uid:
+            return clone(base), (f"SOP Instance UID {sop} already exists "
+                                 f"in another Series of DestinationImageSet: {other}.")
+        if other is not None and duplicates_fail:
+            return clone(base), f"SOP Instance UID {sop} already exists in DestinationImageSet."
     result = clone(base)
     out_series = series_of(result)
     src_series = series_of(source)
-    for series_uid, sops in selection.items():
-        target = out_series.get(series_uid)
+    for dest_uid, src_uid, sop in placements:
+        target = out_series.get(dest_uid)
         if target is None:
-            target = {"DICOM": src_series[series_uid]["DICOM"], "Instances": {}}
-            out_series[series_uid] = target
-        for sop in sops:
-            target["Instances"][sop] = src_series[series_uid]["Instances"][sop]
+            target = {"DICOM": src_series[src_uid]["DICOM"], "Instances": {}}
+            out_series[dest_uid] = target
+        target["Instances"][sop] = src_series[src_uid]["Instances"][sop]
     return result, None
 
 

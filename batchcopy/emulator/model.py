@@ -5,11 +5,17 @@ with Python values (wire.py has already checked types, patterns and ranges) and
 returns the output-member names, timestamps as float epoch seconds. Errors are
 `batchcopy.emulator.errors.ServiceError` subclasses.
 
-Copies are asynchronous but need no background task: every public method first
-runs `_advance()`, which completes every copy whose `completes_at <= clock()`,
-in completion order. A test that owns the clock is therefore deterministic.
+Copies, updates and deletions are asynchronous but need no background task: every
+public method first runs `_advance()`, which finishes every piece of pending work
+whose time has come by the model's clock (clock.py), in completion order. A test
+that owns the clock is therefore deterministic.
 
-Everything the public documentation leaves open is listed in ASSUMPTIONS.md.
+Layout: state.py (the stored values), pending.py (the queue of accepted work),
+core.py (state + shared rules), copying.py (CopyImageSet), updating.py and
+metadata_updates.py (UpdateImageSetMetadata); this module adds the
+public API, data stores, reads, search, deletion and tags.
+Everything the public documentation leaves open is listed in ASSUMPTIONS.md and,
+where a client could tell readings apart, is a switch in assumptions.py.
 """
 
 from __future__ import annotations
@@ -18,105 +24,43 @@ import base64
 import binascii
 import hashlib
 import json
-import threading
-import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 from batchcopy.emulator import dicom
-from batchcopy.emulator.config import EmulatorConfig
+from batchcopy.emulator.copying import Copying
+from batchcopy.emulator.updating import Updating
 from batchcopy.emulator.errors import (
     ConflictException,
     ResourceNotFoundException,
-    ServiceQuotaExceededException,
+    ThrottlingException,
     ValidationException,
 )
+from batchcopy.emulator.pending import (
+    PendingConsistency,
+    PendingCopy,
+    PendingDelete,
+    PendingUpdate,
+    Work,
+)
+from batchcopy.emulator.state import (
+    ACTIVE,
+    DELETED,
+    FAILED_WORKFLOWS,
+    LOCKED,
+    Datastore,
+    ImageSet,
+    Version,
+    version_number,
+)
 
-ACTIVE, LOCKED, DELETED = "ACTIVE", "LOCKED", "DELETED"
-FAILED_WORKFLOWS = frozenset({"COPY_FAILED", "UPDATE_FAILED", "IMPORT_FAILED"})
+__all__ = ["ACTIVE", "DELETED", "FAILED_WORKFLOWS", "LOCKED", "HealthImaging", "version_number"]
+
 DEFAULT_PAGE_SIZE = 50
 
 
-@dataclass
-class Version:
-    number: int
-    workflow: str
-    is_primary: bool
-    updated_at: float
-    content: dicom.Content
-    message: str | None = None
-    forced: bool = False
-
-
-@dataclass
-class ImageSet:
-    id: str
-    datastore_id: str
-    created_at: float
-    updated_at: float
-    versions: list[Version]
-    state: str = ACTIVE
-    deleted_at: float | None = None
-    writing: int | None = None  # version number a running copy is writing (destination)
-
-    @property
-    def latest(self) -> Version:
-        return self.versions[-1]
-
-    def version(self, version_id: str | None) -> Version:
-        if version_id is None:
-            return self.latest
-        n = version_number(version_id)
-        if 1 <= n <= len(self.versions):
-            return self.versions[n - 1]
-        raise ResourceNotFoundException(
-            f"Version {version_id} of image set {self.id} not found")
-
-
-def version_number(text: Any) -> int:
-    if not isinstance(text, str) or not text.isdigit():
-        raise ValidationException(f"Version id {text!r} must be a decimal number")
-    return int(text)
-
-
-@dataclass
-class Datastore:
-    id: str
-    name: str
-    seq: int
-    created_at: float
-    updated_at: float
-    status: str = ACTIVE
-    kms_key_arn: str | None = None
-    lambda_authorizer_arn: str | None = None
-    image_sets: dict[str, ImageSet] = field(default_factory=dict)
-
-
-@dataclass
-class PendingCopy:
-    seq: int
-    datastore_id: str
-    source_id: str
-    destination_id: str
-    destination_version: int
-    completes_at: float
-    result: dicom.Content
-    failure: str | None
-    frames: int
-
-
-@dataclass
-class Counters:
-    copies_requested: int = 0
-    copies_executed: int = 0
-    copies_succeeded: int = 0
-    copies_failed: int = 0
-    frames_copied: int = 0
-
-
 # Modelled operations this emulator refuses with a ValidationException (in their error lists).
-_UNSUPPORTED = frozenset({"UpdateImageSetMetadata", "StartDICOMImportJob"})
+_UNSUPPORTED = frozenset({"StartDICOMImportJob"})
 
 _OPERATIONS: dict[str, str] = {
     "CreateDatastore": "_create_datastore",
@@ -130,6 +74,7 @@ _OPERATIONS: dict[str, str] = {
     "ListImageSetVersions": "_list_image_set_versions",
     "SearchImageSets": "_search_image_sets",
     "DeleteImageSet": "_delete_image_set",
+    "UpdateImageSetMetadata": "_update_image_set_metadata",
     "GetDICOMImportJob": "_get_dicom_import_job",
     "ListDICOMImportJobs": "_list_dicom_import_jobs",
     "TagResource": "_tag_resource",
@@ -138,17 +83,12 @@ _OPERATIONS: dict[str, str] = {
 }
 
 
-class HealthImaging:
-    """One account and region of the service. Thread-safe: one RLock around everything."""
+class HealthImaging(Copying, Updating):
+    """One account and region of the service. Thread-safe: one RLock around everything.
 
-    def __init__(self, config: EmulatorConfig, clock: Callable[[], float] = time.time,
-                 *, id_seed: int = 0) -> None:
-        self.config = config
-        self.lock = threading.RLock()
-        self._clock = clock
-        self._id_seed = id_seed
-        self._token_secret = hashlib.sha256(f"batchcopy-emulator-token:{id_seed}".encode()).hexdigest()
-        self.reset()
+    HealthImaging(config, clock=time.time, *, id_seed=0): `clock` is the base of the
+    emulated clock (tests pass a fake one); set_clock moves an offset over it.
+    """
 
     # ================================================================ public API
     def call(self, operation: str, params: dict[str, Any]) -> dict[str, Any]:
@@ -162,15 +102,20 @@ class HealthImaging:
             handler: Callable[[dict[str, Any]], dict[str, Any]] = getattr(self, handler_name)
             return handler(params)
 
-    def reset(self) -> None:
+    def set_clock(self, offset_s: float | None = None,
+                  advance_s: float | None = None) -> dict[str, float]:
+        """Set the clock's offset and/or move it by advance_s; pending work that is due by
+        the new time completes now. Returns {"offset_s", "now"}. ValueError on bad input."""
         with self.lock:
-            self._datastores: dict[str, Datastore] = {}
-            self._client_tokens: dict[str, str] = {}
-            self._tags: dict[str, dict[str, str]] = {}
-            self._pending: list[PendingCopy] = []
-            self._counters = Counters()
-            self._id_counter = 0
-            self._seq = 0
+            self._clock.move(offset_s, advance_s)
+            self._advance()
+            return self._clock.reading()
+
+    def clock(self) -> dict[str, float]:
+        """{"offset_s": the clock's offset, "now": the emulated epoch time}."""
+        with self.lock:
+            self._advance()
+            return self._clock.reading()
 
     def stats(self) -> dict[str, Any]:
         with self.lock:
@@ -183,8 +128,14 @@ class HealthImaging:
                 "copies_executed": c.copies_executed,
                 "copies_succeeded": c.copies_succeeded,
                 "copies_failed": c.copies_failed,
-                "copies_in_flight": len(self._pending),
+                "copies_in_flight": self._queue.count(PendingCopy),
                 "frames_copied": c.frames_copied,
+                "updates_requested": c.updates_requested,
+                "updates_succeeded": c.updates_succeeded,
+                "updates_failed": c.updates_failed,
+                "updates_in_flight": self._queue.count(PendingUpdate),
+                "deletes_requested": c.deletes_requested,
+                "deletes_in_flight": self._queue.count(PendingDelete),
                 "datastores": len(self._datastores),
                 "image_sets": len(live),
                 "image_set_versions": sum(len(s.versions) for s in live),
@@ -202,7 +153,7 @@ class HealthImaging:
                 "imageSetId": iset.id,
                 "state": iset.state,
                 "latestVersionId": str(latest.number),
-                "workflowStatus": latest.workflow,
+                "workflowStatus": iset.shown_workflow(latest),
                 "message": latest.message if latest.workflow in FAILED_WORKFLOWS else None,
                 "isPrimary": latest.is_primary,
                 "createdAt": iset.created_at,
@@ -212,7 +163,7 @@ class HealthImaging:
                 "versions": [{"versionId": str(v.number), "workflowStatus": v.workflow,
                               "message": v.message if v.workflow in FAILED_WORKFLOWS else None,
                               "isPrimary": v.is_primary, "forced": v.forced,
-                              "updatedAt": v.updated_at,
+                              "createdAt": v.created_at, "updatedAt": v.updated_at,
                               "instanceCount": dicom.instance_count(v.content)}
                              for v in iset.versions],
                 "instances": dicom.instances_by_series(latest.content),
@@ -235,7 +186,7 @@ class HealthImaging:
             ds = self._datastore(datastore_id)
             if image_set_id is not None and self._id_taken(image_set_id):
                 raise ConflictException(f"Image set {image_set_id} already exists")
-            return self._new_image_set(ds, owned, is_primary, self._now(), image_set_id).id
+            return self._new_image_set(ds, self._now(), image_set_id, first=(owned, is_primary)).id
 
     def exists(self, datastore_id: str, image_set_id: str | None = None) -> bool:
         with self.lock:
@@ -245,94 +196,17 @@ class HealthImaging:
             return image_set_id in ds.image_sets
 
     # ================================================================ internals
-    def _now(self) -> float:
-        return round(self._clock(), 3)
-
-    def _new_id(self, kind: str) -> str:
-        while True:
-            self._id_counter += 1
-            candidate = hashlib.md5(
-                f"batchcopy-emulator:{self._id_seed}:{kind}:{self._id_counter}".encode()).hexdigest()
-            if not self._id_taken(candidate):
-                return candidate
-
-    def _id_taken(self, candidate: str) -> bool:
-        return candidate in self._datastores or any(
-            candidate in ds.image_sets for ds in self._datastores.values())
-
-    def _next_seq(self) -> int:
-        self._seq += 1
-        return self._seq
-
-    def _arn(self, datastore_id: str, image_set_id: str | None = None) -> str:
-        c = self.config
-        arn = f"arn:aws:medical-imaging:{c.region}:{c.account_id}:datastore/{datastore_id}"
-        return arn if image_set_id is None else f"{arn}/imageset/{image_set_id}"
-
-    def _datastore(self, datastore_id: str) -> Datastore:
-        ds = self._datastores.get(datastore_id)
-        if ds is None:
-            raise ResourceNotFoundException(f"Datastore {datastore_id} not found")
-        return ds
-
-    def _image_set(self, ds: Datastore, image_set_id: str, role: str = "Image set",
-                   allow_deleted: bool = False) -> ImageSet:
-        iset = ds.image_sets.get(image_set_id)
-        if iset is None or (iset.state == DELETED and not allow_deleted):
-            raise ResourceNotFoundException(
-                f"{role} {image_set_id} not found in datastore {ds.id}")
-        return iset
-
-    def _add_datastore(self, name: str, datastore_id: str | None = None) -> Datastore:
-        if datastore_id is not None and self._id_taken(datastore_id):
-            raise ConflictException(f"Datastore {datastore_id} already exists")
-        now = self._now()
-        ds = Datastore(id=datastore_id or self._new_id("datastore"), name=name,
-                       seq=self._next_seq(), created_at=now, updated_at=now)
-        self._datastores[ds.id] = ds
-        return ds
-
-    def _new_image_set(self, ds: Datastore, content: dicom.Content, is_primary: bool,
-                       now: float, image_set_id: str | None = None) -> ImageSet:
-        iset = ImageSet(id=image_set_id or self._new_id("imageset"), datastore_id=ds.id,
-                        created_at=now, updated_at=now,
-                        versions=[Version(1, "CREATED", is_primary, now, content)])
-        ds.image_sets[iset.id] = iset
-        return iset
-
-    # ---- the copy state machine
-    def _advance(self) -> None:
-        if not self._pending:
-            return
-        now = self._clock()
-        due = sorted((c for c in self._pending if c.completes_at <= now),
-                     key=lambda c: (c.completes_at, c.seq))
-        if not due:
-            return
-        self._pending = [c for c in self._pending if c.completes_at > now]
-        for copy in due:
-            self._complete(copy)
-
-    def _complete(self, copy: PendingCopy) -> None:
-        at = round(copy.completes_at, 3)
-        ds = self._datastores[copy.datastore_id]
-        source = ds.image_sets[copy.source_id]
-        source.state, source.updated_at = ACTIVE, at
-        source.latest.workflow, source.latest.updated_at = "COPIED", at
-        dest = ds.image_sets[copy.destination_id]
-        version = dest.versions[copy.destination_version - 1]
-        version.content = copy.result
-        version.updated_at = at
-        version.workflow = "COPY_FAILED" if copy.failure else "COPIED"
-        version.message = copy.failure
-        dest.state, dest.updated_at, dest.writing = ACTIVE, at, None
-        c = self._counters
-        c.copies_executed += 1
-        if copy.failure:
-            c.copies_failed += 1
+    def _finish(self, work: Work) -> None:
+        if isinstance(work, PendingCopy):
+            self._finish_copy(work)
+        elif isinstance(work, PendingUpdate):
+            self._finish_update(work)
+        elif isinstance(work, PendingConsistency):
+            self._finish_consistency(work)
+        elif isinstance(work, PendingDelete):
+            self._finish_delete(work)
         else:
-            c.copies_succeeded += 1
-            c.frames_copied += copy.frames
+            super()._finish(work)
 
     # ---- pagination: opaque, signed, bound to operation and scope
     def _token(self, operation: str, scope: str, key: Any) -> str:
@@ -421,21 +295,27 @@ class HealthImaging:
         ds = self._datastore(p["datastoreId"])
         iset = self._image_set(ds, p["imageSetId"], allow_deleted=True)
         v = iset.version(p.get("versionId", p.get("version")))
-        out = {"datastoreId": ds.id, "imageSetId": iset.id, "versionId": str(v.number),
-               "imageSetState": iset.state, "imageSetWorkflowStatus": v.workflow,
-               "createdAt": iset.created_at, "updatedAt": v.updated_at,
-               "imageSetArn": self._arn(ds.id, iset.id), "isPrimary": v.is_primary}
-        self._version_extras(out, iset, v)
-        return out
+        return {"datastoreId": ds.id, **self._version_view(iset, v, "imageSetWorkflowStatus"),
+                "imageSetArn": self._arn(ds.id, iset.id)}
 
-    @staticmethod
-    def _version_extras(out: dict[str, Any], iset: ImageSet, v: Version) -> None:
-        if v.message and v.workflow in FAILED_WORKFLOWS:
+    def _version_view(self, iset: ImageSet, v: Version, status_key: str) -> dict[str, Any]:
+        """What GetImageSet and ListImageSetVersions say about one version (ListImageSetVersions
+        spells the status key with a capital I)."""
+        shown = iset.shown_workflow(v)
+        stamps = self.config.reading("version_timestamps")
+        out: dict[str, Any] = {
+            "imageSetId": iset.id, "versionId": str(v.number), "imageSetState": iset.state,
+            status_key: shown,
+            "createdAt": v.created_at if stamps == "per_version" else iset.created_at,
+            "updatedAt": iset.updated_at if stamps == "image_set_both" else v.updated_at,
+            "isPrimary": v.is_primary}
+        if v.message and shown in FAILED_WORKFLOWS:
             out["message"] = v.message
         if v.forced:
             out["overrides"] = {"forced": True}
         if iset.deleted_at is not None:
             out["deletedAt"] = iset.deleted_at
+        return out
 
     def _readable_version(self, p: dict[str, Any]) -> tuple[Datastore, ImageSet, Version]:
         ds = self._datastore(p["datastoreId"])
@@ -464,33 +344,43 @@ class HealthImaging:
     def _list_image_set_versions(self, p: dict[str, Any]) -> dict[str, Any]:
         ds = self._datastore(p["datastoreId"])
         iset = self._image_set(ds, p["imageSetId"], allow_deleted=True)
-        below = self._untoken(p.get("nextToken"), "ListImageSetVersions", f"{ds.id}/{iset.id}")
-        newest_first = [v for v in reversed(iset.versions) if below is None or v.number < below]
+        oldest_first = self.config.reading("version_order") == "oldest_first"
+        scope = f"{ds.id}/{iset.id}/{'oldest' if oldest_first else 'newest'}"
+        after = self._untoken(p.get("nextToken"), "ListImageSetVersions", scope)
+        if oldest_first:
+            ordered = [v for v in iset.versions if after is None or v.number > after]
+        else:
+            ordered = [v for v in reversed(iset.versions) if after is None or v.number < after]
         size = self._page_size(p)
-        page = newest_first[:size]
-        items = []
-        for v in page:
-            item = {"imageSetId": iset.id, "versionId": str(v.number), "imageSetState": iset.state,
-                    "ImageSetWorkflowStatus": v.workflow, "createdAt": iset.created_at,
-                    "updatedAt": v.updated_at, "isPrimary": v.is_primary}
-            self._version_extras(item, iset, v)
-            items.append(item)
-        out: dict[str, Any] = {"imageSetPropertiesList": items}
-        if len(newest_first) > size:
-            out["nextToken"] = self._token("ListImageSetVersions", f"{ds.id}/{iset.id}",
-                                           page[-1].number)
+        page = ordered[:size]
+        out: dict[str, Any] = {"imageSetPropertiesList": [
+            self._version_view(iset, v, "ImageSetWorkflowStatus") for v in page]}
+        if len(ordered) > size:
+            out["nextToken"] = self._token("ListImageSetVersions", scope, page[-1].number)
         return out
 
     def _delete_image_set(self, p: dict[str, Any]) -> dict[str, Any]:
+        """Asynchronous: LOCKED / DELETING for `config.delete_s`, then DELETED."""
         ds = self._datastore(p["datastoreId"])
         iset = self._image_set(ds, p["imageSetId"])
-        if iset.state == LOCKED:
-            raise ConflictException(f"Image set {iset.id} is LOCKED by a running copy")
-        now = self._now()
-        iset.state, iset.deleted_at, iset.updated_at = DELETED, now, now
-        iset.latest.workflow, iset.latest.updated_at = "DELETED", now
-        return {"datastoreId": ds.id, "imageSetId": iset.id, "imageSetState": LOCKED,
-                "imageSetWorkflowStatus": "DELETING"}
+        self._check_writable(iset, "Image set")
+        running = self._queue.count(PendingDelete, ds.id)
+        if running >= self.config.max_concurrent_deletes_per_datastore:
+            # DeleteImageSet lists no ServiceQuotaExceededException: the throttle is the
+            # modelled error closest to "too many at once".
+            raise ThrottlingException(
+                f"{running} image set deletions are already running in datastore {ds.id}")
+        iset.deleting, iset.updated_at = True, self._now()
+        self._queue.push(PendingDelete(seq=self._next_seq(), completes_at=self._due_in(self.config.delete_s),
+                                       datastore_id=ds.id, image_set_id=iset.id))
+        self._counters.deletes_requested += 1
+        return {"datastoreId": ds.id, "imageSetId": iset.id, "imageSetState": iset.state,
+                "imageSetWorkflowStatus": iset.shown_workflow(iset.latest)}
+
+    def _finish_delete(self, work: PendingDelete) -> None:
+        iset = self._datastores[work.datastore_id].image_sets[work.image_set_id]
+        at = round(work.completes_at, 3)
+        iset.deleting, iset.deleted_at, iset.updated_at = False, at, at
 
     # ---- SearchImageSets
     def _search_image_sets(self, p: dict[str, Any]) -> dict[str, Any]:
@@ -501,9 +391,11 @@ class HealthImaging:
         scope = hashlib.sha256(
             (ds.id + json.dumps(criteria, sort_keys=True, default=str)).encode()).hexdigest()[:24]
         offset = self._untoken(p.get("nextToken"), "SearchImageSets", scope) or 0
+        hide_new = self.config.reading("search_visibility") == "when_active"
         rows = [dicom.SearchRow(s.id, s.created_at, s.updated_at, s.latest.is_primary,
                                 s.latest.number, s.latest.content)
-                for s in ds.image_sets.values() if s.state != DELETED]
+                for s in ds.image_sets.values()
+                if s.state != DELETED and not (hide_new and s.first_copy_running)]
         hits = [row for row in rows if all(pred(row) for pred in predicates)]
         hits.sort(key=dicom.search_sort_key(sort["sortField"]), reverse=sort["sortOrder"] == "DESC")
         size = self._page_size(p)
@@ -520,82 +412,6 @@ class HealthImaging:
         if offset + size < len(hits):
             out["nextToken"] = self._token("SearchImageSets", scope, offset + size)
         return out
-
-    # ================================================================ CopyImageSet
-    def _copy_image_set(self, p: dict[str, Any]) -> dict[str, Any]:
-        ds = self._datastore(p["datastoreId"])
-        info = p["copyImageSetInformation"]
-        src_info = info["sourceImageSet"]
-        dst_info = info.get("destinationImageSet")
-        force, promote = bool(p.get("force", False)), bool(p.get("promoteToPrimary", False))
-        source_id = p["sourceImageSetId"]
-        if dst_info is not None and dst_info["imageSetId"] == source_id:
-            raise ValidationException("The source and destination image sets must differ")
-        request = None
-        if src_info.get("DICOMCopies") is not None:
-            request = dicom.parse_copiable_attributes(
-                src_info["DICOMCopies"]["copiableAttributes"], self.config.max_copiable_attributes_chars)
-
-        source = self._image_set(ds, source_id, "Source image set")
-        dest = None if dst_info is None else \
-            self._image_set(ds, dst_info["imageSetId"], "Destination image set")
-        for role, iset in (("Source", source), ("Destination", dest)):
-            if iset is not None and iset.state == LOCKED:
-                raise ConflictException(
-                    f"{role} image set {iset.id} is LOCKED ({iset.latest.workflow}); "
-                    "it takes part in another copy")
-        for role, iset, given in (("source", source, src_info["latestVersionId"]),
-                                  ("destination", dest, (dst_info or {}).get("latestVersionId"))):
-            if iset is not None and version_number(given) != iset.latest.number:
-                raise ConflictException(
-                    f"latestVersionId {given} of the {role} image set {iset.id} is not its "
-                    f"latest version ({iset.latest.number})")
-
-        selection = dicom.resolve_selection(request, source.latest.content)
-        frames = dicom.selected_frames(source.latest.content, selection)
-        if frames > self.config.max_frames_per_copy:
-            raise ServiceQuotaExceededException(
-                f"The copy selects {frames} image frames; the limit per CopyImageSet is "
-                f"{self.config.max_frames_per_copy}")
-        in_flight = sum(1 for c in self._pending if c.datastore_id == ds.id)
-        if in_flight >= self.config.max_concurrent_copies_per_datastore:
-            raise ServiceQuotaExceededException(
-                f"{in_flight} copies are already running in datastore {ds.id}; the limit is "
-                f"{self.config.max_concurrent_copies_per_datastore}")
-
-        now = self._now()
-        if dest is None:
-            target = self._new_image_set(ds, dicom.skeleton(source.latest.content), promote, now)
-        elif promote and not dest.latest.is_primary:
-            target = self._new_image_set(ds, dicom.clone(dest.latest.content), True, now)
-        else:
-            target = dest
-        base = target.latest.content
-        result, failure = dicom.merge(base, source.latest.content, selection, force)
-        new_version = Version(target.latest.number + 1, "COPYING", target.latest.is_primary,
-                              now, base, forced=force)
-        target.versions.append(new_version)
-        target.state, target.updated_at, target.writing = LOCKED, now, new_version.number
-        source.state, source.updated_at = LOCKED, now
-        source.latest.workflow, source.latest.updated_at = "COPYING_WITH_READ_ONLY_ACCESS", now
-
-        duration = self.config.scaled(self.config.copy_base_s + frames * self.config.copy_per_frame_s)
-        self._pending.append(PendingCopy(
-            seq=self._next_seq(), datastore_id=ds.id, source_id=source.id,
-            destination_id=target.id, destination_version=new_version.number,
-            completes_at=self._clock() + duration, result=result, failure=failure, frames=frames))
-        self._counters.copies_requested += 1
-        return {
-            "datastoreId": ds.id,
-            "sourceImageSetProperties": self._copy_properties(ds, source),
-            "destinationImageSetProperties": self._copy_properties(ds, target),
-        }
-
-    def _copy_properties(self, ds: Datastore, iset: ImageSet) -> dict[str, Any]:
-        return {"imageSetId": iset.id, "latestVersionId": str(iset.latest.number),
-                "imageSetState": iset.state, "imageSetWorkflowStatus": iset.latest.workflow,
-                "createdAt": iset.created_at, "updatedAt": iset.updated_at,
-                "imageSetArn": self._arn(ds.id, iset.id)}
 
     # ================================================================ the rest
     def _unsupported(self, operation: str, p: dict[str, Any]) -> dict[str, Any]:

@@ -1,7 +1,8 @@
 """Synthetic DICOM hierarchies for the emulator, with deterministic identifiers.
 
-One image set per study (as HealthImaging imports make them): version "1",
-ACTIVE / CREATED, isPrimary true. Every identifier (data store ids, image set
+One image set per study (the `image_set_model` switch at `study`), or one per series
+(`series`: the 2025 developer guide's "image sets resemble a DICOM Series"); each
+version "1", ACTIVE / CREATED, isPrimary true. Every identifier (data store ids, image set
 ids, DICOM UIDs, frame ids) is an md5 of the spec's seed and the object's
 position, so the same spec on a fresh emulator gives the same ids, and another
 seed gives other ids. Seeding the same spec twice into one emulator does not
@@ -67,9 +68,10 @@ def seed(model: "HealthImaging", spec: SeedSpec) -> dict[str, Any]:
                 name = spec.datastore_name if spec.datastores == 1 else f"{spec.datastore_name}-{d + 1}"
                 ds_id = model.add_datastore(name, _hex(spec.seed, gen, "datastore", d))
                 targets.append((ds_id, f"ds{d}", name))
+        per_series = model.config.reading("image_set_model") == "series"
         for ds_id, ds_key, name in targets:
-            image_sets = [_seed_study(model, spec, gen, ds_id, ds_key, p, s)
-                          for p in range(spec.patients) for s in range(spec.studies_per_patient)]
+            image_sets = [entry for p in range(spec.patients) for s in range(spec.studies_per_patient)
+                          for entry in _seed_study(model, spec, gen, ds_id, ds_key, p, s, per_series)]
             store: dict[str, Any] = {"datastoreId": ds_id, "imageSets": image_sets}
             if name is not None:
                 store["datastoreName"] = name
@@ -84,8 +86,9 @@ def _free_generation(model: "HealthImaging", spec: SeedSpec) -> int:
                 from batchcopy.emulator.errors import ResourceNotFoundException
 
                 raise ResourceNotFoundException(f"Datastore {spec.datastore_id} not found")
-            probe = _image_set_id(spec.seed, gen, spec.datastore_id, 0, 0)
-            if not model.exists(spec.datastore_id, probe):
+            probes = (_image_set_id(spec.seed, gen, spec.datastore_id, 0, 0),
+                      _image_set_id(spec.seed, gen, spec.datastore_id, 0, 0, 0))
+            if not any(model.exists(spec.datastore_id, probe) for probe in probes):
                 return gen
         elif not any(model.exists(_hex(spec.seed, gen, "datastore", d))
                      for d in range(spec.datastores)):
@@ -94,7 +97,8 @@ def _free_generation(model: "HealthImaging", spec: SeedSpec) -> int:
 
 
 def _seed_study(model: "HealthImaging", spec: SeedSpec, gen: int, ds_id: str, ds_key: str,
-                p: int, s: int) -> dict[str, Any]:
+                p: int, s: int, per_series: bool) -> list[dict[str, Any]]:
+    """One study: one image set holding its series, or (per_series) one image set per series."""
     def h(*parts: Any) -> str:
         return _hex(spec.seed, gen, ds_key, p, s, *parts)
 
@@ -112,8 +116,6 @@ def _seed_study(model: "HealthImaging", spec: SeedSpec, gen: int, ds_id: str, ds
              "StudyTime": f"{int(h('time')[:4], 16) % 24:02d}{int(h('time')[4:8], 16) % 60:02d}00",
              "StudyDescription": f"Synthetic study {s + 1} of patient {p + 1}"}
     series: dict[str, Any] = {}
-    listing: dict[str, list[str]] = {}
-    frames_total = 0
     for r in range(spec.series_per_study):
         modality, sop_class, body_part = _MODALITIES[(p + s + r) % len(_MODALITIES)]
         series_uid = uid("series", r)
@@ -126,7 +128,6 @@ def _seed_study(model: "HealthImaging", spec: SeedSpec, gen: int, ds_id: str, ds
                        "PixelDataChecksumFromBaseToFullResolution": [
                            {"Width": 64, "Height": 64, "Checksum": int(h("sum", r, i, f)[:8], 16)}]}
                       for f in range(spec.frames_per_instance)]
-            frames_total += len(frames)
             inst_dicom: dict[str, Any] = {"SOPInstanceUID": sop_uid, "SOPClassUID": sop_class,
                                           "InstanceNumber": i + 1, "Rows": 64, "Columns": 64}
             if spec.frames_per_instance > 1:
@@ -137,13 +138,17 @@ def _seed_study(model: "HealthImaging", spec: SeedSpec, gen: int, ds_id: str, ds
                                         "SeriesNumber": r + 1, "BodyPartExamined": body_part,
                                         "SeriesDescription": f"{modality} series {r + 1}"},
                               "Instances": instances}
-        listing[series_uid] = list(instances)
-    image_set_id = model.import_image_set(
-        ds_id, dicom.make_content(patient, study, series),
-        image_set_id=_image_set_id(spec.seed, gen, ds_key, p, s),
-        is_primary=True)
-    return {"imageSetId": image_set_id, "patientId": patient_id, "studyInstanceUID": study_uid,
-            "series": listing, "frames": frames_total}
+    groups = ([(_image_set_id(spec.seed, gen, ds_key, p, s, r), {uid_: series[uid_]})
+               for r, uid_ in enumerate(series)] if per_series
+              else [(_image_set_id(spec.seed, gen, ds_key, p, s), series)])
+    out = []
+    for image_set_id, members in groups:
+        model.import_image_set(ds_id, dicom.make_content(patient, study, members),
+                               image_set_id=image_set_id, is_primary=True)
+        out.append({"imageSetId": image_set_id, "patientId": patient_id, "studyInstanceUID": study_uid,
+                    "series": {k: list(v["Instances"]) for k, v in members.items()},
+                    "frames": dicom.frame_count(dicom.make_content({}, {}, members))})
+    return out
 
 
 def _digest(*parts: Any) -> str:
@@ -155,8 +160,11 @@ def _hex(seed_value: int, gen: int, *parts: Any) -> str:
     return _digest(seed_value, gen, *parts)
 
 
-def _image_set_id(seed_value: int, gen: int, ds_key: str, p: int, s: int) -> str:
-    return _hex(seed_value, gen, ds_key, p, s, "imageset")
+def _image_set_id(seed_value: int, gen: int, ds_key: str, p: int, s: int, r: int | None = None) -> str:
+    """The image set of study s of patient p (or, image sets being series, of its series r)."""
+    if r is None:
+        return _hex(seed_value, gen, ds_key, p, s, "imageset")
+    return _hex(seed_value, gen, ds_key, p, s, "series", r, "imageset")
 
 
 def _uid(*parts: Any) -> str:

@@ -11,13 +11,19 @@ An unexpected exception in the model answers 500 InternalServerException and its
 traceback goes to stderr (logger "batchcopy.emulator.server").
 
 Control routes under /_emulator/ are never authenticated, throttled or faulted:
-    POST /_emulator/reset                 forget data, counters, bucket and fault state
+    POST /_emulator/reset                 forget data, counters, bucket and fault state, clock offset
     POST /_emulator/seed                  body: SeedSpec fields -> seed summary
     GET  /_emulator/stats                 model stats + calls/throttled/faults_fired
     POST /_emulator/faults                body: {"faults": [FaultSpec...], "fault_seed"?: n}
     GET  /_emulator/config                the live EmulatorConfig as JSON
     POST /_emulator/config                partial update (see `apply_config_update`)
     GET  /_emulator/imagesets/{datastoreId}/{imageSetId}   model.snapshot_image_set
+    GET  /_emulator/assumptions           every assumption switch: readings, default, evidence,
+                                          current value (set them with POST /_emulator/config
+                                          {"assume": {NAME: VALUE or null}})
+    GET  /_emulator/clock                 {"offset_s", "now"}: the emulated clock
+    POST /_emulator/clock                 body {"offset_s"?: X, "advance_s"?: N}: set the offset to
+                                          X, then add N; pending work now due completes
     GET  /_emulator/health                {"ok": true}
 """
 
@@ -37,6 +43,7 @@ from urllib.parse import parse_qsl
 
 from aiohttp import web
 
+from batchcopy.emulator import assumptions
 from batchcopy.emulator.auth import SignedRequest, authenticate, check_allowed
 from batchcopy.emulator.config import EmulatorConfig, FaultSpec
 from batchcopy.emulator.errors import InternalServerException, ServiceError, ValidationException
@@ -70,24 +77,32 @@ def apply_config_update(config: EmulatorConfig, update: dict[str, Any]) -> None:
     """Apply a partial update to a live config, in place (everything holds this object).
 
     Keys are EmulatorConfig fields. `rates` is merged per operation
-    ({"CopyImageSet": {"rate": 1, "burst": 2}}; null removes an override); every other
+    ({"CopyImageSet": {"rate": 1, "burst": 2}}) and `assume` per switch
+    ({"stale_version": "validation"}); in both null removes an override. Every other
     key replaces the field (`faults` the whole list, `auth` the whole AuthConfig or null).
     Raises ValueError/TypeError on bad input, leaving the config untouched.
     """
     merged = config.to_dict()
     update = dict(update)
-    if "rates" in update:
-        rates = dict(merged.get("rates") or {})
-        for op, quota in (update.pop("rates") or {}).items():
-            if quota is None:
-                rates.pop(op, None)
-            else:
-                rates[op] = quota
-        merged["rates"] = rates
+    for key in ("rates", "assume"):
+        if key in update:
+            merged[key] = _merge_overrides(merged.get(key) or {}, update.pop(key) or {}, key)
     merged.update(update)
     fresh = EmulatorConfig.from_dict(merged)
     for f in dataclasses.fields(EmulatorConfig):
         setattr(config, f.name, getattr(fresh, f.name))
+
+
+def _merge_overrides(current: dict[str, Any], changes: Any, key: str) -> dict[str, Any]:
+    if not isinstance(changes, dict):
+        raise ValueError(f"{key} must be an object, not {changes!r}")
+    merged = dict(current)
+    for name, value in changes.items():
+        if value is None:
+            merged.pop(name, None)
+        else:
+            merged[name] = value
+    return merged
 
 
 def public_config(config: EmulatorConfig) -> dict[str, Any]:
@@ -142,6 +157,9 @@ class EmulatorService:
         self.quotas.reset(counters=False)
         self.faults.restart(counters=False)
 
+    def set_clock(self, offset_s: float | None = None, advance_s: float | None = None) -> dict[str, float]:
+        return self.model.set_clock(offset_s, advance_s)
+
     # ------------------------------------------------------------------ app
     def build_app(self) -> web.Application:
         app = web.Application(client_max_size=CLIENT_MAX_SIZE, middlewares=[self._json_errors])
@@ -154,6 +172,9 @@ class EmulatorService:
         r.add_post("/_emulator/config", self._ctl_config_post)
         r.add_get("/_emulator/imagesets/{datastoreId}/{imageSetId}", self._ctl_snapshot)
         r.add_get("/_emulator/health", self._ctl_health)
+        r.add_get("/_emulator/assumptions", self._ctl_assumptions)
+        r.add_get("/_emulator/clock", self._ctl_clock_get)
+        r.add_post("/_emulator/clock", self._ctl_clock_post)
         r.add_route("*", "/{tail:.*}", self._api)
         return app
 
@@ -261,6 +282,22 @@ class EmulatorService:
         except (TypeError, ValueError, AttributeError) as exc:
             return _ctl_error(ValidationException(f"Bad config update: {exc}"))
         return _json(public_config(self.config))
+
+    async def _ctl_assumptions(self, request: web.Request) -> web.StreamResponse:
+        return _json({"assumptions": assumptions.describe(self.config.assume)})
+
+    async def _ctl_clock_get(self, request: web.Request) -> web.StreamResponse:
+        return _json(self.model.clock())
+
+    async def _ctl_clock_post(self, request: web.Request) -> web.StreamResponse:
+        try:
+            body = await _json_body(request)
+            unknown = sorted(set(body) - {"offset_s", "advance_s"})
+            if unknown:
+                raise ValueError(f"unknown keys {unknown}; expected offset_s and/or advance_s")
+            return _json(self.set_clock(body.get("offset_s"), body.get("advance_s")))
+        except (TypeError, ValueError) as exc:
+            return _ctl_error(ValidationException(f"Bad clock setting: {exc}"))
 
     async def _ctl_snapshot(self, request: web.Request) -> web.StreamResponse:
         try:
@@ -404,6 +441,10 @@ class EmulatorServer:
 
     def reset(self) -> None:
         self.service.reset()
+
+    def set_clock(self, offset_s: float | None = None, advance_s: float | None = None) -> dict[str, float]:
+        """Set the emulated clock's offset and/or advance it (seconds); {"offset_s", "now"}."""
+        return self.service.set_clock(offset_s, advance_s)
 
 
 def client_env(endpoint: str, region: str = "us-east-1") -> dict[str, str]:

@@ -26,11 +26,13 @@ RUN_APP = "from batchcopy.emulator.cli import emulator_app; emulator_app()"
 def served(tmp_path: Any) -> Iterator[tuple[str, list[str]]]:
     """`serve` in a child process on a free port; yields (endpoint, stdout lines so far)."""
     config_file = tmp_path / "emulator.json"
-    config_file.write_text(json.dumps({"time_scale": 0.01, "max_frames_per_copy": 500}))
+    config_file.write_text(json.dumps({"time_scale": 0.01, "max_frames_per_copy": 500,
+                                       "assume": {"copy_failed_message": "double_space"}}))
     proc = subprocess.Popen(
         [sys.executable, "-c", RUN_APP, "serve", "--port", "0", "--config", str(config_file),
          "--rate", "GetDatastore=0.01/1", "--fault", "internal:ListImageSetVersions:1,count=1",
-         "--seed", "5", "--seed-patients", "2", "--seed-studies", "1"],
+         "--seed", "5", "--seed-patients", "2", "--seed-studies", "1",
+         "--assume", "version_order=oldest_first"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=os.getcwd())
     lines: queue.Queue[str] = queue.Queue()
 
@@ -96,6 +98,13 @@ def test_serve_prints_env_seeds_and_applies_options(served: tuple[str, list[str]
     _, config = _get(endpoint, "/_emulator/config")
     assert config["time_scale"] == 0.01 and config["max_frames_per_copy"] == 500
     assert config["faults"][0]["kind"] == "internal" and config["faults"][0]["count"] == 1
+    assert config["assume"] == {"copy_failed_message": "double_space",  # the config file
+                                "version_order": "oldest_first"}  # --assume
+
+
+def test_serve_refuses_an_unknown_reading() -> None:
+    result = CliRunner().invoke(emulator_app, ["serve", "--assume", "version_order=sideways"])
+    assert result.exit_code == 2 and "oldest_first" in result.output
 
 
 def _get(endpoint: str, path: str) -> tuple[int, Any]:

@@ -77,7 +77,8 @@ def test_every_operation_answers_something_botocore_parses(boto3_client: Any, se
             datastoreId=ds, imageSetId=doomed, latestVersionId="1",
             updateImageSetMetadataUpdates={"DICOMUpdates": {"updatableAttributes": json.dumps(
                 {"SchemaVersion": 1.1, "Study": {"DICOM": {"StudyDescription": "x"}}}).encode()}}),
-        "DeleteImageSet": lambda: c.delete_image_set(datastoreId=ds, imageSetId=doomed),
+        "DeleteImageSet": lambda: (wait_idle(c, ds, doomed),  # the update above locked it
+                                   c.delete_image_set(datastoreId=ds, imageSetId=doomed))[1],
         "StartDICOMImportJob": lambda: c.start_dicom_import_job(
             datastoreId=ds, dataAccessRoleArn=ROLE_ARN, inputS3Uri="s3://input-bucket/in/",
             outputS3Uri="s3://output-bucket/out/"),
@@ -105,7 +106,8 @@ def test_every_operation_answers_something_botocore_parses(boto3_client: Any, se
     # the operations this project leans on must work, not merely answer
     for op in ("CreateDatastore", "GetDatastore", "ListDatastores", "DeleteDatastore", "CopyImageSet",
                "GetImageSet", "GetImageSetMetadata", "GetImageFrame", "ListImageSetVersions",
-               "SearchImageSets", "DeleteImageSet", "TagResource", "ListTagsForResource", "UntagResource"):
+               "SearchImageSets", "UpdateImageSetMetadata", "DeleteImageSet", "TagResource",
+               "ListTagsForResource", "UntagResource"):
         assert outcomes[op] == "OK", (op, outcomes[op])
     assert c.list_tags_for_resource(resourceArn=arn)["tags"] == {}
 

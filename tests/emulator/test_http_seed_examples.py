@@ -139,6 +139,24 @@ async def wait_active(api: Any, ds: str, *image_sets: str) -> dict[str, dict[str
     return out
 
 
+async def example_3(api: Any, ds: str, source_info: dict[str, Any],
+                    third: str) -> tuple[dict[str, Any], str, str]:
+    """Example 3: the source's first instance into `third`, forced. (GetImageSet of `third`
+    once the copy has ended, the series UID, the SOP Instance UID.)"""
+    source = source_info["imageSetId"]
+    series_uid, sops = next(iter(source_info["series"].items()))
+    attrs = json.dumps({"SchemaVersion": "1.1",
+                        "Study": {"Series": {series_uid: {"Instances": {sops[0]: {}}}}}},
+                       separators=(",", ":"))
+    out = await api.copy(ds, source, {"sourceImageSet": {"latestVersionId": "1",
+                                                         "DICOMCopies": {"copiableAttributes": attrs}},
+                                      "destinationImageSet": {"imageSetId": third, "latestVersionId": "1"}},
+                         force=True)
+    check_copy_answer(out, ds, source, dest_version="2", dest_id=third)
+    done = await wait_active(api, ds, source, third)
+    return done[third], series_uid, sops[0]
+
+
 async def page_examples(api: Any, emulator: Any, seeded: dict[str, Any]) -> None:
     store = seeded["datastores"][0]
     ds = store["datastoreId"]
@@ -175,20 +193,11 @@ async def page_examples(api: Any, emulator: Any, seeded: dict[str, Any]) -> None
     assert "imageSetWorkflowStatus" not in by_id["2"]
 
     # Example 3: one instance into a third image set, forced over the metadata mismatch.
-    series_uid, sops = next(iter(source_info["series"].items()))
-    attrs = json.dumps({"SchemaVersion": "1.1",
-                        "Study": {"Series": {series_uid: {"Instances": {sops[0]: {}}}}}},
-                       separators=(",", ":"))
-    out = await api.copy(ds, source, {"sourceImageSet": {"latestVersionId": "1",
-                                                         "DICOMCopies": {"copiableAttributes": attrs}},
-                                      "destinationImageSet": {"imageSetId": third, "latestVersionId": "1"}},
-                         force=True)
-    check_copy_answer(out, ds, source, dest_version="2", dest_id=third)
-    done = await wait_active(api, ds, source, third)
-    assert (done[third]["versionId"], done[third]["imageSetWorkflowStatus"]) == ("2", "COPIED")
-    assert done[third].get("overrides") == {"forced": True}
+    done3, series_uid, sop = await example_3(api, ds, source_info, third)
+    assert (done3["versionId"], done3["imageSetWorkflowStatus"]) == ("2", "COPIED")
+    assert done3.get("overrides") == {"forced": True}
     snapshot = emulator.model.snapshot_image_set(ds, third)
-    assert sops[0] in snapshot["instances"][series_uid]
+    assert sop in snapshot["instances"][series_uid]
 
     # The same study into the image set of example 1, without force: succeeds, version 3.
     out = await api.copy(ds, source, {"sourceImageSet": {"latestVersionId": "1"},
@@ -260,3 +269,41 @@ def test_aioboto3_shared_client_runs_copies_concurrently(emulator: Any, control:
     stats = emulator.stats()
     assert stats["copies_requested"] == 8
     assert stats["calls"]["CopyImageSet"] == 8
+
+
+@pytest.mark.skipif(shutil.which("aws") is None, reason="AWS CLI not installed")
+@pytest.mark.parametrize("reading", ["2", "1"])
+def test_page_examples_chained_as_printed_aws_cli(emulator: Any, seeded: Any, client_env: Any, control: Any,
+                                                  reading: str) -> None:
+    """The page's example 2 copies into the image set example 1 made (b9a06fef...), naming
+    version "1" and answering "2". Under the default `new_copy_version=2` example 1 answers
+    "2", so example 2 must name "2" (and answers "3"); under `new_copy_version=1` it runs
+    exactly as printed."""
+    status, config = control("POST", "/_emulator/config", {"assume": {"new_copy_version": reading}})
+    assert status == 200 and config["assume"] == {"new_copy_version": reading}
+    aws = shutil.which("aws")
+    assert aws is not None
+    api = CliApi(aws, emulator.endpoint, client_env["AWS_DEFAULT_REGION"])
+    store = seeded["datastores"][0]
+    ds = store["datastoreId"]
+    source, third = store["imageSets"][0]["imageSetId"], store["imageSets"][2]["imageSetId"]
+
+    async def run() -> None:
+        # Example 1, word for word
+        out = await api.copy(ds, source, {"sourceImageSet": {"latestVersionId": "1"}})
+        new = check_copy_answer(out, ds, source, dest_version=reading, dest_id=None)
+        made_at = epoch(out["destinationImageSetProperties"]["createdAt"])
+        await wait_active(api, ds, source, new)
+        # Example 2: the same source into the image set example 1 made
+        named = out["destinationImageSetProperties"]["latestVersionId"]
+        assert (named == "1") is (reading == "1")  # literally "1" only under new_copy_version=1
+        out = await api.copy(ds, source, {"sourceImageSet": {"latestVersionId": "1"},
+                                          "destinationImageSet": {"imageSetId": new, "latestVersionId": named}})
+        check_copy_answer(out, ds, source, dest_version=str(int(named) + 1), dest_id=new)
+        assert epoch(out["destinationImageSetProperties"]["createdAt"]) == made_at  # as on the page
+        done = await wait_active(api, ds, source, new)
+        assert done[new]["imageSetWorkflowStatus"] == "COPIED"
+        done3, _, _ = await example_3(api, ds, store["imageSets"][0], third)
+        assert done3["imageSetWorkflowStatus"] == "COPIED"
+
+    asyncio.run(run())

@@ -23,6 +23,7 @@ from batchcopy.emulator.errors import (
     ResourceNotFoundException,
     ServiceError,
     ServiceQuotaExceededException,
+    ThrottlingException,
     ValidationException,
 )
 from batchcopy.emulator.model import HealthImaging
@@ -245,13 +246,17 @@ def test_datastore_lifecycle_and_pagination(clock: FakeClock) -> None:
         call(m, "DeleteDatastore", datastoreId=made[0]["datastoreId"])
 
 
-def test_delete_datastore_with_image_sets_conflicts(world: tuple[HealthImaging, dict[str, Any]]) -> None:
+def test_delete_datastore_with_image_sets_conflicts(world: tuple[HealthImaging, dict[str, Any]],
+                                                    clock: FakeClock) -> None:
     m, store = world
     ds = store["datastoreId"]
     with pytest.raises(ConflictException):
         call(m, "DeleteDatastore", datastoreId=ds)
     for s in sets(store):
         call(m, "DeleteImageSet", datastoreId=ds, imageSetId=s["imageSetId"])
+    with pytest.raises(ConflictException):  # still DELETING
+        call(m, "DeleteDatastore", datastoreId=ds)
+    finish(clock)
     assert call(m, "DeleteDatastore", datastoreId=ds)["datastoreStatus"] == "DELETING"
 
 
@@ -319,6 +324,25 @@ def test_copy_completes_after_its_duration(world: tuple[HealthImaging, dict[str,
             st["copies_failed"], st["copies_in_flight"]) == (1, 1, 1, 0, 0)
 
 
+def test_set_clock_offsets_stamps_and_finishes_due_copies(
+        world: tuple[HealthImaging, dict[str, Any]], clock: FakeClock) -> None:
+    m, store = world
+    ds, src = store["datastoreId"], sets(store)[0]["imageSetId"]
+    assert m.clock() == {"offset_s": 0.0, "now": T0}
+    assert m.set_clock(offset_s=100.0) == {"offset_s": 100.0, "now": T0 + 100}
+    new = copy(m, ds, src)["destinationImageSetProperties"]
+    assert new["createdAt"] == T0 + 100
+    assert m.set_clock(advance_s=2.0)["offset_s"] == 102.0  # the copy needs 2.12 s
+    assert get(m, ds, new["imageSetId"])["imageSetState"] == "LOCKED"
+    m.set_clock(advance_s=0.2)
+    done = get(m, ds, new["imageSetId"])
+    assert (done["imageSetState"], done["updatedAt"]) == ("ACTIVE", round(T0 + 100 + 2.12, 3))
+    with pytest.raises(ValueError):
+        m.set_clock(advance_s=float("nan"))
+    m.reset()
+    assert m.clock()["offset_s"] == 0.0
+
+
 def test_time_scale_shortens_copies(clock: FakeClock) -> None:
     m = HealthImaging(EmulatorConfig(time_scale=0.01), clock)
     store = seed(m, SPEC)["datastores"][0]
@@ -373,6 +397,28 @@ def test_study_mismatch_ends_copy_failed_without_adding(
     assert "message" not in versions["imageSetPropertiesList"][1]
     st = m.stats()
     assert (st["copies_executed"], st["copies_succeeded"], st["copies_failed"]) == (1, 0, 1)
+
+
+def test_a_failed_version_read_by_a_copy_keeps_its_status(
+        world: tuple[HealthImaging, dict[str, Any]], clock: FakeClock) -> None:
+    m, store = world
+    ds = store["datastoreId"]
+    a, b, _ = _study_pair(store)
+    copy(m, ds, a["imageSetId"], dst=b["imageSetId"])  # another study: b v2 COPY_FAILED
+    finish(clock)
+    failed = get(m, ds, b["imageSetId"])
+    out = copy(m, ds, b["imageSetId"], src_version="2")  # the failed version as a source
+    assert out["sourceImageSetProperties"]["imageSetWorkflowStatus"] == "COPYING_WITH_READ_ONLY_ACCESS"
+    during = call(m, "ListImageSetVersions", datastoreId=ds, imageSetId=b["imageSetId"])
+    assert [v["ImageSetWorkflowStatus"] for v in during["imageSetPropertiesList"]] == \
+        ["COPYING_WITH_READ_ONLY_ACCESS", "CREATED"]
+    assert "message" not in during["imageSetPropertiesList"][0]
+    finish(clock)
+    after = get(m, ds, b["imageSetId"])
+    assert (after["imageSetWorkflowStatus"], after["message"], after["updatedAt"]) == \
+        ("COPY_FAILED", failed["message"], failed["updatedAt"])
+    # a successful version that a copy reads reads COPIED (the CLI's get-image-set example)
+    assert get(m, ds, a["imageSetId"])["imageSetWorkflowStatus"] == "COPIED"
 
 
 def test_patient_mismatch_message(world: tuple[HealthImaging, dict[str, Any]], clock: FakeClock) -> None:
@@ -829,33 +875,68 @@ def test_search_sort_pagination_and_deleted(world: tuple[HealthImaging, dict[str
         search(m, ds, nextToken=first["nextToken"][:-1] + "x")
 
     call(m, "DeleteImageSet", datastoreId=ds, imageSetId=ids[0])
+    assert ids[0] in hits(search(m, ds))  # LOCKED / DELETING: still there
+    finish(clock)
     assert ids[0] not in hits(search(m, ds)) and len(hits(search(m, ds))) == 7
 
 
 # ---------------------------------------------------------------- DeleteImageSet
-def test_delete_image_set(world: tuple[HealthImaging, dict[str, Any]], clock: FakeClock) -> None:
+def test_delete_image_set_is_asynchronous_and_keeps_history(
+        world: tuple[HealthImaging, dict[str, Any]], clock: FakeClock) -> None:
     m, store = world
-    ds, a = store["datastoreId"], sets(store)[0]["imageSetId"]
+    ds, a, b = store["datastoreId"], sets(store)[0]["imageSetId"], sets(store)[1]["imageSetId"]
+    copy(m, ds, b, dst=a)  # another study: ends COPY_FAILED, a failure the history keeps
+    finish(clock)
     clock.advance(5)
     out = call(m, "DeleteImageSet", datastoreId=ds, imageSetId=a)
     assert (out["imageSetState"], out["imageSetWorkflowStatus"]) == ("LOCKED", "DELETING")
     g = get(m, ds, a)
-    assert (g["imageSetState"], g["imageSetWorkflowStatus"], g["deletedAt"]) == ("DELETED", "DELETED", T0 + 5)
-    for fn in (lambda: metadata(m, ds, a), lambda: copy(m, ds, a),
+    assert (g["imageSetState"], g["imageSetWorkflowStatus"]) == ("LOCKED", "DELETING")
+    assert "deletedAt" not in g and m.stats()["deletes_in_flight"] == 1
+    assert metadata(m, ds, a)["ImageSetID"] == a  # still readable while it is deleted
+    for fn in (lambda: call(m, "DeleteImageSet", datastoreId=ds, imageSetId=a),
+               lambda: copy(m, ds, a, src_version="2"), lambda: copy(m, ds, b, dst=a, dst_version="2")):
+        with pytest.raises(ConflictException):  # LOCKED: no other write
+            fn()
+    clock.advance(0.999)
+    assert get(m, ds, a)["imageSetState"] == "LOCKED"
+    clock.advance(0.001)  # delete_s = 1 s (time_scale 1)
+    g = get(m, ds, a)
+    assert (g["imageSetState"], g["deletedAt"]) == ("DELETED", T0 + 3606)
+    assert g["updatedAt"] == round(T0 + 2.12, 3)  # the version's own: the deletion wrote none
+    assert (g["versionId"], g["imageSetWorkflowStatus"]) == ("2", "COPY_FAILED")  # not rewritten
+    assert g["message"].startswith("INVALID_REQUEST: Study")
+    listed = call(m, "ListImageSetVersions", datastoreId=ds, imageSetId=a)["imageSetPropertiesList"]
+    assert [(v["versionId"], v["ImageSetWorkflowStatus"], v["imageSetState"]) for v in listed] == \
+        [("2", "COPY_FAILED", "DELETED"), ("1", "CREATED", "DELETED")]
+    assert all(v["deletedAt"] == T0 + 3606 for v in listed)
+    for fn in (lambda: metadata(m, ds, a), lambda: copy(m, ds, a, src_version="2"),
                lambda: call(m, "DeleteImageSet", datastoreId=ds, imageSetId=a),
-               lambda: copy(m, ds, sets(store)[1]["imageSetId"], dst=a)):
+               lambda: copy(m, ds, b, dst=a, dst_version="2")):
         with pytest.raises(ResourceNotFoundException):
             fn()
-    assert m.stats()["image_sets"] == 3
+    assert m.stats()["image_sets"] == 3 and m.stats()["deletes_requested"] == 1
+
+
+def test_delete_refuses_a_locked_image_set_and_caps_concurrent_deletes(clock: FakeClock) -> None:
+    m = HealthImaging(EmulatorConfig(max_concurrent_deletes_per_datastore=2), clock)
+    store = seed(m, SPEC)["datastores"][0]
+    ds, ids = store["datastoreId"], [s["imageSetId"] for s in sets(store)]
+    copy(m, ds, ids[0])
+    with pytest.raises(ConflictException):  # the source of a running copy
+        call(m, "DeleteImageSet", datastoreId=ds, imageSetId=ids[0])
+    call(m, "DeleteImageSet", datastoreId=ds, imageSetId=ids[1])
+    call(m, "DeleteImageSet", datastoreId=ds, imageSetId=ids[2])
+    with pytest.raises(ThrottlingException):
+        call(m, "DeleteImageSet", datastoreId=ds, imageSetId=ids[3])
+    finish(clock)
+    call(m, "DeleteImageSet", datastoreId=ds, imageSetId=ids[3])
 
 
 # ---------------------------------------------------------------- the rest of the API
 def test_unsupported_operations_raise_modelled_errors(world: tuple[HealthImaging, dict[str, Any]]) -> None:
     m, store = world
     ds, a = store["datastoreId"], sets(store)[0]["imageSetId"]
-    with pytest.raises(ValidationException, match="not supported"):
-        call(m, "UpdateImageSetMetadata", datastoreId=ds, imageSetId=a, latestVersionId="1",
-             updateImageSetMetadataUpdates={"revertToVersionId": "1"})
     with pytest.raises(ValidationException, match="not supported"):
         call(m, "StartDICOMImportJob", datastoreId=ds, dataAccessRoleArn="arn:aws:iam::123456789012:role/x",
              clientToken="t", inputS3Uri="s3://in-bucket/x", outputS3Uri="s3://out-bucket/y")
@@ -902,6 +983,8 @@ def test_reset_and_thread_safety(world: tuple[HealthImaging, dict[str, Any]], cl
     m.reset()
     assert m.stats() == {"copies_requested": 0, "copies_executed": 0, "copies_succeeded": 0,
                          "copies_failed": 0, "copies_in_flight": 0, "frames_copied": 0,
+                         "updates_requested": 0, "updates_succeeded": 0, "updates_failed": 0,
+                         "updates_in_flight": 0, "deletes_requested": 0, "deletes_in_flight": 0,
                          "datastores": 0, "image_sets": 0, "image_set_versions": 0}
     json.dumps(m.stats())
 
@@ -919,3 +1002,93 @@ def test_snapshot_is_json(world: tuple[HealthImaging, dict[str, Any]], clock: Fa
     assert snap["instances"] == {k: sorted(v) for k, v in a["series"].items()}
     with pytest.raises(ResourceNotFoundException):
         m.snapshot_image_set(ds, "0" * 32)
+
+
+# ---------------------------------------------------------------- UpdateImageSetMetadata
+def update(m: HealthImaging, ds: str, iset: str, latest: str, updatable: Any = None, removable: Any = None,
+           **flags: Any) -> dict[str, Any]:
+    blobs = {key: json.dumps(doc).encode() for key, doc in (("updatableAttributes", updatable),
+                                                           ("removableAttributes", removable))
+             if doc is not None}
+    return call(m, "UpdateImageSetMetadata", datastoreId=ds, imageSetId=iset, latestVersionId=latest,
+                updateImageSetMetadataUpdates={"DICOMUpdates": blobs}, **flags)
+
+
+def _one_instance(store: dict[str, Any]) -> tuple[str, str, str, str]:
+    a = sets(store)[0]
+    (s1, sops1), (s2, _) = a["series"].items()
+    return a["imageSetId"], s1, sops1[0], s2
+
+
+@pytest.mark.parametrize(("case", "force", "outcome"), [
+    pytest.param("generated", True, "FrameSizeInBytes is generated by HealthImaging and cannot be updated.",
+                 id="generated"),
+    pytest.param("uid_elsewhere", True, "SOPInstanceUID belongs to the Instance level, not the Series level.",
+                 id="uid_elsewhere"),
+    pytest.param("remove_uid", True, "StudyInstanceUID cannot be removed.", id="remove_uid"),
+    pytest.param("private", False, "Instance level private element 00191001 can only be updated with force.",
+                 id="private"),
+    pytest.param("private", True, "UPDATED", id="private_forced"),
+    pytest.param("study_id", False, "Updating StudyID requires force.", id="study_id"),
+    pytest.param("study_id", True, "UPDATED", id="study_id_forced"),
+    pytest.param("series_clash", True, "already exists in the image set.", id="series_clash"),
+    pytest.param("remove_then_update", False, "UPDATED", id="remove_then_update"),
+])
+def test_update_constraints(world: tuple[HealthImaging, dict[str, Any]], clock: FakeClock, case: str,
+                            force: bool, outcome: str) -> None:
+    m, store = world
+    ds = store["datastoreId"]
+    iset, s1, sop, s2 = _one_instance(store)
+    docs: dict[str, tuple[Any, Any]] = {
+        "generated": ({"Study": {"Series": {s1: {"Instances": {sop: {"DICOM": {"FrameSizeInBytes": 1}}}}}}}, None),
+        "uid_elsewhere": ({"Study": {"Series": {s1: {"DICOM": {"SOPInstanceUID": "1.2"}}}}}, None),
+        "remove_uid": (None, {"Study": {"DICOM": {"StudyInstanceUID": ""}}}),
+        "private": ({"Study": {"Series": {s1: {"Instances": {sop: {"DICOM": {"00191001": "x"},
+                                                                   "DICOMVRs": {"00191001": "LO"}}}}}}}, None),
+        "study_id": ({"Study": {"DICOM": {"StudyID": "S9"}}}, None),
+        "series_clash": ({"Study": {"Series": {s1: {"DICOM": {"SeriesInstanceUID": s2}}}}}, None),
+        "remove_then_update": ({"Study": {"DICOM": {"StudyDescription": "new"}}},
+                               {"Study": {"DICOM": {"StudyDescription": ""}, "Series": {s2: {}}}}),
+    }
+    before = metadata(m, ds, iset)
+    update(m, ds, iset, "1", *docs[case], force=force)
+    finish(clock)
+    g = get(m, ds, iset)
+    if outcome != "UPDATED":
+        assert g["imageSetWorkflowStatus"] == "UPDATE_FAILED"
+        assert g["message"].startswith("INVALID_REQUEST: ") and g["message"].endswith(outcome)
+        assert metadata(m, ds, iset)["Study"] == before["Study"]
+        return
+    assert g["imageSetWorkflowStatus"] == "UPDATED"
+    doc = metadata(m, ds, iset)
+    if case == "private":
+        inst = doc["Study"]["Series"][s1]["Instances"][sop]
+        assert (inst["DICOM"]["00191001"], inst["DICOMVRs"]) == ("x", {"00191001": "LO"})
+        assert "DICOMVRs" not in before["Study"]["Series"][s1]["Instances"][sop]  # v1 untouched
+    elif case == "study_id":
+        assert doc["Study"]["DICOM"]["StudyID"] == "S9" and g["overrides"] == {"forced": True}
+    else:
+        assert doc["Study"]["DICOM"]["StudyDescription"] == "new" and set(doc["Study"]["Series"]) == {s1}
+
+
+def test_update_refusals_at_once(world: tuple[HealthImaging, dict[str, Any]], clock: FakeClock) -> None:
+    m, store = world
+    ds = store["datastoreId"]
+    iset, _, _, _ = _one_instance(store)
+    change = {"Study": {"DICOM": {"StudyDescription": "x"}}}
+    with pytest.raises(ValidationException, match="includeStudyImageSets"):
+        update(m, ds, iset, "1", change, includeStudyImageSets=True)
+    with pytest.raises(ConflictException, match="latestVersionId 2"):
+        update(m, ds, iset, "2", change)
+    with pytest.raises(ResourceNotFoundException):
+        call(m, "UpdateImageSetMetadata", datastoreId=ds, imageSetId=iset, latestVersionId="1",
+             updateImageSetMetadataUpdates={"revertToVersionId": "3"})
+    out = update(m, ds, iset, "1", change)
+    assert (out["latestVersionId"], out["imageSetState"], out["imageSetWorkflowStatus"]) == \
+        ("2", "LOCKED", "UPDATING")
+    assert out["createdAt"] == T0 and out["updatedAt"] == clock.t
+    clock.advance(0.999)  # update_s = 1 s
+    assert get(m, ds, iset)["imageSetState"] == "LOCKED"
+    clock.advance(0.001)
+    assert get(m, ds, iset)["imageSetWorkflowStatus"] == "UPDATED"
+    assert m.stats()["updates_succeeded"] == 1
