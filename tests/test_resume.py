@@ -273,6 +273,69 @@ def test_sigkill_at_many_points_then_resume_equals_an_uninterrupted_run(
     assert seen["a copy answered and in progress"]["ANSWERED"] >= 1
 
 
+# ---- kill -9 at random moments, with faults, over destinations hours old ---------------------
+CHAOS = [FaultSpec(kind="throttle", operation="*", probability=0.08),
+         FaultSpec(kind="internal", operation="*", probability=0.03),
+         FaultSpec(kind="unavailable", operation="*", probability=0.02),
+         FaultSpec(kind="reset", operation="CopyImageSet", probability=0.08),
+         FaultSpec(kind="lost_response", operation="CopyImageSet", probability=0.15),
+         FaultSpec(kind="latency", operation="*", probability=0.1, latency_s=20)]
+
+
+def aged_scene(emulator: Any, env: dict[str, str]) -> Scene:
+    """The scene, its data and destinations made two hours before the runs."""
+    emulator.set_clock(offset_s=-7200)
+    scene = build_scene(seed_world(emulator, env, SEED))
+    emulator.set_clock(offset_s=0)
+    return scene
+
+
+@pytest.mark.parametrize("chaos_seed", [1, 2])
+@pytest.mark.emulator_config(**SLOW_COPIES)
+def test_sigkill_at_random_moments_with_faults_on_old_data_copies_exactly_once(
+        emulator: Any, emulator_factory: Callable[..., Any], client_env: dict[str, str],
+        tmp_path: Path, chaos_seed: int) -> None:
+    import random
+
+    ref_world = emulator_factory(**SLOW_COPIES)
+    ref_scene = aged_scene(ref_world, client_env)
+    (tmp_path / "ref").mkdir()
+    ref = run_manifest(write_manifest(tmp_path / "ref" / "m.csv", ref_scene.rows),
+                       ref_scene.world.env, tmp_path / "ref")
+    assert ref.code == 0, ref.stderr
+    ref_scene.world.wait_idle()
+    scene = aged_scene(emulator, client_env)
+    w = scene.world
+    manifest = write_manifest(tmp_path / "m.csv", scene.rows)
+    journal, report = tmp_path / "chaos.journal.sqlite", tmp_path / "chaos.parquet"
+    rng = random.Random(chaos_seed)
+    w.emulator.set_faults(CHAOS, fault_seed=chaos_seed)
+    kills = 0
+    for round_ in range(12):
+        proc = start(manifest, w.env, tmp_path, f"chaos{round_}", journal=journal, report=report)
+        deadline = time.monotonic() + rng.uniform(0.3, 1.5)  # after start-up, mid-run
+        while proc.alive and time.monotonic() < deadline:
+            time.sleep(0.01)
+        if not proc.alive:
+            break
+        proc.kill()
+        kills += 1
+    w.emulator.set_faults([])
+    final = run_manifest(manifest, w.env, tmp_path, journal=journal, report=report)
+    assert final.code == 0, final.stderr
+    out = read_report(report)
+    # 0 lost rows, 0 untrue statuses: one row each, every one done, contents as the reference
+    assert [r["row_id"] for r in out] == [r["row_id"] for r in scene.rows]
+    assert {r["status"] for r in out} <= DONE
+    assert set(call_states(journal)) <= {"DONE", "VOID", "REJECTED"}
+    w.wait_idle()
+    # 0 duplicates: as many copies as the uninterrupted, fault-free run
+    assert w.copies_requested() == ref_scene.world.copies_requested()
+    assert outcome_by_row(scene, out) == outcome_by_row(ref_scene, ref.rows())
+    print(f"\nchaos seed {chaos_seed}: {kills} kills, faults fired "
+          f"{w.stats()['faults_fired']}, calls {dict(call_states(journal))}")
+
+
 # ---- cron, changed rows, the retry manifest, --max-duration ------------------------------
 PACED = ("--rate", "CopyImageSet=4")
 
