@@ -427,6 +427,10 @@ class Journal:
             return _in_transaction(self._wdb, fn)
         return await asyncio.wrap_future(self._writer.submit(fn))
 
+    async def flush(self) -> None:
+        """Return once every write queued before it is committed (or dropped)."""
+        await self._write(lambda db: None)
+
     async def call_sent(self, run_id: int, request: CopyRequest, keys: Sequence[str],
                         sent_at: float) -> int:
         """Durably record a CopyImageSet call *before* its request leaves."""
