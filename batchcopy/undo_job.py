@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import sys
 import time
 from collections import Counter
@@ -23,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from batchcopy.preflight import SetupError
+from batchcopy.stopsignals import stop_on_signals
 from batchcopy.specs import ExitCode
 
 
@@ -156,16 +156,15 @@ async def _with_client(opts: UndoOptions, journal: Any, store: Any, unfinished: 
         counts: Counter[str] = Counter()
         waiter = CopyWaiter(api, first_poll_s=opts.poll_first_s, max_interval_s=opts.poll_max_s)
         runner = UndoRunner(api, store, waiter, settings, on_finished=counts.update)
-        loop = asyncio.get_running_loop()
-        signals = _install_signals(loop, runner)
         started = time.monotonic()
         journal.start_writer()
         try:
-            await runner.run(store.actions(plan_id))
+            with stop_on_signals(asyncio.get_running_loop(),
+                                 lambda: runner.request_stop("interrupted"),
+                                 "stopping; changes in flight finish"):
+                await runner.run(store.actions(plan_id))
         finally:
             journal.stop_writer()
-            for sig in signals:
-                loop.remove_signal_handler(sig)
     report = opts.report or str(opts.reports_dir / (
         f"{journal.path.name.removesuffix('.journal.sqlite').removesuffix('.sqlite')}-undo-"
         f"{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}.parquet"))
@@ -184,26 +183,3 @@ async def _with_client(opts: UndoOptions, journal: Any, store: Any, unfinished: 
         say("batchcopy undo: rows left as CONFLICT keep what was written since the run (see "
             "the report's evidence); UNKNOWN or NOT_RUN rows finish with the same command")
     return ExitCode.ROWS_FAILED if left else ExitCode.OK
-
-
-def _install_signals(loop: asyncio.AbstractEventLoop, runner: Any) -> list[int]:
-    import signal
-
-    hits = {"n": 0}
-
-    def handler(name: str) -> None:
-        hits["n"] += 1
-        if hits["n"] > 1:
-            os._exit(int(ExitCode.INTERRUPTED))
-        say(f"batchcopy undo: {name}: stopping; changes in flight finish (signal again to exit "
-            "at once; the journal stays consistent)")
-        runner.request_stop("interrupted")
-
-    installed = []
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        try:
-            loop.add_signal_handler(sig, handler, sig.name)
-            installed.append(sig)
-        except (NotImplementedError, RuntimeError):
-            pass
-    return installed
