@@ -59,6 +59,7 @@ class Tally:
     throttles: int = 0
     conflicts: int = 0
     sent_at: float | None = None
+    quota_refusals: int = 0
     src_v: str | None = None
     dst_v: str | None = None
 
@@ -242,9 +243,13 @@ class Executor:
         if moved is not None:
             return await self._conflict(rows, tally, unit, code, f"{msg} ({moved})")
         over = await self._over_frame_limit(unit, tally)
-        if code == QUOTA_CODE and (over is False or (over is None and len(rows) == 1)):
-            # within the frames a copy may carry (our count): the concurrent-copy quota,
-            # whatever its wording says, and it passes
+        if code == QUOTA_CODE:
+            tally.quota_refusals += 1
+        if code == QUOTA_CODE and (over is False or len(rows) == 1) and (
+                len(rows) == 1 or tally.quota_refusals < 2):
+            # within the frames a copy may carry (by our count): the concurrent-copy quota,
+            # whatever its wording says, which passes. A merged call refused twice may meet a
+            # lower per-copy limit than ours: it is split below.
             if tally.attempts < ctx.s.max_attempts:
                 await self._backoff(tally)
                 return RETRY

@@ -197,7 +197,8 @@ def test_a_journal_on_s3_is_refused(emulator: Any, client_env: dict[str, str], t
 
 
 # ---- two runs at once ------------------------------------------------------------------
-@pytest.mark.emulator_config(copy_base_s=60.0)  # 0.6 s copies: the first run is surely live
+# copies that last until the test moves the emulator's clock: the first run is surely live
+@pytest.mark.emulator_config(copy_base_s=1e6)
 def test_two_runs_over_the_same_image_sets_never_both_copy(
         emulator: Any, client_env: dict[str, str], tmp_path: Path) -> None:
     w = seed_world(emulator, client_env, SEED)
@@ -215,6 +216,8 @@ def test_two_runs_over_the_same_image_sets_never_both_copy(
         res = run_manifest(m, w.env, tmp_path, journal=tmp_path / j, report=tmp_path / f"{j}.parquet")
         assert res.code == 4, res.stderr
         assert f"pid {first.proc.pid}" in res.stderr and str(first_journal) in res.stderr
+    emulator.set_clock(advance_s=1e7)  # the first run's copies end
+    emulator.update_config({"copy_base_s": 2.0})  # and copies take their usual time again
     assert first.wait() == 0, first.stderr()
     w.wait_idle()
     assert w.copies_requested() - before == len(w.sets)

@@ -156,7 +156,8 @@ def test_a_stale_version_answered_as_a_validation_error_is_refreshed(tmp_path: P
 def test_a_quota_refusal_within_the_frame_limit_is_waited_out_not_split(
         tmp_path: Path, wording: str) -> None:
     """However the service words it, a merged call within 1,000 frames (the source's
-    metadata says how many) refused for quota met the concurrent-copy quota: wait, resend."""
+    metadata says how many) refused for quota met the concurrent-copy quota: wait, resend
+    (a second refusal splits it: the service's limit may be lower than ours)."""
     api, store = world(assume={"concurrency_limit_error": wording})
     ds, src = store["datastoreId"], store["imageSets"][0]
     dest = old_destination(api, ds, src)
@@ -166,7 +167,7 @@ def test_a_quota_refusal_within_the_frame_limit_is_waited_out_not_split(
     def free_after_two(op: str, params: dict[str, Any]) -> Any:
         if op == "CopyImageSet":
             refused["n"] += 1
-            if refused["n"] == 3:  # ... until other copies end
+            if refused["n"] == 2:  # ... until other copies end
                 api.model.config.max_concurrent_copies_per_datastore = 100
         return None
 
@@ -175,7 +176,7 @@ def test_a_quota_refusal_within_the_frame_limit_is_waited_out_not_split(
     outcome, rows = run(api, specs, tmp_path / "j.sqlite")
     assert set(statuses(rows).values()) == {"SUCCEEDED"}
     assert outcome.splits == 0 and len({r["call_id"] for r in rows.values()}) == 1
-    assert api.calls["CopyImageSet"] == 3 and executed(api) == 2  # the destination's + ours
+    assert api.calls["CopyImageSet"] == 2 and executed(api) == 2  # the destination's + ours
 
 
 def test_a_lost_new_image_set_is_found_when_search_shows_it_only_once_the_copy_ends(
