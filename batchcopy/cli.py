@@ -220,54 +220,29 @@ def plan(
                f"same image set; at {copy_rate:g} calls/s: about {hours:.2f} h")
 
 
+class ReportOutput(str, Enum):
+    table = "table"
+    json = "json"
+
+
 @app.command("report")
 def report_cmd(
     source: str = typer.Argument(..., help="A journal (.journal.sqlite) or a report (.parquet, local or s3://)."),
+    output: ReportOutput = typer.Option(ReportOutput.table, "--output", "-o", help="table: the counts and the rows that went wrong, with their messages; json: the same for scripts (counts, rows by status with error codes and messages, the run's context)."),
+    html: Optional[Path] = typer.Option(None, help="Also write a self-contained HTML page (charts of the run and the failure table; works offline). Needs: pip install 'batchcopy[report]'."),
+    limit: Optional[int] = typer.Option(None, min=0, help="Rows listed per status (default: 50 in the table, all in JSON; 0 = all)."),
     failed_manifest: Optional[Path] = typer.Option(None, help="Write a manifest (CSV) of the rows to retry: failed, conflict, unknown, not run."),
-    out: Optional[str] = typer.Option(None, help="From a journal: (re)write the Parquet report here."),
+    out: Optional[str] = typer.Option(None, help="From a journal: (re)write the Parquet report here (default reports/<journal name>.parquet)."),
 ) -> None:
-    """Summarise a run; rebuild its report from the journal; list the rows to retry."""
-    import asyncio
+    """Show what a run did and what went wrong; rebuild its report from the journal; list the rows to retry."""
+    from batchcopy.report_cmd import Options, ReportError, run as show
 
-    from batchcopy import report as rep
-    from batchcopy.retry_manifest import write_failed_manifest
-    from batchcopy.summary import human_summary
-
-    if source.endswith(".sqlite") or source.endswith(".journal"):
-        from batchcopy.job import write_outputs
-        from batchcopy.journal import Journal, JournalError
-        from batchcopy.results import journal_results
-
-        if not Path(source).exists():
-            _fail(f"journal not found: {source}")
-        try:
-            journal = Journal(Path(source), create=False)
-        except JournalError as exc:
-            _fail(str(exc))
-        try:
-            dest = out or str(Path("reports") / (Path(source).name.removesuffix(".journal.sqlite") + ".parquet"))
-            summary = asyncio.run(write_outputs(journal, dest, {"journal": source, "report": dest}))
-            typer.echo(human_summary(summary))
-            if failed_manifest is not None:
-                n = write_failed_manifest(journal_results(journal), failed_manifest)
-                typer.echo(f"{n} row(s) to retry written to {failed_manifest}")
-        finally:
-            journal.close()
-        return
     try:
-        frame = rep.read_report(source)
-    except FileNotFoundError:
-        _fail(f"report not found: {source}")
-    counts = frame["status"].value_counts().to_dict()
-    typer.echo(f"{source}: {len(frame)} rows; " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
-    errors = frame["error_code"].dropna().value_counts().head(10).to_dict()
-    if errors:
-        typer.echo("error codes: " + ", ".join(f"{k} {v}" for k, v in errors.items()))
-    if failed_manifest is not None:
-        n = write_failed_manifest(rep.iter_report_rows(source) if not source.startswith("s3://")
-                                  else (rep.RowResult(**r) for r in frame.to_dict("records")),
-                                  failed_manifest)
-        typer.echo(f"{n} row(s) to retry written to {failed_manifest}")
+        code = show(Options(source=source, output=output.value, html=html, limit=limit,
+                            failed_manifest=failed_manifest, out=out))
+    except ReportError as exc:
+        _fail(str(exc))
+    raise typer.Exit(code)
 
 
 @app.command()
