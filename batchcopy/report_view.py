@@ -85,6 +85,7 @@ class RunView:
     call_accepted: array = field(default_factory=lambda: array("b"))
     copy_durations: array = field(default_factory=lambda: array("d"))  # SUCCEEDED rows
     queue_waits: array = field(default_factory=lambda: array("d"))
+    causes: dict[tuple[str, str], int] = field(default_factory=dict)  # (status, cause): rows
     calls_from_journal: bool = False
     earlier_rows: int = 0  # rows whose status an earlier run decided (left off the timeline)
 
@@ -127,6 +128,10 @@ def collect(rows: Iterable[RowResult], *, source: str, kind: str,
             cause.rows += 1
             if len(cause.row_ids) < SAMPLE_IDS:
                 cause.row_ids.append(row.row_id)
+        if status not in (Status.SUCCEEDED, Status.SKIPPED):
+            cause_key = (status.value, row.error_code or _short(row.error_message or row.evidence)
+                         or "no cause recorded")
+            view.causes[cause_key] = view.causes.get(cause_key, 0) + 1
         if run_id is not None and row.run_id is not None and row.run_id != run_id:
             view.earlier_rows += 1
             continue  # done in an earlier run: not on this run's timeline
@@ -148,6 +153,12 @@ def collect(rows: Iterable[RowResult], *, source: str, kind: str,
             view.call_accepted.append(state in ACCEPTED_CALL_STATES)
     view.counts = view.counts.sorted()
     return view
+
+
+def _short(text: str | None, width: int = 48) -> str | None:
+    if not text:
+        return None
+    return text if len(text) <= width else text[:width - 1].rstrip() + "…"
 
 
 # ---------------------------------------------------------------- figures

@@ -5,7 +5,11 @@ emulator over HTTP."""
 from __future__ import annotations
 
 import json
+import re
+import shutil
 import sqlite3
+import subprocess
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -184,3 +188,85 @@ def test_report_errors_are_one_line(tmp_path: Path) -> None:
     proc = run_cli(["report", str(bad)], {}, cwd=tmp_path)
     assert proc.returncode == 2 and "not a readable batchcopy report" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+# ---------------------------------------------------------------- the HTML page
+
+# what would make a browser fetch something (a reference to an id in the page is not)
+EXTERNAL = re.compile(r"""\bsrc\s*=|\bhref\s*=\s*(?!["']?#)|url\(\s*(?!["']?#)|@import|<script|<link|<iframe|<object|<embed""", re.I)
+SVG_NAMESPACES = {"http://www.w3.org/2000/svg", "http://www.w3.org/1999/xlink"}
+CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                  "--hide-scrollbars",
+                  # any fetch the page tried would go to a proxy that is not there: offline
+                  "--proxy-server=127.0.0.1:9", "--proxy-bypass-list=<-loopback>"]
+
+
+def chromium() -> str:
+    for name in ("chromium", "chromium-browser", "google-chrome"):
+        found = shutil.which(name)
+        if found:
+            return found
+    pytest.skip("Chromium is not installed, so the HTML page is not rendered here: .ci/run "
+                "installs Debian's chromium package (apt-get install -y chromium)")
+
+
+def render(page: Path, tmp: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    profile = tempfile.mkdtemp(prefix="chromium-", dir=tmp)
+    return subprocess.run([chromium(), *CHROMIUM_FLAGS, f"--user-data-dir={profile}", *args,
+                           page.as_uri()], capture_output=True, text=True, timeout=120)
+
+
+def test_html_page_is_self_contained_and_renders_offline_in_chromium(ran: dict[str, Any]) -> None:
+    from PIL import Image
+
+    tmp = ran["tmp"]
+    page = tmp / "page" / "run.html"
+    proc = run_cli(["report", str(ran["journal"]), "--out", str(tmp / "html.parquet"),
+                    "--html", str(page)], ran["env"], cwd=tmp)
+    assert proc.returncode == 0, proc.stderr
+    assert f"HTML report (one self-contained file, works offline): {page}" in proc.stdout
+    text = page.read_text(encoding="utf-8")
+    # nothing to fetch: no script, stylesheet, image or frame; the only URLs are SVG's namespaces
+    assert EXTERNAL.findall(text) == []
+    in_tags = " ".join(re.findall(r"<[^>]+>", text))  # text (the endpoint in the options) aside
+    assert set(re.findall(r"[a-z][a-z0-9+.-]*://[^\s\"'<>)]+", in_tags, re.I)) == SVG_NAMESPACES
+    assert len(text) < 400_000
+
+    dom = render(page, tmp, "--dump-dom")
+    assert dom.returncode == 0, dom.stderr[-2000:]
+    html = dom.stdout
+    for chart in ("chart-progress", "chart-durations", "chart-causes"):
+        assert re.search(rf'<figure class="chart" id="{chart}"><svg', html), chart
+    assert "quota line: 20 CopyImageSet calls/s" in html  # the run's --rate, drawn as text
+    table = html[html.index('<table class="failures" data-status="FAILED"'):]
+    table = table[:table.index("</table>")]
+    failed = [r for r in ledger(ran["journal"]) if r["status"] == "FAILED"]
+    assert table.count("<tr>") == 1 + len(failed)
+    for r in failed:
+        assert f"<td>{r['row_id']}</td>" in table and r["error_code"] in table
+    assert "notes: wrong patient" in table  # the curator's extra column
+
+    shot = tmp / "page" / "run.png"
+    proc = render(page, tmp, f"--screenshot={shot}", "--window-size=1200,1800")
+    assert proc.returncode == 0 and shot.exists(), proc.stderr[-2000:]
+    with Image.open(shot) as img:
+        rgb = img.convert("RGB")
+        colors = rgb.getcolors(maxcolors=1 << 20) or []
+        assert rgb.size == (1200, 1800)
+    white = sum(n for n, c in colors if c == (255, 255, 255))
+    assert white < 0.97 * 1200 * 1800 and len(colors) > 50  # not a blank page
+    counts = {c: n for n, c in colors}
+    # the FAILED tile and bar (#c62828) and the SUCCEEDED tile (#2e7d32) were painted
+    assert counts.get((0xC6, 0x28, 0x28), 0) > 500 and counts.get((0x2E, 0x7D, 0x32), 0) > 500
+
+
+def test_html_without_matplotlib_says_how_to_install_it(ran: dict[str, Any], tmp_path: Path) -> None:
+    fake = tmp_path / "nompl" / "matplotlib"
+    fake.mkdir(parents=True)
+    (fake / "__init__.py").write_text("raise ImportError('No module named matplotlib')\n")
+    env = {**ran["env"], "PYTHONPATH": str(fake.parent)}
+    proc = run_cli(["report", str(ran["report"]), "--html", str(tmp_path / "p.html")], env, cwd=tmp_path)
+    assert proc.returncode == 2
+    assert "pip install 'batchcopy[report]'" in proc.stderr and "Traceback" not in proc.stderr
+    assert not (tmp_path / "p.html").exists()
