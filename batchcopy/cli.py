@@ -128,6 +128,7 @@ def run(
     poll_first: float = typer.Option(1.0, min=0.001, help="Seconds before the first completion check of a copy."),
     poll_max: float = typer.Option(30.0, min=0.001, help="Longest wait between completion checks of a long copy."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress output."),
+    verify: bool = typer.Option(False, "--verify", help="After the run, check each done row's destination against its source (as `batchcopy verify` does; its report beside the run's, x-verify.parquet); mismatches make the exit code 1."),
 ) -> None:
     """Copy every row of MANIFEST; write one report row per manifest row."""
     from batchcopy.job import JobOptions, run_job
@@ -150,7 +151,7 @@ def run(
         journal=journal, resume=resume, fresh=fresh, rates=_rates(rate, rate_file),
         endpoint_url=endpoint_url, region=region, profile=profile,
         progress="off" if quiet else progress.value, log_interval_s=log_interval,
-        poll_first_s=poll_first, poll_max_s=poll_max, settings=settings)
+        poll_first_s=poll_first, poll_max_s=poll_max, settings=settings, verify=verify)
     raise typer.Exit(run_job(opts))
 
 
@@ -240,6 +241,40 @@ def report_cmd(
     try:
         code = show(Options(source=source, output=output.value, html=html, limit=limit,
                             failed_manifest=failed_manifest, out=out))
+    except ReportError as exc:
+        _fail(str(exc))
+    raise typer.Exit(code)
+
+
+@app.command("verify")
+def verify_cmd(
+    source: str = typer.Argument(..., help="A run's journal (.journal.sqlite) or report (.parquet, local or s3://)."),
+    out: Optional[str] = typer.Option(None, help="verify's own report (.parquet, local or s3://): one row per checked row, SUCCEEDED = verified, FAILED = mismatch. Default: reports/<source>-verify-<time>.parquet"),
+    output: ReportOutput = typer.Option(ReportOutput.table, "--output", "-o", help="table or json (as `batchcopy report`)."),
+    limit: Optional[int] = typer.Option(None, min=0, help="Rows listed per status (default: 50 in the table, all in JSON; 0 = all)."),
+    failed_manifest: Optional[Path] = typer.Option(None, help="Write a manifest (CSV) of the rows that did not verify, to copy them again with `batchcopy run`."),
+    rate: list[str] = typer.Option([], "--rate", help="OPERATION=RATE[/BURST] requests/s (GetImageSetMetadata, GetImageSet). Repeatable."),
+    rate_file: Optional[Path] = typer.Option(None, help="JSON file of rates, as for `run`."),
+    concurrency: int = typer.Option(16, min=1, help="Rows checked at the same time (reads stay within their quotas)."),
+    endpoint_url: Optional[str] = typer.Option(None, envvar="AWS_ENDPOINT_URL_MEDICAL_IMAGING", help="HealthImaging endpoint (e.g. the emulator's)."),
+    region: Optional[str] = typer.Option(None, help="AWS region (default: your AWS configuration)."),
+    profile: Optional[str] = typer.Option(None, help="AWS profile (default credential chain otherwise)."),
+) -> None:
+    """Check that each done row's destination holds what the row asked for, like rclone check.
+
+    For every SUCCEEDED or SKIPPED row: the requested instances are in the destination's
+    latest version with the source's DICOM attributes, and the version each copy made is the
+    version it named plus the copied instances, nothing else. Exit 0: all verified; 1: some
+    rows did not verify (FAILED, with the series and instances named) or could not be checked.
+    """
+    from batchcopy.report_cmd import ReportError
+    from batchcopy.verify_cmd import VerifyOptions, run as check
+
+    try:
+        code = check(VerifyOptions(source=source, out=out, output=output.value, limit=limit,
+                                   failed_manifest=failed_manifest, rates=_rates(rate, rate_file),
+                                   endpoint_url=endpoint_url, region=region, profile=profile,
+                                   concurrency=concurrency))
     except ReportError as exc:
         _fail(str(exc))
     raise typer.Exit(code)

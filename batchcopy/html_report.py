@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from batchcopy.report_cmd import ReportError
-from batchcopy.report_view import MEANING, PROBLEM_STATUSES, RunView, percentiles, run_line
+from batchcopy.report_view import PROBLEM_STATUSES, RunView, percentiles, run_line
 from batchcopy.specs import Status
 
 INSTALL_HINT = ("--html draws its charts with matplotlib, which is not installed: "
@@ -234,7 +234,7 @@ def _problem_tables(view: RunView) -> str:
         more = (f"<p>… and {total - len(rows):,} more: <code>batchcopy report SOURCE --output json"
                 f"</code> lists them all.</p>" if total > len(rows) else "")
         parts.append(
-            f'<h3>{_e(status.value)} ({total:,})</h3><p class="sub">{_e(MEANING[status])}</p>'
+            f'<h3>{_e(status.value)} ({total:,})</h3><p class="sub">{_e(view.meaning[status])}</p>'
             f'<table class="failures" data-status="{_e(status.value)}"><thead><tr><th>row</th>'
             "<th>row_id</th><th>error code</th><th>message</th><th>source</th><th>destination</th>"
             f"<th>extras</th></tr></thead><tbody>{body}</tbody></table>{more}")
@@ -246,7 +246,7 @@ def _problem_tables(view: RunView) -> str:
             f"{_e(c.message or '-')}</td><td>{_e(', '.join(c.row_ids))}"
             f"{', …' if c.rows > len(c.row_ids) else ''}</td></tr>" for c in causes)
         parts.append(
-            f'<h3>NOT_RUN ({not_run:,}) by cause</h3><p class="sub">{_e(MEANING[Status.NOT_RUN])}</p>'
+            f'<h3>NOT_RUN ({not_run:,}) by cause</h3><p class="sub">{_e(view.meaning[Status.NOT_RUN])}</p>'
             '<table class="not-run"><thead><tr><th>rows</th><th>error code</th><th>cause</th>'
             f"<th>row ids</th></tr></thead><tbody>{body}</tbody></table>")
     return "".join(parts)
@@ -303,8 +303,7 @@ def render_html(view: RunView) -> str:
                 f'<p class="sub">{_e(line)}</p>' if line else "",
                 _tiles(view)]
     if view.ok and view.counts.rows:
-        sections.append('<p class="ok">Nothing went wrong: every row SUCCEEDED or was SKIPPED '
-                        "(already done). Nothing to retry.</p>")
+        sections.append(f'<p class="ok">{_e(view.meaning["ok"])}</p>')
     if view.earlier_rows:
         sections.append(f'<p class="sub">{view.earlier_rows:,} rows were done by earlier runs of this '
                         "journal: the charts show this run only.</p>")

@@ -53,6 +53,7 @@ class JobOptions:
     settings: Any = None  # runner.RunSettings
     delimiter: str | None = None  # CSV: None sniffs it from the header
     extra_columns: str = "error"  # error | ignore
+    verify: bool = False  # check the done rows' destinations after the run (verify_cmd.py)
 
 
 def say(msg: str) -> None:
@@ -307,6 +308,12 @@ async def _execute(opts: JobOptions, journal: Any, report_dest: str, region: str
             f"continue")
     elif outcome.abort_message:
         say(f"batchcopy: run aborted: {outcome.abort_message}")
+    if opts.verify and not outcome.internal_error:
+        from batchcopy.verify_cmd import verify_after_run
+
+        verified = await verify_after_run(opts, region, journal, report_dest)
+        if exit_code == ExitCode.OK and verified:
+            exit_code = ExitCode(verified)
     return exit_code
 
 

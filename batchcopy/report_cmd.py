@@ -15,13 +15,14 @@ import asyncio
 import json
 import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from batchcopy.report import RowResult
 from batchcopy.report_view import RunView, as_json, collect, render_table
 
 TABLE_LIMIT = 50
@@ -67,6 +68,68 @@ def _read_json(path: Path) -> dict[str, Any] | None:
     return found if isinstance(found, dict) else None
 
 
+@dataclass
+class Source:
+    """A journal or a report, opened: its rows (read again at each call), the run's
+    context, and (from a journal) the run's calls and the journal itself."""
+
+    name: str
+    kind: str  # "journal" | "report"
+    run: dict[str, Any] | None
+    rows: Callable[[], Iterator[RowResult]]
+    calls: list[tuple[float, str, str | None]] | None = None
+    journal: Any = None
+    report_version: str | None = None
+
+
+@contextmanager
+def open_source(source: str) -> Iterator[Source]:
+    """Open a journal (by its name: .sqlite / .journal) or a report (local or s3://); a
+    source that cannot be read is a ReportError."""
+    if is_journal(source):
+        with _journal(source) as found:
+            yield found
+    else:
+        with _local_report(source) as local:
+            yield _report(source, local)
+
+
+@contextmanager
+def _journal(source: str) -> Iterator[Source]:
+    from batchcopy.journal import Journal, JournalError
+    from batchcopy.results import journal_results
+
+    if not Path(source).exists():
+        raise ReportError(f"journal not found: {source}")
+    try:
+        journal = Journal(Path(source), create=False)
+    except JournalError as exc:
+        raise ReportError(str(exc)) from None
+    try:
+        run = journal_context(journal)
+        calls = journal.run_calls(run["run_id"]) if run else None
+        yield Source(source, "journal", run, lambda: journal_results(journal), calls, journal)
+    finally:
+        journal.close()
+
+
+def _report(source: str, local: Path) -> Source:
+    from batchcopy.report import iter_report_rows, report_metadata
+    from batchcopy.summary import summary_path
+
+    try:
+        meta = report_metadata(local)
+    except Exception as exc:  # not Parquet, truncated...
+        raise ReportError(f"{source} is not a readable batchcopy report: {exc}") from None
+    run = meta["run"]
+    if run is None and local == Path(source):  # a format-1 report: the summary JSON beside it
+        run = _read_json(Path(summary_path(source)))
+        if run is not None:
+            run = {k: v for k, v in run.items() if k not in ("rows", "by_status", "by_error_code")}
+    return Source(source, "report", run, lambda: iter_report_rows(local),
+                  report_version=meta["report_version"])
+
+
 @contextmanager
 def _local_report(source: str) -> Iterator[Path]:
     from batchcopy import storage
@@ -79,105 +142,78 @@ def _local_report(source: str) -> Iterator[Path]:
         return
     with tempfile.TemporaryDirectory(prefix="batchcopy-report-") as tmp:
         try:
-            yield asyncio.run(storage.download(source, Path(tmp)))
+            local = asyncio.run(storage.download(source, Path(tmp)))
         except FileNotFoundError:
             raise ReportError(f"report not found: {source}") from None
+        yield local
+
+
+def default_limit(output: str, limit: int | None) -> int | None:
+    """Rows listed per status: --limit, else 50 in a table and all in JSON (0 = all)."""
+    chosen = limit if limit is not None else (TABLE_LIMIT if output == "table" else 0)
+    return chosen or None
+
+
+def show(view: RunView, output: str, extra: dict[str, Any], notes: list[str], *,
+         out: Any = None) -> None:
+    """Print the view as a table (then the notes) or as JSON (the notes to stderr)."""
+    out = out or sys.stdout
+    if output == "json":
+        json.dump(as_json(view, extra), out, indent=2, default=str)
+        out.write("\n")
+        for note in notes:
+            print(note, file=sys.stderr)
+        return
+    print(render_table(view), file=out)
+    if notes:
+        print(file=out)
+    for note in notes:
+        print(note, file=out)
 
 
 def run(opts: Options) -> int:
     """Print the report of opts.source; 0 once read (whatever the rows' statuses), 2 if it
     cannot be read."""
+    from batchcopy.retry_manifest import write_failed_manifest
+
     if opts.html is not None:
         from batchcopy.html_report import require_plotting
 
         require_plotting()  # before any work: the install hint, exit 2
-    limit = opts.limit if opts.limit is not None else (TABLE_LIMIT if opts.output == "table" else 0)
-    limit = limit or None
+    if opts.out is not None and not is_journal(opts.source):
+        raise ReportError("--out rebuilds a report from a journal; SOURCE is already a report")
     extra: dict[str, Any] = {}
     notes: list[str] = []
-    if is_journal(opts.source):
-        view = _from_journal(opts, limit, extra, notes)
-    else:
-        view = _from_report(opts, limit, extra, notes)
+    with open_source(opts.source) as src:
+        if src.journal is not None:
+            _rebuild(src, opts, extra, notes)
+        if src.report_version is not None:
+            extra["report_version"] = src.report_version
+        view = collect(src.rows(), source=src.name, kind=src.kind, run=src.run, calls=src.calls,
+                       limit=default_limit(opts.output, opts.limit))
+        if opts.failed_manifest is not None:
+            n = write_failed_manifest(src.rows(), opts.failed_manifest)
+            extra["failed_manifest"] = {"path": str(opts.failed_manifest), "rows": n}
+            notes.append(f"{n} row(s) to retry written to {opts.failed_manifest}")
     if opts.html is not None:
         from batchcopy.html_report import write_html
 
         write_html(view, opts.html)
         extra["html"] = str(opts.html)
         notes.append(f"HTML report (one self-contained file, works offline): {opts.html}")
-    if opts.output == "json":
-        json.dump(as_json(view, extra), sys.stdout, indent=2, default=str)
-        sys.stdout.write("\n")
-        for note in notes:
-            print(note, file=sys.stderr)
-    else:
-        print(render_table(view))
-        if notes:
-            print()
-        for note in notes:
-            print(note)
+    show(view, opts.output, extra, notes)
     return 0
 
 
-def _from_journal(opts: Options, limit: int | None, extra: dict[str, Any],
-                  notes: list[str]) -> RunView:
+def _rebuild(src: Source, opts: Options, extra: dict[str, Any], notes: list[str]) -> None:
+    """From a journal: write the Parquet report and its summary again."""
     from batchcopy.job import write_outputs
-    from batchcopy.journal import Journal, JournalError
-    from batchcopy.results import journal_results
-    from batchcopy.retry_manifest import write_failed_manifest
 
-    if not Path(opts.source).exists():
-        raise ReportError(f"journal not found: {opts.source}")
-    try:
-        journal = Journal(Path(opts.source), create=False)
-    except JournalError as exc:
-        raise ReportError(str(exc)) from None
-    try:
-        run = journal_context(journal)
-        dest = opts.out or str(Path("reports") / (
-            Path(opts.source).name.removesuffix(".journal.sqlite").removesuffix(".sqlite")
-            + ".parquet"))
-        stats = {k: v for k, v in (run or {}).items()
-                 if k not in ("rows", "by_status", "by_error_code")}
-        summary = asyncio.run(write_outputs(journal, dest, {**stats, "journal": opts.source,
+    dest = opts.out or str(Path("reports") / (
+        Path(src.name).name.removesuffix(".journal.sqlite").removesuffix(".sqlite") + ".parquet"))
+    stats = {k: v for k, v in (src.run or {}).items()
+             if k not in ("rows", "by_status", "by_error_code")}
+    summary = asyncio.run(write_outputs(src.journal, dest, {**stats, "journal": src.name,
                                                             "report": dest}))
-        extra["report"] = summary.get("report", dest)
-        notes.append(f"report rebuilt from the journal: {extra['report']}")
-        calls = journal.run_calls(run["run_id"]) if run else None
-        view = collect(journal_results(journal), source=opts.source, kind="journal", run=run,
-                       calls=calls, limit=limit)
-        if opts.failed_manifest is not None:
-            n = write_failed_manifest(journal_results(journal), opts.failed_manifest)
-            extra["failed_manifest"] = {"path": str(opts.failed_manifest), "rows": n}
-            notes.append(f"{n} row(s) to retry written to {opts.failed_manifest}")
-        return view
-    finally:
-        journal.close()
-
-
-def _from_report(opts: Options, limit: int | None, extra: dict[str, Any],
-                 notes: list[str]) -> RunView:
-    from batchcopy.report import iter_report_rows, report_metadata
-    from batchcopy.retry_manifest import write_failed_manifest
-    from batchcopy.summary import summary_path
-
-    if opts.out is not None:
-        raise ReportError("--out rebuilds a report from a journal; SOURCE is already a report")
-    with _local_report(opts.source) as local:
-        try:
-            meta = report_metadata(local)
-        except Exception as exc:  # not Parquet, truncated...
-            raise ReportError(f"{opts.source} is not a readable batchcopy report: {exc}") from None
-        run = meta["run"]
-        if run is None and local == Path(opts.source):  # a format-1 report: its summary JSON
-            run = _read_json(Path(summary_path(opts.source)))
-            if run is not None:
-                run = {k: v for k, v in run.items() if k not in ("rows", "by_status", "by_error_code")}
-        extra["report_version"] = meta["report_version"]
-        view = collect(iter_report_rows(local), source=opts.source, kind="report", run=run,
-                       limit=limit)
-        if opts.failed_manifest is not None:
-            n = write_failed_manifest(iter_report_rows(local), opts.failed_manifest)
-            extra["failed_manifest"] = {"path": str(opts.failed_manifest), "rows": n}
-            notes.append(f"{n} row(s) to retry written to {opts.failed_manifest}")
-    return view
+    extra["report"] = summary.get("report", dest)
+    notes.append(f"report rebuilt from the journal: {extra['report']}")

@@ -32,6 +32,8 @@ MEANING = {
     Status.UNKNOWN: "a copy may or may not have been made; the next run settles it from the "
                     "service (never resent blindly); see the evidence",
     Status.NOT_RUN: "no copy was made; the next run of the manifest runs these rows",
+    "ok": "Nothing went wrong: every row SUCCEEDED or was SKIPPED (already done); nothing to "
+          "retry.",
 }
 
 
@@ -78,6 +80,7 @@ class RunView:
     problems: dict[str, list[Problem]] = field(default_factory=dict)
     not_run: dict[str, Cause] = field(default_factory=dict)
     limit: int | None = None
+    meaning: dict[Any, str] = field(default_factory=lambda: MEANING)  # status -> legend, "ok"
     # one number per row or call of the run shown (epoch seconds / seconds), for charts
     finished_at: array = field(default_factory=lambda: array("d"))
     finished_ok: array = field(default_factory=lambda: array("b"))
@@ -106,11 +109,11 @@ class RunView:
 def collect(rows: Iterable[RowResult], *, source: str, kind: str,
             run: dict[str, Any] | None = None,
             calls: list[tuple[float, str, str | None]] | None = None,
-            limit: int | None = None) -> RunView:
+            limit: int | None = None, meaning: dict[Any, str] | None = None) -> RunView:
     """Read `rows` once into a RunView. `calls` (sent_at, state, error_code) are the run's
     CopyImageSet calls from its journal; without them the calls are the ones the rows
     name. `limit`: problem rows kept per status (None: all)."""
-    view = RunView(source=source, kind=kind, run=run, limit=limit)
+    view = RunView(source=source, kind=kind, run=run, limit=limit, meaning=meaning or MEANING)
     run_id = view.run_id
     seen_calls: set[str] = set()
     for row in rows:
@@ -189,11 +192,11 @@ def as_json(view: RunView, extra: dict[str, Any] | None = None) -> dict[str, Any
         "source": view.source, "kind": view.kind, "ok": view.ok, **counts,
         "run": view.run,
         "problems": {s.value: {"total": counts["by_status"].get(s.value, 0),
-                               "meaning": MEANING[s],
+                               "meaning": view.meaning[s],
                                "rows": [p.__dict__ for p in view.problems.get(s.value, [])]}
                      for s in PROBLEM_STATUSES},
         "not_run": {"total": counts["by_status"].get(Status.NOT_RUN.value, 0),
-                    "meaning": MEANING[Status.NOT_RUN],
+                    "meaning": view.meaning[Status.NOT_RUN],
                     "causes": [c.__dict__ for c in sorted(view.not_run.values(),
                                                           key=lambda c: -c.rows)]},
         "durations": {"queue_wait_s": percentiles(view.queue_waits),
@@ -260,7 +263,7 @@ def render_table(view: RunView) -> str:
     by_status = counts.by_status
     lines = [f"{view.source}: {counts.rows:,} rows: "
              + (", ".join(f"{n:,} {s}" for s, n in by_status.items() if n) or "none")]
-    context = run_line(view)
+    context = run_line(view) if view.kind != "verify" else None
     if context:
         lines.append(context)
     if view.earlier_rows:
@@ -269,14 +272,13 @@ def render_table(view: RunView) -> str:
         lines.append("the manifest had no rows")
         return "\n".join(lines)
     if view.ok:
-        lines.append(f"Nothing went wrong: every row SUCCEEDED or was SKIPPED (already done); "
-                     f"nothing to retry.")
+        lines.append(view.meaning["ok"])
     for status in PROBLEM_STATUSES:
         total = by_status.get(status.value, 0)
         if not total:
             continue
         shown = view.problems.get(status.value, [])
-        lines += ["", f"{status.value} ({total:,}): {MEANING[status]}"]
+        lines += ["", f"{status.value} ({total:,}): {view.meaning[status]}"]
         lines += _table(["row", "row_id", "error_code", "message"],
                         [[str(p.manifest_row), p.row_id, p.error_code or "-",
                           (p.message or "-").replace("\n", " ")] for p in shown])
@@ -285,14 +287,14 @@ def render_table(view: RunView) -> str:
                          f"--output json for every field)")
     not_run = by_status.get(Status.NOT_RUN.value, 0)
     if not_run:
-        lines += ["", f"NOT_RUN ({not_run:,}) by cause: {MEANING[Status.NOT_RUN]}"]
+        lines += ["", f"NOT_RUN ({not_run:,}) by cause: {view.meaning[Status.NOT_RUN]}"]
         causes = sorted(view.not_run.values(), key=lambda c: -c.rows)
         lines += _table(["rows", "error_code", "e.g. row_id", "cause"],
                         [[f"{c.rows:,}", c.error_code or "-",
                           ", ".join(c.row_ids[:3]) + (", ..." if c.rows > 3 else ""),
                           (c.message or "-").replace("\n", " ")] for c in causes])
     waits, copies = percentiles(view.queue_waits), percentiles(view.copy_durations)
-    if copies["n"] or waits["n"]:
+    if (copies["n"] or waits["n"]) and view.kind != "verify":
         lines.append("")
         if copies["n"]:
             lines.append(f"copy duration (sent -> ended, {copies['n']:,} copied rows): median "
