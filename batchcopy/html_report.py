@@ -176,7 +176,7 @@ def causes_chart(view: RunView) -> str | None:
     labels = [f"{status} · {cause}" for (status, cause), _ in ranked]
     fig = _figure(12.0, 1.0 + 0.3 * len(ranked))
     ax = fig.add_subplot()
-    bars = ax.barh(labels, [n for _, n in ranked],
+    bars = ax.barh(labels, [n for _, n in ranked], height=0.6,
                    color=[COLORS.get(status, "#9e9e9e") for (status, _), _ in ranked])
     ax.bar_label(bars, labels=[f"{n:,}" for _, n in ranked], padding=3)
     _integer_ticks(ax.xaxis)
@@ -226,18 +226,20 @@ def _problem_tables(view: RunView) -> str:
         if not total:
             continue
         rows = view.problems.get(status.value, [])[:TABLE_ROWS]
+        extras = any(p.extras for p in rows)  # the manifest's own columns, when it had some
         body = "".join(
             f"<tr><td>{p.manifest_row}</td><td>{_e(p.row_id)}</td><td>{_e(p.error_code or '-')}"
             f"</td><td class=\"msg\">{_e(p.message or '-')}</td><td><code>"
             f"{_e(p.source_image_set_id)}</code></td><td><code>{_e(p.destination_image_set_id or 'new')}"
-            f"</code></td><td>{_e(_extras(p.extras))}</td></tr>" for p in rows)
+            "</code></td>" + (f"<td>{_e(_extras(p.extras))}</td>" if extras else "") + "</tr>"
+            for p in rows)
         more = (f"<p>… and {total - len(rows):,} more: <code>batchcopy report SOURCE --output json"
                 f"</code> lists them all.</p>" if total > len(rows) else "")
         parts.append(
             f'<h3>{_e(status.value)} ({total:,})</h3><p class="sub">{_e(view.meaning[status])}</p>'
             f'<table class="failures" data-status="{_e(status.value)}"><thead><tr><th>row</th>'
             "<th>row_id</th><th>error code</th><th>message</th><th>source</th><th>destination</th>"
-            f"<th>extras</th></tr></thead><tbody>{body}</tbody></table>{more}")
+            + ("<th>extras</th>" if extras else "") + f"</tr></thead><tbody>{body}</tbody></table>{more}")
     not_run = view.counts.by_status.get(Status.NOT_RUN.value, 0)
     if not_run:
         causes = sorted(view.not_run.values(), key=lambda c: -c.rows)
