@@ -281,6 +281,38 @@ def verify_cmd(
 
 
 @app.command()
+def undo(
+    source: str = typer.Argument(..., metavar="JOURNAL_OR_REPORT", help="The run's journal (.journal.sqlite), or its report (the summary beside it names the journal)."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Show what would be reverted or deleted, change nothing."),
+    yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask for confirmation on a terminal."),
+    force: bool = typer.Option(False, "--force", help="Revert or delete even image sets written since the run (what is lost is said in the report)."),
+    report: Optional[str] = typer.Option(None, help="The undo's report (.parquet). Default: reports/<journal>-undo-<time>.parquet"),
+    rate: list[str] = typer.Option([], "--rate", metavar="OPERATION=RATE[/BURST]", help="Raised quotas, e.g. UpdateImageSetMetadata=5. Repeatable."),
+    rate_file: Optional[Path] = typer.Option(None, help="JSON file of rates (as for run)."),
+    max_attempts: int = typer.Option(5, min=1, help="Attempts per call for throttles, 5xx and connection errors."),
+    stop_grace: float = typer.Option(60.0, min=0.0, help="Seconds changes in flight get to finish after a stop."),
+    endpoint_url: Optional[str] = typer.Option(None, envvar="AWS_ENDPOINT_URL_MEDICAL_IMAGING", help="HealthImaging endpoint (e.g. the emulator's)."),
+    region: Optional[str] = typer.Option(None, help="AWS region (default: your AWS configuration)."),
+    profile: Optional[str] = typer.Option(None, help="AWS profile (default credential chain otherwise)."),
+    poll_first: float = typer.Option(1.0, min=0.001, help="Seconds before the first check that a revert or delete ended."),
+    poll_max: float = typer.Option(30.0, min=0.001, help="Longest wait between such checks."),
+) -> None:
+    """Take back what a manifest's runs copied: revert each destination to its version before
+    the run (UpdateImageSetMetadata revertToVersionId), delete each image set the run created
+    (DeleteImageSet); leave alone (CONFLICT) what another writer has written since.
+
+    Example: batchcopy undo reports/nightly.parquet --dry-run
+    """
+    from batchcopy.undo_job import UndoOptions, run_undo
+
+    raise typer.Exit(run_undo(UndoOptions(
+        source=source, report=report, dry_run=dry_run, yes=yes, force=force,
+        rates=_rates(rate, rate_file), endpoint_url=endpoint_url, region=region, profile=profile,
+        max_attempts=max_attempts, stop_grace_s=stop_grace, poll_first_s=poll_first,
+        poll_max_s=poll_max)))
+
+
+@app.command()
 def demo(
     rows: int = typer.Option(40, min=8, help="About how many manifest rows to generate."),
     copy_rate: float = typer.Option(8.0, help="Raised CopyImageSet quota for the demo (client and emulator agree)."),

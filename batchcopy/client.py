@@ -202,6 +202,12 @@ class ImagingApi:
         """
         return await self._call(operation, params)
 
+    async def send_once(self, operation: str, **params: Any) -> dict[str, Any]:
+        """One attempt whose quota token the caller has already taken (as for
+        copy_image_set(paced=False): the caller journals it as sent first)."""
+        return await self._attempt(operation, self.limiter.bucket(operation), params, None,
+                                   paced=False)
+
     # ---------------------------------------------------------------- copy
     async def copy_image_set(self, request: CopyRequest, *, paced: bool = True) -> dict[str, Any]:
         """Start one copy: exactly one HTTP attempt, never retried here.

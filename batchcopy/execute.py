@@ -236,22 +236,25 @@ class Executor:
                                error_message=_no_copy(msg, tally), call_id=settled.call_id)
             ctx.abort(f"{code}: {msg}")
             return []
-        # REFUSED: it may belong to one row of a merged call: split, resend the halves
-        if len(rows) > 1:
-            ctx.outcome.splits += 1
-            half = (len(rows) + 1) // 2
-            return self._parts(unit, [rows[:half], rows[half:]])
+        # REFUSED. A conflict in disguise first (a service that answers a stale version or a
+        # locked image set with a ValidationException): refreshing is all it takes.
         moved = await self._versions_moved(settled)
         if moved is not None:
             return await self._conflict(rows, tally, unit, code, f"{msg} ({moved})")
-        if code == QUOTA_CODE and not await self._over_frame_limit(unit, tally):
-            # not this row's size: the concurrent-copy quota, which passes
+        over = await self._over_frame_limit(unit, tally)
+        if code == QUOTA_CODE and (over is False or (over is None and len(rows) == 1)):
+            # within the frames a copy may carry (our count): the concurrent-copy quota,
+            # whatever its wording says, and it passes
             if tally.attempts < ctx.s.max_attempts:
                 await self._backoff(tally)
                 return RETRY
             await self._finish(rows, tally, Status.NOT_RUN, error_code=code,
                                error_message=_no_copy(msg, tally), call_id=settled.call_id)
             return []
+        if len(rows) > 1:  # it may belong to one row of the merged call: split, resend halves
+            ctx.outcome.splits += 1
+            half = (len(rows) + 1) // 2
+            return self._parts(unit, [rows[:half], rows[half:]])
         await self._finish(rows, tally, Status.FAILED, error_code=code, error_message=msg,
                            call_id=settled.call_id)
         return []
@@ -292,29 +295,33 @@ class Executor:
             return None  # cannot tell: the service's COPY_FAILED stands
 
     async def _versions_moved(self, settled: Settled) -> str | None:
-        """For a refusal: had the versions the call named been overtaken? (a service that
-        answers a stale version with a ValidationException)"""
+        """For a refusal: had the versions the call named been overtaken, or was an image
+        set locked by another writer? (what a 409 would have said)"""
         req = settled.request
         try:
             for image_set, named in ((req.source_image_set_id, req.source_version_id),
                                      (req.destination_image_set_id, req.destination_version_id)):
                 if image_set and named:
-                    now = await self.versions.read(req.datastore_id, image_set)
-                    if now != named:
-                        return f"{image_set} is at version {now}, not the {named} the call named"
+                    now = await self.ctx.api.get_image_set(req.datastore_id, image_set)
+                    if now.get("imageSetState") == "LOCKED":
+                        return f"{image_set} is LOCKED ({now.get('imageSetWorkflowStatus')})"
+                    if str(now["versionId"]) != named:
+                        return (f"{image_set} is at version {now['versionId']}, not the {named} "
+                                f"the call named")
         except Exception as exc:
             if classify(exc, operation="GetImageSet") is ErrorKind.UNEXPECTED:
                 raise
         return None
 
-    async def _over_frame_limit(self, unit: CopyUnit, tally: Tally) -> bool:
+    async def _over_frame_limit(self, unit: CopyUnit, tally: Tally) -> bool | None:
+        """Whether the unit selects more frames than a copy may carry; None if unknown."""
         assert tally.src_v is not None
         try:
             doc = await self.metadata.get(unit.datastore_id, unit.source_image_set_id, tally.src_v)
         except Exception as exc:
             if classify(exc, operation="GetImageSetMetadata") is ErrorKind.UNEXPECTED:
                 raise
-            return False
+            return None
         return frames(doc, unit.copiable_attributes) > self.ctx.s.max_frames_per_copy
 
     async def _read_failed(self, rows: list[CopySpec], tally: Tally, exc: BaseException) -> None:

@@ -16,9 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import os
 import shutil
-import signal
 import sys
 import tempfile
 import time
@@ -28,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from batchcopy.preflight import SetupError
+from batchcopy.stopsignals import stop_on_signals
 from batchcopy.specs import ExitCode, Status
 
 MANIFEST_SUFFIXES = (".csv.gz", ".csv", ".parquet", ".pq")
@@ -280,12 +279,12 @@ async def _execute(opts: JobOptions, journal: Any, report_dest: str, region: str
             waiter = CopyWaiter(api, first_poll_s=opts.poll_first_s, max_interval_s=opts.poll_max_s)
             runner = Runner(journal=journal, api=api, waiter=waiter, settings=settings,
                             run_id=run_id, observer=progress)
-            signals = _install_signals(loop, runner)
             try:
-                outcome = await runner.run()
+                with stop_on_signals(loop, lambda: runner.request_stop("interrupted"),
+                                     "stopping; in-flight copies finish, then the report is "
+                                     "written"):
+                    outcome = await runner.run()
             finally:
-                for sig in signals:
-                    loop.remove_signal_handler(sig)
                 await waiter.aclose()
     finally:
         journal.stop_writer()
@@ -324,29 +323,6 @@ def _context(opts: JobOptions, started_wall: float) -> dict[str, Any]:
     return {"started_at": datetime.fromtimestamp(started_wall, timezone.utc).isoformat(),
             "finished_at": datetime.now(timezone.utc).isoformat(),
             "options": run_options(opts), "versions": package_versions()}
-
-
-def _install_signals(loop: asyncio.AbstractEventLoop, runner: Any) -> list[int]:
-    """First SIGINT/SIGTERM: stop dispatching, finish in-flight, save. Second: exit now."""
-    hits = {"n": 0}
-
-    def handler(signame: str) -> None:
-        hits["n"] += 1
-        if hits["n"] == 1:
-            say(f"batchcopy: {signame}: stopping; in-flight copies finish, then the report "
-                "is written (signal again to exit at once; the journal stays consistent)")
-            runner.request_stop("interrupted")
-        else:
-            os._exit(int(ExitCode.INTERRUPTED))
-
-    installed = []
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        try:
-            loop.add_signal_handler(sig, handler, sig.name)
-            installed.append(sig)
-        except (NotImplementedError, RuntimeError):  # not the main thread
-            pass
-    return installed
 
 
 def decide_exit(stop_reason: str | None, journal: Any) -> ExitCode:

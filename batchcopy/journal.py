@@ -444,10 +444,15 @@ class Journal:
                                    (state,)).fetchone()[0])
 
     # ---- writes (inline, or through the group-commit writer) ----------------
-    async def _write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+    async def write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run `fn(db)` as one write: inline, or through the group-commit writer."""
         if self._writer is None:
             return _in_transaction(self._wdb, fn)
         return await asyncio.wrap_future(self._writer.submit(fn))
+
+    async def flush(self) -> None:
+        """Return once every write queued before it is committed (or dropped)."""
+        await self.write(lambda db: None)
 
     async def call_sent(self, run_id: int, request: CopyRequest, keys: Sequence[str],
                         sent_at: float) -> int:
@@ -461,7 +466,7 @@ class Journal:
                 (run_id, json.dumps(list(keys)), *values, sent_at))
             return int(cur.lastrowid)
 
-        return await self._write(write)
+        return await self.write(write)
 
     async def call_answered(self, call_id: int, image_set_id: str, version_id: str) -> None:
         await self._move(call_id, CallState.ANSWERED, answered_at=time.time(),
@@ -503,7 +508,7 @@ class Journal:
             db.execute(f"UPDATE calls SET state=?{', ' + sets if sets else ''} WHERE call_id=?",
                        (new.value, *changes.values(), call_id))
 
-        await self._write(write)
+        await self.write(write)
 
     async def finish_rows(self, run_id: int, keys: Sequence[str], outcome: RowOutcome, *,
                           done_call: tuple[int, str | None, str | None] | None = None,
@@ -530,14 +535,14 @@ class Journal:
                                 (*values, run_id, k)).rowcount
             return n
 
-        return await self._write(write)
+        return await self.write(write)
 
     async def reset_rows(self, keys: Sequence[str]) -> None:
         """Put rows back to PENDING (a void call: this or a later run attempts them again)."""
         def write(db: sqlite3.Connection) -> None:
             db.executemany("UPDATE rows SET status='PENDING' WHERE key=?", [(k,) for k in keys])
 
-        await self._write(write)
+        await self.write(write)
 
     async def mark_pending_not_run(self, run_id: int, reason: str,
                                    error_code: str | None = None) -> int:
@@ -555,7 +560,7 @@ class Journal:
                  for k in pending])
             return len(pending)
 
-        return await self._write(write)
+        return await self.write(write)
 
 
 def _call_record(r: Sequence[Any]) -> CallRecord:

@@ -17,8 +17,9 @@ set's creation on every version, so it says nothing about a version):
   - COPY_FAILED: ours, and it failed (its content says nothing);
   - COPIED: ours only if it holds every instance the call asked for (GetImageSetMetadata of
     that version against the source's metadata at the version the call named).
-* **For a new image set**: search the data store for image sets of the study created since
-  the call was sent (an image set's own creation time is what `createdAt` does mean), leave
+* **For a new image set**: once the source is no longer LOCKED (a copy still running keeps
+  it locked, and a search may not show the image set it creates before it ends), search
+  the data store for image sets of the study created since the call was sent (an image set's own creation time is what `createdAt` does mean), leave
   out the source, the destination and the image sets this journal already knows, and
   compare each settled candidate's instances with what the call asked for. One match: it
   happened. None: it did not. Several, or one that failed: undecidable.
@@ -139,6 +140,11 @@ class Reconciler:
     async def _new_image_set(self, request: CopyRequest, sent_at: float,
                              known: set[str]) -> Verdict:
         ds = request.datastore_id
+        # a copy still running (ours or not) keeps its source LOCKED, and a search may not
+        # show the image set it creates until it ends: look once the source is free
+        if await self._settled_latest(ds, request.source_image_set_id) is None:
+            return undecided(f"source {request.source_image_set_id} is still LOCKED after "
+                             f"{self.lock_wait_s:.0f}s: a copy from it is running, cannot look yet")
         source_meta = await self.api.get_image_set_metadata(
             ds, request.source_image_set_id, request.source_version_id)
         expected = _expected_instances(source_meta, request.copiable_attributes)

@@ -151,6 +151,7 @@ class Runner:
     async def _settle_after_internal_error(self) -> None:
         """Every call this run sent and did not settle: settle it now, or leave it open
         (its rows read UNKNOWN, and the next run settles it)."""
+        await self.journal.flush()  # writes the cancelled tasks had started are in
         mine = [c for c in self.journal.open_calls() if c.run_id == self.ctx.run_id]
         if not mine:
             return

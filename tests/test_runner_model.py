@@ -144,9 +144,48 @@ def test_a_stale_version_answered_as_a_validation_error_is_refreshed(tmp_path: P
         return service_error("ValidationException", 400, "latestVersionId is not the latest")
 
     api.faults.append(outside_writer_then_refuse)
-    outcome, rows = run(api, [spec(1, ds, src, dest, sops(src)[1])], tmp_path / "j.sqlite")
-    assert statuses(rows) == {"r1": "SUCCEEDED"}
+    # a merged call: refreshed as a whole, not split row by row
+    specs = [spec(k + 1, ds, src, dest, p) for k, p in enumerate(sops(src)[1:3])]
+    outcome, rows = run(api, specs, tmp_path / "j.sqlite")
+    assert statuses(rows) == {"r1": "SUCCEEDED", "r2": "SUCCEEDED"}
     assert rows["r1"]["conflicts"] == 1 and api.calls["CopyImageSet"] == 2
+    assert outcome.splits == 0 and rows["r1"]["call_id"] == rows["r2"]["call_id"]
+
+
+@pytest.mark.parametrize("wording", ["quota", "quota_terse"])
+def test_a_quota_refusal_within_the_frame_limit_is_waited_out_not_split(
+        tmp_path: Path, wording: str) -> None:
+    """However the service words it, a merged call within 1,000 frames (the source's
+    metadata says how many) refused for quota met the concurrent-copy quota: wait, resend."""
+    api, store = world(assume={"concurrency_limit_error": wording})
+    ds, src = store["datastoreId"], store["imageSets"][0]
+    dest = old_destination(api, ds, src)
+    api.model.config.max_concurrent_copies_per_datastore = 0  # full: every copy refused ...
+    refused = {"n": 0}
+
+    def free_after_two(op: str, params: dict[str, Any]) -> Any:
+        if op == "CopyImageSet":
+            refused["n"] += 1
+            if refused["n"] == 3:  # ... until other copies end
+                api.model.config.max_concurrent_copies_per_datastore = 100
+        return None
+
+    api.faults.append(free_after_two)
+    specs = [spec(k + 1, ds, src, dest, p) for k, p in enumerate(sops(src)[1:4])]
+    outcome, rows = run(api, specs, tmp_path / "j.sqlite")
+    assert set(statuses(rows).values()) == {"SUCCEEDED"}
+    assert outcome.splits == 0 and len({r["call_id"] for r in rows.values()}) == 1
+    assert api.calls["CopyImageSet"] == 3 and executed(api) == 2  # the destination's + ours
+
+
+def test_a_lost_new_image_set_is_found_when_search_shows_it_only_once_the_copy_ends(
+        tmp_path: Path) -> None:
+    # 1 s copies: the search comes long before this one ends
+    api, store = world(assume={"search_visibility": "when_active"}, copy_base_s=1000.0)
+    ds, src = store["datastoreId"], store["imageSets"][0]
+    api.faults.append(once("CopyImageSet", LOST))
+    outcome, rows = run(api, [spec(1, ds, src)], tmp_path / "j.sqlite")
+    assert statuses(rows) == {"r1": "SUCCEEDED"} and executed(api) == 1
 
 
 def test_passing_errors_are_not_run_and_the_next_run_copies_them(tmp_path: Path) -> None:

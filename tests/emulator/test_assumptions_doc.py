@@ -9,7 +9,7 @@ from batchcopy.emulator.assumptions import SWITCHES
 
 DOC = Path(__file__).resolve().parents[2] / "batchcopy" / "emulator" / "ASSUMPTIONS.md"
 HERE = Path(__file__).resolve().parent
-TEST_REF = re.compile(r"(test_[a-z0-9_]+\.py)(?:::(test_[a-z0-9_]+)(?:\[([^\]]+)\])?)?")
+TEST_REF = re.compile(r"((?:tests/)?test_[a-z0-9_]+\.py)(?:::(test_[a-z0-9_]+)(?:\[([^\]]+)\])?)?")
 
 
 def switch_rows() -> dict[str, str]:
@@ -37,7 +37,9 @@ def test_every_test_named_exists() -> None:
     refs = TEST_REF.findall(DOC.read_text(encoding="utf-8"))
     assert len(refs) > 50
     for file_name, function, param in refs:
-        source = (HERE / file_name).read_text(encoding="utf-8")
+        # a bare name is in tests/emulator; tests/... is relative to the project
+        path = HERE.parents[1] / file_name if file_name.startswith("tests/") else HERE / file_name
+        source = path.read_text(encoding="utf-8")
         if function:
             assert f"def {function}(" in source, f"{file_name}::{function}"
         if param:

@@ -1,0 +1,41 @@
+"""SIGINT/SIGTERM for a run (or an undo): the first stops it gently, the second at once."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+from batchcopy.specs import ExitCode
+
+
+@contextmanager
+def stop_on_signals(loop: asyncio.AbstractEventLoop, stop: Callable[[], None],
+                    message: str) -> Iterator[None]:
+    """While inside: the first signal prints `message` (with the signal's name) and calls
+    `stop`; a second exits at once with 130 (the journal is consistent at every commit)."""
+    hits = {"n": 0}
+
+    def handler(name: str) -> None:
+        hits["n"] += 1
+        if hits["n"] > 1:
+            os._exit(int(ExitCode.INTERRUPTED))
+        print(f"batchcopy: {name}: {message} (signal again to exit at once; the journal stays "
+              "consistent)", file=sys.stderr, flush=True)
+        stop()
+
+    installed = []
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        try:
+            loop.add_signal_handler(sig, handler, sig.name)
+            installed.append(sig)
+        except (NotImplementedError, RuntimeError):  # not the main thread
+            pass
+    try:
+        yield
+    finally:
+        for sig in installed:
+            loop.remove_signal_handler(sig)
