@@ -166,3 +166,25 @@ def test_check_unchanged_names_added_lost_and_altered() -> None:
     assert check_unchanged(before, by_sop(doc({"1": {"keep": {"A": 1}, "lost": {"A": 1},
                                                       "edit": {"A": 1}, "over": {"A": 7}}})),
                            {"over"}, "v3", "v4") is None
+
+
+def test_verify_checks_rows_skipped_as_already_present(copied: dict[str, Any]) -> None:
+    """A fresh journal over the same rows: the subset rows are SKIPPED as present (no copy,
+    no call); verify checks them against the destination all the same."""
+    c, tmp = copied, copied["tmp"]
+    subset = [r for r in c["rows"] if r["row_id"] != "whole"]
+    manifest = write_manifest(tmp / "again.csv", subset)
+    res = run_manifest(manifest, c["env"], tmp, "--fresh", report=tmp / "again.parquet",
+                       journal=tmp / "again.sqlite")
+    assert res.code == 0, res.stderr
+    rows = res.rows()
+    assert {r["status"] for r in rows} == {"SKIPPED"} and {r["call_id"] for r in rows} == {None}
+    series, sop = c["rest"][0]  # row s0's instance
+    remove_instance(c, series, sop)
+    proc = run_cli(["verify", str(res.report), "--out", str(tmp / "v.parquet"), "-o", "json"],
+                   c["env"], cwd=tmp)
+    assert proc.returncode == 1, proc.stderr
+    got = json.loads(proc.stdout)
+    assert got["rows_checked"] == len(subset) and got["by_status"]["SUCCEEDED"] == len(subset) - 1
+    (bad,) = got["problems"]["FAILED"]["rows"]
+    assert bad["row_id"] == "s0" and bad["error_code"] == MISSING and sop in bad["message"]
