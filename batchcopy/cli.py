@@ -235,7 +235,10 @@ def report_cmd(
     failed_manifest: Optional[Path] = typer.Option(None, help="Write a manifest (CSV) of the rows to retry: failed, conflict, unknown, not run."),
     out: Optional[str] = typer.Option(None, help="From a journal: (re)write the Parquet report here (default reports/<journal name>.parquet)."),
 ) -> None:
-    """Show what a run did and what went wrong; rebuild its report from the journal; list the rows to retry."""
+    """Show what a run did and what went wrong; rebuild its report from the journal; list the rows to retry.
+
+    Example: batchcopy report reports/curated.parquet --html curated.html --failed-manifest retry.csv
+    """
     from batchcopy.report_cmd import Options, ReportError, run as show
 
     try:
@@ -266,6 +269,8 @@ def verify_cmd(
     latest version with the source's DICOM attributes, and the version each copy made is the
     version it named plus the copied instances, nothing else. Exit 0: all verified; 1: some
     rows did not verify (FAILED, with the series and instances named) or could not be checked.
+
+    Example: batchcopy verify reports/curated.parquet --failed-manifest recopy.csv
     """
     from batchcopy.report_cmd import ReportError
     from batchcopy.verify_cmd import VerifyOptions, run as check
