@@ -269,7 +269,7 @@ def render_table(view: RunView) -> str:
     if view.earlier_rows:
         lines.append(f"{view.earlier_rows:,} of them were done by earlier runs of this journal")
     if counts.rows == 0:
-        lines.append("the manifest had no rows")
+        lines.append(view.meaning.get("empty", "the manifest had no rows"))
         return "\n".join(lines)
     if view.ok:
         lines.append(view.meaning["ok"])

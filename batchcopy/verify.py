@@ -55,6 +55,7 @@ VERIFY_MEANING = {
     Status.UNKNOWN: "could not be checked (a read failed or an image set was busy); verify again",
     Status.NOT_RUN: "(not used by verify)",
     "ok": "Verified: every row checked holds what it asked for in its destination.",
+    "empty": "Nothing to verify: no row is done (SUCCEEDED or SKIPPED).",
 }
 
 

@@ -134,6 +134,7 @@ def test_verify_of_rows_not_done_checks_nothing(copied: dict[str, Any]) -> None:
     proc = run_cli(["verify", str(report), "--out", str(tmp / "v.parquet")], c["env"], cwd=tmp)
     assert proc.returncode == 0, proc.stderr
     assert f"not checked, as not done: {len(rows)} FAILED" in proc.stdout
+    assert "Nothing to verify: no row is done" in proc.stdout
 
 
 # ---------------------------------------------------------------- the comparisons alone
