@@ -128,6 +128,7 @@ def run(
     poll_first: float = typer.Option(1.0, min=0.001, help="Seconds before the first completion check of a copy."),
     poll_max: float = typer.Option(30.0, min=0.001, help="Longest wait between completion checks of a long copy."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress output."),
+    verify: bool = typer.Option(False, "--verify", help="After the run, check each done row's destination against its source (as `batchcopy verify` does; its report beside the run's, x-verify.parquet); mismatches make the exit code 1."),
 ) -> None:
     """Copy every row of MANIFEST; write one report row per manifest row."""
     from batchcopy.job import JobOptions, run_job
@@ -150,7 +151,7 @@ def run(
         journal=journal, resume=resume, fresh=fresh, rates=_rates(rate, rate_file),
         endpoint_url=endpoint_url, region=region, profile=profile,
         progress="off" if quiet else progress.value, log_interval_s=log_interval,
-        poll_first_s=poll_first, poll_max_s=poll_max, settings=settings)
+        poll_first_s=poll_first, poll_max_s=poll_max, settings=settings, verify=verify)
     raise typer.Exit(run_job(opts))
 
 
@@ -220,54 +221,68 @@ def plan(
                f"same image set; at {copy_rate:g} calls/s: about {hours:.2f} h")
 
 
+class ReportOutput(str, Enum):
+    table = "table"
+    json = "json"
+
+
 @app.command("report")
 def report_cmd(
     source: str = typer.Argument(..., help="A journal (.journal.sqlite) or a report (.parquet, local or s3://)."),
+    output: ReportOutput = typer.Option(ReportOutput.table, "--output", "-o", help="table: the counts and the rows that went wrong, with their messages; json: the same for scripts (counts, rows by status with error codes and messages, the run's context)."),
+    html: Optional[Path] = typer.Option(None, help="Also write a self-contained HTML page (charts of the run and the failure table; works offline). Needs: pip install 'batchcopy[report]'."),
+    limit: Optional[int] = typer.Option(None, min=0, help="Rows listed per status (default: 50 in the table, all in JSON; 0 = all)."),
     failed_manifest: Optional[Path] = typer.Option(None, help="Write a manifest (CSV) of the rows to retry: failed, conflict, unknown, not run."),
-    out: Optional[str] = typer.Option(None, help="From a journal: (re)write the Parquet report here."),
+    out: Optional[str] = typer.Option(None, help="From a journal: (re)write the Parquet report here (default reports/<journal name>.parquet)."),
 ) -> None:
-    """Summarise a run; rebuild its report from the journal; list the rows to retry."""
-    import asyncio
+    """Show what a run did and what went wrong; rebuild its report from the journal; list the rows to retry.
 
-    from batchcopy import report as rep
-    from batchcopy.retry_manifest import write_failed_manifest
-    from batchcopy.summary import human_summary
+    Example: batchcopy report reports/curated.parquet --html curated.html --failed-manifest retry.csv
+    """
+    from batchcopy.report_cmd import Options, ReportError, run as show
 
-    if source.endswith(".sqlite") or source.endswith(".journal"):
-        from batchcopy.job import write_outputs
-        from batchcopy.journal import Journal, JournalError
-        from batchcopy.results import journal_results
-
-        if not Path(source).exists():
-            _fail(f"journal not found: {source}")
-        try:
-            journal = Journal(Path(source), create=False)
-        except JournalError as exc:
-            _fail(str(exc))
-        try:
-            dest = out or str(Path("reports") / (Path(source).name.removesuffix(".journal.sqlite") + ".parquet"))
-            summary = asyncio.run(write_outputs(journal, dest, {"journal": source, "report": dest}))
-            typer.echo(human_summary(summary))
-            if failed_manifest is not None:
-                n = write_failed_manifest(journal_results(journal), failed_manifest)
-                typer.echo(f"{n} row(s) to retry written to {failed_manifest}")
-        finally:
-            journal.close()
-        return
     try:
-        frame = rep.read_report(source)
-    except FileNotFoundError:
-        _fail(f"report not found: {source}")
-    counts = frame["status"].value_counts().to_dict()
-    typer.echo(f"{source}: {len(frame)} rows; " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
-    errors = frame["error_code"].dropna().value_counts().head(10).to_dict()
-    if errors:
-        typer.echo("error codes: " + ", ".join(f"{k} {v}" for k, v in errors.items()))
-    if failed_manifest is not None:
-        n = write_failed_manifest(rep.iter_report_rows(source) if not source.startswith("s3://")
-                                  else (rep.RowResult(**r) for r in frame.to_dict("records")),
-                                  failed_manifest)
-        typer.echo(f"{n} row(s) to retry written to {failed_manifest}")
+        code = show(Options(source=source, output=output.value, html=html, limit=limit,
+                            failed_manifest=failed_manifest, out=out))
+    except ReportError as exc:
+        _fail(str(exc))
+    raise typer.Exit(code)
+
+
+@app.command("verify")
+def verify_cmd(
+    source: str = typer.Argument(..., help="A run's journal (.journal.sqlite) or report (.parquet, local or s3://)."),
+    out: Optional[str] = typer.Option(None, help="verify's own report (.parquet, local or s3://): one row per checked row, SUCCEEDED = verified, FAILED = mismatch. Default: reports/<source>-verify-<time>.parquet"),
+    output: ReportOutput = typer.Option(ReportOutput.table, "--output", "-o", help="table or json (as `batchcopy report`)."),
+    limit: Optional[int] = typer.Option(None, min=0, help="Rows listed per status (default: 50 in the table, all in JSON; 0 = all)."),
+    failed_manifest: Optional[Path] = typer.Option(None, help="Write a manifest (CSV) of the rows that did not verify, to copy them again with `batchcopy run`."),
+    rate: list[str] = typer.Option([], "--rate", help="OPERATION=RATE[/BURST] requests/s (GetImageSetMetadata, GetImageSet). Repeatable."),
+    rate_file: Optional[Path] = typer.Option(None, help="JSON file of rates, as for `run`."),
+    concurrency: int = typer.Option(16, min=1, help="Rows checked at the same time (reads stay within their quotas)."),
+    endpoint_url: Optional[str] = typer.Option(None, envvar="AWS_ENDPOINT_URL_MEDICAL_IMAGING", help="HealthImaging endpoint (e.g. the emulator's)."),
+    region: Optional[str] = typer.Option(None, help="AWS region (default: your AWS configuration)."),
+    profile: Optional[str] = typer.Option(None, help="AWS profile (default credential chain otherwise)."),
+) -> None:
+    """Check that each done row's destination holds what the row asked for, like rclone check.
+
+    For every SUCCEEDED or SKIPPED row: the requested instances are in the destination's
+    latest version with the source's DICOM attributes, and the version each copy made is the
+    version it named plus the copied instances, nothing else. Exit 0: all verified; 1: some
+    rows did not verify (FAILED, with the series and instances named) or could not be checked.
+
+    Example: batchcopy verify reports/curated.parquet --failed-manifest recopy.csv
+    """
+    from batchcopy.report_cmd import ReportError
+    from batchcopy.verify_cmd import VerifyOptions, run as check
+
+    try:
+        code = check(VerifyOptions(source=source, out=out, output=output.value, limit=limit,
+                                   failed_manifest=failed_manifest, rates=_rates(rate, rate_file),
+                                   endpoint_url=endpoint_url, region=region, profile=profile,
+                                   concurrency=concurrency))
+    except ReportError as exc:
+        _fail(str(exc))
+    raise typer.Exit(code)
 
 
 @app.command()

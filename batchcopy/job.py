@@ -52,6 +52,7 @@ class JobOptions:
     settings: Any = None  # runner.RunSettings
     delimiter: str | None = None  # CSV: None sniffs it from the header
     extra_columns: str = "error"  # error | ignore
+    verify: bool = False  # check the done rows' destinations after the run (verify_cmd.py)
 
 
 def say(msg: str) -> None:
@@ -268,7 +269,7 @@ async def _execute(opts: JobOptions, journal: Any, report_dest: str, region: str
         endpoint_url=opts.endpoint_url, region=region, profile=opts.profile,
         max_pool_connections=max(10, min(200, settings.max_in_flight_per_datastore + 10)))
     run_id = journal.start_run(opts.manifest)
-    started = time.monotonic()
+    started, started_wall = time.monotonic(), time.time()
     stats = CallStats()
     loop = asyncio.get_running_loop()
     journal.start_writer()
@@ -294,6 +295,7 @@ async def _execute(opts: JobOptions, journal: Any, report_dest: str, region: str
     exit_code = decide_exit(outcome.stop_reason, journal)
     run_stats.update(exit_code=int(exit_code), manifest=opts.manifest, report=report_dest,
                      journal=str(journal.path), run_id=run_id)
+    run_stats.update(_context(opts, started_wall))
     journal.end_run(run_id, int(exit_code), run_stats)
     summary = await write_outputs(journal, report_dest, run_stats)
     from batchcopy.summary import human_summary
@@ -305,7 +307,22 @@ async def _execute(opts: JobOptions, journal: Any, report_dest: str, region: str
             f"continue")
     elif outcome.abort_message:
         say(f"batchcopy: run aborted: {outcome.abort_message}")
+    if opts.verify and not outcome.internal_error:
+        from batchcopy.verify_cmd import verify_after_run
+
+        verified = await verify_after_run(opts, region, journal, report_dest)
+        if exit_code == ExitCode.OK and verified:
+            exit_code = ExitCode(verified)
     return exit_code
+
+
+def _context(opts: JobOptions, started_wall: float) -> dict[str, Any]:
+    """When, with which options and package versions (the summary JSON's context)."""
+    from batchcopy.runinfo import package_versions, run_options
+
+    return {"started_at": datetime.fromtimestamp(started_wall, timezone.utc).isoformat(),
+            "finished_at": datetime.now(timezone.utc).isoformat(),
+            "options": run_options(opts), "versions": package_versions()}
 
 
 def decide_exit(stop_reason: str | None, journal: Any) -> ExitCode:
@@ -331,7 +348,7 @@ async def write_outputs(journal: Any, report_dest: str, run_stats: dict[str, Any
     from batchcopy.summary import build_summary, summary_path, write_summary_async
 
     try:
-        counts = await write_report(journal_results(journal), report_dest)
+        counts = await write_report(journal_results(journal), report_dest, run=run_stats)
     except ReportUploadError as exc:  # never lose a report to an S3 hiccup
         fallback = Path("reports") / Path(exc.local_path).name
         fallback.parent.mkdir(parents=True, exist_ok=True)

@@ -287,6 +287,28 @@ class Journal:
     def latest_run(self) -> int | None:
         return self.db.execute("SELECT max(run_id) FROM runs").fetchone()[0]
 
+    def run_record(self, run_id: int | None = None) -> dict[str, Any] | None:
+        """One run (the latest by default) for `batchcopy report`: run_id, started_at,
+        finished_at (epoch s; None while running or after a kill), manifest, pid,
+        exit_code, and the stats the run wrote at its end (a dict, {} if none)."""
+        cur = self.db.execute(
+            "SELECT run_id, started_at, finished_at, manifest, pid, exit_code, stats FROM runs "
+            + ("WHERE run_id=?" if run_id is not None else "ORDER BY run_id DESC LIMIT 1"),
+            (run_id,) if run_id is not None else ())
+        found = cur.fetchone()
+        if found is None:
+            return None
+        names = [d[0] for d in cur.description]
+        record = dict(zip(names, found))
+        record["stats"] = json.loads(record["stats"]) if record["stats"] else {}
+        return record
+
+    def run_calls(self, run_id: int) -> list[tuple[float, str, str | None]]:
+        """(sent_at, state, error_code) of every CopyImageSet call a run journaled, in order."""
+        return [(r[0], r[1], r[2]) for r in self.db.execute(
+            "SELECT sent_at, state, error_code FROM calls WHERE run_id=? ORDER BY call_id",
+            (run_id,))]
+
     def has_rows(self) -> bool:
         return self.db.execute("SELECT 1 FROM manifest LIMIT 1").fetchone() is not None
 

@@ -54,6 +54,11 @@ _COLUMN_SPECS: tuple[tuple[str, str, bool], ...] = (
     ("sent_at", "timestamp", True),
     ("finished_at", "timestamp", True),
     ("evidence", "string", True),
+    # format 2: the run that gave the row its status, durations, the manifest's extra columns
+    ("run_id", "int64", True),
+    ("queue_wait_s", "float64", True),
+    ("copy_duration_s", "float64", True),
+    ("extras", "string", True),
 )
 
 REPORT_COLUMNS: tuple[str, ...] = tuple(name for name, _, _ in _COLUMN_SPECS)
@@ -70,35 +75,62 @@ SPEC_COLUMNS: tuple[str, ...] = (
     "copiable_attributes",
     "force",
     "promote_to_primary",
+    "extras",
 )
 
-REPORT_FORMAT_VERSION = "1"
+# 2: run_id, queue_wait_s, copy_duration_s, extras; the run's context in the file metadata.
+# Readers take format 1 too (the new columns are derived from the timestamps or left empty).
+REPORT_FORMAT_VERSION = "2"
+VERSION_KEY = "batchcopy.report_version"
+RUN_KEY = "batchcopy.run"  # JSON: run id, options, package versions, copy rate (may be absent)
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 _ONE_MS = timedelta(milliseconds=1)
 _TIMESTAMP_COLUMNS = frozenset(n for n, t, _ in _COLUMN_SPECS if t == "timestamp")
 _INT_COLUMNS = frozenset(n for n, t, _ in _COLUMN_SPECS if t in ("int32", "int64"))
+_FLOAT_COLUMNS = frozenset(n for n, t, _ in _COLUMN_SPECS if t == "float64")
+_NULLABLE = frozenset(n for n, _, nullable in _COLUMN_SPECS if nullable)
 _STRING_COLUMNS = tuple(n for n, t, _ in _COLUMN_SPECS if t == "string" and n != "status")
 _COUNTER_COLUMNS = ("attempts", "throttles", "conflicts", "call_rows")
 _BOOL_COLUMNS = frozenset(n for n, t, _ in _COLUMN_SPECS if t == "bool")
 _MANIFEST_SUFFIXES = (".csv.gz", ".csv", ".parquet", ".pq")
+# duration column: (from, to) timestamps it is derived from
+_DURATIONS = {"queue_wait_s": ("started_at", "sent_at"),
+              "copy_duration_s": ("sent_at", "finished_at")}
 
 
-def report_schema() -> pyarrow.Schema:
-    """The report's explicit Arrow schema (column order = REPORT_COLUMNS)."""
+def report_schema(run: dict[str, Any] | None = None) -> pyarrow.Schema:
+    """The report's explicit Arrow schema (column order = REPORT_COLUMNS). `run` (the run's
+    context: run id, options, versions...) is stored as JSON in the file's metadata."""
+    import json
+
     import pyarrow as pa
 
     types = {
         "int64": pa.int64(),
         "int32": pa.int32(),
+        "float64": pa.float64(),
         "string": pa.string(),
         "bool": pa.bool_(),
         "timestamp": pa.timestamp("ms", tz="UTC"),
     }
     return pa.schema(
         [pa.field(name, types[kind], nullable=nullable) for name, kind, nullable in _COLUMN_SPECS],
-        metadata={"batchcopy.report_version": REPORT_FORMAT_VERSION},
+        metadata={VERSION_KEY: REPORT_FORMAT_VERSION,
+                  **({RUN_KEY: json.dumps(run, default=str, sort_keys=True)} if run else {})},
     )
+
+
+def report_metadata(path: Path | str) -> dict[str, Any]:
+    """{"report_version": "1" | "2" | ..., "run": {...} or None} of a local report."""
+    import json
+
+    import pyarrow.parquet as pq
+
+    meta = pq.read_schema(str(path)).metadata or {}
+    version = meta.get(VERSION_KEY.encode(), b"1").decode()
+    run = meta.get(RUN_KEY.encode())
+    return {"report_version": version, "run": json.loads(run) if run else None}
 
 
 def to_utc(value: datetime | float | int | str | None) -> datetime | None:
@@ -130,6 +162,12 @@ class RowResult:
     destination). `call_id` names the CopyImageSet call that carried the row (rows merged
     into one call share it); `call_rows` is how many rows that call carried (0 = no call).
     `evidence` explains an UNKNOWN status (what reconciliation saw).
+    `run_id` is the journal's run that gave the row its status (an earlier run for a row
+    SKIPPED as done before). `queue_wait_s` is started_at -> sent_at (reading versions,
+    prechecks, waiting for the copy quota and earlier attempts), `copy_duration_s`
+    sent_at -> finished_at (the last call until the copy ended); both are derived from the
+    timestamps when not given. `extras` is the manifest's ignored extra columns of the row
+    (a JSON object, with --extra-columns ignore).
 
     The counters (attempts, throttles, conflicts, call_rows) take None as 0; string
     columns take ints too (stored as text: an int version id, a journal's integer call
@@ -164,6 +202,10 @@ class RowResult:
     sent_at: datetime | None = None
     finished_at: datetime | None = None
     evidence: str | None = None
+    run_id: int | None = None
+    queue_wait_s: float | None = None
+    copy_duration_s: float | None = None
+    extras: str | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.status, Status):
@@ -173,6 +215,8 @@ class RowResult:
                 object.__setattr__(self, name, 0)
         for name in _INT_COLUMNS:
             value = getattr(self, name)
+            if value is None and name in _NULLABLE:
+                continue
             if isinstance(value, bool) or not isinstance(value, int):
                 raise TypeError(f"RowResult.{name} must be an int, got {value!r}")
         for name in _BOOL_COLUMNS:
@@ -194,6 +238,16 @@ class RowResult:
                 isinstance(value, datetime) and value.tzinfo is timezone.utc
             ):
                 object.__setattr__(self, name, to_utc(value))
+        for name, (start, end) in _DURATIONS.items():
+            value = getattr(self, name)
+            if value is None:
+                a, b = getattr(self, start), getattr(self, end)
+                if a is not None and b is not None:
+                    object.__setattr__(self, name, round((b - a).total_seconds(), 3))
+            elif isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise TypeError(f"RowResult.{name} must be a number, got {value!r}")
+            else:
+                object.__setattr__(self, name, float(value))
 
     @classmethod
     def from_spec(cls, spec: CopySpec, status: Status | str, **fields: Any) -> RowResult:
@@ -216,6 +270,7 @@ class RowResult:
             copiable_attributes=spec.copiable_attributes,
             force=spec.force,
             promote_to_primary=spec.promote_to_primary,
+            extras=spec.extras,
             **fields,
         )
 
@@ -232,6 +287,7 @@ class RowResult:
             copiable_attributes=self.copiable_attributes,
             force=self.force,
             promote_to_primary=self.promote_to_primary,
+            extras=self.extras,
         )
 
 
@@ -307,7 +363,8 @@ class ReportWriter:
     thread. Counts by status and error code are kept as rows go by.
     """
 
-    def __init__(self, path: Path | str, *, row_group_rows: int = 50_000) -> None:
+    def __init__(self, path: Path | str, *, row_group_rows: int = 50_000,
+                 run: dict[str, Any] | None = None) -> None:
         import pyarrow.parquet as pq
 
         if row_group_rows < 1:
@@ -315,7 +372,7 @@ class ReportWriter:
         self.path = Path(path)
         self.tmp_path = _tmp_path(self.path)
         self.row_group_rows = row_group_rows
-        self._schema = report_schema()
+        self._schema = report_schema(run)
         self._buffer: list[RowResult] = []
         self._counts = ReportCounts()
         self._closed = False
@@ -427,6 +484,7 @@ async def write_report(
     *,
     tmp_dir: Path | None = None,
     row_group_rows: int = 50_000,
+    run: dict[str, Any] | None = None,
 ) -> ReportCounts:
     """Write the report to a local path (parents created, atomic) or an s3:// URL.
 
@@ -439,10 +497,11 @@ async def write_report(
     the Parquet encoding runs inline too, so this blocks the event loop while it writes
     (about a second per few hundred thousand rows). To keep the loop free, run
     `ReportWriter` in a thread with rows that are safe to read from that thread.
+    `run` (the run's context) goes into the file's metadata (see report_schema).
     """
     dest = str(destination)
     if not _is_s3(dest):
-        with ReportWriter(Path(dest), row_group_rows=row_group_rows) as writer:
+        with ReportWriter(Path(dest), row_group_rows=row_group_rows, run=run) as writer:
             writer.write(rows)
             return writer.close()
 
@@ -455,7 +514,7 @@ async def write_report(
         staging_dir = Path(tmp_dir)
     local = staging_dir / _s3_basename(dest)
     try:
-        with ReportWriter(local, row_group_rows=row_group_rows) as writer:
+        with ReportWriter(local, row_group_rows=row_group_rows, run=run) as writer:
             writer.write(rows)
             counts = writer.close()
     except BaseException:

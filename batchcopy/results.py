@@ -44,8 +44,9 @@ def _result(row: dict[str, Any], latest: int | None, in_open_calls: dict[str, in
         evidence = (f"done in run {row['run_id']} of this journal; not copied again"
                     + (f" ({evidence})" if evidence and status is Status.SKIPPED else ""))
         status = Status.SKIPPED
-    spec = CopySpec(**{name: row[name] for name in SPEC_FIELDS})
-    spec = CopySpec(**{**{n: getattr(spec, n) for n in SPEC_FIELDS},
-                       "force": bool(spec.force), "promote_to_primary": bool(spec.promote_to_primary)})
+    spec = CopySpec(**{**{name: row[name] for name in SPEC_FIELDS},
+                       "force": bool(row["force"]), "promote_to_primary": bool(row["promote_to_primary"]),
+                       "extras": row.get("extras")})
     outcome = {name: row[name] for name in OUTCOME_COLUMNS if name != "status"}
-    return RowResult.from_spec(spec, status, **{**outcome, "evidence": evidence})
+    return RowResult.from_spec(spec, status, **{**outcome, "evidence": evidence,
+                                                "run_id": row.get("run_id")})

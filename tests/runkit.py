@@ -23,12 +23,14 @@ COLUMNS = ["row_id", "datastore_id", "source_image_set_id", "source_version_id",
            "series_instance_uid", "sop_instance_uid", "force", "promote_to_primary"]
 
 
-def write_manifest(path: Path, rows: list[dict[str, Any]]) -> Path:
+def write_manifest(path: Path, rows: list[dict[str, Any]], extra_columns: tuple[str, ...] = ()) -> Path:
+    """A CSV manifest of `rows`; `extra_columns` (a curator's own, e.g. notes) go after ours."""
+    columns = COLUMNS + list(extra_columns)
     with path.open("w", newline="", encoding="utf-8") as fh:
-        writer = csv.DictWriter(fh, fieldnames=COLUMNS)
+        writer = csv.DictWriter(fh, fieldnames=columns)
         writer.writeheader()
         for r in rows:
-            writer.writerow({c: r.get(c, "") for c in COLUMNS})
+            writer.writerow({c: r.get(c, "") for c in columns})
     return path
 
 

@@ -16,6 +16,8 @@ import pytest
 
 from batchcopy.report import (
     REPORT_COLUMNS,
+    REPORT_FORMAT_VERSION,
+    report_metadata,
     ReportCounts,
     ReportWriter,
     RowResult,
@@ -111,6 +113,10 @@ def test_schema_is_exact() -> None:
         ("sent_at", ts),
         ("finished_at", ts),
         ("evidence", pa.string()),
+        ("run_id", pa.int64()),
+        ("queue_wait_s", pa.float64()),
+        ("copy_duration_s", pa.float64()),
+        ("extras", pa.string()),
     ]
     schema = report_schema()
     assert [(f.name, f.type) for f in schema] == expected
@@ -121,6 +127,48 @@ def test_schema_is_exact() -> None:
         "manifest_row", "row_id", "status", "force", "promote_to_primary",
         "attempts", "throttles", "conflicts", "call_rows",
     }
+
+
+def test_new_columns_durations_run_id_extras_and_run_metadata(tmp_path: Path) -> None:
+    spec = CopySpec(1, "r1", DS, SRC, extras='{"notes":"left knee"}')
+    row = RowResult.from_spec(spec, "SUCCEEDED", run_id=3, started_at=T0,
+                              sent_at=T0 + timedelta(seconds=4, milliseconds=250),
+                              finished_at=T0 + timedelta(seconds=34, milliseconds=250))
+    assert (row.queue_wait_s, row.copy_duration_s, row.run_id) == (4.25, 30.0, 3)
+    assert row.extras == '{"notes":"left knee"}' and row.to_spec().extras == row.extras
+    assert RowResult(2, "r2", "SKIPPED").queue_wait_s is None  # no call: no durations
+    assert RowResult(2, "r2", "FAILED", copy_duration_s=2).copy_duration_s == 2.0
+    with pytest.raises(TypeError, match="copy_duration_s"):
+        RowResult(2, "r2", "FAILED", copy_duration_s="2")  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="run_id"):
+        RowResult(2, "r2", "FAILED", run_id="2")  # type: ignore[arg-type]
+    path = tmp_path / "r.parquet"
+    asyncio.run(write_report([row], path, run={"run_id": 3, "options": {"merge": True}}))
+    assert report_metadata(path) == {"report_version": REPORT_FORMAT_VERSION,
+                                     "run": {"run_id": 3, "options": {"merge": True}}}
+    (back,) = list(iter_report_rows(path))
+    assert back == row
+
+
+def test_format_1_reports_are_still_read(tmp_path: Path) -> None:
+    """A report written before format 2 (no run_id, durations, extras; no run metadata)."""
+    rows = list(make_rows(12))
+    old_columns = [c for c in REPORT_COLUMNS
+                   if c not in ("run_id", "queue_wait_s", "copy_duration_s", "extras")]
+    old_schema = pa.schema([report_schema().field(c) for c in old_columns],
+                           metadata={"batchcopy.report_version": "1"})
+    table = pa.Table.from_pylist(
+        [{c: (r.status.value if c == "status" else getattr(r, c)) for c in old_columns} for r in rows],
+        schema=old_schema)
+    path = tmp_path / "old.parquet"
+    pq.write_table(table, path)
+    assert report_metadata(path) == {"report_version": "1", "run": None}
+    back = list(iter_report_rows(path))
+    assert [r.row_id for r in back] == [r.row_id for r in rows]
+    # durations are derived from the timestamps the old file has; the rest is empty
+    assert [r.copy_duration_s for r in back] == [r.copy_duration_s for r in rows]
+    assert any(r.copy_duration_s for r in back)
+    assert {r.run_id for r in back} == {None} and {r.extras for r in back} == {None}
 
 
 def test_written_file_has_the_schema(tmp_path: Path) -> None:
