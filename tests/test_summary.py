@@ -77,7 +77,7 @@ def test_human_summary_mentions_counts_errors_and_paths(tmp_path: Path) -> None:
     assert "UNKNOWN" not in text  # zero counts are not shown
     assert "COPY_FAILED 1" in text and "ConflictException 1" in text
     assert "CopyImageSet 240" in text and "throttles 7" in text
-    assert "1h02m03s" in text
+    assert "wall time 1 h 2 min" in text
     assert "0.241/s achieved of 0.25/s configured" in text
     assert "exit code 1 (ROWS_FAILED)" in text
     assert str(report) in text and summary_path(report) in text
@@ -113,7 +113,7 @@ def test_human_summary_reads_the_runner_stats_shape(tmp_path: Path) -> None:
     assert "calls 52 (CopyImageSet 12, GetImageSet 40)" in text and "throttles 3" in text
     assert "retries 2" in text and "merged calls 4 (carrying 30 rows)" in text and "split calls 1" in text
     assert "reconciled" not in text
-    assert "wall time 59.2s" in text and "0.2/s achieved of 0.25/s configured" in text
+    assert "wall time 59 s" in text and "0.2/s achieved of 0.25/s configured" in text
     assert "stopped: aborted" in text and "exit code 3 (ABORTED)" in text
     assert "summary: s3://out/m-1.summary.json" in text
     assert "batchcopy report s3://out/m-1.parquet" in text and "pd.read_parquet" not in text
