@@ -36,7 +36,8 @@ from batchcopy import logs
 from batchcopy.durations import human_duration
 from batchcopy.specs import Status
 
-DONE = frozenset({Status.SUCCEEDED.value, Status.SKIPPED.value, Status.FAILED.value})
+_DONE_ORDER = (Status.SUCCEEDED.value, Status.SKIPPED.value, Status.FAILED.value)
+DONE = frozenset(_DONE_ORDER)
 LEFT = (Status.NOT_RUN.value, Status.CONFLICT.value, Status.UNKNOWN.value)
 _RATE_WINDOW = 100  # accepted calls the achieved rate is measured over
 _BAR_TICK_S = 1.0
@@ -183,7 +184,7 @@ class Progress:
 
     def line(self, snap: dict[str, Any], *, final: bool = False) -> str:
         statuses = snap["by_status"]
-        done_parts = [f"{s.lower()} {n}" for s, n in statuses.items() if s in DONE and n]
+        done_parts = [f"{s.lower()} {statuses[s]}" for s in _DONE_ORDER if statuses.get(s)]
         text = f"{snap['rows_done']}/{snap['rows_total']} rows done"
         before = [f"{snap['done_before']} before this run"] if snap["done_before"] else []
         if done_parts or before:
