@@ -242,7 +242,7 @@ class Progress:
         else:
             eta = self.eta_s()
             if eta is not None:
-                parts.append(f"~{human_duration(eta)} left to send")
+                parts.append(f"{'' if eta < 1 else '~'}{human_duration(eta)} left to send")
         return ", ".join(parts)
 
     def log_line(self, final: Mapping[str, int] | None = None) -> None:

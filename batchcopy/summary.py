@@ -246,7 +246,8 @@ def human_summary(summary: dict[str, Any], *, top_errors: int = 5,
             how += f"   or   python -c {shlex.quote(code)}"
         lines.append(how)
     if summary.get("journal"):
-        lines.append(f"journal: {summary['journal']} (running the same command again continues it)")
+        lines.append(f"journal: {summary['journal']}" + (
+            " (running the same command again continues it)" if summary.get("command") else ""))
     if steps or (steps is None and summary.get("command")):
         lines.extend(next_steps(summary))
     return "\n".join(lines)
