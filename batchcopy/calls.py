@@ -70,9 +70,10 @@ class CallDriver:
 
     async def send(self, call_id: int, request: CopyRequest, sent_at: float) -> Settled:
         token = logs.CALL_ID.set(call_id)  # API log lines name the call
-        logs.emit(logging.INFO, "call_sent", f"call {call_id} sent: {_describe(request)}",
-                  call_id=call_id, source_image_set_id=request.source_image_set_id,
-                  destination_image_set_id=request.destination_image_set_id)
+        if logs.enabled(logging.INFO):
+            logs.emit(logging.INFO, "call_sent", f"call {call_id} sent: {_describe(request)}",
+                      call_id=call_id, source_image_set_id=request.source_image_set_id,
+                      destination_image_set_id=request.destination_image_set_id)
         try:
             settled = await self._send(call_id, request, sent_at)
         finally:
