@@ -21,9 +21,11 @@ from __future__ import annotations
 
 import asyncio
 import enum
+import logging
 from dataclasses import dataclass, replace
 from typing import Any
 
+from batchcopy import logs
 from batchcopy.callstate import CallRecord, CallState
 from batchcopy.context import RunContext
 from batchcopy.reconcile import Reconciler
@@ -67,6 +69,19 @@ class CallDriver:
         self._reconciling = asyncio.Lock()
 
     async def send(self, call_id: int, request: CopyRequest, sent_at: float) -> Settled:
+        token = logs.CALL_ID.set(call_id)  # API log lines name the call
+        if logs.enabled(logging.INFO):
+            logs.emit(logging.INFO, "call_sent", f"call {call_id} sent: {_describe(request)}",
+                      call_id=call_id, source_image_set_id=request.source_image_set_id,
+                      destination_image_set_id=request.destination_image_set_id)
+        try:
+            settled = await self._send(call_id, request, sent_at)
+        finally:
+            logs.CALL_ID.reset(token)
+        _log_settled(settled)
+        return settled
+
+    async def _send(self, call_id: int, request: CopyRequest, sent_at: float) -> Settled:
         ctx = self.ctx
         try:
             answer = await ctx.api.copy_image_set(request, paced=False)
@@ -93,6 +108,15 @@ class CallDriver:
 
     async def settle(self, call: CallRecord) -> Settled:
         """A call an earlier run (or a crash of this one) left open."""
+        token = logs.CALL_ID.set(call.call_id)
+        try:
+            settled = await self._settle(call)
+        finally:
+            logs.CALL_ID.reset(token)
+        _log_settled(settled)
+        return settled
+
+    async def _settle(self, call: CallRecord) -> Settled:
         if call.state in (CallState.ANSWERED, CallState.ADOPTED) and call.result_image_set_id:
             return await self.wait(call.call_id, call.request, call.result_image_set_id,
                                    call.result_version_id or "", evidence=call.evidence)
@@ -177,3 +201,30 @@ class CallDriver:
 
 def _with(settled: Settled, **changes: Any) -> Settled:
     return replace(settled, **changes)
+
+
+def _describe(request: CopyRequest) -> str:
+    into = (f"{request.destination_image_set_id} version {request.destination_version_id}"
+            if request.destination_image_set_id else "a new image set")
+    what = "a subset of " if request.copiable_attributes else ""
+    return (f"CopyImageSet of {what}{request.source_image_set_id} version "
+            f"{request.source_version_id} into {into}")
+
+
+def _log_settled(settled: Settled) -> None:
+    if not logs.enabled(logging.INFO):
+        return
+    if settled.ended is Ended.DONE:
+        what = (f"ended {settled.workflow_status}: {settled.result_image_set_id} version "
+                f"{settled.result_version_id}")
+    elif settled.ended is Ended.REJECTED:
+        what = f"refused: {settled.error_code}: {settled.error_message}"
+    elif settled.ended is Ended.VOID:
+        what = f"did not happen: {settled.evidence}"
+    else:
+        what = f"outcome unknown: {settled.evidence or settled.error_code}"
+    logs.emit(logging.INFO, "call_settled", f"call {settled.call_id} {what}",
+              call_id=settled.call_id, outcome=settled.ended.value,
+              workflow_status=settled.workflow_status, error_code=settled.error_code,
+              result_image_set_id=settled.result_image_set_id,
+              result_version_id=settled.result_version_id)

@@ -1,42 +1,63 @@
 """The `batchcopy` command line (typer).
 
 Heavy modules (pandas, pyarrow, aioboto3) are imported inside the commands that need
-them, so `batchcopy --help` starts fast.
+them, so `batchcopy --help` starts fast. How the help reads (panels, metavars, examples)
+is cli_help.py's.
 """
 
 from __future__ import annotations
 
+import shlex
 import sys
 from enum import Enum
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 import typer
 
+from batchcopy import cli_help as H
+
 app = typer.Typer(
-    help="Run AWS HealthImaging CopyImageSet in bulk from a manifest, paced to your quotas, "
-         "with a crash-safe journal and a Parquet report. `batchcopy demo` tries it against "
-         "the bundled local emulator.",
-    no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
-    rich_markup_mode=None)
+    no_args_is_help=True, add_completion=True, pretty_exceptions_enable=False,
+    rich_markup_mode="rich", context_settings={"help_option_names": ["-h", "--help"]})
 
 
 def _mount_emulator() -> None:
     from batchcopy.emulator.cli import emulator_app
+    if any(group.typer_instance is emulator_app for group in app.registered_groups):
+        return
     app.add_typer(emulator_app, name="emulator",
                   help="Run or seed the local HealthImaging emulator.")
 
 
-class OnConflict(str, Enum):
-    refresh = "refresh"
-    fail = "fail"
+def _show_version(value: bool) -> None:
+    if value:
+        typer.echo(H.version_text())
+        raise typer.Exit(0)
 
 
-class ProgressMode(str, Enum):
-    auto = "auto"
-    bar = "bar"
-    log = "log"
-    off = "off"
+@app.callback()
+def _root(
+    version: bool = typer.Option(False, "--version", callback=_show_version, is_eager=True,
+                                 help="Show the versions of batchcopy and its AWS stack, and exit."),
+) -> None:
+    """Run AWS HealthImaging CopyImageSet in bulk from a manifest, paced to your quotas, with a
+    crash-safe journal and a Parquet report. `batchcopy demo` tries it against the bundled
+    local emulator, with no AWS account."""
+
+
+def _choices(name: str, *values: str) -> Any:
+    """A str Enum of `values`: typer shows them as [a|b] and refuses anything else."""
+    return Enum(name, {v: v for v in values}, type=str)
+
+
+OnConflict = _choices("OnConflict", "refresh", "fail")
+ProgressMode = _choices("ProgressMode", "auto", "bar", "log", "off")
+ExtraColumns = _choices("ExtraColumns", "error", "ignore")
+Pins = _choices("Pins", "strict", "hint")
+LogFormat = _choices("LogFormat", "text", "json")
+LogLevel = _choices("LogLevel", "error", "warning", "notice", "info", "debug")
+Output = _choices("Output", "text", "json")
 
 
 def _fail(message: str, code: int = 2) -> None:
@@ -44,38 +65,41 @@ def _fail(message: str, code: int = 2) -> None:
     raise typer.Exit(code)
 
 
-def _check_extra(value: str) -> None:
-    if value not in ("error", "ignore"):
-        _fail(f"--extra-columns: expected error or ignore, got {value!r}")
+def _parse_duration(text: str | None, option: str = "--max-duration") -> float | None:
+    from batchcopy.durations import parse_duration
 
-
-def _parse_duration(text: str | None) -> float | None:
     if text is None:
         return None
-    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-    t = text.strip().lower()
     try:
-        if t and t[-1] in units:
-            return float(t[:-1]) * units[t[-1]]
-        return float(t)
-    except ValueError:
-        _fail(f"--max-duration: not a duration: {text!r} (e.g. 3600, 90m, 6h)")
+        return parse_duration(text)
+    except ValueError as exc:
+        _fail(f"{option}: {exc}")
     return None
 
 
 def _rates(rate: list[str], rate_file: Optional[Path]) -> dict[str, tuple[float, float | None]]:
+    """--rate and --rate-file, parsed the same way for `run` and `plan`."""
     from batchcopy.ratelimit import load_rate_file, parse_rate
 
     out: dict[str, tuple[float, float | None]] = {}
-    try:
-        if rate_file is not None:
+    if rate_file is not None:
+        try:
             out.update(load_rate_file(rate_file))
-        for item in rate:
+        except (ValueError, OSError) as exc:
+            _fail(f"--rate-file: {exc}")
+    for item in rate:
+        try:
             op, r, burst = parse_rate(item)
-            out[op] = (r, burst)
-    except (ValueError, OSError) as exc:
-        _fail(str(exc))
+        except ValueError as exc:
+            _fail(f"--rate: {exc}")
+        out[op] = (r, burst)
     return out
+
+
+def _copy_rate(rates: dict[str, tuple[float, float | None]]) -> float:
+    from batchcopy.ratelimit import RateLimiter
+
+    return RateLimiter(rates).configured()["CopyImageSet"][0]
 
 
 def _local_manifest(manifest: str, tmp: str) -> Path:
@@ -93,132 +117,276 @@ def _local_manifest(manifest: str, tmp: str) -> Path:
     raise AssertionError("unreachable")
 
 
-DELIMITER_HELP = "CSV delimiter (default: sniffed from the header among , ; tab |)."
-EXTRA_HELP = "Columns the manifest has beyond batchcopy's: error (a typo guard), or ignore them (kept in the report's extras column)."
+def _rerun_command(argv: list[str]) -> str:
+    """The command a summary tells the user to run again: this one, minus --fresh (which
+    would start over) and minus --yes (the question is theirs to answer)."""
+    keep = [a for a in argv if a not in ("--fresh", "--yes", "-y")]
+    return shlex.join(["batchcopy", *keep])
 
 
-@app.command()
+# ---- options more than one command takes -------------------------------------------------
+MANIFEST_HELP = "Manifest: CSV (.csv, .csv.gz) or Parquet (.parquet), a local path or s3://bucket/key."
+
+
+def _manifest_arg() -> Any:
+    return typer.Argument(..., metavar="MANIFEST", help=MANIFEST_HELP, show_default=False)
+
+
+def _datastore_opt() -> Any:
+    return typer.Option(None, "--datastore-id", metavar="ID", rich_help_panel=H.INPUT,
+                        help="Data store of the rows that have no datastore_id column.")
+
+
+def _delimiter_opt() -> Any:
+    return typer.Option(None, "--delimiter", metavar="CHAR", rich_help_panel=H.INPUT,
+                        help="CSV delimiter: , ; | or tab. Default: sniffed from the header "
+                             "(a spreadsheet's semicolon export works as it is).")
+
+
+def _extra_opt() -> Any:
+    return typer.Option(ExtraColumns.error, "--extra-columns", rich_help_panel=H.INPUT,
+                        help="Columns of your own (notes...): error = refuse them (a guard "
+                             "against typos in column names); ignore = carry them into the "
+                             "report's extras column.")
+
+
+def _merge_opt() -> Any:
+    return typer.Option(True, "--merge/--no-merge", rich_help_panel=H.PACING,
+                        help="Carry compatible subset rows (same source, destination and "
+                             "flags, next to each other in their chain) in one "
+                             "CopyImageSet call: each merged row saves one call.")
+
+
+def _rate_opt() -> Any:
+    return typer.Option([], "--rate", metavar="OPERATION=RATE[/BURST]", rich_help_panel=H.PACING,
+                        help="Requests per second (and burst) of an operation: the quota your "
+                             "account has, e.g. CopyImageSet=5 after a quota increase. "
+                             "Repeatable. Default: the published quotas (CopyImageSet 0.25/s).")
+
+
+def _rate_file_opt() -> Any:
+    return typer.Option(None, "--rate-file", metavar="FILE", rich_help_panel=H.PACING,
+                        help='JSON file of rates: {"CopyImageSet": 5} or '
+                             '{"CopyImageSet": {"rate": 5, "burst": 5}}; --rate wins.')
+
+
+@app.command(no_args_is_help=True)
 def run(
-    manifest: str = typer.Argument(..., help="Manifest: CSV or Parquet, a local path or s3://bucket/key."),
-    datastore_id: Optional[str] = typer.Option(None, help="Data store for rows without a datastore_id column."),
-    delimiter: Optional[str] = typer.Option(None, help=DELIMITER_HELP),
-    extra_columns: str = typer.Option("error", help=EXTRA_HELP),
-    report: Optional[str] = typer.Option(None, help="Report path (.parquet, local or s3://). Default: reports/<manifest>-<time>.parquet"),
-    journal: Optional[str] = typer.Option(None, help="Journal (SQLite, a local path). Default: one per manifest and data store, in the batchcopy state directory; a rerun continues it."),
-    resume: bool = typer.Option(False, "--resume", help="Require an existing journal of this manifest and continue it (an error if it is missing, empty or foreign). A plain rerun continues too."),
-    fresh: bool = typer.Option(False, "--fresh", help="Set the journal aside and start over: rows done before are copied again."),
-    pins: str = typer.Option("strict", help="strict: a stale source_version_id/destination_version_id pin makes the row CONFLICT, nothing copied; hint: pins are starting points, refreshed on conflict."),
-    skip_present: bool = typer.Option(True, "--skip-present/--no-skip-present", help="Skip rows whose instances are already in the destination, identical to the source (one metadata read per copy into an existing destination)."),
-    merge: bool = typer.Option(True, "--merge/--no-merge", help="Carry compatible subset rows into one CopyImageSet call."),
-    rate: list[str] = typer.Option([], "--rate", help="OPERATION=RATE[/BURST] requests/s, e.g. CopyImageSet=5 for a raised quota. Repeatable."),
-    rate_file: Optional[Path] = typer.Option(None, help="JSON file of rates: {\"CopyImageSet\": 5} or {\"CopyImageSet\": {\"rate\": 5, \"burst\": 5}}."),
-    max_in_flight: int = typer.Option(100, min=1, help="Copies in progress per data store (the service allows 100)."),
-    max_attempts: int = typer.Option(5, min=1, help="Attempts per call for throttles, 5xx and connection errors."),
-    on_conflict: OnConflict = typer.Option(OnConflict.refresh, help="ConflictException: refresh = re-read the latest versions and try again; fail = report CONFLICT."),
-    max_conflict_refreshes: int = typer.Option(3, min=0, help="Refreshes per row before it is reported CONFLICT."),
-    max_failure_rate: float = typer.Option(0.5, min=0.0, max=1.0, help="Abort (exit 3) when more than this share of finished rows failed..."),
-    failure_min_rows: int = typer.Option(1000, min=1, help="...once at least this many rows finished (as S3 Batch Operations does)."),
-    max_duration: Optional[str] = typer.Option(None, help="Soft time limit (e.g. 6h): stop dispatching, finish in-flight copies, exit 5. Resume later."),
-    stop_grace: float = typer.Option(60.0, min=0.0, help="Seconds in-flight copies get to finish after a stop."),
-    endpoint_url: Optional[str] = typer.Option(None, envvar="AWS_ENDPOINT_URL_MEDICAL_IMAGING", help="HealthImaging endpoint (e.g. the emulator's)."),
-    region: Optional[str] = typer.Option(None, help="AWS region (default: your AWS configuration)."),
-    profile: Optional[str] = typer.Option(None, help="AWS profile (default credential chain otherwise)."),
-    progress: ProgressMode = typer.Option(ProgressMode.auto, help="auto: a bar on a terminal, a log line every --log-interval seconds otherwise."),
-    log_interval: float = typer.Option(30.0, min=0.1, help="Seconds between progress lines off a terminal."),
-    poll_first: float = typer.Option(1.0, min=0.001, help="Seconds before the first completion check of a copy."),
-    poll_max: float = typer.Option(30.0, min=0.001, help="Longest wait between completion checks of a long copy."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress output."),
-    verify: bool = typer.Option(False, "--verify", help="After the run, check each done row's destination against its source (as `batchcopy verify` does; its report beside the run's, x-verify.parquet); mismatches make the exit code 1."),
+    manifest: str = _manifest_arg(),
+    datastore_id: Optional[str] = _datastore_opt(),
+    delimiter: Optional[str] = _delimiter_opt(),
+    extra_columns: ExtraColumns = _extra_opt(),
+    endpoint_url: Optional[str] = typer.Option(
+        None, envvar="AWS_ENDPOINT_URL_MEDICAL_IMAGING", metavar="URL", rich_help_panel=H.AWS,
+        help="HealthImaging endpoint, e.g. the emulator's http://127.0.0.1:8787 (with it, the "
+             "runtime- host prefix is not added)."),
+    region: Optional[str] = typer.Option(None, metavar="REGION", rich_help_panel=H.AWS,
+                                         help="AWS region. Default: your AWS configuration."),
+    profile: Optional[str] = typer.Option(None, metavar="NAME", rich_help_panel=H.AWS,
+                                          help="AWS profile. Default: the default credential chain."),
+    rate: list[str] = _rate_opt(),
+    rate_file: Optional[Path] = _rate_file_opt(),
+    max_in_flight: int = typer.Option(100, min=1, metavar="N", rich_help_panel=H.PACING,
+                                      help="Copies in progress at once per data store (the "
+                                           "service allows 100)."),
+    merge: bool = _merge_opt(),
+    on_conflict: OnConflict = typer.Option(
+        OnConflict.refresh, rich_help_panel=H.RETRIES,
+        help="On ConflictException (a stale version, a locked image set): refresh = read the "
+             "latest versions and try again; fail = report the row CONFLICT at once."),
+    max_conflict_refreshes: int = typer.Option(3, min=0, metavar="N", rich_help_panel=H.RETRIES,
+                                               help="Refreshes per row before it is CONFLICT."),
+    max_attempts: int = typer.Option(5, min=1, metavar="N", rich_help_panel=H.RETRIES,
+                                     help="Attempts per call on throttles, 5xx and connection "
+                                          "errors (a CopyImageSet that may have happened is "
+                                          "checked first, never resent blindly)."),
+    pins: Pins = typer.Option(
+        Pins.strict, rich_help_panel=H.RETRIES,
+        help="Version pins in the manifest: strict = a stale source_version_id or "
+             "destination_version_id makes the row CONFLICT, nothing copied; hint = pins are "
+             "starting points, refreshed on conflict."),
+    skip_present: bool = typer.Option(
+        True, "--skip-present/--no-skip-present", rich_help_panel=H.RETRIES,
+        help="Skip rows whose instances are already in their destination, identical to the "
+             "source (one metadata read per copy into an existing destination)."),
+    journal: Optional[str] = typer.Option(
+        None, metavar="PATH", rich_help_panel=H.RESUME,
+        help="Journal (SQLite, a local path). Default: one per manifest and data store in the "
+             "state directory ($BATCHCOPY_STATE_DIR); running the same manifest again continues it."),
+    resume: bool = typer.Option(False, "--resume", rich_help_panel=H.RESUME,
+                                help="Insist on continuing: an error (exit 2, nothing sent) if "
+                                     "the journal is missing, empty or another manifest's."),
+    fresh: bool = typer.Option(False, "--fresh", rich_help_panel=H.RESUME,
+                               help="Set the journal aside and start over: rows done before "
+                                    "are copied again."),
+    max_duration: Optional[str] = typer.Option(
+        None, metavar="DURATION", rich_help_panel=H.LIMITS,
+        help="Soft time limit (3600, 90m, 6h, 1h30m): stop sending, let copies in flight "
+             "finish, exit 5. The same command continues later."),
+    stop_grace: float = typer.Option(60.0, min=0.0, metavar="SECONDS", rich_help_panel=H.LIMITS,
+                                     help="After a stop (Ctrl-C, SIGTERM, --max-duration), how "
+                                          "long copies in flight get to finish."),
+    max_failure_rate: float = typer.Option(
+        0.5, min=0.0, max=1.0, metavar="SHARE", rich_help_panel=H.LIMITS,
+        help="Abort (exit 3) when more than this share of finished rows did not succeed, once "
+             "--failure-min-rows rows finished."),
+    failure_min_rows: int = typer.Option(1000, min=1, metavar="N", rich_help_panel=H.LIMITS,
+                                         help="Finished rows before --max-failure-rate applies "
+                                              "(as S3 Batch Operations does)."),
+    report: Optional[str] = typer.Option(
+        None, metavar="PATH", rich_help_panel=H.OUTPUT,
+        help="Report (.parquet, local or s3://); the summary JSON goes beside it. Default: "
+             "reports/<manifest>-<time>.parquet"),
+    progress: ProgressMode = typer.Option(
+        ProgressMode.auto, rich_help_panel=H.OUTPUT,
+        help="auto = a bar on a terminal, else a stats line every --log-interval; bar; log; off."),
+    log_interval: float = typer.Option(30.0, min=0.1, metavar="SECONDS", rich_help_panel=H.OUTPUT,
+                                       help="Seconds between stats lines (off a terminal, or "
+                                            "into --log-file)."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", rich_help_panel=H.OUTPUT,
+                               help="No progress bar or stats lines (the summary is still printed)."),
+    log_format: LogFormat = typer.Option(
+        LogFormat.text, rich_help_panel=H.LOGGING,
+        help="text = timestamped lines; json = one JSON object a line (time, level, event, "
+             "run_id, row_id, call_id, error_code, latency_ms...) for log shippers. Applies "
+             "to --log-file when given, else to stderr."),
+    log_file: Optional[Path] = typer.Option(
+        None, metavar="PATH", rich_help_panel=H.LOGGING,
+        help="Append the log here; the terminal keeps the bar, warnings and the summary."),
+    log_level: Optional[LogLevel] = typer.Option(
+        None, rich_help_panel=H.LOGGING,
+        help="notice (default): start, stats, summary, rows that did not succeed; info: "
+             "every row and call; debug: every API request (operation, status, latency; "
+             "never credentials or bodies)."),
+    verbose: int = typer.Option(0, "--verbose", "-v", count=True, rich_help_panel=H.LOGGING,
+                                show_default=False,
+                                help="-v = --log-level info, -vv = --log-level debug."),
+    debug: bool = typer.Option(False, "--debug", rich_help_panel=H.LOGGING,
+                               help="Same as --log-level debug."),
+    confirm_above: int = typer.Option(
+        1000, min=0, metavar="ROWS", rich_help_panel=H.CONFIRM,
+        help="On a terminal, show the plan and ask before running more rows than this. "
+             "Never asks off a terminal."),
+    yes: bool = typer.Option(False, "--yes", "-y", rich_help_panel=H.CONFIRM,
+                             help="Do not ask: run at once."),
+    verify: bool = typer.Option(
+        False, "--verify", rich_help_panel=H.OUTPUT,
+        help="After the run, check each done row's destination against its source (as "
+             "`batchcopy verify` does; its report beside the run's, x-verify.parquet); "
+             "mismatches make the exit code 1."),
+    poll_first: float = typer.Option(1.0, min=0.001, metavar="SECONDS", rich_help_panel=H.TUNING,
+                                     help="Wait before the first completion check of a copy."),
+    poll_max: float = typer.Option(30.0, min=0.001, metavar="SECONDS", rich_help_panel=H.TUNING,
+                                   help="Longest wait between completion checks of a long copy."),
 ) -> None:
-    """Copy every row of MANIFEST; write one report row per manifest row."""
+    """Copy every row of MANIFEST not done yet; write one report row per manifest row.
+
+    Nothing is sent until the manifest, the credentials, the journal and the report
+    destination check out (exit 2 otherwise). Exit codes: 0 all rows done, 1 some rows did
+    not succeed, 2 usage or manifest error, 3 aborted, 4 another run holds the rows, 5 time
+    limit, 70 a bug, 130 interrupted."""
     from batchcopy.job import JobOptions, run_job
     from batchcopy.runner import RunSettings
 
-    if pins not in ("strict", "hint"):
-        _fail(f"--pins: expected strict or hint, got {pins!r}")
     if resume and fresh:
         _fail("--resume and --fresh contradict each other: choose one")
-    _check_extra(extra_columns)
+    level = log_level.value if log_level is not None else "notice"
+    if debug or verbose >= 2:
+        level = "debug"
+    elif verbose == 1 and level not in ("debug",):
+        level = "info"
     settings = RunSettings(
-        strict_pins=pins == "strict", skip_present=skip_present,
+        strict_pins=pins is Pins.strict, skip_present=skip_present,
         merge=merge, max_in_flight_per_datastore=max_in_flight, max_attempts=max_attempts,
         on_conflict=on_conflict.value, max_conflict_refreshes=max_conflict_refreshes,
         max_failure_rate=max_failure_rate, failure_min_rows=failure_min_rows,
         max_duration_s=_parse_duration(max_duration), stop_grace_s=stop_grace)
     opts = JobOptions(
         manifest=manifest, datastore_id=datastore_id, report=report, delimiter=delimiter,
-        extra_columns=extra_columns,
+        extra_columns=extra_columns.value,
         journal=journal, resume=resume, fresh=fresh, rates=_rates(rate, rate_file),
         endpoint_url=endpoint_url, region=region, profile=profile,
         progress="off" if quiet else progress.value, log_interval_s=log_interval,
-        poll_first_s=poll_first, poll_max_s=poll_max, settings=settings, verify=verify)
+        poll_first_s=poll_first, poll_max_s=poll_max, settings=settings,
+        log_format=log_format.value, log_file=str(log_file) if log_file else None,
+        log_level=level, command=_rerun_command(sys.argv[1:]),
+        confirm_above=None if yes else confirm_above, verify=verify)
     raise typer.Exit(run_job(opts))
 
 
-@app.command()
+def _print_errors(result: Any) -> None:
+    for err in result.errors[:200]:
+        typer.echo(str(err), err=True)
+    total = len(result.errors) + result.more_errors
+    if total > 200:
+        typer.echo(f"... and {total - 200} more", err=True)
+
+
+@app.command(no_args_is_help=True)
 def validate(
-    manifest: str = typer.Argument(..., help="Manifest: CSV or Parquet, local or s3://."),
-    datastore_id: Optional[str] = typer.Option(None, help="Data store for rows without the column."),
-    delimiter: Optional[str] = typer.Option(None, help=DELIMITER_HELP),
-    extra_columns: str = typer.Option("error", help=EXTRA_HELP),
+    manifest: str = _manifest_arg(),
+    datastore_id: Optional[str] = _datastore_opt(),
+    delimiter: Optional[str] = _delimiter_opt(),
+    extra_columns: ExtraColumns = _extra_opt(),
 ) -> None:
-    """Check MANIFEST without calling the service: exit 0 if valid, 2 with the errors if not."""
+    """Check MANIFEST without calling the service: every row, and the rules across rows
+    (duplicates, contradicting pins). Exit 0 if valid, 2 with the errors if not."""
     import tempfile
 
     from batchcopy.manifest import ManifestInvalid, validate as check
 
-    _check_extra(extra_columns)
     with tempfile.TemporaryDirectory(prefix="batchcopy-") as tmp:
         local = _local_manifest(manifest, tmp)
         try:
             result = check(local, display_name=manifest, default_datastore_id=datastore_id,
-                           delimiter=delimiter, extra_columns=extra_columns)  # type: ignore[arg-type]
+                           delimiter=delimiter, extra_columns=extra_columns.value)  # type: ignore[arg-type]
         except FileNotFoundError:
             _fail(f"manifest not found: {manifest}")
         except ManifestInvalid as exc:
             _fail(f"invalid manifest:\n{exc}")
     if not result.ok:
-        for err in result.errors[:200]:
-            typer.echo(str(err), err=True)
-        _fail(f"{manifest}: {len(result.errors)} error(s); nothing would be sent")
+        _print_errors(result)
+        _fail(f"{manifest}: {len(result.errors) + result.more_errors} error(s); nothing would be sent")
     typer.echo(f"{manifest}: {result.rows} rows OK ({result.datastores} data store(s), "
                f"{result.image_sets} image set(s), {result.subset_rows} subset row(s))")
 
 
-@app.command()
+@app.command(no_args_is_help=True)
 def plan(
-    manifest: str = typer.Argument(..., help="Manifest: CSV or Parquet, local or s3://."),
-    datastore_id: Optional[str] = typer.Option(None),
-    merge: bool = typer.Option(True, "--merge/--no-merge"),
-    copy_rate: float = typer.Option(0.25, help="CopyImageSet requests/s, for the time estimate."),
+    manifest: str = _manifest_arg(),
+    datastore_id: Optional[str] = _datastore_opt(),
+    delimiter: Optional[str] = _delimiter_opt(),
+    extra_columns: ExtraColumns = _extra_opt(),
+    rate: list[str] = _rate_opt(),
+    rate_file: Optional[Path] = _rate_file_opt(),
+    merge: bool = _merge_opt(),
+    copy_seconds: float = typer.Option(
+        None, min=0.0, metavar="SECONDS", rich_help_panel=H.PACING, show_default=False,
+        help="Assumed duration of one copy, for the chains (default 5): the calls of a chain "
+             "wait for each other's copies, whatever the quota."),
+    rows: bool = typer.Option(False, "--rows", rich_help_panel=H.OUTPUT,
+                              help="Also say what each row will do: its call, a new image set "
+                                   "or which destination, the rows it waits for or shares "
+                                   "its call with."),
+    output: Output = typer.Option(Output.text, "--output", "-o", rich_help_panel=H.OUTPUT,
+                                  help="text, or json (one object; with --rows its row_plans "
+                                       "list)."),
+    copy_rate: Optional[float] = typer.Option(None, hidden=True, min=0.0,
+                                              help="Old spelling of --rate CopyImageSet=RATE."),
 ) -> None:
-    """Show how MANIFEST would run: calls, merges, chains and the time at the copy quota."""
-    import asyncio
-    import tempfile
+    """Show what running MANIFEST would do, without calling the service: CopyImageSet calls,
+    merges, chains, per data store, and the time at your copy quota. Runs every check
+    `validate` does (exit 2 on an invalid manifest)."""
+    from batchcopy.preview import run_plan
 
-    from batchcopy import storage
-    from batchcopy.manifest import ManifestInvalid, read_specs
-    from batchcopy.plan import Planner
-
-    planner = Planner(merge=merge)
-    rows = calls = merged = chained = 0
-    with tempfile.TemporaryDirectory(prefix="batchcopy-") as tmp:
-        try:
-            local = asyncio.run(storage.download(manifest, Path(tmp)))
-            for batch in read_specs(local, display_name=manifest, default_datastore_id=datastore_id):
-                rows += len(batch)
-                for unit in planner.add_batch(batch):
-                    calls += 1
-                    merged += len(unit.rows) > 1
-                    chained += bool(unit.after)
-        except FileNotFoundError:
-            _fail(f"manifest not found: {manifest}")
-        except ManifestInvalid as exc:
-            _fail(f"invalid manifest:\n{exc}")
-    hours = calls / copy_rate / 3600 if copy_rate > 0 else float("inf")
-    typer.echo(f"{rows} rows -> {calls} CopyImageSet calls ({merged} merged calls, "
-               f"{rows - calls} calls saved); {chained} calls wait for an earlier copy of the "
-               f"same image set; at {copy_rate:g} calls/s: about {hours:.2f} h")
+    rates = _rates(rate, rate_file)
+    if copy_rate is not None:
+        rates["CopyImageSet"] = (copy_rate, None)
+    code = run_plan(manifest, datastore_id=datastore_id, delimiter=delimiter,
+                    extra_columns=extra_columns.value, merge=merge, copy_rate=_copy_rate(rates),
+                    rate_given="CopyImageSet" in rates, copy_seconds=copy_seconds, rows=rows,
+                    output=output.value)
+    raise typer.Exit(code)
 
 
 class ReportOutput(str, Enum):
@@ -329,9 +497,16 @@ def demo(
     raise typer.Exit(run_demo(rows=rows, copy_rate=copy_rate, keep_running=keep_running))
 
 
-def main() -> None:
+def build() -> Any:
+    """The click command tree of `batchcopy`, with its help tidied (cli_help.tidy)."""
     _mount_emulator()
-    app(prog_name="batchcopy")
+    command = typer.main.get_command(app)
+    H.tidy(command)
+    return command
+
+
+def main() -> None:
+    build()(prog_name="batchcopy")
 
 
 if __name__ == "__main__":  # pragma: no cover

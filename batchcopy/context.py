@@ -9,15 +9,17 @@ the failure threshold.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from batchcopy import logs
 from batchcopy.journal import Journal, RowOutcome
 from batchcopy.plan import MergeLimits
 from batchcopy.retry import Backoff
-from batchcopy.specs import Status
+from batchcopy.specs import CopySpec, Status
 
 # statuses that count towards --max-failure-rate
 BAD_STATUSES = frozenset({Status.FAILED, Status.CONFLICT, Status.UNKNOWN, Status.NOT_RUN})
@@ -66,7 +68,9 @@ class Observer(Protocol):
 
     def rows_finished(self, status: Status, n: int) -> None: ...
     def calls_open(self, n: int) -> None: ...
-    def units_queued(self, n: int) -> None: ...
+    def units_queued(self, n: int, rows: int = 0) -> None: ...
+    def copy_sent(self, accepted: bool) -> None: ...
+    def stopping(self, reason: str) -> None: ...
 
 
 class _Silent:
@@ -76,7 +80,13 @@ class _Silent:
     def calls_open(self, n: int) -> None:
         pass
 
-    def units_queued(self, n: int) -> None:
+    def units_queued(self, n: int, rows: int = 0) -> None:
+        pass
+
+    def copy_sent(self, accepted: bool) -> None:
+        pass
+
+    def stopping(self, reason: str) -> None:
         pass
 
 
@@ -114,6 +124,7 @@ class RunContext:
             if message is not None:
                 self.outcome.abort_message = message
         self.stopping.set()
+        self.observer.stopping(self.outcome.stop_reason or reason)
         for hook in list(self.on_stop):
             hook()
 
@@ -137,6 +148,7 @@ class RunContext:
     def copy_call_made(self, accepted: bool) -> None:
         now = self.clock()
         self.outcome.copy_calls += 1
+        self.observer.copy_sent(accepted)
         if accepted:
             self.outcome.accepted_calls += 1
             if self.outcome.first_copy_at is None:
@@ -145,7 +157,10 @@ class RunContext:
 
     # ---- rows --------------------------------------------------------------------
     async def finish(self, keys: Sequence[str], outcome: RowOutcome, *,
-                     done_call: tuple[int, str | None, str | None] | None = None) -> None:
+                     done_call: tuple[int, str | None, str | None] | None = None,
+                     rows: Sequence[CopySpec] | None = None) -> None:
+        """Rows `keys` (the CopySpecs `rows`, when the caller has them: for the log) reach
+        `outcome` in the journal; the display, the log and the failure threshold hear of it."""
         if outcome.finished_at is None:
             outcome.finished_at = self.clock()
         if outcome.call_id is not None and outcome.call_rows is None:
@@ -155,8 +170,25 @@ class RunContext:
         if outcome.status in BAD_STATUSES:
             self.bad_rows += n
         self.observer.rows_finished(outcome.status, n)
+        self._log_rows(keys, outcome, rows)
         s = self.s
         if (self.finished_rows >= s.failure_min_rows
                 and self.bad_rows > s.max_failure_rate * self.finished_rows):
             self.abort(f"failure threshold: {self.bad_rows} of {self.finished_rows} finished "
                        f"rows did not succeed (more than {s.max_failure_rate:.0%})")
+
+    def _log_rows(self, keys: Sequence[str], outcome: RowOutcome,
+                  rows: Sequence[CopySpec] | None) -> None:
+        status = outcome.status.value
+        if not logs.enabled(logging.INFO if status in logs.GOOD else logging.WARNING):
+            return
+        if rows is not None:
+            names = [(r.row_id, r.manifest_row) for r in rows]
+        else:  # a call settled for an earlier run: the journal knows its rows
+            known = self.journal.row_names(keys)
+            names = [known.get(k, (k, None)) for k in keys]
+        latency = (outcome.finished_at - outcome.sent_at
+                   if outcome.finished_at is not None and outcome.sent_at is not None else None)
+        logs.log_rows(names, status, error_code=outcome.error_code,
+                      error_message=outcome.error_message, call_id=outcome.call_id,
+                      latency_s=latency, evidence=outcome.evidence)

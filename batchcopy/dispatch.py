@@ -70,7 +70,7 @@ class Dispatcher:
             if len(unit.rows) > 1:
                 out.merged_units += 1
                 out.rows_merged += len(unit.rows)
-        self.ctx.observer.units_queued(len(units))
+        self.ctx.observer.units_queued(len(units), sum(len(u.rows) for u in units))
         self._dispatch()
 
     def _dispatch(self) -> None:

@@ -352,7 +352,7 @@ class Executor:
                              conflicts=tally.conflicts, source_version_used=tally.src_v,
                              destination_version_used=tally.dst_v, started_at=tally.started_at,
                              sent_at=tally.sent_at, **fields)
-        await self.ctx.finish([r.key for r in rows], outcome, done_call=done_call)
+        await self.ctx.finish([r.key for r in rows], outcome, done_call=done_call, rows=rows)
 
 
 def _no_copy(message: str | None, tally: Tally) -> str:

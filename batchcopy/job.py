@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import logging
 import shutil
 import sys
 import tempfile
@@ -25,6 +26,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from batchcopy import logs
 from batchcopy.preflight import SetupError
 from batchcopy.stopsignals import stop_on_signals
 from batchcopy.specs import ExitCode, Status
@@ -53,19 +55,33 @@ class JobOptions:
     delimiter: str | None = None  # CSV: None sniffs it from the header
     extra_columns: str = "error"  # error | ignore
     verify: bool = False  # check the done rows' destinations after the run (verify_cmd.py)
+    log_level: str = "notice"  # logs.LEVELS
+    log_format: str = "text"  # text | json
+    log_file: str | None = None
+    command: str | None = None  # the command line, for the summary's next steps
+    confirm_above: int | None = None  # ask on a terminal above this many rows (None: never)
 
 
-def say(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
+def say(msg: str, *, level: int = logs.NOTICE, event: str = "message", **fields: Any) -> None:
+    logs.say(msg, level=level, event=event, **fields)
 
 
 def run_job(opts: JobOptions) -> int:
-    with tempfile.TemporaryDirectory(prefix="batchcopy-") as tmp:
-        try:
-            return asyncio.run(_run_job(opts, Path(tmp)))
-        except SetupError as exc:
-            say(f"batchcopy: {exc}")
-            return ExitCode.USAGE
+    try:
+        setup = logs.configure(level=opts.log_level, fmt=opts.log_format, file=opts.log_file)
+    except OSError as exc:
+        print(f"batchcopy: --log-file: cannot open {opts.log_file}: {exc.strerror or exc}",
+              file=sys.stderr, flush=True)
+        return ExitCode.USAGE
+    try:
+        with tempfile.TemporaryDirectory(prefix="batchcopy-") as tmp:
+            try:
+                return asyncio.run(_run_job(opts, Path(tmp), setup))
+            except SetupError as exc:
+                say(f"batchcopy: {exc}", level=logging.ERROR, event="setup_error")
+                return ExitCode.USAGE
+    finally:
+        setup.close()
 
 
 def manifest_stem(manifest: str) -> str:
@@ -95,7 +111,7 @@ def resolve_journal_path(opts: JobOptions) -> Path:
     return state_dir() / "journals" / f"{manifest_stem(opts.manifest)}-{digest}.journal.sqlite"
 
 
-async def _run_job(opts: JobOptions, tmp: Path) -> int:
+async def _run_job(opts: JobOptions, tmp: Path, setup: logs.LogSetup) -> int:
     from batchcopy import preflight, storage
 
     preflight.check_endpoint(opts.endpoint_url)
@@ -125,7 +141,8 @@ async def _run_job(opts: JobOptions, tmp: Path) -> int:
         dirs = [journal_path.parent] + ([] if storage.is_s3(report_dest)
                                         else [Path(report_dest).parent])
         preflight.check_space(dirs, rows)
-        return await _hold_and_run(opts, journal, local, report_dest, region, rows)
+        _confirm(opts, journal)
+        return await _hold_and_run(opts, journal, local, report_dest, region, rows, setup)
     except SetupError:
         if created:
             journal.close()
@@ -154,7 +171,7 @@ def _open_journal(path: Path, opts: JobOptions) -> tuple[Any, bool] | int:
         journal.lock()
     except JournalLocked as exc:
         journal.close()
-        say(f"batchcopy: {exc}; not starting a second run")
+        say(f"batchcopy: {exc}; not starting a second run", level=logging.ERROR, event="locked")
         return ExitCode.LOCKED
     except JournalError as exc:
         journal.close()
@@ -201,7 +218,8 @@ def _stage(journal: Any, local: Path, opts: JobOptions) -> int | None:
                              default_datastore_id=opts.datastore_id, delimiter=opts.delimiter,
                              extra_columns=opts.extra_columns)
     except ManifestInvalid as exc:
-        say(f"batchcopy: invalid manifest, nothing was sent:\n{exc}")
+        say(f"batchcopy: invalid manifest, nothing was sent:\n{exc}", level=logging.ERROR,
+            event="invalid_manifest")
         return None
     journal.begin_manifest()
     try:
@@ -210,7 +228,8 @@ def _stage(journal: Any, local: Path, opts: JobOptions) -> int | None:
         report = scan.report
     except ManifestInvalid as exc:
         journal.rollback_manifest()
-        say(f"batchcopy: invalid manifest, nothing was sent:\n{exc}")
+        say(f"batchcopy: invalid manifest, nothing was sent:\n{exc}", level=logging.ERROR,
+            event="invalid_manifest")
         return None
     except sqlite3.Error as exc:
         journal.rollback_manifest()
@@ -221,16 +240,61 @@ def _stage(journal: Any, local: Path, opts: JobOptions) -> int | None:
     if not report.ok:
         journal.rollback_manifest()
         total = len(report.errors) + report.more_errors
-        say(f"batchcopy: invalid manifest, nothing was sent ({total} error(s)):")
-        for err in report.errors[:50]:
-            say(f"  {err}")
+        listed = "\n".join(f"  {err}" for err in report.errors[:50])
+        more = f"\n  ... and {total - 50} more (batchcopy validate lists them)" if total > 50 else ""
+        say(f"batchcopy: invalid manifest, nothing was sent ({total} error(s)):\n{listed}{more}",
+            level=logging.ERROR, event="invalid_manifest", errors=[str(e) for e in report.errors[:50]])
         return None
     journal.commit_manifest()
     return report.rows
 
 
+def _confirm(opts: JobOptions, journal: Any) -> None:
+    """Above --confirm-above rows to run, on a terminal: show the plan, ask. SetupError if
+    the answer is not yes (nothing was sent)."""
+    if opts.confirm_above is None or not (_isatty(sys.stdin) and _isatty(sys.stderr)):
+        return
+    pending = journal.manifest_statuses().get("PENDING", 0)
+    if pending <= opts.confirm_above:
+        return
+    from batchcopy.forecast import Forecaster
+    from batchcopy.preview import confirmation_text
+    from batchcopy.ratelimit import RateLimiter
+
+    settings = opts.settings
+    forecaster = Forecaster(merge=settings.merge if settings else True)
+    for batch in journal.iter_manifest():
+        forecaster.add_batch([r.spec for r in batch], [r.status == "PENDING" for r in batch])
+    rate = RateLimiter(opts.rates).configured()["CopyImageSet"][0]
+    print(f"batchcopy: {opts.manifest}: "
+          f"{confirmation_text(forecaster.figures(), rate)}.", file=sys.stderr, flush=True)
+    try:
+        answer = input_line("Start copying? [y/N] ")
+    except EOFError:
+        answer = ""
+    if answer.strip().lower() not in ("y", "yes"):
+        raise SetupError("not confirmed: nothing was sent (--yes runs without asking; "
+                         "`batchcopy plan` shows the plan)")
+
+
+def input_line(prompt: str) -> str:
+    """One line from stdin, the prompt on stderr (stdout may be a pipe)."""
+    print(prompt, end="", file=sys.stderr, flush=True)
+    line = sys.stdin.readline()
+    if not line:
+        raise EOFError
+    return line
+
+
+def _isatty(stream: Any) -> bool:
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError):
+        return False
+
+
 async def _hold_and_run(opts: JobOptions, journal: Any, local: Path, report_dest: str,
-                        region: str, rows: int) -> int:
+                        region: str, rows: int, setup: logs.LogSetup) -> int:
     from batchcopy.holds import HeldElsewhere, Holds
 
     holds = Holds()
@@ -240,16 +304,17 @@ async def _hold_and_run(opts: JobOptions, journal: Any, local: Path, report_dest
                       journal=str(journal.path))
     except HeldElsewhere as exc:
         say(f"batchcopy: another batchcopy run on this machine is copying the same image sets: "
-            f"{exc}. Not starting; run again once it has finished")
+            f"{exc}. Not starting; run again once it has finished", level=logging.ERROR,
+            event="locked")
         return ExitCode.LOCKED
     try:
-        return await _execute(opts, journal, report_dest, region, rows)
+        return await _execute(opts, journal, report_dest, region, rows, setup)
     finally:
         holds.release()
 
 
 async def _execute(opts: JobOptions, journal: Any, report_dest: str, region: str,
-                   total_rows: int) -> int:
+                   total_rows: int, setup: logs.LogSetup) -> int:
     from batchcopy.client import CallStats, ClientSettings, ImagingApi, open_client
     from batchcopy.progress import Progress
     from batchcopy.ratelimit import RateLimiter
@@ -259,22 +324,35 @@ async def _execute(opts: JobOptions, journal: Any, report_dest: str, region: str
     settings = opts.settings or RunSettings()
     limiter = RateLimiter(opts.rates)
     copy_rate = limiter.configured()["CopyImageSet"][0]
-    progress = None
-    if opts.progress != "off":
-        statuses = journal.manifest_statuses()
-        done = sum(n for s, n in statuses.items() if s in ("SUCCEEDED", "SKIPPED", "FAILED"))
-        progress = Progress(total_rows, mode=opts.progress, interval_s=opts.log_interval_s,
-                            copy_rate=copy_rate, done=done)
+    stats = CallStats()
+    statuses = journal.manifest_statuses()
+    done = sum(n for s, n in statuses.items() if s in ("SUCCEEDED", "SKIPPED", "FAILED"))
     client_settings = ClientSettings(
         endpoint_url=opts.endpoint_url, region=region, profile=opts.profile,
         max_pool_connections=max(10, min(200, settings.max_in_flight_per_datastore + 10)))
     run_id = journal.start_run(opts.manifest)
+    logs.RUN_ID.set(run_id)
+    say(f"batchcopy: run {run_id} of {opts.manifest}: {total_rows:,} rows, {done:,} done "
+        f"before; CopyImageSet at {copy_rate:g}/s; journal {journal.path}", event="run_started",
+        manifest=opts.manifest, rows=total_rows, done_before=done, copy_rate_per_s=copy_rate,
+        journal=str(journal.path), report=report_dest)
+    progress = None
+    if opts.progress != "off":
+        mode = opts.progress
+        if mode == "auto":  # a bar where a person watches, unless JSON goes to the same place
+            mode = "bar" if setup.console_is_terminal and not setup.console_json else "log"
+        progress = Progress(total_rows, mode=mode, interval_s=opts.log_interval_s,
+                            copy_rate=copy_rate, done=done, to_run=statuses.get("PENDING", 0),
+                            stats=stats, stats_lines=mode == "log" or setup.to_file,
+                            console=setup.console)
     started, started_wall = time.monotonic(), time.time()
-    stats = CallStats()
     loop = asyncio.get_running_loop()
     journal.start_writer()
     try:
         async with open_client(client_settings) as client:
+            logs.attach_api_logging(client)
+            if progress is not None:
+                progress.start(loop)
             api = ImagingApi(client, limiter, stats=stats, max_attempts=settings.max_attempts)
             waiter = CopyWaiter(api, first_poll_s=opts.poll_first_s, max_interval_s=opts.poll_max_s)
             runner = Runner(journal=journal, api=api, waiter=waiter, settings=settings,
@@ -282,31 +360,37 @@ async def _execute(opts: JobOptions, journal: Any, report_dest: str, region: str
             try:
                 with stop_on_signals(loop, lambda: runner.request_stop("interrupted"),
                                      "stopping; in-flight copies finish, then the report is "
-                                     "written"):
+                                     "written", announce=lambda text, name: say(
+                                         text, event="stopping", signal=name)):
                     outcome = await runner.run()
             finally:
                 await waiter.aclose()
     finally:
         journal.stop_writer()
     if progress is not None:
-        progress.close()
+        progress.close(journal.manifest_statuses())
     wall = time.monotonic() - started
     run_stats = summary_stats(outcome, stats.to_dict(), copy_rate, wall)
     exit_code = decide_exit(outcome.stop_reason, journal)
     run_stats.update(exit_code=int(exit_code), manifest=opts.manifest, report=report_dest,
                      journal=str(journal.path), run_id=run_id)
     run_stats.update(_context(opts, started_wall))
+    if opts.command:
+        run_stats["command"] = opts.command
     journal.end_run(run_id, int(exit_code), run_stats)
     summary = await write_outputs(journal, report_dest, run_stats)
-    from batchcopy.summary import human_summary
-    say(human_summary(summary))
+    from batchcopy.summary import human_summary, next_steps
+    say(human_summary(summary), event="summary",
+        level=logs.NOTICE if exit_code == ExitCode.OK else logging.WARNING,
+        summary=summary, next_steps=next_steps(summary))
     if outcome.internal_error:
         say(f"batchcopy: internal error (a bug in batchcopy, please report it): "
             f"{outcome.internal_error}. The run stopped; every call it sent is settled or "
             f"reported UNKNOWN, and the journal {journal.path} is consistent: run again to "
-            f"continue")
+            f"continue", level=logging.ERROR, event="internal_error")
     elif outcome.abort_message:
-        say(f"batchcopy: run aborted: {outcome.abort_message}")
+        say(f"batchcopy: run aborted: {outcome.abort_message}", level=logging.ERROR,
+            event="aborted")
     if opts.verify and not outcome.internal_error:
         from batchcopy.verify_cmd import verify_after_run
 

@@ -393,6 +393,13 @@ class Journal:
     def row_statuses(self, keys: Iterable[str]) -> dict[str, str]:
         return self._by_keys("SELECT key, status FROM rows WHERE key IN ({})", keys)
 
+    def row_names(self, keys: Iterable[str]) -> dict[str, tuple[str, int]]:
+        """{key: (row_id, manifest_row)} in the current manifest (for log lines; the
+        manifest table has no index on key: a scan per 500 keys)."""
+        found = self._by_keys("SELECT key, row_id || char(31) || manifest_row FROM manifest "
+                              "WHERE key IN ({})", keys)
+        return {k: (v.split("\x1f")[0], int(v.split("\x1f")[1])) for k, v in found.items()}
+
     def _by_keys(self, sql: str, keys: Iterable[str]) -> dict[str, Any]:
         keys = list(keys)
         out: dict[str, Any] = {}

@@ -207,8 +207,8 @@ class ManifestScan:
             return ParquetSource(self.path, batch_size)
         except SourceError as exc:
             raise ManifestInvalid([self._source_error(exc)]) from None
-        except ValueError as exc:  # the delimiter
-            raise self._invalid(str(exc)) from None
+        except ValueError as exc:  # the delimiter: say which option to fix
+            raise self._invalid(f"--delimiter: {exc}") from None
         except OSError as exc:
             raise self._invalid(f"cannot open the file: {exc.strerror or exc}") from None
 

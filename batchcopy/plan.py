@@ -188,13 +188,18 @@ class _Building:
     def freeze(self) -> CopyUnit:
         f = self.first
         attrs = f.copiable_attributes if self.subset is None else self.subset.to_json()
-        return CopyUnit(
+        # CopyUnit's generated __init__ sets each field through object.__setattr__ (it is
+        # frozen): filling __dict__ at once makes the same object in an eighth of the time,
+        # which a million-row plan notices
+        unit = object.__new__(CopyUnit)
+        unit.__dict__.update(
             unit_id=self.unit_id, rows=tuple(self.rows), datastore_id=f.datastore_id,
             source_image_set_id=f.source_image_set_id, destination_image_set_id=f.destination_image_set_id,
             copiable_attributes=attrs, force=f.force, promote_to_primary=f.promote_to_primary,
             source_version_id=self.source_version_id, destination_version_id=self.destination_version_id,
             after=self.after,
         )
+        return unit
 
 
 MergeKey = tuple[str, str, str, bool, bool]
@@ -235,28 +240,43 @@ class Planner:
         """Units for the runnable rows of one batch (all rows when `runnable` is None)."""
         built: list[_Building] = []
         open_units: dict[MergeKey, _Building] = {}
+        lasts = self._last
+        merge = self._merge
         for i, spec in enumerate(specs):
-            last = self._last.setdefault(spec.datastore_id, {})
+            last = lasts.get(spec.datastore_id)
+            if last is None:
+                last = lasts[spec.datastore_id] = {}
+            src, dst = spec.source_image_set_id, spec.destination_image_set_id
             if runnable is not None and not runnable[i]:
-                for k in spec.image_sets():
-                    last.setdefault(k, NO_UNIT)
+                last.setdefault(src, NO_UNIT)
+                if dst:
+                    last.setdefault(dst, NO_UNIT)
                 continue
-            key = _merge_key(spec) if self._merge else None
+            key = _merge_key(spec) if merge else None
             if key is not None:
                 unit = open_units.get(key)
                 if unit is not None and self._try_merge(unit, spec, last):
                     continue
-            touched = spec.image_sets()
-            src, dst = spec.source_image_set_id, spec.destination_image_set_id
-            after = sorted({last[k] for k in touched if last.get(k, NO_UNIT) != NO_UNIT})
+            # the units this one waits for: the last to touch its source or destination
+            before_src = last.get(src, NO_UNIT)
+            before_dst = last.get(dst, NO_UNIT) if dst else NO_UNIT
+            if before_dst == NO_UNIT or before_dst == before_src:
+                after: tuple[int, ...] = () if before_src == NO_UNIT else (before_src,)
+            elif before_src == NO_UNIT:
+                after = (before_dst,)
+            else:
+                after = (min(before_src, before_dst), max(before_src, before_dst))
+            unit_id = self._next_id
+            self._next_id += 1
             unit = _Building(
-                unit_id=self.new_unit_id(), first=spec, after=tuple(after),
-                source_version_id=spec.source_version_id if src not in last else None,
-                destination_version_id=spec.destination_version_id if dst and dst not in last else None,
-                rows=[spec],
+                unit_id, spec, after,
+                spec.source_version_id if src not in last else None,
+                spec.destination_version_id if dst and dst not in last else None,
+                [spec],
             )
-            for k in touched:
-                last[k] = unit.unit_id
+            last[src] = unit_id
+            if dst:
+                last[dst] = unit_id
             built.append(unit)
             if key is not None:
                 open_units[key] = unit

@@ -13,18 +13,23 @@ from batchcopy.specs import ExitCode
 
 
 @contextmanager
-def stop_on_signals(loop: asyncio.AbstractEventLoop, stop: Callable[[], None],
-                    message: str) -> Iterator[None]:
-    """While inside: the first signal prints `message` (with the signal's name) and calls
-    `stop`; a second exits at once with 130 (the journal is consistent at every commit)."""
+def stop_on_signals(loop: asyncio.AbstractEventLoop, stop: Callable[[], None], message: str,
+                    announce: Callable[[str, str], None] | None = None) -> Iterator[None]:
+    """While inside: the first signal announces `message` (with the signal's name; to
+    stderr unless `announce(text, signal name)` is given) and calls `stop`; a second exits
+    at once with 130 (the journal is consistent at every commit)."""
     hits = {"n": 0}
 
     def handler(name: str) -> None:
         hits["n"] += 1
         if hits["n"] > 1:
             os._exit(int(ExitCode.INTERRUPTED))
-        print(f"batchcopy: {name}: {message} (signal again to exit at once; the journal stays "
-              "consistent)", file=sys.stderr, flush=True)
+        text = (f"batchcopy: {name}: {message} (signal again to exit at once; the journal "
+                "stays consistent)")
+        if announce is not None:
+            announce(text, name)
+        else:
+            print(text, file=sys.stderr, flush=True)
         stop()
 
     installed = []

@@ -15,10 +15,12 @@ import os
 import shlex
 import shutil
 import tempfile
+import textwrap
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from batchcopy.durations import human_duration
 from batchcopy.report import ReportCounts, _is_s3, _s3_basename, _tmp_path, to_utc
 from batchcopy.specs import ExitCode, Status
 
@@ -130,20 +132,6 @@ def _fmt_int(n: Any) -> str:
     return f"{n:,}" if isinstance(n, int) else str(n)
 
 
-def _fmt_duration(seconds: float) -> str:
-    if seconds < 60:
-        return f"{seconds:.1f}s"
-    total = int(round(seconds))
-    days, rest = divmod(total, 86_400)
-    hours, rest = divmod(rest, 3600)
-    minutes, secs = divmod(rest, 60)
-    if days:
-        return f"{days}d{hours:02d}h{minutes:02d}m{secs:02d}s"
-    if hours:
-        return f"{hours}h{minutes:02d}m{secs:02d}s"
-    return f"{minutes}m{secs:02d}s"
-
-
 def _fmt_rate(value: Any) -> str:
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         return f"{value:.3g}/s"
@@ -166,7 +154,8 @@ def _first(mapping: dict[str, Any], *keys: str) -> Any:
     return None
 
 
-def human_summary(summary: dict[str, Any], *, top_errors: int = 5) -> str:
+def human_summary(summary: dict[str, Any], *, top_errors: int = 5,
+                  steps: bool | None = None) -> str:
     """A few short lines for stderr. Uses what the summary has; every key but the counts
     is optional. Recognised run_stats keys (either spelling):
       calls / api.calls (dict op -> n), throttles / api.throttles (int or dict),
@@ -174,7 +163,9 @@ def human_summary(summary: dict[str, Any], *, top_errors: int = 5) -> str:
       split_calls, reconciled_calls, wall_time_s,
       copy_rate {"configured"|"configured_per_s", "achieved"|"achieved_per_s"},
       stop_reason, exit_code, manifest, report, summary (default summary_path(report)),
-      journal."""
+      journal, command (the `batchcopy run` command line).
+    Then what to do next (`next_steps`) when `steps`, by default when the summary names the
+    command that made it."""
     lines: list[str] = []
     by_status: dict[str, int] = summary.get("by_status") or {}
     known = [s.value for s in Status]
@@ -220,7 +211,7 @@ def human_summary(summary: dict[str, Any], *, top_errors: int = 5) -> str:
     timing: list[str] = []
     wall = summary.get("wall_time_s")
     if isinstance(wall, (int, float)) and not isinstance(wall, bool):
-        timing.append(f"wall time {_fmt_duration(float(wall))}")
+        timing.append(f"wall time {human_duration(float(wall))}")
     rate = summary.get("copy_rate")
     if isinstance(rate, dict):
         achieved = _first(rate, "achieved", "achieved_per_s")
@@ -255,5 +246,69 @@ def human_summary(summary: dict[str, Any], *, top_errors: int = 5) -> str:
             how += f"   or   python -c {shlex.quote(code)}"
         lines.append(how)
     if summary.get("journal"):
-        lines.append(f"journal: {summary['journal']}")
+        lines.append(f"journal: {summary['journal']}" + (
+            " (running the same command again continues it)" if summary.get("command") else ""))
+    if steps or (steps is None and summary.get("command")):
+        lines.extend(next_steps(summary))
     return "\n".join(lines)
+
+
+_STOPPED = {
+    "interrupted": "the run was interrupted",
+    "time-limit": "--max-duration was reached",
+    "aborted": "the run was aborted: fix the cause above first",
+    "internal-error": "the run stopped on an internal error",
+}
+
+
+def next_steps(summary: dict[str, Any]) -> list[str]:
+    """What to run next, as lines for people: the command that continues the manifest (rows
+    not run, conflicts, UNKNOWN rows), and how to retry FAILED rows once their cause is
+    fixed. Nothing when every row is done."""
+    by_status: dict[str, int] = summary.get("by_status") or {}
+    codes: dict[str, int] = summary.get("by_error_code") or {}
+    command = summary.get("command")
+    if not command:
+        manifest = summary.get("manifest")
+        command = f"batchcopy run {shlex.quote(str(manifest))}" if manifest else \
+            "the same batchcopy run command"
+    left = {s: by_status.get(s, 0) for s in (Status.NOT_RUN.value, Status.CONFLICT.value,
+                                            Status.UNKNOWN.value)}
+    failed = by_status.get(Status.FAILED.value, 0)
+    if not failed and not any(left.values()):
+        return []
+    lines = ["next:"]
+
+    def prose(text: str, indent: str = "    ") -> None:
+        lines.extend(textwrap.wrap(text, 92, initial_indent=indent, subsequent_indent=indent))
+
+    if any(left.values()):
+        parts = ", ".join(f"{_fmt_int(n)} {s}" for s, n in left.items() if n)
+        why = _STOPPED.get(str(summary.get("stop_reason") or ""))
+        prose(f"to continue ({parts}{': ' + why if why else ''}), run the same command again:",
+              "  ")
+        lines.append(f"    {command}")
+        notes = ["Rows done are skipped with no API call."]
+        if left[Status.UNKNOWN.value]:
+            notes.append("UNKNOWN rows are checked against the service first, never resent "
+                         "blindly (the report's evidence column says what was seen).")
+        if codes.get("StaleVersionPin"):
+            notes.append("Rows CONFLICT on a stale version pin stay CONFLICT until the pin in "
+                         "the manifest is updated or emptied (or with --pins hint).")
+        prose(" ".join(notes))
+    if failed:
+        report = summary.get("report")
+        journal = summary.get("journal")
+        it = "them" if failed > 1 else "it"
+        prose(f"{_fmt_int(failed)} FAILED: the service's final answer; a rerun leaves {it} "
+              "FAILED. See why:", "  ")
+        lines.append(f"    batchcopy report {shlex.quote(str(report))}" if report else
+                     "    batchcopy report REPORT")
+        prose(f"To retry {it} once the cause is fixed, correct {it} in the manifest (an edited "
+              "row is new work) and run the same command again; or"
+              + (", once nothing else is left," if any(left.values()) else "")
+              + f" run {it} as a manifest of {'its' if failed == 1 else 'their'} own:")
+        source = shlex.quote(str(journal or report or "JOURNAL"))
+        lines.append(f"    batchcopy report {source} --failed-manifest failed.csv"
+                     " && batchcopy run failed.csv")
+    return lines

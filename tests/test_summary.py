@@ -77,7 +77,7 @@ def test_human_summary_mentions_counts_errors_and_paths(tmp_path: Path) -> None:
     assert "UNKNOWN" not in text  # zero counts are not shown
     assert "COPY_FAILED 1" in text and "ConflictException 1" in text
     assert "CopyImageSet 240" in text and "throttles 7" in text
-    assert "1h02m03s" in text
+    assert "wall time 1 h 2 min" in text
     assert "0.241/s achieved of 0.25/s configured" in text
     assert "exit code 1 (ROWS_FAILED)" in text
     assert str(report) in text and summary_path(report) in text
@@ -113,7 +113,7 @@ def test_human_summary_reads_the_runner_stats_shape(tmp_path: Path) -> None:
     assert "calls 52 (CopyImageSet 12, GetImageSet 40)" in text and "throttles 3" in text
     assert "retries 2" in text and "merged calls 4 (carrying 30 rows)" in text and "split calls 1" in text
     assert "reconciled" not in text
-    assert "wall time 59.2s" in text and "0.2/s achieved of 0.25/s configured" in text
+    assert "wall time 59 s" in text and "0.2/s achieved of 0.25/s configured" in text
     assert "stopped: aborted" in text and "exit code 3 (ABORTED)" in text
     assert "summary: s3://out/m-1.summary.json" in text
     assert "batchcopy report s3://out/m-1.parquet" in text and "pd.read_parquet" not in text
@@ -124,3 +124,33 @@ def test_human_summary_limits_error_codes() -> None:
     summary = {"rows": 8, "by_status": {"FAILED": 8}, "by_error_code": {f"E{i}": i + 1 for i in range(8)}}
     text = human_summary(summary, top_errors=3)
     assert "E7 8, E6 7, E5 6, and 5 more" in text and "E0" not in text
+
+
+def test_next_steps_give_the_command_that_continues_and_how_to_retry_failures() -> None:
+    from batchcopy.summary import next_steps
+
+    base = {"manifest": "m.csv", "report": "reports/m-1.parquet", "journal": "/state/m.sqlite",
+            "command": "batchcopy run m.csv --rate CopyImageSet=5"}
+    done = {**base, "rows": 3, "by_status": {"SUCCEEDED": 2, "SKIPPED": 1}}
+    assert next_steps(done) == [] and "next:" not in human_summary(done)
+    left = {**base, "rows": 9, "stop_reason": "time-limit",
+            "by_status": {"SUCCEEDED": 3, "NOT_RUN": 4, "UNKNOWN": 1, "CONFLICT": 1},
+            "by_error_code": {"StaleVersionPin": 1}}
+    raw = "\n".join(next_steps(left))
+    assert "\n    batchcopy run m.csv --rate CopyImageSet=5\n" in raw  # on a line of its own
+    text = " ".join(raw.split())
+    assert "to continue (4 NOT_RUN, 1 CONFLICT, 1 UNKNOWN: --max-duration was reached)" in text
+    assert "UNKNOWN rows are checked against the service first" in text
+    assert "stale version pin" in text and "FAILED" not in text
+    failed = {**base, "rows": 4, "by_status": {"SUCCEEDED": 2, "FAILED": 2}}
+    text = " ".join(" ".join(next_steps(failed)).split())
+    assert "2 FAILED: the service's final answer; a rerun leaves them FAILED" in text
+    assert "batchcopy report reports/m-1.parquet" in text
+    assert "batchcopy report /state/m.sqlite --failed-manifest failed.csv && batchcopy run failed.csv" in text
+    assert "to continue" not in text and "once nothing else is left" not in text
+    both = {**failed, "by_status": {"FAILED": 1, "UNKNOWN": 1}}
+    text = " ".join(" ".join(next_steps(both)).split())
+    assert "once nothing else is left" in text  # a retry manifest must not resend UNKNOWN rows
+    # the summary shows them when it knows the command that made it
+    assert "next:" in human_summary(failed) and "next:" not in human_summary(
+        {k: v for k, v in failed.items() if k != "command"})

@@ -1,0 +1,138 @@
+"""How `--help` reads: option panels, metavars, examples, the version.
+
+Typer labels every parameter with its Python type (`<bool>` on a flag, `<str>`), and writes
+a required argument as `{manifest}` in the usage line. `tidy()` walks the finished command
+tree once (cli.main) and gives each parameter a plain metavar instead (none on flags,
+`TEXT`, `INTEGER`, `[error|ignore]`), the usage line `MANIFEST`, and every command its
+examples (`EXAMPLES`) as an epilog. Help text is rich markup: write `\\[` for a literal
+`[` that a letter or `/` follows (`OPERATION=RATE\\[/BURST]`); metavars are plain text.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+# panels of `batchcopy run` (and of the options other commands share with it)
+INPUT = "Input"
+AWS = "AWS"
+PACING = "Pacing"
+RETRIES = "Conflicts and retries"
+RESUME = "Journal and resume"
+LIMITS = "Limits and stops"
+OUTPUT = "Report and progress"
+LOGGING = "Logging"
+CONFIRM = "Confirmation"
+TUNING = "Tuning"
+
+EXAMPLES: dict[str, str] = {
+    "": """Examples:
+  batchcopy demo                                   try it against the bundled emulator
+  batchcopy validate manifest.csv                  check a manifest, send nothing
+  batchcopy plan manifest.csv --rows               what each row will do, and how long
+  batchcopy run manifest.csv                       copy; run it again to continue
+  batchcopy report reports/manifest-*.parquet      what happened""",
+    "run": """Examples:
+  batchcopy run manifest.csv --datastore-id 0123456789abcdef0123456789abcdef
+  batchcopy run s3://bucket/nightly.csv --rate CopyImageSet=5 --max-duration 6h
+  batchcopy run manifest.csv --log-format json --log-file run.jsonl -v
+
+Run the same command again to continue: rows done are skipped with no API call, rows
+not run are run, UNKNOWN rows are checked against the service before anything is resent.""",
+    "validate": """Examples:
+  batchcopy validate manifest.csv
+  batchcopy validate export.csv --delimiter ';' --extra-columns ignore""",
+    "plan": """Examples:
+  batchcopy plan manifest.csv
+  batchcopy plan manifest.csv --rate CopyImageSet=5 --rows
+  batchcopy plan manifest.csv --output json > plan.json""",
+    "report": """Examples:
+  batchcopy report reports/manifest-20260101T000000Z.parquet
+  batchcopy report ~/.local/state/batchcopy/journals/manifest-1a2b3c.journal.sqlite
+  batchcopy report reports/manifest-20260101T000000Z.parquet --failed-manifest retry.csv""",
+    "demo": """Examples:
+  batchcopy demo
+  batchcopy demo --rows 200 --keep-running""",
+    "emulator": """Examples:
+  batchcopy emulator serve --port 8787 --seed 1
+  batchcopy emulator seed --patients 20
+  batchcopy emulator assumptions""",
+    "emulator serve": """Examples:
+  batchcopy emulator serve --port 8787 --seed 1
+  batchcopy emulator serve --time-scale 0.01 --fault throttle:CopyImageSet:0.2""",
+    "emulator seed": """Examples:
+  batchcopy emulator seed --endpoint-url http://127.0.0.1:8787 --patients 20 --seed 3""",
+    "emulator stats": """Examples:
+  batchcopy emulator stats --endpoint-url http://127.0.0.1:8787""",
+    "emulator assumptions": """Examples:
+  batchcopy emulator assumptions
+  batchcopy emulator assumptions --json""",
+}
+
+_TYPE_NAMES = {"str": "TEXT", "int": "INTEGER", "float": "NUMBER", "int range": "INTEGER",
+               "float range": "NUMBER", "path": "PATH", "bool": "", "list[str]": "TEXT",
+               "list[int]": "INTEGER", "file": "FILE", "directory": "DIR"}
+
+
+def tidy(command: Any, path: str = "") -> None:
+    """Clean metavars, usage names and examples for `command` and every command below it."""
+    if path in EXAMPLES and not getattr(command, "epilog", None):
+        command.epilog = "\n" + EXAMPLES[path]  # a blank first line: cleandoc keeps the indent
+    for param in getattr(command, "params", []):
+        _tidy_param(param)
+    original = command.get_help_option
+
+    def get_help_option(ctx: Any) -> Any:
+        option = original(ctx)
+        if option is not None:
+            _tidy_param(option)
+        return option
+
+    command.get_help_option = get_help_option
+    for name, sub in (getattr(command, "commands", None) or {}).items():
+        tidy(sub, f"{path} {name}".strip())
+
+
+def _tidy_param(param: Any) -> None:
+    if param.param_type_name == "argument":
+        name = (param.metavar or param.name or "").upper()
+        usage = name if param.required else f"[{name}]"
+        if getattr(param, "nargs", 1) != 1:
+            usage += "..."
+        param.metavar = name
+        if hasattr(param, "_usage_display_name"):
+            param._usage_display_name = lambda usage=usage: usage
+        if hasattr(param, "display_type_rich"):
+            param.display_type_rich = lambda ctx=None: None
+        return
+    if param.metavar is not None or not hasattr(param, "display_type_rich"):
+        return
+    if getattr(param, "is_flag", False) or getattr(param, "count", False):
+        param.display_type_rich = lambda ctx=None: None
+        return
+    original = param.display_type_rich
+
+    def display(ctx: Any = None, original: Any = original) -> str | None:
+        shown = original(ctx)
+        if shown is None:
+            return None
+        bare = shown.strip("<>").removesuffix("...")
+        multiple = shown.endswith("...")
+        if "|" in bare:
+            return f"[{bare}]"
+        return _TYPE_NAMES.get(bare, bare.upper()) + ("..." if multiple else "")
+
+    param.display_type_rich = display
+
+
+def version_text() -> str:
+    import platform
+    from importlib.metadata import PackageNotFoundError, version
+
+    def v(name: str) -> str:
+        try:
+            return version(name)
+        except PackageNotFoundError:
+            return "not installed"
+
+    return (f"batchcopy {v('batchcopy')} (Python {platform.python_version()}; "
+            f"aioboto3 {v('aioboto3')}, botocore {v('botocore')}, pyarrow {v('pyarrow')})")
