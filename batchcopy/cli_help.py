@@ -48,7 +48,15 @@ not run are run, UNKNOWN rows are checked against the service before anything is
     "report": """Examples:
   batchcopy report reports/manifest-20260101T000000Z.parquet
   batchcopy report ~/.local/state/batchcopy/journals/manifest-1a2b3c.journal.sqlite
-  batchcopy report reports/manifest-20260101T000000Z.parquet --failed-manifest retry.csv""",
+  batchcopy report reports/manifest-20260101T000000Z.parquet --failed-manifest retry.csv
+  batchcopy report reports/curated.parquet --html curated.html    charts, for a browser""",
+    "verify": """Examples:
+  batchcopy verify reports/curated.parquet
+  batchcopy verify reports/curated.parquet --failed-manifest recopy.csv""",
+    "undo": """Examples:
+  batchcopy undo reports/manifest-20260101T000000Z.parquet --dry-run    the plan; nothing changes
+  batchcopy undo reports/manifest-20260101T000000Z.parquet              asks first on a terminal
+  batchcopy undo ~/.local/state/batchcopy/journals/manifest-1a2b3c.journal.sqlite --yes""",
     "demo": """Examples:
   batchcopy demo
   batchcopy demo --rows 200 --keep-running""",

@@ -82,3 +82,27 @@ def test_help_imports_nothing_heavy() -> None:
     imported = {line.rsplit("|", 1)[-1].strip().split(".")[0] for line in res.stderr.splitlines()
                 if line.startswith("import time:")}
     assert imported and not imported & {"pandas", "pyarrow", "aioboto3", "aiobotocore", "boto3"}
+
+
+def test_no_help_text_loses_words_to_markup() -> None:
+    """Help is rich markup: an unescaped `[` before a letter or `/` is read as a tag and the
+    words vanish ('batchcopy[report]' printed as 'batchcopy'), or rendering crashes."""
+    import re
+
+    import typer.main
+
+    from batchcopy.cli import app, build
+
+    build()
+    tag = re.compile(r"(?<!\\)\[[A-Za-z/]")
+    bad = []
+
+    def walk(command: object, path: str) -> None:
+        texts = [getattr(command, "help", None) or ""]
+        texts += [getattr(p, "help", None) or "" for p in getattr(command, "params", [])]
+        bad.extend(f"{path}: {t!r}" for t in texts if tag.search(t))
+        for name, sub in (getattr(command, "commands", None) or {}).items():
+            walk(sub, f"{path} {name}")
+
+    walk(typer.main.get_command(app), "batchcopy")
+    assert not bad, bad
