@@ -94,7 +94,9 @@ def test_scan_of_a_file_unreadable_part_way_records_it_and_stops(tmp_path: Path)
     path.write_bytes(data[:-1000])
     scan = scan_manifest(path)
     specs = [s for b in scan for s in b]
-    assert 0 < len(specs) < 150_000 and [s.manifest_row for s in specs] == list(range(1, len(specs) + 1))
+    # the rows before the break (how many depends on how far pyarrow's read-ahead got before
+    # it met the end: none, under load), never one after it, and the break recorded
+    assert len(specs) < 150_000 and [s.manifest_row for s in specs] == list(range(1, len(specs) + 1))
     (err,) = scan.report.errors
     assert err.row is None and err.message == "the gzip data ends early: the file is truncated"
     assert str(err).startswith(str(path))
