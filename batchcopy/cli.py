@@ -71,10 +71,13 @@ def _parse_duration(text: str | None, option: str = "--max-duration") -> float |
     if text is None:
         return None
     try:
-        return parse_duration(text)
+        seconds = parse_duration(text)
     except ValueError as exc:
         _fail(f"{option}: {exc}")
-    return None
+        return None
+    if seconds <= 0:  # a run that stops before it starts is a typo, not a plan
+        _fail(f"{option}: must be more than 0, got {text!r} (e.g. 3600, 90m, 6h; leave it out for no limit)")
+    return seconds
 
 
 def _rates(rate: list[str], rate_file: Optional[Path]) -> dict[str, tuple[float, float | None]]:

@@ -166,7 +166,10 @@ def _open_journal(path: Path, opts: JobOptions) -> tuple[Any, bool] | int:
     try:
         journal = Journal(path, create=True, check=state == "sqlite")
     except JournalError as exc:
-        raise SetupError(f"{exc}; pass --fresh to set it aside and start over") from None
+        # --fresh sets aside a journal that is there; one that cannot be made needs another path
+        hint = ("pass --fresh to set it aside and start over" if state not in ("missing", "empty")
+                else "choose another --journal")
+        raise SetupError(f"{exc}; {hint}") from None
     try:
         journal.lock()
     except JournalLocked as exc:

@@ -46,8 +46,11 @@ def check_aws(profile: str | None, region: str | None) -> str:
         session = botocore.session.Session(profile=profile)
         resolved = region or session.get_config_variable("region")
         credentials = session.get_credentials()
-    except bx.ProfileNotFound:
-        raise SetupError(f"AWS profile {profile!r} is not in your AWS config "
+    except bx.ProfileNotFound as exc:
+        # without --profile, the name came from AWS_PROFILE (or AWS_DEFAULT_PROFILE)
+        name = profile or exc.kwargs.get("profile")
+        source = "" if profile else " (from AWS_PROFILE)"
+        raise SetupError(f"AWS profile {name!r}{source} is not in your AWS config "
                          "(see `aws configure list-profiles`)") from None
     except (bx.BotoCoreError, ValueError) as exc:
         raise SetupError(f"AWS configuration: {exc}") from None
@@ -80,14 +83,14 @@ def writable_dir(directory: Path, what: str) -> None:
     try:
         directory.mkdir(parents=True, exist_ok=True)
     except FileExistsError:
-        raise SetupError(f"{what} is a file, not a directory") from None
+        raise SetupError(f"{what} is a file, not a directory; choose another path") from None
     except OSError as exc:
-        raise SetupError(f"cannot create {what}: {exc.strerror or exc}") from None
+        raise SetupError(f"cannot create {what}: {exc.strerror or exc}; choose another path") from None
     try:
         with tempfile.NamedTemporaryFile(dir=directory, prefix=".batchcopy-probe-"):
             pass
     except OSError as exc:
-        raise SetupError(f"cannot write in {what}: {exc.strerror or exc}") from None
+        raise SetupError(f"cannot write in {what}: {exc.strerror or exc}; choose another path") from None
 
 
 def check_space(directories: list[Path], rows: int) -> None:
@@ -128,6 +131,16 @@ def check_journal_path(text: str) -> Path:
     path = Path(text)
     if path.is_dir():
         raise SetupError(f"--journal {text!r} is a directory; give a file name")
+    # the nearest existing ancestor decides whether the journal's directory can be made
+    ancestor = path.absolute().parent
+    while not ancestor.exists() and ancestor != ancestor.parent:
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise SetupError(f"--journal {text!r} cannot be created: {str(ancestor)!r} is a file, not a "
+                         "directory; choose another --journal")
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+        raise SetupError(f"--journal {text!r} cannot be created: no permission to write in "
+                         f"{str(ancestor)!r}; choose another --journal")
     return path
 
 

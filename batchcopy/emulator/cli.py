@@ -186,6 +186,11 @@ def serve(
         asyncio.run(serve_forever(config, host, port, on_ready=on_ready))
     except KeyboardInterrupt:
         typer.echo("emulator stopped", err=True)
+    except OSError as exc:  # the port is taken, the address is not ours, no permission
+        reason = exc.strerror or str(exc)
+        typer.echo(f"batchcopy emulator: cannot listen on {host}:{port}: {reason}; "
+                   "pick another --port (0 = any free port) or stop what is using it", err=True)
+        raise typer.Exit(2) from None
 
 
 def _endpoint(endpoint_url: str | None) -> str:
