@@ -80,6 +80,24 @@ def _parse_duration(text: str | None, option: str = "--max-duration") -> float |
     return seconds
 
 
+def _parse_backoff(text: str) -> Any:
+    """--retry-backoff BASE[/CAP]: seconds, finite, BASE > 0 and CAP >= BASE."""
+    import math
+
+    from batchcopy.retry import Backoff
+
+    base_text, _, cap_text = text.partition("/")
+    try:
+        base = float(base_text)
+        cap = float(cap_text) if cap_text else max(base, 20.0)
+    except ValueError:
+        base = cap = math.nan
+    if not (math.isfinite(base) and math.isfinite(cap) and 0 < base <= cap):
+        _fail(f"--retry-backoff: expected BASE[/CAP] in seconds with 0 < BASE <= CAP, got {text!r} "
+              "(e.g. 0.5/20)")
+    return Backoff(base=base, cap=cap)
+
+
 def _rates(rate: list[str], rate_file: Optional[Path]) -> dict[str, tuple[float, float | None]]:
     """--rate and --rate-file, parsed the same way for `run` and `plan`."""
     from batchcopy.ratelimit import load_rate_file, parse_rate
@@ -203,6 +221,10 @@ def run(
                                      help="Attempts per call on throttles, 5xx and connection "
                                           "errors (a CopyImageSet that may have happened is "
                                           "checked first, never resent blindly)."),
+    retry_backoff: str = typer.Option(
+        "0.5/20", metavar="BASE[/CAP]", rich_help_panel=H.RETRIES,
+        help="Seconds between attempts: a random wait up to BASE, 2xBASE, 4xBASE... never more "
+             "than CAP. Shorter for a local emulator or a quota far above the published one."),
     pins: Pins = typer.Option(
         Pins.strict, rich_help_panel=H.RETRIES,
         help="Version pins in the manifest: strict = a stale source_version_id or "
@@ -303,7 +325,8 @@ def run(
         merge=merge, max_in_flight_per_datastore=max_in_flight, max_attempts=max_attempts,
         on_conflict=on_conflict.value, max_conflict_refreshes=max_conflict_refreshes,
         max_failure_rate=max_failure_rate, failure_min_rows=failure_min_rows,
-        max_duration_s=_parse_duration(max_duration), stop_grace_s=stop_grace)
+        max_duration_s=_parse_duration(max_duration), stop_grace_s=stop_grace,
+        backoff=_parse_backoff(retry_backoff))
     opts = JobOptions(
         manifest=manifest, datastore_id=datastore_id, report=report, delimiter=delimiter,
         extra_columns=extra_columns.value,

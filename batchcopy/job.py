@@ -356,7 +356,8 @@ async def _execute(opts: JobOptions, journal: Any, report_dest: str, region: str
             logs.attach_api_logging(client)
             if progress is not None:
                 progress.start(loop)
-            api = ImagingApi(client, limiter, stats=stats, max_attempts=settings.max_attempts)
+            api = ImagingApi(client, limiter, stats=stats, max_attempts=settings.max_attempts,
+                             backoff=settings.backoff)
             waiter = CopyWaiter(api, first_poll_s=opts.poll_first_s, max_interval_s=opts.poll_max_s)
             runner = Runner(journal=journal, api=api, waiter=waiter, settings=settings,
                             run_id=run_id, observer=progress)
