@@ -554,14 +554,18 @@ def test_random_manifests_keep_the_invariants(seed: int) -> None:
     specs = random_manifest(rng, rng.randint(1, 250), pool=rng.randint(2, 8))
     limits = rng.choice([MergeLimits(), MergeLimits(max_chars=300, max_instances=6, max_rows=3),
                          MergeLimits(max_rows=2), MergeLimits(max_instances=4)])
-    merge = rng.random() < 0.8
-    size = rng.choice([1, 3, 17, 1000])
+    plan_checked(specs, limits, merge=rng.random() < 0.8, size=rng.choice([1, 3, 17, 1000]))
+
+
+def plan_checked(specs: list[CopySpec], limits: MergeLimits, *, merge: bool, size: int) -> list[CopyUnit]:
+    """The units of `specs` planned in batches of `size`, once they pass check_invariants."""
     batches = [specs[i:i + size] for i in range(0, len(specs), size)]
     planner = Planner(merge=merge, limits=limits)
     units = [u for b in batches for u in planner.add_batch(b)]
     check_invariants(specs, units, limits, batches)
     if not merge:
         assert len(units) == len(specs)
+    return units
 
 
 @pytest.mark.parametrize("seed", range(10))
