@@ -13,7 +13,6 @@ import functools
 import json
 import socket
 import struct
-import time
 from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager
 from typing import Any
@@ -358,7 +357,7 @@ async def test_waiter_timeout_and_close(emulator: Any, client_env: dict[str, str
         with pytest.raises(WaitTimeout) as info:
             await short.wait(datastore, one["imageSetId"], one["latestVersionId"])
         assert info.value.last_status == "COPYING"
-        assert 0.3 <= info.value.waited_s < 5.0
+        assert info.value.waited_s >= 0.3  # never gives up before its timeout
 
         waiter = CopyWaiter(api, first_poll_s=0.02, max_interval_s=0.05)
         pending = asyncio.create_task(
@@ -371,13 +370,15 @@ async def test_waiter_timeout_and_close(emulator: Any, client_env: dict[str, str
             await waiter.wait(datastore, two["imageSetId"], two["latestVersionId"])
 
 
-@pytest.mark.emulator_config(copy_base_s=40.0)  # 0.4 s per copy
+# 0.4 s per copy; the service's GetImageSet quota at 36/s (burst 10): above the client's
+# 30/s, so only a client polling faster than its bucket gets throttled
+@pytest.mark.emulator_config(copy_base_s=40.0, rates={"GetImageSet": RateQuota(0.36, 10)})
 @aio
 async def test_many_waiters_share_the_get_image_set_quota(
         emulator: Any, client_env: dict[str, str],
         control: Callable[..., tuple[int, Any]]) -> None:
-    """Six waiters that would poll at 100/s each are held to the bucket's 30/s together,
-    and each gets its share."""
+    """Six waiters that would poll at 100/s each are held to the bucket's 30/s together
+    (the service, whose quota is a little above it, never throttles), and each gets its share."""
     status, summary = control("POST", "/_emulator/seed", {
         "seed": 3, "patients": 6, "studies_per_patient": 1, "series_per_study": 1,
         "instances_per_series": 1})
@@ -394,33 +395,31 @@ async def test_many_waiters_share_the_get_image_set_quota(
             new = answer["destinationImageSetProperties"]
             targets.append((new["imageSetId"], new["latestVersionId"]))
         waiter = CopyWaiter(api, first_poll_s=0.01, backoff_factor=1.0, max_interval_s=0.01)
-        started = time.monotonic()
         outcomes = await asyncio.gather(*(waiter.wait(datastore, i, v) for i, v in targets))
-        elapsed = time.monotonic() - started
     assert all(o.succeeded for o in outcomes)  # every copy got its turn
     polls = calls(emulator, "GetImageSet")
     assert polls == sum(o.polls for o in outcomes)
-    assert polls <= 30.0 * elapsed + 1 + 3  # the rate, the burst, some slack
+    assert polls > 6  # they polled more than once each: the quota was really shared
     counts = sorted(o.polls for o in outcomes)
     assert counts[-1] <= 3 * counts[0] + 2  # FIFO: nobody starves, nobody hogs
     assert emulator.stats()["throttled"].get("GetImageSet", 0) == 0
 
 
 # --------------------------------------------------------------------- pacing
+# the service's quota (25/s, burst 8) referees the client's bucket (20/s, burst 1): 30 calls
+# at once through the bucket are never throttled; unpaced, the 9th would be
+@pytest.mark.emulator_config(rates={"GetImageSet": RateQuota(0.25, 8)})
 @aio
 async def test_bucket_admits_about_its_rate(emulator: Any, client_env: dict[str, str],
                                             seeded: dict[str, Any]) -> None:
     datastore, sets = first_image_sets(seeded)
     limiter = RateLimiter({"GetImageSet": (20.0, 1.0)}, rate_scale=1)
     async with imaging(limiter=limiter) as api:
-        tasks = [asyncio.create_task(api.get_image_set(datastore, sets[0]["imageSetId"]))
-                 for _ in range(80)]
-        await asyncio.sleep(1.0)
-        admitted = calls(emulator, "GetImageSet")
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-    assert 10 <= admitted <= 32  # about 1 (burst) + 20 in one second
+        answers = await asyncio.gather(*(api.get_image_set(datastore, sets[0]["imageSetId"])
+                                         for _ in range(30)))
+    assert len(answers) == 30
+    assert calls(emulator, "GetImageSet") == 30
+    assert emulator.stats()["throttled"].get("GetImageSet", 0) == 0
 
 
 @pytest.mark.emulator_config(rates={"GetImageSet": RateQuota(0.2, 1)})  # 20/s at this scale

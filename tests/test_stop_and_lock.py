@@ -17,11 +17,24 @@ import pytest
 from batchcopy.journal import Journal
 from resumekit import (call_states, copy_job, distinct_copies, journal_rows, read_report,
                        read_summary, runs_started, seed_world, start)
+from conftest import control_call
 from runkit import run_cli, run_manifest, write_manifest
 
 SEED = {"seed": 31, "datastores": 1, "patients": 12, "studies_per_patient": 1,
         "series_per_study": 2, "instances_per_series": 1, "frames_per_instance": 1}
 PACED = ("--rate", "CopyImageSet=4")  # 18 rows take 4.5 s to send: time to stop in between
+# copies of 100 emulated hours (an hour of real time at 0.01): surely in flight while a run
+# stops, however slow the machine; they end when the test moves the emulator's clock
+HOUR = 360_000.0
+
+
+def end_copies(w: Any) -> None:
+    """End the hour-long copies; the copies of the next run last 20 ms."""
+    w.emulator.update_config({"copy_base_s": 2.0})
+    status, _ = control_call(w.emulator.endpoint, "POST", "/_emulator/clock", {"advance_s": 2 * HOUR})
+    assert status == 200
+    w.wait_idle()
+    assert w.stats()["copies_in_flight"] == 0
 
 
 def open_calls(journal: Path) -> int:
@@ -111,7 +124,7 @@ def test_sigterm_stops_dispatching_lets_copies_finish_then_resume_completes(
     assert w.copies_requested() - before == len(rows)
 
 
-@pytest.mark.emulator_config(copy_base_s=200.0)  # 2 s copies: longer than the stop takes
+@pytest.mark.emulator_config(copy_base_s=HOUR)
 def test_stop_grace_zero_reports_copies_in_flight_unknown_and_resume_settles_them(
         emulator: Any, client_env: dict[str, str], tmp_path: Path) -> None:
     w, rows, manifest, journal, report, before = copy_job(
@@ -131,6 +144,7 @@ def test_stop_grace_zero_reports_copies_in_flight_unknown_and_resume_settles_the
     sent = w.copies_requested() - before
     assert sent == sum(r["status"] != "NOT_RUN" for r in out)
 
+    end_copies(w)
     res = run_manifest(manifest, w.env, tmp_path, "--resume", journal=journal, report=report)
     assert res.code == 0, res.stderr
     settled = {r["row_id"]: r for r in res.rows()}
@@ -142,7 +156,7 @@ def test_stop_grace_zero_reports_copies_in_flight_unknown_and_resume_settles_the
     assert f"{len(rows)}/{len(rows)} rows done" in res.stderr  # settled rows counted once
 
 
-@pytest.mark.emulator_config(copy_base_s=200.0)
+@pytest.mark.emulator_config(copy_base_s=HOUR)
 def test_a_second_signal_exits_at_once_and_the_journal_stays_consistent(
         emulator: Any, client_env: dict[str, str], tmp_path: Path) -> None:
     w, rows, manifest, journal, report, before = copy_job(
@@ -168,6 +182,7 @@ def test_a_second_signal_exits_at_once_and_the_journal_stays_consistent(
     statuses = Counter(r["status"] for r in read_report(rebuilt))
     assert statuses["UNKNOWN"] == open_calls(journal) and statuses["SUCCEEDED"] == 0
 
+    end_copies(w)
     res = run_manifest(manifest, w.env, tmp_path, "--resume", journal=journal, report=report)
     assert res.code == 0, res.stderr
     assert {r["status"] for r in res.rows()} == {"SUCCEEDED"}
@@ -175,7 +190,7 @@ def test_a_second_signal_exits_at_once_and_the_journal_stays_consistent(
     assert w.copies_requested() - before == len(rows)
 
 
-@pytest.mark.emulator_config(copy_base_s=200.0)
+@pytest.mark.emulator_config(copy_base_s=HOUR)
 def test_a_stop_while_a_resumed_run_waits_for_earlier_copies_keeps_the_grace(
         emulator: Any, client_env: dict[str, str], tmp_path: Path) -> None:
     w, rows, manifest, journal, report, before = copy_job(
@@ -196,6 +211,7 @@ def test_a_stop_while_a_resumed_run_waits_for_earlier_copies_keeps_the_grace(
     assert statuses["UNKNOWN"] == open_calls(journal) >= 2  # still open, for the next resume
     assert statuses["UNKNOWN"] + statuses["NOT_RUN"] == len(rows)
 
+    end_copies(w)
     res = run_manifest(manifest, w.env, tmp_path, "--resume", journal=journal, report=report)
     assert res.code == 0, res.stderr
     assert {r["status"] for r in res.rows()} == {"SUCCEEDED"}

@@ -15,7 +15,9 @@ routes never are), after authentication and quotas:
   operation and then drops the connection before the answer is written.
 
 The rule state (seen/fired counters, RNG) starts afresh whenever the rule list or
-the seed changes. Fired faults are counted per kind and per operation.
+the seed changes. Fired faults are counted per kind and per operation, and the
+latency added (scaled seconds, which the server sleeps before answering) per operation:
+tests read what was applied instead of timing requests.
 """
 
 from __future__ import annotations
@@ -72,6 +74,7 @@ class FaultInjector:
         self._rng = random.Random(0)
         self.fired: Counter[str] = Counter()
         self.fired_by_operation: dict[str, Counter[str]] = {}
+        self.latency_s_by_operation: Counter[str] = Counter()
 
     def _sync(self) -> None:
         key = (self.config.fault_seed, tuple(tuple(sorted(asdict(f).items())) for f in self.config.faults))
@@ -101,8 +104,13 @@ class FaultInjector:
                 if spec.kind == "latency":
                     latency += self.config.scaled(spec.latency_s)
                     continue
-                return FaultDecision(spec.kind, latency)
-            return FaultDecision(None, latency)
+                return self._decided(operation, FaultDecision(spec.kind, latency))
+            return self._decided(operation, FaultDecision(None, latency))
+
+    def _decided(self, operation: str, decision: FaultDecision) -> FaultDecision:
+        if decision.latency_s > 0:  # the server sleeps every latency it is given
+            self.latency_s_by_operation[operation] += decision.latency_s
+        return decision
 
     def restart(self, counters: bool = True) -> None:
         """Start the rules afresh (seen/fired, RNG); with `counters`, zero the fired counts."""
@@ -111,10 +119,12 @@ class FaultInjector:
             if counters:
                 self.fired.clear()
                 self.fired_by_operation.clear()
+                self.latency_s_by_operation.clear()
 
     def counts(self) -> dict[str, object]:
         with self._lock:
             return {
                 "faults_fired": dict(self.fired),
                 "faults_fired_by_operation": {op: dict(c) for op, c in self.fired_by_operation.items()},
+                "latency_added_s_by_operation": dict(self.latency_s_by_operation),
             }

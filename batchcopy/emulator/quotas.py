@@ -76,6 +76,13 @@ class QuotaEnforcer:
             self.throttled[operation] += 1
         raise ThrottlingException("Rate exceeded")
 
+    def use_clock(self, clock: Callable[[], float]) -> None:
+        """Read `clock` (seconds) from now on, with full buckets: tests drive the buckets
+        with a clock they advance, instead of sleeping through real seconds."""
+        with self._lock:
+            self._clock = clock
+            self._buckets.clear()
+
     def reset(self, counters: bool = True) -> None:
         """Full buckets again (and, with `counters`, zero throttle counts)."""
         with self._lock:

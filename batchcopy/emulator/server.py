@@ -14,6 +14,7 @@ Control routes under /_emulator/ are never authenticated, throttled or faulted:
     POST /_emulator/reset                 forget data, counters, bucket and fault state, clock offset
     POST /_emulator/seed                  body: SeedSpec fields -> seed summary
     GET  /_emulator/stats                 model stats + calls/throttled/faults_fired
+                                          /latency_added_s_by_operation
     POST /_emulator/faults                body: {"faults": [FaultSpec...], "fault_seed"?: n}
     GET  /_emulator/config                the live EmulatorConfig as JSON
     POST /_emulator/config                partial update (see `apply_config_update`)

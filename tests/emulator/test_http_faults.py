@@ -79,25 +79,34 @@ def test_lost_response_executes_the_copy(emulator: Any, boto3_client: Any, seede
 
 def test_latency_is_scaled(emulator: Any, boto3_client: Any) -> None:
     emulator.set_faults([FaultSpec("latency", "ListDatastores", latency_s=30.0, count=1)])  # 0.3 s at 0.01
-    started = time.monotonic()
     boto3_client.list_datastores()
-    slow = time.monotonic() - started
-    started = time.monotonic()
-    boto3_client.list_datastores()
-    fast = time.monotonic() - started
-    assert slow >= 0.3
-    assert fast < 0.25
-    assert emulator.stats()["faults_fired"] == {"latency": 1}
+    assert emulator.stats()["latency_added_s_by_operation"] == {"ListDatastores": pytest.approx(0.3)}
+    boto3_client.list_datastores()  # count=1: the second request is not delayed
+    stats = emulator.stats()
+    assert stats["latency_added_s_by_operation"] == {"ListDatastores": pytest.approx(0.3)}
+    assert stats["faults_fired"] == {"latency": 1}
+    assert stats["calls"]["ListDatastores"] == 2
 
 
 def test_latency_then_error_in_one_request(emulator: Any, boto3_client: Any) -> None:
     emulator.set_faults([FaultSpec("latency", "*", latency_s=20.0, count=1),
                          FaultSpec("internal", "*", count=1)])
-    started = time.monotonic()
     with pytest.raises(ClientError) as info:
         boto3_client.list_datastores()
-    assert time.monotonic() - started >= 0.2
     assert info.value.response["Error"]["Code"] == "InternalServerException"
+    # both rules fired on the one request: the delay, then the error
+    stats = emulator.stats()
+    assert stats["faults_fired"] == {"latency": 1, "internal": 1}
+    assert stats["latency_added_s_by_operation"] == {"ListDatastores": pytest.approx(0.2)}
+    assert stats["calls"] == {"ListDatastores": 1}
+
+
+def test_reset_forgets_the_latency_added(emulator: Any, boto3_client: Any, control: Any) -> None:
+    emulator.set_faults([FaultSpec("latency", "ListDatastores", latency_s=1.0)])
+    boto3_client.list_datastores()
+    assert emulator.stats()["latency_added_s_by_operation"] == {"ListDatastores": pytest.approx(0.01)}
+    assert control("POST", "/_emulator/reset")[0] == 200
+    assert emulator.stats()["latency_added_s_by_operation"] == {}
 
 
 def test_after_and_count(emulator: Any, boto3_client: Any) -> None:

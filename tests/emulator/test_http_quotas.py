@@ -28,9 +28,27 @@ def seed(control: Any, **fields: Any) -> dict[str, Any]:
     return dict(summary["datastores"][0])
 
 
+class ManualClock:
+    """The quota buckets' clock, moved by the test: refills without waiting."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def bucket_clock(emulator: Any) -> ManualClock:
+    clock = ManualClock()
+    emulator.service.quotas.use_clock(clock)
+    return clock
+
+
 # CopyImageSet at 0.02/s (x100 with time_scale 0.01 -> 2 per second), burst 2.
 @pytest.mark.emulator_config(rates={"CopyImageSet": RateQuota(0.02, 2)})
-def test_copy_image_set_throttled_beyond_burst(emulator: Any, boto3_client: Any, control: Any) -> None:
+def test_copy_image_set_throttled_beyond_burst(emulator: Any, boto3_client: Any, control: Any,
+                                               bucket_clock: ManualClock) -> None:
     store = seed(control, patients=4, studies_per_patient=1, series_per_study=1, instances_per_series=1)
     ds, sources = store["datastoreId"], [s["imageSetId"] for s in store["imageSets"]]
     copy_new(boto3_client, ds, sources[0])
@@ -40,31 +58,40 @@ def test_copy_image_set_throttled_beyond_burst(emulator: Any, boto3_client: Any,
     assert error_code(info.value) == ("ThrottlingException", 429)
     assert info.value.response["Error"]["Message"] == "Rate exceeded"
     assert emulator.stats()["copies_requested"] == 2  # the throttled call executed nothing
-    time.sleep(0.6)  # one token every 0.5 s
+    bucket_clock.now += 0.45  # one token every 0.5 s: not yet
+    with pytest.raises(ClientError):
+        copy_new(boto3_client, ds, sources[2])
+    bucket_clock.now += 0.05
     copy_new(boto3_client, ds, sources[2])
     stats = emulator.stats()
     assert stats["copies_requested"] == 3
-    assert stats["throttled"] == {"CopyImageSet": 1}
-    assert stats["calls"]["CopyImageSet"] == 4  # throttled calls are calls too
+    assert stats["throttled"] == {"CopyImageSet": 2}
+    assert stats["calls"]["CopyImageSet"] == 5  # throttled calls are calls too
 
 
 @pytest.mark.emulator_config(rates={"GetDatastore": RateQuota(0.05, 3)})
-def test_sustained_rate_is_the_configured_rate(emulator: Any, boto3_client: Any, seeded: Any) -> None:
+def test_sustained_rate_is_the_configured_rate(emulator: Any, boto3_client: Any, seeded: Any,
+                                               bucket_clock: ManualClock) -> None:
     ds = seeded["datastores"][0]["datastoreId"]
-    ok = throttled = 0
-    started = time.monotonic()
-    while time.monotonic() < started + 1.0:  # 5 per second after a burst of 3
-        try:
-            boto3_client.get_datastore(datastoreId=ds)
-            ok += 1
-        except ClientError as exc:
-            assert error_code(exc) == ("ThrottlingException", 429)
-            throttled += 1
-        time.sleep(0.005)
-    elapsed = time.monotonic() - started
-    assert 3 + 1 <= ok <= 3 + 5 * elapsed + 1
-    assert throttled > 0
-    assert emulator.stats()["throttled"]["GetDatastore"] == throttled
+
+    def attempts(n: int) -> list[bool]:
+        out = []
+        for _ in range(n):
+            try:
+                boto3_client.get_datastore(datastoreId=ds)
+                out.append(True)
+            except ClientError as exc:
+                assert error_code(exc) == ("ThrottlingException", 429)
+                out.append(False)
+        return out
+
+    assert attempts(4) == [True, True, True, False]  # the burst of 3
+    for _ in range(10):  # 5 per second: one token every 0.2 s, never more
+        bucket_clock.now += 0.2
+        assert attempts(2) == [True, False]
+    bucket_clock.now += 10.0  # a long idle refills the burst, not ten seconds' worth
+    assert attempts(4) == [True, True, True, False]
+    assert emulator.stats()["throttled"]["GetDatastore"] == 12
 
 
 def test_other_operations_have_their_own_buckets(emulator: Any, boto3_client: Any, seeded: Any) -> None:
@@ -76,12 +103,12 @@ def test_other_operations_have_their_own_buckets(emulator: Any, boto3_client: An
     assert emulator.stats()["throttled"] == {}
 
 
-@pytest.mark.emulator_config(enforce_rates=False, max_concurrent_copies_per_datastore=3, copy_base_s=60.0)
+# copies of an hour (36 s at 0.01): they end when the test moves the emulated clock, not before
+@pytest.mark.emulator_config(enforce_rates=False, max_concurrent_copies_per_datastore=3, copy_base_s=3600.0)
 def test_concurrent_copies_per_datastore(emulator: Any, boto3_client: Any, control: Any) -> None:
     store = seed(control, patients=5, studies_per_patient=1, series_per_study=1, instances_per_series=1)
     ds, sources = store["datastoreId"], [s["imageSetId"] for s in store["imageSets"]]
-    started = time.monotonic()
-    for src in sources[:3]:  # each copy runs 0.6 s (60 s x 0.01)
+    for src in sources[:3]:
         copy_new(boto3_client, ds, src)
     with pytest.raises(ClientError) as info:
         copy_new(boto3_client, ds, sources[3])
@@ -91,9 +118,10 @@ def test_concurrent_copies_per_datastore(emulator: Any, boto3_client: Any, contr
     other = seed(control, patients=1, studies_per_patient=1, series_per_study=1, instances_per_series=1)
     copy_new(boto3_client, other["datastoreId"], other["imageSets"][0]["imageSetId"])
     # once the running copies end, there is room again
-    deadline = started + 10.0
-    while emulator.stats()["copies_in_flight"] > 1:
-        assert time.monotonic() < deadline
+    assert control("POST", "/_emulator/clock", {"advance_s": 7200})[0] == 200
+    deadline = time.monotonic() + 10.0  # a safety net: the copies end as soon as the clock moves
+    while emulator.stats()["copies_in_flight"]:
+        assert time.monotonic() < deadline, emulator.stats()
         time.sleep(0.02)
     copy_new(boto3_client, ds, sources[3])
     assert emulator.stats()["copies_requested"] == 5
