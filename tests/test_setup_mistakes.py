@@ -274,3 +274,21 @@ def test_the_bad_input_corpus_has_at_least_60_kinds() -> None:
     assert len({m.name for m in MISTAKES}) == len(MISTAKES)
     # manifests (tests/bad_inputs) + the mistakes here, not counting test_reruns' journals
     assert len(MANIFEST_CASES) + len(MISTAKES) >= 60
+
+
+def test_copiable_attributes_above_the_csv_field_limit_are_valid(emulator: Any, client_env: dict[str, str],
+                                                         tmp_path: Path) -> None:
+    """Not a mistake: above the csv module's 131,072-character field limit, within the
+    service's 260,000 (issue 8: it was refused as 'cannot read the csv header')."""
+    from batchcopy.validate import MAX_ATTRIBUTES_CHARS, canonical_attributes
+
+    attrs = canonical_attributes({"1.2": {f"1.2.{i:060d}" for i in range(2800)}})
+    assert 131_072 < len(attrs) <= MAX_ATTRIBUTES_CHARS  # 196,066 characters
+    manifest = write_manifest(tmp_path / "big.csv", [{
+        "row_id": "big", "datastore_id": "d" * 32, "source_image_set_id": "a" * 32,
+        "destination_image_set_id": "b" * 32, "copiable_attributes": attrs}])
+    proc = subprocess.run([sys.executable, "-m", "batchcopy", "validate", str(manifest)], cwd=tmp_path,
+                          env={**os.environ, **client_env}, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr
+    assert sum(emulator.stats()["calls"].values()) == 0
