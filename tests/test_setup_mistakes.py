@@ -16,7 +16,7 @@ import socket
 import subprocess
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -85,7 +85,6 @@ class Mistake:
     expect: tuple[str, ...]  # fragments of the one line
     env: Callable[[Setup], dict[str, str]] | None = None
     files_named: Callable[[Setup], str] | None = None  # a path the line must name
-    strip_env: tuple[str, ...] = field(default=())
 
 
 def _rate(value: str) -> Callable[[Setup], list[str]]:
