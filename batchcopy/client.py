@@ -7,8 +7,11 @@ we retry ourselves, by error kind, and CopyImageSet must never be retried blindl
 make a second copy).
 
 `ImagingApi` wraps the client. Every HTTP attempt first takes a token from the
-operation's bucket in the `RateLimiter`; a throttle slows the bucket down
-(AIMD), a success lets it recover. CopyImageSet (and any other non-idempotent
+operation's bucket in the `RateLimiter`, and its send time is spaced again from
+botocore's `before-send` event (after signing, right before the bytes leave), so
+the gaps the service sees are the gaps we meant; a throttle slows the bucket down
+(AIMD: a lone throttle of a spaced send is jitter, see ratelimit), a success lets
+it recover. CopyImageSet (and any other non-idempotent
 operation) gets exactly one attempt; the runner classifies what went wrong and
 decides. Idempotent reads are retried here on THROTTLE / TRANSIENT errors with
 jittered exponential backoff.
@@ -22,6 +25,7 @@ import json
 import os
 import random
 from collections import Counter
+from contextvars import ContextVar
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -37,6 +41,9 @@ ENDPOINT_ENV_VARS = ("AWS_ENDPOINT_URL_MEDICAL_IMAGING", "AWS_ENDPOINT_URL")
 _AWS_HOST_SUFFIXES = (".amazonaws.com", ".amazonaws.com.cn", ".api.aws", ".c2s.ic.gov",
                       ".sc2s.sgov.gov")
 PAGE_SIZE = 50  # the service's maximum maxResults for both paginated reads
+# Set by the before-send hook in the task that makes the call: the request left through
+# the bucket's space() (so a throttle of it may be jitter, not a quota).
+_SPACED: ContextVar[bool] = ContextVar("batchcopy_spaced", default=False)
 
 
 @dataclass(frozen=True)
@@ -113,13 +120,14 @@ async def open_client(settings: ClientSettings) -> AsyncIterator[Any]:
 
 @dataclass
 class CallStats:
-    """Counts per operation: HTTP attempts, throttled answers, retries made, and
-    failed attempts by error code."""
+    """Counts per operation: HTTP attempts, throttled answers (and of those, the ones
+    taken for jitter: rate kept), retries made, and failed attempts by error code."""
 
     calls: Counter[str] = field(default_factory=Counter)
     throttles: Counter[str] = field(default_factory=Counter)
     retries: Counter[str] = field(default_factory=Counter)
     errors: Counter[str] = field(default_factory=Counter)
+    jitter: Counter[str] = field(default_factory=Counter)
 
     def to_dict(self) -> dict[str, dict[str, int]]:
         return {name: dict(sorted(getattr(self, name).items()))
@@ -127,6 +135,17 @@ class CallStats:
 
 
 Reader = Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]
+
+
+def _register_send_hook(client: Any, hook: Callable[..., Awaitable[None]]) -> bool:
+    """Register `hook` on the client's `before-send.medical-imaging` events (every
+    operation: botocore's emitter matches by prefix); False for a client without
+    botocore events (a test double)."""
+    events = getattr(getattr(client, "meta", None), "events", None)
+    if events is None or not hasattr(events, "register"):
+        return False
+    events.register(f"before-send.{SERVICE}", hook)
+    return True
 
 
 class ImagingApi:
@@ -152,6 +171,15 @@ class ImagingApi:
         self.backoff = backoff
         self._rng = rng or random.Random()
         self._sleep = sleep
+        self._hooked = _register_send_hook(client, self._before_send)
+
+    async def _before_send(self, event_name: str = "", **_: Any) -> None:
+        """botocore `before-send.medical-imaging.<Operation>`: space the send itself.
+
+        Returns None, so botocore goes on to send the request it just signed."""
+        operation = event_name.rsplit(".", 1)[-1]
+        await self.limiter.bucket(operation).space()
+        _SPACED.set(True)
 
     # ---------------------------------------------------------------- core
     async def _attempt(self, operation: str, bucket: TokenBucket, params: dict[str, Any],
@@ -162,9 +190,10 @@ class ImagingApi:
         method = getattr(self.client, xform_name(operation))
         if paced:
             await bucket.acquire()
-        else:
+        if not self._hooked:  # a client without botocore events: space before the call
             await bucket.space()
         self.stats.calls[operation] += 1
+        spaced = _SPACED.set(not self._hooked)
         try:
             response: dict[str, Any] = await method(**params)
             if read is not None:
@@ -173,8 +202,11 @@ class ImagingApi:
             self.stats.errors[error_code(exc)] += 1
             if classify(exc, operation=operation) is ErrorKind.THROTTLE:
                 self.stats.throttles[operation] += 1
-                bucket.on_throttle()
+                if not bucket.on_throttle(spaced=_SPACED.get()):
+                    self.stats.jitter[operation] += 1
             raise
+        finally:
+            _SPACED.reset(spaced)
         bucket.on_success()
         return response
 

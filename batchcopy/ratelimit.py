@@ -23,6 +23,17 @@ Semantics of `TokenBucket` (the edge cases are the point):
   decrease only empties the bucket again. `on_success()` is an additive
   increase: `current_rate` grows by `rate * increase_fraction` per success,
   never above the configured `rate`.
+* Jitter is not a quota. `on_throttle(spaced=True)` says the throttled request
+  left through `space()`, i.e. its send time kept to our rate (never above the
+  configured one). A service whose quota equals ours still throttles such a
+  request now and then: the service counts *arrival* times, and scheduling on a
+  loaded machine delays one request and not the next. A single throttle like
+  that only empties the bucket (the retry goes on the next token, the rate is
+  kept: halving would cost ~1 s at 10/s for nothing). It counts as a quota
+  signal, and halves as above, when it *persists*: another spaced throttle
+  within the last `persist_sends` spaced sends. So a service quota lower than
+  ours is still found (at half our rate every other send is refused, the second
+  refusal halves), while one stray late arrival costs one token interval.
 * A bucket with rate `math.inf` is unlimited: `acquire()` never waits and
   AIMD is a no-op.
 
@@ -82,6 +93,7 @@ class TokenBucket:
         min_rate_fraction: float = 0.1,
         increase_fraction: float = 0.05,
         sleep: Sleep = asyncio.sleep,
+        persist_sends: int = 10,
     ) -> None:
         if not rate > 0:
             raise ValueError(f"rate must be > 0 requests/s, got {rate!r}")
@@ -91,6 +103,8 @@ class TokenBucket:
             raise ValueError(f"min_rate_fraction must be in (0, 1], got {min_rate_fraction!r}")
         if not increase_fraction > 0:
             raise ValueError(f"increase_fraction must be > 0, got {increase_fraction!r}")
+        if not persist_sends >= 1:
+            raise ValueError(f"persist_sends must be >= 1, got {persist_sends!r}")
         self.rate = float(rate)
         self.burst = float(burst)
         self.current_rate = float(rate)
@@ -103,6 +117,10 @@ class TokenBucket:
         self._last_decrease: float | None = None
         self._shadow = self.burst  # see space()
         self._shadow_stamp: float | None = None
+        self.persist_sends = persist_sends
+        self.sends = 0  # requests that left through space()
+        self.jitter_throttles = 0  # spaced throttles forgiven as jitter (diagnostics)
+        self._last_spaced_throttle: int | None = None  # value of `sends` at the last one
         # asyncio.Lock hands itself over in FIFO order and does not let a newcomer
         # overtake a waiter that was already woken: that is our queue.
         self._queue = asyncio.Lock()
@@ -139,8 +157,9 @@ class TokenBucket:
                 # on_throttle() may have emptied the bucket meanwhile.
                 await self._sleep((1.0 - self._tokens) / self.current_rate)
 
-    async def space(self) -> None:
-        """Make the moments requests actually leave conform to the quota too.
+    async def space(self) -> float | None:
+        """Make the moments requests actually leave conform to the quota too; return
+        the send time (None for an unlimited bucket).
 
         `acquire()` grants tokens; a caller that then does something of variable
         length before sending (the runner makes a durable journal commit) could send
@@ -159,14 +178,24 @@ class TokenBucket:
             self._shadow_stamp = now
             if self._shadow >= 1.0 - _EPSILON:
                 self._shadow = max(0.0, self._shadow - 1.0)
-                return
+                self.sends += 1
+                return now
             await self._sleep((1.0 - self._shadow) / self.current_rate)
 
-    def on_throttle(self) -> None:
-        """Multiplicative decrease: halve current_rate (floored), empty the bucket."""
+    def on_throttle(self, *, spaced: bool = False) -> bool:
+        """A throttled answer: empty the bucket, and halve current_rate (floored) unless
+        it looks like jitter (see module doc). Return True when the rate was halved
+        (or the throttle belonged to a cluster that was)."""
         if self.unlimited:
-            return
+            return False
         self._refill()
+        if spaced:
+            last, self._last_spaced_throttle = self._last_spaced_throttle, self.sends
+            if last is None or self.sends - last > self.persist_sends:
+                self.jitter_throttles += 1
+                self._tokens = 0.0
+                self._shadow = 0.0
+                return False
         now = self._clock()
         clustered = (
             self._last_decrease is not None
@@ -177,6 +206,7 @@ class TokenBucket:
             self._last_decrease = now
         self._tokens = 0.0
         self._shadow = 0.0
+        return True
 
     def on_success(self) -> None:
         """Additive increase of current_rate toward the configured rate."""

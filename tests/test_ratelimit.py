@@ -347,3 +347,109 @@ async def test_space_makes_actual_send_times_conform_to_the_quota() -> None:
     assert t2.sleeps == []  # a burst of sends is fine while the shadow bucket has tokens
     await wide.space()
     assert t2.sleeps == [pytest.approx(0.25)]  # then sends conform to the rate
+
+
+# ------------------------------------------------------------- jitter vs a lower quota
+async def _simulate(bucket: TokenBucket, t: FakeTime, service_rate: float, accepted: int,
+                    *, late: Callable[[int], float], spaced: bool = True) -> dict[str, float]:
+    """Send until `accepted` calls are accepted by a burst-1 service bucket that counts
+    *arrival* times: arrival = the send time our bucket stamped + late(send number).
+    A throttled call is retried on the next token, as the runner does."""
+    from batchcopy.emulator.quotas import TokenBucket as ServiceBucket
+
+    service = ServiceBucket(service_rate, 1, 1, t.now)
+    sends = throttles = halvings = 0
+    first = last = None
+    while accepted:
+        await bucket.acquire()
+        sent = await bucket.space()
+        assert sent is not None
+        arrival = sent + late(sends)
+        sends += 1
+        if service.take(arrival):
+            accepted -= 1
+            first = arrival if first is None else first
+            last = arrival
+            bucket.on_success()
+        else:
+            throttles += 1
+            halvings += bucket.on_throttle(spaced=spaced)
+    assert first is not None and last is not None
+    return {"sends": sends, "throttles": throttles, "halvings": halvings,
+            "span": last - first}
+
+
+def _every(n: int, seconds: float) -> Callable[[int], float]:
+    """One send in n arrives `seconds` late (a descheduled sender), the rest on time."""
+    return lambda i: seconds if i % n == n - 1 else 0.0
+
+
+@aio
+async def test_a_lone_spaced_throttle_is_jitter_the_rate_is_kept() -> None:
+    bucket, t = make_bucket(10.0, 1)
+    await bucket.acquire()
+    await bucket.space()
+    assert bucket.on_throttle(spaced=True) is False
+    assert bucket.current_rate == 10.0
+    assert bucket.jitter_throttles == 1
+    assert await bucket.acquire() == pytest.approx(0.1)  # the retry waits for the next token
+
+
+@aio
+async def test_spaced_throttles_that_persist_halve() -> None:
+    bucket, t = make_bucket(10.0, 1, persist_sends=10)
+    for _ in range(3):
+        await bucket.acquire()
+        await bucket.space()
+    assert bucket.on_throttle(spaced=True) is False  # jitter
+    for _ in range(11):  # eleven clean sends later another one: still jitter
+        await bucket.acquire()
+        await bucket.space()
+    assert bucket.on_throttle(spaced=True) is False
+    await bucket.acquire()
+    await bucket.space()
+    assert bucket.on_throttle(spaced=True) is True  # two within ten sends: a quota
+    assert bucket.current_rate == pytest.approx(5.0)
+    assert bucket.jitter_throttles == 2
+
+
+@aio
+async def test_unspaced_throttle_halves_at_once_as_before() -> None:
+    bucket, t = make_bucket(10.0, 1)
+    assert bucket.on_throttle() is True
+    assert bucket.current_rate == pytest.approx(5.0)
+
+
+@aio
+async def test_equal_quotas_with_late_arrivals_keep_the_pace() -> None:
+    """Client and service both 10/s burst 1 (the client 2% under, as RateLimiter does);
+    one send in 25 arrives 5 ms late, so the next one arrives early and is throttled.
+    Forgiven as jitter, each costs one token interval; halving cost far more."""
+    rate = 10.0 * 0.98
+    new, t_new = make_bucket(rate, 1)
+    forgiving = await _simulate(new, t_new, 10.0, 300, late=_every(25, 0.005))
+    old, t_old = make_bucket(rate, 1)
+    halving = await _simulate(old, t_old, 10.0, 300, late=_every(25, 0.005), spaced=False)
+    assert forgiving["throttles"] == new.jitter_throttles > 0
+    assert forgiving["halvings"] == 0
+    assert new.current_rate == rate
+    ideal = 299 / 10.0
+    assert forgiving["span"] / ideal <= 1.02 / 0.98 + 0.01 * forgiving["throttles"] / 3
+    assert halving["halvings"] > 0
+    assert halving["span"] > forgiving["span"] * 1.1
+
+
+@pytest.mark.parametrize("service_rate", [5.0, 2.0, 8.0])
+@aio
+async def test_a_service_quota_lower_than_ours_is_still_found(service_rate: float) -> None:
+    bucket, t = make_bucket(10.0, 1)
+    result = await _simulate(bucket, t, service_rate, 200, late=lambda i: 0.0)
+    assert result["halvings"] >= 1
+    assert bucket.current_rate < 10.0
+    achieved = 199 / result["span"]
+    assert achieved <= service_rate * 1.001
+    # AIMD's saw-tooth (each success adds 5% of OUR rate back), not a collapse
+    assert achieved >= service_rate * 0.4
+    # bounded, but not small when our rate is 5x the service's: the additive increase
+    # climbs back over the quota within a few successes (a known limit of this AIMD)
+    assert result["throttles"] <= 0.4 * result["sends"]
