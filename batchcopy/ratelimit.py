@@ -27,13 +27,17 @@ Semantics of `TokenBucket` (the edge cases are the point):
   left through `space()`, i.e. its send time kept to our rate (never above the
   configured one). A service whose quota equals ours still throttles such a
   request now and then: the service counts *arrival* times, and scheduling on a
-  loaded machine delays one request and not the next. A single throttle like
-  that only empties the bucket (the retry goes on the next token, the rate is
-  kept: halving would cost ~1 s at 10/s for nothing). It counts as a quota
-  signal, and halves as above, when it *persists*: another spaced throttle
-  within the last `persist_sends` spaced sends. So a service quota lower than
-  ours is still found (at half our rate every other send is refused, the second
-  refusal halves), while one stray late arrival costs one token interval.
+  loaded machine (ours or the service's front end) delays one request and not the
+  next. A throttle like that only empties the bucket (the retry goes on the next
+  token, the rate is kept: halving would cost ~1 s at 10/s for nothing) and widens
+  the spacing of sends by `slack_step` of an interval (at most `max_slack`; it fades
+  over `slack_memory` successes), so that the jitter the service's clock shows is
+  learnt rather than thrown at it again. Spaced throttles count as a quota signal,
+  and halve as above, when they *persist*: `persist_count` of them within
+  `persist_sends` sends. So a service quota well below ours is still found (at half
+  our rate every other send is refused), while stray late arrivals cost one token
+  interval each. Near the rate a quota was found at, the additive increase creeps
+  (a tenth of its step) instead of climbing straight back over it.
 * A bucket with rate `math.inf` is unlimited: `acquire()` never waits and
   AIMD is a no-op.
 
@@ -50,6 +54,7 @@ import asyncio
 import json
 import math
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 
@@ -93,7 +98,11 @@ class TokenBucket:
         min_rate_fraction: float = 0.1,
         increase_fraction: float = 0.05,
         sleep: Sleep = asyncio.sleep,
-        persist_sends: int = 10,
+        persist_sends: int = 20,
+        persist_count: int = 3,
+        slack_step: float = 0.01,
+        max_slack: float = 0.1,
+        slack_memory: int = 200,
     ) -> None:
         if not rate > 0:
             raise ValueError(f"rate must be > 0 requests/s, got {rate!r}")
@@ -103,8 +112,9 @@ class TokenBucket:
             raise ValueError(f"min_rate_fraction must be in (0, 1], got {min_rate_fraction!r}")
         if not increase_fraction > 0:
             raise ValueError(f"increase_fraction must be > 0, got {increase_fraction!r}")
-        if not persist_sends >= 1:
-            raise ValueError(f"persist_sends must be >= 1, got {persist_sends!r}")
+        if not persist_sends >= persist_count >= 2:
+            raise ValueError("need persist_sends >= persist_count >= 2, got "
+                             f"{persist_sends!r}, {persist_count!r}")
         self.rate = float(rate)
         self.burst = float(burst)
         self.current_rate = float(rate)
@@ -120,7 +130,15 @@ class TokenBucket:
         self.persist_sends = persist_sends
         self.sends = 0  # requests that left through space()
         self.jitter_throttles = 0  # spaced throttles forgiven as jitter (diagnostics)
-        self._last_spaced_throttle: int | None = None  # value of `sends` at the last one
+        self.persist_count = persist_count
+        # `sends` at the recent spaced throttles (those within persist_sends)
+        self._spaced_throttles: deque[int] = deque()
+        # extra spacing of sends learnt from jitter throttles (a fraction of an interval)
+        self.slack = 0.0
+        self.slack_step = slack_step
+        self.max_slack = max_slack
+        self._slack_decay = slack_step / slack_memory
+        self._ceiling = math.inf  # the rate persistent throttles last halved from
         # asyncio.Lock hands itself over in FIFO order and does not let a newcomer
         # overtake a waiter that was already woken: that is our queue.
         self._queue = asyncio.Lock()
@@ -140,7 +158,12 @@ class TokenBucket:
         elapsed = max(0.0, now - self._stamp)
         self._stamp = now
         if not self.unlimited:
-            self._tokens = min(self.burst, self._tokens + elapsed * self.current_rate)
+            self._tokens = min(self.burst, self._tokens + elapsed * self.pace)
+
+    @property
+    def pace(self) -> float:
+        """The rate tokens and sends go at: current_rate less the learnt slack."""
+        return self.current_rate / (1.0 + self.slack)
 
     async def acquire(self) -> float:
         """Wait for a token (FIFO among waiters) and take it; return seconds waited."""
@@ -155,7 +178,7 @@ class TokenBucket:
                     return max(0.0, self._clock() - start)
                 # Sleep for the deficit at the current rate, then look again:
                 # on_throttle() may have emptied the bucket meanwhile.
-                await self._sleep((1.0 - self._tokens) / self.current_rate)
+                await self._sleep((1.0 - self._tokens) / self.pace)
 
     async def space(self) -> float | None:
         """Make the moments requests actually leave conform to the quota too; return
@@ -166,21 +189,25 @@ class TokenBucket:
         two requests closer together than their tokens were granted, and the
         service's bucket (burst 1 for CopyImageSet) would throttle the second. This
         is a shadow bucket of the same shape fed by the actual send times: a model of
-        the service's own bucket. It only ever waits for that jitter.
+        the service's own bucket. `ImagingApi` calls it from botocore's `before-send`
+        event: after signing, right before the bytes go to the connection.
+
+        Like the tokens it refills at `pace`: `current_rate` less the slack the
+        service's clock needed lately (see on_throttle; 0 until a throttle says so).
         """
         if self.unlimited:
-            return
+            return None
         while True:
             now = self._clock()
+            rate = self.pace
             if self._shadow_stamp is not None:
-                self._shadow = min(self.burst,
-                                   self._shadow + (now - self._shadow_stamp) * self.current_rate)
+                self._shadow = min(self.burst, self._shadow + (now - self._shadow_stamp) * rate)
             self._shadow_stamp = now
             if self._shadow >= 1.0 - _EPSILON:
                 self._shadow = max(0.0, self._shadow - 1.0)
                 self.sends += 1
                 return now
-            await self._sleep((1.0 - self._shadow) / self.current_rate)
+            await self._sleep((1.0 - self._shadow) / rate)
 
     def on_throttle(self, *, spaced: bool = False) -> bool:
         """A throttled answer: empty the bucket, and halve current_rate (floored) unless
@@ -190,12 +217,22 @@ class TokenBucket:
             return False
         self._refill()
         if spaced:
-            last, self._last_spaced_throttle = self._last_spaced_throttle, self.sends
-            if last is None or self.sends - last > self.persist_sends:
+            recent = self._spaced_throttles
+            recent.append(self.sends)
+            while recent and self.sends - recent[0] >= self.persist_sends:
+                recent.popleft()
+            if len(recent) < self.persist_count:
+                # jitter: the next send waits a full interval, later ones a little more
                 self.jitter_throttles += 1
+                self.slack = min(self.max_slack, self.slack + self.slack_step)
                 self._tokens = 0.0
                 self._shadow = 0.0
                 return False
+            # not jitter after all: take back the spacing the earlier ones added
+            self.slack = max(0.0, self.slack - self.slack_step * (len(recent) - 1))
+            recent.clear()
+            # a quota found: recover slowly near the rate it was found at
+            self._ceiling = self.current_rate
         now = self._clock()
         clustered = (
             self._last_decrease is not None
@@ -209,11 +246,22 @@ class TokenBucket:
         return True
 
     def on_success(self) -> None:
-        """Additive increase of current_rate toward the configured rate."""
+        """Additive increase of current_rate toward the configured rate; the slack
+        learnt from jitter fades (by slack_step over slack_memory successes)."""
+        if self.slack:
+            self.slack = self.slack - self._slack_decay
+            if self.slack < self._slack_decay / 2:
+                self.slack = 0.0
         if self.unlimited or self.current_rate >= self.rate:
             return
         self._refill()
-        self.current_rate = min(self.rate, self.current_rate + self._increase)
+        new = self.current_rate + self._increase
+        knee = 0.8 * self._ceiling  # near a quota persistent throttles found: creep
+        if new > knee:
+            new = knee if self.current_rate < knee else self.current_rate + self._increase / 10
+            if self.current_rate >= self._ceiling:
+                self._ceiling = math.inf  # past it without a refusal: it was lifted
+        self.current_rate = min(self.rate, new)
 
     def __repr__(self) -> str:
         return (f"TokenBucket(rate={self.rate}, burst={self.burst}, "

@@ -392,25 +392,48 @@ async def test_a_lone_spaced_throttle_is_jitter_the_rate_is_kept() -> None:
     assert bucket.on_throttle(spaced=True) is False
     assert bucket.current_rate == 10.0
     assert bucket.jitter_throttles == 1
-    assert await bucket.acquire() == pytest.approx(0.1)  # the retry waits for the next token
+    # the retry waits for the next token, a little later than before: the spacing learns
+    assert await bucket.acquire() == pytest.approx(0.1 * (1 + bucket.slack_step))
 
 
 @aio
 async def test_spaced_throttles_that_persist_halve() -> None:
-    bucket, t = make_bucket(10.0, 1, persist_sends=10)
-    for _ in range(3):
-        await bucket.acquire()
-        await bucket.space()
+    bucket, t = make_bucket(10.0, 1, persist_sends=20, persist_count=3)
+
+    async def sends(n: int) -> None:
+        for _ in range(n):
+            await bucket.acquire()
+            await bucket.space()
+
+    await sends(3)
     assert bucket.on_throttle(spaced=True) is False  # jitter
-    for _ in range(11):  # eleven clean sends later another one: still jitter
-        await bucket.acquire()
-        await bucket.space()
-    assert bucket.on_throttle(spaced=True) is False
+    await sends(20)
+    assert bucket.on_throttle(spaced=True) is False  # the first one is 20 sends back
+    await sends(5)
+    assert bucket.on_throttle(spaced=True) is False  # two within 20 sends: still jitter
+    await sends(5)
+    assert bucket.on_throttle(spaced=True) is True  # three within 20 sends: a quota
+    assert bucket.current_rate == pytest.approx(5.0)
+    assert bucket.jitter_throttles == 3
+
+
+@aio
+async def test_jitter_widens_the_spacing_and_successes_narrow_it_again() -> None:
+    bucket, t = make_bucket(10.0, 1, slack_step=0.01, max_slack=0.03, slack_memory=100)
+    for _ in range(5):
+        bucket.on_throttle(spaced=True)
+        for _ in range(25):  # far enough apart not to persist
+            await bucket.acquire()
+            await bucket.space()
+    assert bucket.slack == pytest.approx(0.03)  # capped
+    assert bucket.current_rate == 10.0
+    before = t.now
     await bucket.acquire()
     await bucket.space()
-    assert bucket.on_throttle(spaced=True) is True  # two within ten sends: a quota
-    assert bucket.current_rate == pytest.approx(5.0)
-    assert bucket.jitter_throttles == 2
+    assert t.now - before == pytest.approx(0.103)  # one interval plus the slack
+    for _ in range(300):
+        bucket.on_success()
+    assert bucket.slack == 0.0
 
 
 @aio
@@ -433,10 +456,11 @@ async def test_equal_quotas_with_late_arrivals_keep_the_pace() -> None:
     assert forgiving["throttles"] == new.jitter_throttles > 0
     assert forgiving["halvings"] == 0
     assert new.current_rate == rate
-    ideal = 299 / 10.0
-    assert forgiving["span"] / ideal <= 1.02 / 0.98 + 0.01 * forgiving["throttles"] / 3
+    # the spacing learnt the 5 ms: a few throttles, then none
+    assert forgiving["throttles"] <= 6 < halving["throttles"]
+    assert forgiving["span"] / (299 / 10.0) <= 1.08
     assert halving["halvings"] > 0
-    assert halving["span"] > forgiving["span"] * 1.1
+    assert halving["span"] > forgiving["span"] * 1.05
 
 
 @pytest.mark.parametrize("service_rate", [5.0, 2.0, 8.0])

@@ -84,13 +84,13 @@ async def test_a_throttle_after_a_spaced_send_keeps_the_rate() -> None:
 @aio
 async def test_throttles_that_persist_halve_the_rate() -> None:
     t = FakeTime()
-    client = SlowSigningClient(t, [0.0], throttle={5, 7})
+    client = SlowSigningClient(t, [0.0], throttle={5, 7, 9})
     api = api_for(client, t)
     for _ in range(10):
         try:
             await api.copy_image_set(request())
         except ClientError:
             pass
-    assert api.stats.throttles["CopyImageSet"] == 2
-    assert api.stats.jitter["CopyImageSet"] == 1
+    assert api.stats.throttles["CopyImageSet"] == 3
+    assert api.stats.jitter["CopyImageSet"] == 2
     assert api.limiter.bucket("CopyImageSet").current_rate < 10.0
