@@ -44,6 +44,10 @@ PAGE_SIZE = 50  # the service's maximum maxResults for both paginated reads
 # Set by the before-send hook in the task that makes the call: the request left through
 # the bucket's space() (so a throttle of it may be jitter, not a quota).
 _SPACED: ContextVar[bool] = ContextVar("batchcopy_spaced", default=False)
+# Set by the same hook: (bucket, send number) of the request about to be written, for
+# the aiohttp trace that sees its headers reach the connection (see _trace_writes).
+_SENDING: ContextVar[tuple[TokenBucket, int] | None] = ContextVar("batchcopy_sending",
+                                                                  default=None)
 
 
 @dataclass(frozen=True)
@@ -137,6 +141,41 @@ class CallStats:
 Reader = Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]
 
 
+async def _headers_sent(*_: Any) -> None:
+    """aiohttp trace: the request's headers are on the connection. Tell its bucket when,
+    if that is later than the before-send hook stamped it."""
+    sending = _SENDING.get()
+    if sending is not None:
+        bucket, send = sending
+        _SENDING.set(None)
+        bucket.left(send, bucket.now())
+
+
+_TRACE: Any = None
+
+
+def _trace_writes(client: Any) -> None:
+    """Best effort: add a trace of header writes to the client's aiohttp sessions, so a
+    request the event loop held up between before-send and the socket spaces the next
+    one from when it really left. aiobotocore makes its sessions on first use and offers
+    no trace option, so this reaches into them; if that ever fails, pacing keeps the
+    before-send stamps (as with a session made after this call, until the next one)."""
+    global _TRACE
+    try:
+        import aiohttp
+
+        if _TRACE is None:
+            _TRACE = aiohttp.TraceConfig()
+            _TRACE.on_request_headers_sent.append(_headers_sent)
+            _TRACE.freeze()
+        for session in client._endpoint.http_session._sessions.values():
+            traces = session._trace_configs
+            if _TRACE not in traces:
+                traces.append(_TRACE)
+    except (AttributeError, ImportError, TypeError):
+        return
+
+
 def _register_send_hook(client: Any, hook: Callable[..., Awaitable[None]]) -> bool:
     """Register `hook` on the client's `before-send.medical-imaging` events (every
     operation: botocore's emitter matches by prefix); False for a client without
@@ -178,7 +217,10 @@ class ImagingApi:
 
         Returns None, so botocore goes on to send the request it just signed."""
         operation = event_name.rsplit(".", 1)[-1]
-        await self.limiter.bucket(operation).space()
+        bucket = self.limiter.bucket(operation)
+        if await bucket.space() is not None:
+            _SENDING.set((bucket, bucket.sends))
+            _trace_writes(self.client)
         _SPACED.set(True)
 
     # ---------------------------------------------------------------- core

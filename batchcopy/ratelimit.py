@@ -129,6 +129,9 @@ class TokenBucket:
         self._shadow_stamp: float | None = None
         self.persist_sends = persist_sends
         self.sends = 0  # requests that left through space()
+        self._last_send: float | None = None  # when the last of them left
+        self.late_sends = 0  # how many left() reported late, and the worst (diagnostics)
+        self.max_late = 0.0
         self.jitter_throttles = 0  # spaced throttles forgiven as jitter (diagnostics)
         self.persist_count = persist_count
         # `sends` at the recent spaced throttles (those within persist_sends)
@@ -159,6 +162,10 @@ class TokenBucket:
         self._stamp = now
         if not self.unlimited:
             self._tokens = min(self.burst, self._tokens + elapsed * self.pace)
+
+    def now(self) -> float:
+        """This bucket's clock."""
+        return self._clock()
 
     @property
     def pace(self) -> float:
@@ -206,8 +213,23 @@ class TokenBucket:
             if self._shadow >= 1.0 - _EPSILON:
                 self._shadow = max(0.0, self._shadow - 1.0)
                 self.sends += 1
+                self._last_send = now
                 return now
             await self._sleep((1.0 - self._shadow) / rate)
+
+    def left(self, send: int, at: float) -> None:
+        """Send number `send` (the value of `sends` its space() made) reached the
+        connection only `at`: later than space() stamped it (an event loop busy in
+        between). Unless a later send was stamped since, the next one is spaced from
+        `at`: the shadow bucket loses what it refilled meanwhile."""
+        if self.unlimited or send != self.sends or self._last_send is None:
+            return
+        delay = at - self._last_send
+        if delay > 0:
+            self._shadow -= delay * self.pace
+            self._last_send = at
+            self.late_sends += 1
+            self.max_late = max(self.max_late, delay)
 
     def on_throttle(self, *, spaced: bool = False) -> bool:
         """A throttled answer: empty the bucket, and halve current_rate (floored) unless

@@ -90,6 +90,7 @@ def fresh(emu: Emulator, dests: int, work: Path, name: str) -> tuple[Path, list[
 
 def tool_run(tool: str, emu: Emulator, dests: int, rate: float, cli_rows: int,
              work: Path) -> dict[str, Any]:
+    work = Path(tempfile.mkdtemp(dir=work))  # a journal of its own: a repeat must not resume
     manifest, rows = fresh(emu, dests, work, tool)
     rate_args = ["--rate", f"CopyImageSet={rate:g}",
                  "--rate", f"GetImageSet={READ_RATE:g}/{READ_RATE:g}",

@@ -50,11 +50,12 @@ def mix_rows(datastore_id: str, sets: list[dict[str, Any]], rows: int) -> list[d
     return [{"row_id": f"p{i}", **r} for i, r in enumerate(out)]
 
 
-def once(rows: int, rate: float, hogs: int, work: Path) -> dict[str, Any]:
+def once(rows: int, rate: float, hogs: int, work: Path, service_nice: int = 0) -> dict[str, Any]:
+    work = Path(tempfile.mkdtemp(dir=work))  # a journal of its own: a repeat must not resume
     config = {"copy_base_s": 0.05, "copy_per_frame_s": 0.001,
               "max_concurrent_copies_per_datastore": 100}
     quota = [f"CopyImageSet={rate:g}/1", f"GetImageSet={READ_RATE:g}/{READ_RATE:g}"]
-    with Emulator(config, rates=quota) as emu:
+    with Emulator(config, rates=quota, priority=service_nice) as emu:
         sources = -(-rows // 5)
         seeded = emu.seed(seed=3, patients=2 * sources, studies_per_patient=1,
                           series_per_study=2, instances_per_series=3)
@@ -77,7 +78,7 @@ def once(rows: int, rate: float, hogs: int, work: Path) -> dict[str, Any]:
     return {"rows": rows, "hogs": hogs, "rate": rate, "calls": made, "throttles": refused,
             "accepted": accepted, "ideal_s": ideal, "span_s": span, "wall_s": proc.wall_s,
             "pace_ratio": span / ideal, "wall_ratio": proc.wall_s / ideal,
-            "client_cpu_s": proc.cpu_s}
+            "client_cpu_s": proc.cpu_s, "service_nice": emu.priority}
 
 
 def run(rows: int = 1000, rate: float = 10.0, hogs: tuple[int, ...] = (0, 2),

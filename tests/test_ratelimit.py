@@ -477,3 +477,17 @@ async def test_a_service_quota_lower_than_ours_is_still_found(service_rate: floa
     # bounded, but not small when our rate is 5x the service's: the additive increase
     # climbs back over the quota within a few successes (a known limit of this AIMD)
     assert result["throttles"] <= 0.4 * result["sends"]
+
+
+@aio
+async def test_a_send_that_left_late_spaces_the_next_from_when_it_left() -> None:
+    bucket, t = make_bucket(10.0, 1)
+    await bucket.space()
+    first = await bucket.space()  # one interval later
+    assert first is not None
+    t.now += 0.03  # the event loop held the request up before it reached the socket
+    bucket.left(bucket.sends, t.now)
+    assert await bucket.space() == pytest.approx(first + 0.03 + 0.1)
+    older = bucket.sends - 1
+    bucket.left(older, t.now + 5.0)  # a report about an older send changes nothing
+    assert await bucket.space() == pytest.approx(first + 0.03 + 0.2)
