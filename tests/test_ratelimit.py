@@ -386,7 +386,7 @@ def _every(n: int, seconds: float) -> Callable[[int], float]:
 
 @aio
 async def test_a_lone_spaced_throttle_is_jitter_the_rate_is_kept() -> None:
-    bucket, t = make_bucket(10.0, 1)
+    bucket, t = make_bucket(10.0, 1, slack_step=0.01)
     await bucket.acquire()
     await bucket.space()
     assert bucket.on_throttle(spaced=True) is False
@@ -398,7 +398,7 @@ async def test_a_lone_spaced_throttle_is_jitter_the_rate_is_kept() -> None:
 
 @aio
 async def test_spaced_throttles_that_persist_halve() -> None:
-    bucket, t = make_bucket(10.0, 1, persist_sends=20, persist_count=3)
+    bucket, t = make_bucket(10.0, 1, persist_sends=20, persist_count=3, slack_step=0.01)
 
     async def sends(n: int) -> None:
         for _ in range(n):
@@ -449,7 +449,7 @@ async def test_equal_quotas_with_late_arrivals_keep_the_pace() -> None:
     one send in 25 arrives 5 ms late, so the next one arrives early and is throttled.
     Forgiven as jitter, each costs one token interval; halving cost far more."""
     rate = 10.0 * 0.98
-    new, t_new = make_bucket(rate, 1)
+    new, t_new = make_bucket(rate, 1, slack_step=0.01)
     forgiving = await _simulate(new, t_new, 10.0, 300, late=_every(25, 0.005))
     old, t_old = make_bucket(rate, 1)
     halving = await _simulate(old, t_old, 10.0, 300, late=_every(25, 0.005), spaced=False)
@@ -491,3 +491,13 @@ async def test_a_send_that_left_late_spaces_the_next_from_when_it_left() -> None
     older = bucket.sends - 1
     bucket.left(older, t.now + 5.0)  # a report about an older send changes nothing
     assert await bucket.space() == pytest.approx(first + 0.03 + 0.2)
+
+
+@aio
+async def test_by_default_jitter_keeps_the_spacing() -> None:
+    bucket, t = make_bucket(9.8, 1)  # 2% under the service, as RateLimiter paces
+    result = await _simulate(bucket, t, 10.0, 300, late=_every(25, 0.005))
+    assert result["halvings"] == 0 and bucket.slack == 0.0
+    assert result["throttles"] == 12  # each late arrival throttles its successor ...
+    # ... which costs one interval, nothing more
+    assert result["span"] == pytest.approx((299 + result["throttles"]) / 9.8, rel=0.01)
