@@ -25,9 +25,9 @@ import json
 import os
 import random
 from collections import Counter
-from contextvars import ContextVar
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlparse
@@ -244,7 +244,7 @@ class ImagingApi:
             self.stats.errors[error_code(exc)] += 1
             if classify(exc, operation=operation) is ErrorKind.THROTTLE:
                 self.stats.throttles[operation] += 1
-                if not bucket.on_throttle(spaced=_SPACED.get()):
+                if not bucket.on_throttle(spaced=_SPACED.get()) and not bucket.unlimited:
                     self.stats.jitter[operation] += 1
             raise
         finally:
