@@ -8,7 +8,8 @@ quota from throttling errors.
 Semantics of `TokenBucket` (the edge cases are the point):
 
 * The bucket starts **full**: `burst` calls may go at once.
-* Tokens accrue continuously at `current_rate` per second, up to `burst`.
+* Tokens accrue continuously at `current_rate` per second (`pace`: less any
+  learnt slack, see below), up to `burst`.
   Idle time never banks more than `burst` tokens: after an hour of silence the
   next second admits `burst + current_rate` calls, not an hour's worth.
 * `acquire()` takes one token, waiting when none is available. Waiters are
@@ -40,6 +41,10 @@ Semantics of `TokenBucket` (the edge cases are the point):
   our rate every other send is refused), while stray late arrivals cost one token
   interval each. Near the rate a quota was found at, the additive increase creeps
   (a tenth of its step) instead of climbing straight back over it.
+* Sends. `space()` is a shadow bucket of the same shape fed by the moments
+  requests leave (ImagingApi calls it from botocore's before-send event), and
+  `left(send, at)` moves the last send to when it really reached the socket, so
+  the next one is spaced from there.
 * A bucket with rate `math.inf` is unlimited: `acquire()` never waits and
   AIMD is a no-op.
 
@@ -246,7 +251,8 @@ class TokenBucket:
             while recent and self.sends - recent[0] >= self.persist_sends:
                 recent.popleft()
             if len(recent) < self.persist_count:
-                # jitter: the next send waits a full interval, later ones a little more
+                # jitter: the next send waits a full interval (later ones a little more
+                # when slack_step > 0)
                 self.jitter_throttles += 1
                 self.slack = min(self.max_slack, self.slack + self.slack_step)
                 self._tokens = 0.0
