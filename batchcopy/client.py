@@ -7,8 +7,11 @@ we retry ourselves, by error kind, and CopyImageSet must never be retried blindl
 make a second copy).
 
 `ImagingApi` wraps the client. Every HTTP attempt first takes a token from the
-operation's bucket in the `RateLimiter`; a throttle slows the bucket down
-(AIMD), a success lets it recover. CopyImageSet (and any other non-idempotent
+operation's bucket in the `RateLimiter`, and its send time is spaced again from
+botocore's `before-send` event (after signing, right before the bytes leave), so
+the gaps the service sees are the gaps we meant; a throttle slows the bucket down
+(AIMD: a lone throttle of a spaced send is jitter, see ratelimit), a success lets
+it recover. CopyImageSet (and any other non-idempotent
 operation) gets exactly one attempt; the runner classifies what went wrong and
 decides. Idempotent reads are retried here on THROTTLE / TRANSIENT errors with
 jittered exponential backoff.
@@ -24,6 +27,7 @@ import random
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlparse
@@ -37,6 +41,13 @@ ENDPOINT_ENV_VARS = ("AWS_ENDPOINT_URL_MEDICAL_IMAGING", "AWS_ENDPOINT_URL")
 _AWS_HOST_SUFFIXES = (".amazonaws.com", ".amazonaws.com.cn", ".api.aws", ".c2s.ic.gov",
                       ".sc2s.sgov.gov")
 PAGE_SIZE = 50  # the service's maximum maxResults for both paginated reads
+# Set by the before-send hook in the task that makes the call: the request left through
+# the bucket's space() (so a throttle of it may be jitter, not a quota).
+_SPACED: ContextVar[bool] = ContextVar("batchcopy_spaced", default=False)
+# Set by the same hook: (bucket, send number) of the request about to be written, for
+# the aiohttp trace that sees its headers reach the connection (see _trace_writes).
+_SENDING: ContextVar[tuple[TokenBucket, int] | None] = ContextVar("batchcopy_sending",
+                                                                  default=None)
 
 
 @dataclass(frozen=True)
@@ -113,13 +124,14 @@ async def open_client(settings: ClientSettings) -> AsyncIterator[Any]:
 
 @dataclass
 class CallStats:
-    """Counts per operation: HTTP attempts, throttled answers, retries made, and
-    failed attempts by error code."""
+    """Counts per operation: HTTP attempts, throttled answers (and of those, the ones
+    taken for jitter: rate kept), retries made, and failed attempts by error code."""
 
     calls: Counter[str] = field(default_factory=Counter)
     throttles: Counter[str] = field(default_factory=Counter)
     retries: Counter[str] = field(default_factory=Counter)
     errors: Counter[str] = field(default_factory=Counter)
+    jitter: Counter[str] = field(default_factory=Counter)
 
     def to_dict(self) -> dict[str, dict[str, int]]:
         return {name: dict(sorted(getattr(self, name).items()))
@@ -127,6 +139,52 @@ class CallStats:
 
 
 Reader = Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]
+
+
+async def _headers_sent(*_: Any) -> None:
+    """aiohttp trace: the request's headers are on the connection. Tell its bucket when,
+    if that is later than the before-send hook stamped it."""
+    sending = _SENDING.get()
+    if sending is not None:
+        bucket, send = sending
+        _SENDING.set(None)
+        bucket.left(send, bucket.now())
+
+
+_TRACE: Any = None
+
+
+def _trace_writes(client: Any) -> None:
+    """Best effort: add a trace of header writes to the client's aiohttp sessions, so a
+    request the event loop held up between before-send and the socket spaces the next
+    one from when it really left. aiobotocore makes its sessions on first use and offers
+    no trace option, so this reaches into them; if that ever fails, pacing keeps the
+    before-send stamps (as with a session made after this call, until the next one)."""
+    global _TRACE
+    try:
+        import aiohttp
+
+        if _TRACE is None:
+            _TRACE = aiohttp.TraceConfig()
+            _TRACE.on_request_headers_sent.append(_headers_sent)
+            _TRACE.freeze()
+        for session in client._endpoint.http_session._sessions.values():
+            traces = session._trace_configs
+            if _TRACE not in traces:
+                traces.append(_TRACE)
+    except (AttributeError, ImportError, TypeError):
+        return
+
+
+def _register_send_hook(client: Any, hook: Callable[..., Awaitable[None]]) -> bool:
+    """Register `hook` on the client's `before-send.medical-imaging` events (every
+    operation: botocore's emitter matches by prefix); False for a client without
+    botocore events (a test double)."""
+    events = getattr(getattr(client, "meta", None), "events", None)
+    if events is None or not hasattr(events, "register"):
+        return False
+    events.register(f"before-send.{SERVICE}", hook)
+    return True
 
 
 class ImagingApi:
@@ -152,6 +210,18 @@ class ImagingApi:
         self.backoff = backoff
         self._rng = rng or random.Random()
         self._sleep = sleep
+        self._hooked = _register_send_hook(client, self._before_send)
+
+    async def _before_send(self, event_name: str = "", **_: Any) -> None:
+        """botocore `before-send.medical-imaging.<Operation>`: space the send itself.
+
+        Returns None, so botocore goes on to send the request it just signed."""
+        operation = event_name.rsplit(".", 1)[-1]
+        bucket = self.limiter.bucket(operation)
+        if await bucket.space() is not None:
+            _SENDING.set((bucket, bucket.sends))
+            _trace_writes(self.client)
+        _SPACED.set(True)
 
     # ---------------------------------------------------------------- core
     async def _attempt(self, operation: str, bucket: TokenBucket, params: dict[str, Any],
@@ -162,9 +232,10 @@ class ImagingApi:
         method = getattr(self.client, xform_name(operation))
         if paced:
             await bucket.acquire()
-        else:
+        if not self._hooked:  # a client without botocore events: space before the call
             await bucket.space()
         self.stats.calls[operation] += 1
+        spaced = _SPACED.set(not self._hooked)
         try:
             response: dict[str, Any] = await method(**params)
             if read is not None:
@@ -173,8 +244,11 @@ class ImagingApi:
             self.stats.errors[error_code(exc)] += 1
             if classify(exc, operation=operation) is ErrorKind.THROTTLE:
                 self.stats.throttles[operation] += 1
-                bucket.on_throttle()
+                if not bucket.on_throttle(spaced=_SPACED.get()) and not bucket.unlimited:
+                    self.stats.jitter[operation] += 1
             raise
+        finally:
+            _SPACED.reset(spaced)
         bucket.on_success()
         return response
 

@@ -8,7 +8,8 @@ quota from throttling errors.
 Semantics of `TokenBucket` (the edge cases are the point):
 
 * The bucket starts **full**: `burst` calls may go at once.
-* Tokens accrue continuously at `current_rate` per second, up to `burst`.
+* Tokens accrue continuously at `current_rate` per second (`pace`: less any
+  learnt slack, see below), up to `burst`.
   Idle time never banks more than `burst` tokens: after an hour of silence the
   next second admits `burst + current_rate` calls, not an hour's worth.
 * `acquire()` takes one token, waiting when none is available. Waiters are
@@ -23,6 +24,27 @@ Semantics of `TokenBucket` (the edge cases are the point):
   decrease only empties the bucket again. `on_success()` is an additive
   increase: `current_rate` grows by `rate * increase_fraction` per success,
   never above the configured `rate`.
+* Jitter is not a quota. `on_throttle(spaced=True)` says the throttled request
+  left through `space()`, i.e. its send time kept to our rate (never above the
+  configured one). A service whose quota equals ours still throttles such a
+  request now and then: the service counts *arrival* times, and scheduling on a
+  loaded machine (ours or the service's front end) delays one request and not the
+  next. A throttle like that only empties the bucket (the retry goes on the next
+  token, the rate is kept: halving would cost ~1 s at 10/s for nothing). With
+  `slack_step` > 0 it also widens the spacing of sends by that much of an interval
+  (at most `max_slack`; it fades over `slack_memory` successes). Off by default:
+  measured on a loaded 2-core machine, the emulator's arrival jitter was not bounded
+  by a few per cent, and each per cent of spacing cost (0.01 x calls intervals) more
+  than the throttles it saved (one interval each). Spaced throttles count as a quota signal,
+  and halve as above, when they *persist*: `persist_count` of them within
+  `persist_sends` sends. So a service quota well below ours is still found (at half
+  our rate every other send is refused), while stray late arrivals cost one token
+  interval each. Near the rate a quota was found at, the additive increase creeps
+  (a tenth of its step) instead of climbing straight back over it.
+* Sends. `space()` is a shadow bucket of the same shape fed by the moments
+  requests leave (ImagingApi calls it from botocore's before-send event), and
+  `left(send, at)` moves the last send to when it really reached the socket, so
+  the next one is spaced from there.
 * A bucket with rate `math.inf` is unlimited: `acquire()` never waits and
   AIMD is a no-op.
 
@@ -39,6 +61,7 @@ import asyncio
 import json
 import math
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 
@@ -82,6 +105,11 @@ class TokenBucket:
         min_rate_fraction: float = 0.1,
         increase_fraction: float = 0.05,
         sleep: Sleep = asyncio.sleep,
+        persist_sends: int = 20,
+        persist_count: int = 3,
+        slack_step: float = 0.0,
+        max_slack: float = 0.1,
+        slack_memory: int = 200,
     ) -> None:
         if not rate > 0:
             raise ValueError(f"rate must be > 0 requests/s, got {rate!r}")
@@ -91,6 +119,9 @@ class TokenBucket:
             raise ValueError(f"min_rate_fraction must be in (0, 1], got {min_rate_fraction!r}")
         if not increase_fraction > 0:
             raise ValueError(f"increase_fraction must be > 0, got {increase_fraction!r}")
+        if not persist_sends >= persist_count >= 2:
+            raise ValueError("need persist_sends >= persist_count >= 2, got "
+                             f"{persist_sends!r}, {persist_count!r}")
         self.rate = float(rate)
         self.burst = float(burst)
         self.current_rate = float(rate)
@@ -103,6 +134,21 @@ class TokenBucket:
         self._last_decrease: float | None = None
         self._shadow = self.burst  # see space()
         self._shadow_stamp: float | None = None
+        self.persist_sends = persist_sends
+        self.sends = 0  # requests that left through space()
+        self._last_send: float | None = None  # when the last of them left
+        self.late_sends = 0  # how many left() reported late, and the worst (diagnostics)
+        self.max_late = 0.0
+        self.jitter_throttles = 0  # spaced throttles forgiven as jitter (diagnostics)
+        self.persist_count = persist_count
+        # `sends` at the recent spaced throttles (those within persist_sends)
+        self._spaced_throttles: deque[int] = deque()
+        # extra spacing of sends learnt from jitter throttles (a fraction of an interval)
+        self.slack = 0.0
+        self.slack_step = slack_step
+        self.max_slack = max_slack
+        self._slack_decay = slack_step / slack_memory
+        self._ceiling = math.inf  # the rate persistent throttles last halved from
         # asyncio.Lock hands itself over in FIFO order and does not let a newcomer
         # overtake a waiter that was already woken: that is our queue.
         self._queue = asyncio.Lock()
@@ -122,7 +168,16 @@ class TokenBucket:
         elapsed = max(0.0, now - self._stamp)
         self._stamp = now
         if not self.unlimited:
-            self._tokens = min(self.burst, self._tokens + elapsed * self.current_rate)
+            self._tokens = min(self.burst, self._tokens + elapsed * self.pace)
+
+    def now(self) -> float:
+        """This bucket's clock."""
+        return self._clock()
+
+    @property
+    def pace(self) -> float:
+        """The rate tokens and sends go at: current_rate less the learnt slack."""
+        return self.current_rate / (1.0 + self.slack)
 
     async def acquire(self) -> float:
         """Wait for a token (FIFO among waiters) and take it; return seconds waited."""
@@ -137,36 +192,77 @@ class TokenBucket:
                     return max(0.0, self._clock() - start)
                 # Sleep for the deficit at the current rate, then look again:
                 # on_throttle() may have emptied the bucket meanwhile.
-                await self._sleep((1.0 - self._tokens) / self.current_rate)
+                await self._sleep((1.0 - self._tokens) / self.pace)
 
-    async def space(self) -> None:
-        """Make the moments requests actually leave conform to the quota too.
+    async def space(self) -> float | None:
+        """Make the moments requests actually leave conform to the quota too; return
+        the send time (None for an unlimited bucket).
 
         `acquire()` grants tokens; a caller that then does something of variable
         length before sending (the runner makes a durable journal commit) could send
         two requests closer together than their tokens were granted, and the
         service's bucket (burst 1 for CopyImageSet) would throttle the second. This
         is a shadow bucket of the same shape fed by the actual send times: a model of
-        the service's own bucket. It only ever waits for that jitter.
+        the service's own bucket. `ImagingApi` calls it from botocore's `before-send`
+        event: after signing, right before the bytes go to the connection.
+
+        Like the tokens it refills at `pace`: `current_rate` less the slack the
+        service's clock needed lately (see on_throttle; 0 until a throttle says so).
         """
         if self.unlimited:
-            return
+            return None
         while True:
             now = self._clock()
+            rate = self.pace
             if self._shadow_stamp is not None:
-                self._shadow = min(self.burst,
-                                   self._shadow + (now - self._shadow_stamp) * self.current_rate)
+                self._shadow = min(self.burst, self._shadow + (now - self._shadow_stamp) * rate)
             self._shadow_stamp = now
             if self._shadow >= 1.0 - _EPSILON:
                 self._shadow = max(0.0, self._shadow - 1.0)
-                return
-            await self._sleep((1.0 - self._shadow) / self.current_rate)
+                self.sends += 1
+                self._last_send = now
+                return now
+            await self._sleep((1.0 - self._shadow) / rate)
 
-    def on_throttle(self) -> None:
-        """Multiplicative decrease: halve current_rate (floored), empty the bucket."""
-        if self.unlimited:
+    def left(self, send: int, at: float) -> None:
+        """Send number `send` (the value of `sends` its space() made) reached the
+        connection only `at`: later than space() stamped it (an event loop busy in
+        between). Unless a later send was stamped since, the next one is spaced from
+        `at`: the shadow bucket loses what it refilled meanwhile."""
+        if self.unlimited or send != self.sends or self._last_send is None:
             return
+        delay = at - self._last_send
+        if delay > 0:
+            self._shadow -= delay * self.pace
+            self._last_send = at
+            self.late_sends += 1
+            self.max_late = max(self.max_late, delay)
+
+    def on_throttle(self, *, spaced: bool = False) -> bool:
+        """A throttled answer: empty the bucket, and halve current_rate (floored) unless
+        it looks like jitter (see module doc). Return True when the rate was halved
+        (or the throttle belonged to a cluster that was)."""
+        if self.unlimited:
+            return False
         self._refill()
+        if spaced:
+            recent = self._spaced_throttles
+            recent.append(self.sends)
+            while recent and self.sends - recent[0] >= self.persist_sends:
+                recent.popleft()
+            if len(recent) < self.persist_count:
+                # jitter: the next send waits a full interval (later ones a little more
+                # when slack_step > 0)
+                self.jitter_throttles += 1
+                self.slack = min(self.max_slack, self.slack + self.slack_step)
+                self._tokens = 0.0
+                self._shadow = 0.0
+                return False
+            # not jitter after all: take back the spacing the earlier ones added
+            self.slack = max(0.0, self.slack - self.slack_step * (len(recent) - 1))
+            recent.clear()
+            # a quota found: recover slowly near the rate it was found at
+            self._ceiling = self.current_rate
         now = self._clock()
         clustered = (
             self._last_decrease is not None
@@ -177,13 +273,25 @@ class TokenBucket:
             self._last_decrease = now
         self._tokens = 0.0
         self._shadow = 0.0
+        return True
 
     def on_success(self) -> None:
-        """Additive increase of current_rate toward the configured rate."""
+        """Additive increase of current_rate toward the configured rate; the slack
+        learnt from jitter fades (by slack_step over slack_memory successes)."""
+        if self.slack:
+            self.slack = self.slack - self._slack_decay
+            if self.slack < self._slack_decay / 2:
+                self.slack = 0.0
         if self.unlimited or self.current_rate >= self.rate:
             return
         self._refill()
-        self.current_rate = min(self.rate, self.current_rate + self._increase)
+        new = self.current_rate + self._increase
+        knee = 0.8 * self._ceiling  # near a quota persistent throttles found: creep
+        if new > knee:
+            new = knee if self.current_rate < knee else self.current_rate + self._increase / 10
+            if self.current_rate >= self._ceiling:
+                self._ceiling = math.inf  # past it without a refusal: it was lifted
+        self.current_rate = min(self.rate, new)
 
     def __repr__(self) -> str:
         return (f"TokenBucket(rate={self.rate}, burst={self.burst}, "

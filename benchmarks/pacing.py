@@ -1,140 +1,127 @@
-"""Pacing and merging, measured side by side in one run against the bundled emulator.
+"""1. Pacing at equal quotas: client and emulator both CopyImageSet RATE/s burst 1.
 
-1. Pacing: client and emulator agree on the CopyImageSet quota (default 10/s, burst 1,
-   real time). A few hundred distinct rows should get zero throttles and a wall time
-   close to calls / rate. Prints the ratio.
-2. Merging: the same subset rows into shared destinations with and without --no-merge:
-   calls made and wall time, and their ratios.
+A 1,000-row mix (per source image set: a whole copy, a series copy, three instances
+merged into one destination: 5 rows -> 3 calls, so ~600 calls) run by `batchcopy run`
+against `batchcopy emulator serve` in its own process, optionally with N busy-loop CPU
+hogs beside them. Figures:
 
-    python benchmarks/pacing.py [--rows 300] [--rate 10]
+  throttles   CopyImageSet 429s counted by the emulator (goal 0)
+  accepted    CopyImageSet calls the emulator accepted (calls - throttles)
+  pace ratio  span of the accepted calls / ((accepted - 1) / rate)   (goal <= 1.03)
+              the span is first to last accepted answer, as the run's summary measures it
+  wall ratio  the whole process (start-up, last copies, report) / ((accepted - 1) / rate)
+
+GetImageSet (version reads and completion polls) is raised to 250/s on both sides, in
+proportion to the published quotas (25/s against CopyImageSet's 0.25/s), so that reads
+do not pace the copies.
+
+    python benchmarks/pacing.py [--rows 1000] [--rate 10] [--hogs 2] [--repeat 3]
 """
 
 from __future__ import annotations
 
 import argparse
-import csv
-import json
-import os
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import Emulator, Hogs, calls, run_batchcopy, save, summarise, table, throttles, write_csv  # noqa: E402
+
+READ_RATE = 250.0
+
+
+def mix_rows(datastore_id: str, sets: list[dict[str, Any]], rows: int) -> list[dict[str, str]]:
+    """Per source: whole copy, one series copy, three instances into a destination."""
+    sources, dests = sets[: len(sets) // 2], sets[len(sets) // 2:]
+    out: list[dict[str, str]] = []
+    for src, dest in zip(sources, dests):
+        series = list(src["series"].items())
+        sid = src["imageSetId"]
+        base = {"datastore_id": datastore_id, "source_image_set_id": sid}
+        out.append({**base})
+        out.append({**base, "series_instance_uid": series[0][0]})
+        uid, sops = series[-1]
+        for sop in sops[:3]:
+            out.append({**base, "destination_image_set_id": dest["imageSetId"],
+                        "series_instance_uid": uid, "sop_instance_uid": sop, "force": "true"})
+    out = out[:rows]
+    return [{"row_id": f"p{i}", **r} for i, r in enumerate(out)]
+
+
+def once(rows: int, rate: float, hogs: int, work: Path, service_nice: int = 0) -> dict[str, Any]:
+    work = Path(tempfile.mkdtemp(dir=work))  # a journal of its own: a repeat must not resume
+    config = {"copy_base_s": 0.05, "copy_per_frame_s": 0.001,
+              "max_concurrent_copies_per_datastore": 100}
+    quota = [f"CopyImageSet={rate:g}/1", f"GetImageSet={READ_RATE:g}/{READ_RATE:g}"]
+    with Emulator(config, rates=quota, priority=service_nice) as emu:
+        sources = -(-rows // 5)
+        seeded = emu.seed(seed=3, patients=2 * sources, studies_per_patient=1,
+                          series_per_study=2, instances_per_series=3)
+        store = seeded["datastores"][0]
+        manifest = write_csv(work / "pacing.csv", mix_rows(store["datastoreId"],
+                                                           store["imageSets"], rows))
+        before = emu.stats()
+        with Hogs(hogs):
+            proc, summary = run_batchcopy(
+                manifest, emu, work, f"pacing-{hogs}", "--rate", f"CopyImageSet={rate:g}",
+                "--rate", f"GetImageSet={READ_RATE:g}/{READ_RATE:g}",
+                "--poll-first", "0.05", "--poll-max", "0.5")
+        after = emu.stats()
+    made = calls(after) - calls(before)
+    refused = throttles(after) - throttles(before)
+    accepted = made - refused
+    ideal = max(accepted - 1, 1) / rate
+    achieved = (summary.get("copy_rate") or {}).get("achieved_per_s") or 0.0
+    span = (accepted - 1) / achieved if achieved else float("nan")
+    return {"rows": rows, "hogs": hogs, "rate": rate, "calls": made, "throttles": refused,
+            "accepted": accepted, "ideal_s": ideal, "span_s": span, "wall_s": proc.wall_s,
+            "pace_ratio": span / ideal, "wall_ratio": proc.wall_s / ideal,
+            "client_cpu_s": proc.cpu_s, "service_nice": emu.priority}
+
+
+def run(rows: int = 1000, rate: float = 10.0, hogs: tuple[int, ...] = (0, 2),
+        repeat: int = 1, results_dir: Path | None = None) -> dict[str, Any]:
+    runs: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory(prefix="bench-pacing-") as tmp:
+        for _ in range(repeat):
+            for n in hogs:  # side by side: idle and loaded in the same repeat
+                runs.append(once(rows, rate, n, Path(tmp)))
+    by_hogs = {}
+    for n in hogs:
+        mine = [r for r in runs if r["hogs"] == n]
+        by_hogs[str(n)] = {key: summarise([r[key] for r in mine])
+                           for key in ("throttles", "pace_ratio", "wall_ratio", "span_s",
+                                       "wall_s", "accepted", "calls")}
+    result = {"params": {"rows": rows, "rate": rate, "burst": 1, "hogs": list(hogs),
+                         "repeat": repeat, "read_rate": READ_RATE},
+              "goals": {"throttles": 0, "pace_ratio_max": 1.03},
+              "runs": runs, "by_hogs": by_hogs}
+    print(table(f"Pacing at equal quotas (CopyImageSet {rate:g}/s burst 1, {rows} rows; "
+                f"min / median of {repeat})",
+                ["CPU hogs", "calls", "accepted", "throttles", "pace ratio (goal <= 1.03)",
+                 "wall ratio", "wall s"],
+                [[n, f"{s['calls']['median']:.0f}", f"{s['accepted']['median']:.0f}",
+                  f"{s['throttles']['min']:.0f} / {s['throttles']['median']:.0f}",
+                  f"{s['pace_ratio']['min']:.3f} / {s['pace_ratio']['median']:.3f}",
+                  f"{s['wall_ratio']['min']:.3f} / {s['wall_ratio']['median']:.3f}",
+                  f"{s['wall_s']['median']:.1f}"] for n, s in by_hogs.items()]))
+    save("pacing", result, **({"results_dir": results_dir} if results_dir else {}))
+    return result
+
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--rows", type=int, default=300)
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--rows", type=int, default=1000)
     ap.add_argument("--rate", type=float, default=10.0)
-    ap.add_argument("--merge-rows", type=int, default=120)
+    ap.add_argument("--hogs", type=int, nargs="+", default=[0, 2],
+                    help="CPU hogs beside the run; several values run side by side")
+    ap.add_argument("--repeat", type=int, default=1)
     args = ap.parse_args()
-
-    from batchcopy.emulator.config import EmulatorConfig, RateQuota
-    from batchcopy.emulator.seed import SeedSpec, seed
-    from batchcopy.emulator.server import EmulatorServer
-
-    config = EmulatorConfig(rates={"CopyImageSet": RateQuota(args.rate, 1)},
-                            copy_base_s=0.05, copy_per_frame_s=0.001,
-                            max_concurrent_copies_per_datastore=100)
-    with EmulatorServer(config) as server, tempfile.TemporaryDirectory() as tmp_s:
-        tmp = Path(tmp_s)
-        summary = seed(server.model, SeedSpec(seed=3, patients=20, studies_per_patient=2,
-                                              series_per_study=2, instances_per_series=4))
-        store = summary["datastores"][0]
-        ds, sets = store["datastoreId"], store["imageSets"]
-        env = {**os.environ, **server.client_env(), "AWS_ACCESS_KEY_ID": "bench",
-               "AWS_SECRET_ACCESS_KEY": "bench"}
-
-        # 1. pacing at equal quotas
-        rows = distinct_rows(ds, sets, args.rows)
-        manifest = write(tmp / "pacing.csv", rows)
-        before = server.stats()
-        result = run(manifest, env, tmp, "pacing", args.rate)
-        after = server.stats()
-        calls = result["copy_calls"]
-        ideal = max(calls - 1, 1) / args.rate  # burst 1: the first call is free
-        throttles = after["throttled"].get("CopyImageSet", 0) - before["throttled"].get("CopyImageSet", 0)
-        print(f"pacing: {len(rows)} rows, {calls} CopyImageSet calls at {args.rate:g}/s "
-              f"(client and emulator agree)")
-        print(f"  throttles seen by the emulator: {throttles}")
-        print(f"  copy-call span {result['span_s']:.2f}s vs (calls-1)/rate {ideal:.2f}s: "
-              f"ratio {result['span_s'] / ideal:.3f}")
-        print(f"  whole run wall time {result['wall_s']:.2f}s (includes waiting for the last "
-              f"copies and start-up); achieved {result['achieved']} calls/s")
-
-        # 2. merging: subset rows into shared destinations
-        dests = [s for s in sets[:10]]
-        merge_rows = subset_rows(ds, sets[10:], dests, args.merge_rows)
-        m_manifest = write(tmp / "merge.csv", merge_rows)
-        merged = run(m_manifest, env, tmp, "merged", args.rate)
-        unmerged = run(m_manifest, env, tmp, "unmerged", args.rate, "--no-merge")
-        print(f"merging: {len(merge_rows)} subset rows into {len(dests)} destinations (--force)")
-        print(f"  merged:   {merged['copy_calls']} calls, {merged['wall_s']:.2f}s")
-        print(f"  unmerged: {unmerged['copy_calls']} calls, {unmerged['wall_s']:.2f}s")
-        print(f"  calls ratio unmerged/merged {unmerged['copy_calls'] / merged['copy_calls']:.1f}x, "
-              f"wall time ratio {unmerged['wall_s'] / merged['wall_s']:.1f}x "
-              f"(at the default 0.25/s quota the {unmerged['copy_calls'] - merged['copy_calls']} "
-              f"calls saved are {4 * (unmerged['copy_calls'] - merged['copy_calls']) / 60:.0f} minutes)")
+    run(args.rows, args.rate, tuple(args.hogs), args.repeat)
     return 0
-
-
-def distinct_rows(ds: str, sets: list[dict[str, Any]], n: int) -> list[dict[str, str]]:
-    rows = [{"source_image_set_id": s["imageSetId"]} for s in sets]
-    rows += [{"source_image_set_id": s["imageSetId"], "series_instance_uid": series}
-             for s in sets for series in s["series"]]
-    rows += [{"source_image_set_id": s["imageSetId"], "series_instance_uid": series,
-              "sop_instance_uid": sop}
-             for s in sets for series, sops in s["series"].items() for sop in sops]
-    if len(rows) < n:
-        raise SystemExit(f"only {len(rows)} distinct rows available")
-    return [{"row_id": f"p{i}", "datastore_id": ds, **r} for i, r in enumerate(rows[:n])]
-
-
-def subset_rows(ds: str, sources: list[dict[str, Any]], dests: list[dict[str, Any]],
-                n: int) -> list[dict[str, str]]:
-    rows = []
-    for k, src in enumerate(sources):
-        dest = dests[k % len(dests)]
-        for series, sops in src["series"].items():
-            for sop in sops:
-                rows.append({"row_id": f"m{len(rows)}", "datastore_id": ds,
-                             "source_image_set_id": src["imageSetId"],
-                             "destination_image_set_id": dest["imageSetId"],
-                             "series_instance_uid": series, "sop_instance_uid": sop,
-                             "force": "true"})
-                if len(rows) >= n:
-                    return rows
-    return rows
-
-
-def write(path: Path, rows: list[dict[str, str]]) -> Path:
-    cols = sorted({c for r in rows for c in r})
-    with path.open("w", newline="") as fh:
-        w = csv.DictWriter(fh, fieldnames=cols)
-        w.writeheader()
-        w.writerows(rows)
-    return path
-
-
-def run(manifest: Path, env: dict[str, str], tmp: Path, name: str, rate: float,
-        *extra: str) -> dict[str, Any]:
-    report = tmp / f"{name}.parquet"
-    started = time.monotonic()
-    proc = subprocess.run(
-        [sys.executable, "-m", "batchcopy", "run", str(manifest), "--report", str(report),
-         "--journal", str(tmp / f"{name}.journal.sqlite"), "--rate", f"CopyImageSet={rate:g}",
-         "--poll-first", "0.05", "--poll-max", "0.5", "--quiet", *extra],
-        env=env, capture_output=True, text=True)
-    wall = time.monotonic() - started
-    if proc.returncode != 0:
-        print(proc.stderr, file=sys.stderr)
-        raise SystemExit(f"{name}: exit {proc.returncode}")
-    summary = json.loads(Path(str(report).removesuffix(".parquet") + ".summary.json").read_text())
-    calls = summary["copy_calls"]
-    achieved = summary["copy_rate"]["achieved_per_s"]
-    span = (calls - 1) / achieved if achieved else 0.0
-    return {"copy_calls": calls, "wall_s": wall, "span_s": span, "achieved": achieved}
 
 
 if __name__ == "__main__":

@@ -347,3 +347,157 @@ async def test_space_makes_actual_send_times_conform_to_the_quota() -> None:
     assert t2.sleeps == []  # a burst of sends is fine while the shadow bucket has tokens
     await wide.space()
     assert t2.sleeps == [pytest.approx(0.25)]  # then sends conform to the rate
+
+
+# ------------------------------------------------------------- jitter vs a lower quota
+async def _simulate(bucket: TokenBucket, t: FakeTime, service_rate: float, accepted: int,
+                    *, late: Callable[[int], float], spaced: bool = True) -> dict[str, float]:
+    """Send until `accepted` calls are accepted by a burst-1 service bucket that counts
+    *arrival* times: arrival = the send time our bucket stamped + late(send number).
+    A throttled call is retried on the next token, as the runner does."""
+    from batchcopy.emulator.quotas import TokenBucket as ServiceBucket
+
+    service = ServiceBucket(service_rate, 1, 1, t.now)
+    sends = throttles = halvings = 0
+    first = last = None
+    while accepted:
+        await bucket.acquire()
+        sent = await bucket.space()
+        assert sent is not None
+        arrival = sent + late(sends)
+        sends += 1
+        if service.take(arrival):
+            accepted -= 1
+            first = arrival if first is None else first
+            last = arrival
+            bucket.on_success()
+        else:
+            throttles += 1
+            halvings += bucket.on_throttle(spaced=spaced)
+    assert first is not None and last is not None
+    return {"sends": sends, "throttles": throttles, "halvings": halvings,
+            "span": last - first}
+
+
+def _every(n: int, seconds: float) -> Callable[[int], float]:
+    """One send in n arrives `seconds` late (a descheduled sender), the rest on time."""
+    return lambda i: seconds if i % n == n - 1 else 0.0
+
+
+@aio
+async def test_a_lone_spaced_throttle_is_jitter_the_rate_is_kept() -> None:
+    bucket, t = make_bucket(10.0, 1, slack_step=0.01)
+    await bucket.acquire()
+    await bucket.space()
+    assert bucket.on_throttle(spaced=True) is False
+    assert bucket.current_rate == 10.0
+    assert bucket.jitter_throttles == 1
+    # the retry waits for the next token, a little later than before: the spacing learns
+    assert await bucket.acquire() == pytest.approx(0.1 * (1 + bucket.slack_step))
+
+
+@aio
+async def test_spaced_throttles_that_persist_halve() -> None:
+    bucket, t = make_bucket(10.0, 1, persist_sends=20, persist_count=3, slack_step=0.01)
+
+    async def sends(n: int) -> None:
+        for _ in range(n):
+            await bucket.acquire()
+            await bucket.space()
+
+    await sends(3)
+    assert bucket.on_throttle(spaced=True) is False  # jitter
+    await sends(20)
+    assert bucket.on_throttle(spaced=True) is False  # the first one is 20 sends back
+    await sends(5)
+    assert bucket.on_throttle(spaced=True) is False  # two within 20 sends: still jitter
+    await sends(5)
+    assert bucket.on_throttle(spaced=True) is True  # three within 20 sends: a quota
+    assert bucket.current_rate == pytest.approx(5.0)
+    assert bucket.jitter_throttles == 3
+
+
+@aio
+async def test_jitter_widens_the_spacing_and_successes_narrow_it_again() -> None:
+    bucket, t = make_bucket(10.0, 1, slack_step=0.01, max_slack=0.03, slack_memory=100)
+    for _ in range(5):
+        bucket.on_throttle(spaced=True)
+        for _ in range(25):  # far enough apart not to persist
+            await bucket.acquire()
+            await bucket.space()
+    assert bucket.slack == pytest.approx(0.03)  # capped
+    assert bucket.current_rate == 10.0
+    before = t.now
+    await bucket.acquire()
+    await bucket.space()
+    assert t.now - before == pytest.approx(0.103)  # one interval plus the slack
+    for _ in range(300):
+        bucket.on_success()
+    assert bucket.slack == 0.0
+
+
+@aio
+async def test_unspaced_throttle_halves_at_once_as_before() -> None:
+    bucket, t = make_bucket(10.0, 1)
+    assert bucket.on_throttle() is True
+    assert bucket.current_rate == pytest.approx(5.0)
+
+
+@aio
+async def test_equal_quotas_with_late_arrivals_keep_the_pace() -> None:
+    """Client and service both 10/s burst 1 (the client 2% under, as RateLimiter does);
+    one send in 25 arrives 5 ms late, so the next one arrives early and is throttled.
+    Forgiven as jitter, each costs one token interval; halving cost far more."""
+    rate = 10.0 * 0.98
+    new, t_new = make_bucket(rate, 1, slack_step=0.01)
+    forgiving = await _simulate(new, t_new, 10.0, 300, late=_every(25, 0.005))
+    old, t_old = make_bucket(rate, 1)
+    halving = await _simulate(old, t_old, 10.0, 300, late=_every(25, 0.005), spaced=False)
+    assert forgiving["throttles"] == new.jitter_throttles > 0
+    assert forgiving["halvings"] == 0
+    assert new.current_rate == rate
+    # the spacing learnt the 5 ms: a few throttles, then none
+    assert forgiving["throttles"] <= 6 < halving["throttles"]
+    assert forgiving["span"] / (299 / 10.0) <= 1.08
+    assert halving["halvings"] > 0
+    assert halving["span"] > forgiving["span"] * 1.05
+
+
+@pytest.mark.parametrize("service_rate", [5.0, 2.0, 8.0])
+@aio
+async def test_a_service_quota_lower_than_ours_is_still_found(service_rate: float) -> None:
+    bucket, t = make_bucket(10.0, 1)
+    result = await _simulate(bucket, t, service_rate, 200, late=lambda i: 0.0)
+    assert result["halvings"] >= 1
+    assert bucket.current_rate < 10.0
+    achieved = 199 / result["span"]
+    assert achieved <= service_rate * 1.001
+    # AIMD's saw-tooth (each success adds 5% of OUR rate back), not a collapse
+    assert achieved >= service_rate * 0.4
+    # bounded, but not small when our rate is 5x the service's: the additive increase
+    # climbs back over the quota within a few successes (a known limit of this AIMD)
+    assert result["throttles"] <= 0.4 * result["sends"]
+
+
+@aio
+async def test_a_send_that_left_late_spaces_the_next_from_when_it_left() -> None:
+    bucket, t = make_bucket(10.0, 1)
+    await bucket.space()
+    first = await bucket.space()  # one interval later
+    assert first is not None
+    t.now += 0.03  # the event loop held the request up before it reached the socket
+    bucket.left(bucket.sends, t.now)
+    assert await bucket.space() == pytest.approx(first + 0.03 + 0.1)
+    older = bucket.sends - 1
+    bucket.left(older, t.now + 5.0)  # a report about an older send changes nothing
+    assert await bucket.space() == pytest.approx(first + 0.03 + 0.2)
+
+
+@aio
+async def test_by_default_jitter_keeps_the_spacing() -> None:
+    bucket, t = make_bucket(9.8, 1)  # 2% under the service, as RateLimiter paces
+    result = await _simulate(bucket, t, 10.0, 300, late=_every(25, 0.005))
+    assert result["halvings"] == 0 and bucket.slack == 0.0
+    assert result["throttles"] == 12  # each late arrival throttles its successor ...
+    # ... which costs one interval, nothing more
+    assert result["span"] == pytest.approx((299 + result["throttles"]) / 9.8, rel=0.01)

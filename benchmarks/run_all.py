@@ -1,0 +1,80 @@
+"""Run every benchmark, print its tables, write benchmarks/results/<name>.json.
+
+    python benchmarks/run_all.py [--quick] [--repeat 3] [--hogs 2] [--only pacing curation ...]
+
+From a fresh checkout: `python3.11 -m venv .venv && . .venv/bin/activate &&
+pip install -e . && python benchmarks/run_all.py`. The AWS CLI baseline runs when `aws`
+(v1) is on PATH, and is left out otherwise.
+
+  pacing    1. equal quotas (CopyImageSet 10/s burst 1), 1,000-row mix, idle and with
+               --hogs CPU hogs, side by side
+  curation  2+3. 200 destinations x 5 rows: batchcopy merged / --no-merge / a naive boto3
+               thread pool / the AWS CLI v1 (20 rows, extrapolated), ratios in one run
+  capacity  4. quotas off, instant copies, 20,000 rows: rows/s, CPU ms/row, RSS, profile
+  scale     5. 1M-row validate and plan; a 100,000-row run with RSS sampled
+  startup   6. --help, run --help, validate of a 3-row manifest
+
+--quick runs tiny sizes (a minute or so; the figures then say little). --repeat N repeats
+pacing and curation (min / median reported); the others run once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import capacity  # noqa: E402
+import curation  # noqa: E402
+import pacing  # noqa: E402
+import scale  # noqa: E402
+import startup  # noqa: E402
+from common import RESULTS  # noqa: E402
+
+NAMES = ("startup", "pacing", "curation", "capacity", "scale")
+
+
+def plan(quick: bool, repeat: int, hogs: int, results: Path) -> dict[str, Callable[[], Any]]:
+    loads = (0, hogs) if hogs else (0,)
+    if quick:
+        return {
+            "startup": lambda: startup.run(1, results_dir=results),
+            "pacing": lambda: pacing.run(20, 10.0, loads, repeat, results_dir=results),
+            "curation": lambda: curation.run(2, 10.0, 1, repeat, results_dir=results),
+            "capacity": lambda: capacity.run(100, 40, results_dir=results),
+            "scale": lambda: scale.run(2000, 200, results_dir=results),
+        }
+    return {
+        "startup": lambda: startup.run(max(5, repeat), results_dir=results),
+        "pacing": lambda: pacing.run(1000, 10.0, loads, repeat, results_dir=results),
+        "curation": lambda: curation.run(200, 10.0, 20, repeat, results_dir=results),
+        "capacity": lambda: capacity.run(20000, 5000, results_dir=results),
+        "scale": lambda: scale.run(1_000_000, 100_000, results_dir=results),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="tiny sizes")
+    ap.add_argument("--repeat", type=int, default=1, help="repeats of pacing and curation")
+    ap.add_argument("--hogs", type=int, default=2, help="CPU hogs for the loaded pacing run")
+    ap.add_argument("--only", nargs="+", choices=NAMES, default=list(NAMES))
+    ap.add_argument("--results-dir", type=Path, default=RESULTS)
+    args = ap.parse_args(argv)
+    steps = plan(args.quick, args.repeat, args.hogs, args.results_dir)
+    for name in NAMES:
+        if name not in args.only:
+            continue
+        started = time.monotonic()
+        print(f"\n== {name} ==", flush=True)
+        steps[name]()
+        print(f"({name}: {time.monotonic() - started:.0f} s)", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

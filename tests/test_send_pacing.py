@@ -1,0 +1,96 @@
+"""The send-time hook: ImagingApi spaces requests when botocore is about to send them
+(after signing), not when their token was granted. On a virtual clock: a fake client
+that takes a variable time to "sign" and then emits botocore's before-send event."""
+
+from __future__ import annotations
+
+import asyncio
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+from aiobotocore.hooks import AioHierarchicalEmitter
+from botocore.exceptions import ClientError
+
+from batchcopy.client import ImagingApi
+from batchcopy.ratelimit import RateLimiter
+from batchcopy.specs import CopyRequest
+
+from test_ratelimit import FakeTime, aio
+
+
+class SlowSigningClient:
+    """copy_image_set: sign (a delay that varies per call), emit before-send, 'send'."""
+
+    def __init__(self, t: FakeTime, signing: list[float], throttle: set[int]) -> None:
+        self.meta = SimpleNamespace(events=AioHierarchicalEmitter())
+        self.t = t
+        self.signing = signing
+        self.throttle = throttle
+        self.sent: list[float] = []
+
+    async def copy_image_set(self, **params: Any) -> dict[str, Any]:
+        await self.t.sleep(self.signing[len(self.sent) % len(self.signing)])
+        await self.meta.events.emit("before-send.medical-imaging.CopyImageSet",
+                                    request=None)
+        self.sent.append(self.t.now)
+        if len(self.sent) - 1 in self.throttle:
+            raise ClientError({"Error": {"Code": "ThrottlingException", "Message": "Rate exceeded"},
+                               "ResponseMetadata": {"HTTPStatusCode": 429}}, "CopyImageSet")
+        return {}
+
+
+def request() -> CopyRequest:
+    return CopyRequest(datastore_id="d" * 32, source_image_set_id="s" * 32,
+                       source_version_id="1", destination_image_set_id=None,
+                       destination_version_id=None, copiable_attributes=None, force=False,
+                       promote_to_primary=False)
+
+
+def api_for(client: SlowSigningClient, t: FakeTime) -> ImagingApi:
+    limiter = RateLimiter({"CopyImageSet": (10.0, 1.0)}, clock=t, sleep=t.sleep, margin=0.0)
+    return ImagingApi(client, limiter, sleep=t.sleep)
+
+
+@aio
+async def test_gaps_between_sends_hold_the_rate_whatever_signing_takes() -> None:
+    t = FakeTime()
+    # slow, quick, slow, quick...: token grants 0.1 s apart would leave 0.02 s apart
+    client = SlowSigningClient(t, [0.09, 0.01], throttle=set())
+    api = api_for(client, t)
+    for _ in range(20):
+        await api.copy_image_set(request())
+    gaps = [b - a for a, b in zip(client.sent, client.sent[1:])]
+    assert min(gaps) >= 0.1 - 1e-9
+    assert api.limiter.bucket("CopyImageSet").sends == 20
+
+
+@aio
+async def test_a_throttle_after_a_spaced_send_keeps_the_rate() -> None:
+    t = FakeTime()
+    client = SlowSigningClient(t, [0.0], throttle={5})
+    api = api_for(client, t)
+    for i in range(10):
+        try:
+            await api.copy_image_set(request())
+        except ClientError:
+            assert i == 5
+    bucket = api.limiter.bucket("CopyImageSet")
+    assert api.stats.throttles["CopyImageSet"] == 1
+    assert api.stats.jitter["CopyImageSet"] == 1
+    assert bucket.current_rate == pytest.approx(10.0)
+
+
+@aio
+async def test_throttles_that_persist_halve_the_rate() -> None:
+    t = FakeTime()
+    client = SlowSigningClient(t, [0.0], throttle={5, 7, 9})
+    api = api_for(client, t)
+    for _ in range(10):
+        try:
+            await api.copy_image_set(request())
+        except ClientError:
+            pass
+    assert api.stats.throttles["CopyImageSet"] == 3
+    assert api.stats.jitter["CopyImageSet"] == 2
+    assert api.limiter.bucket("CopyImageSet").current_rate < 10.0
