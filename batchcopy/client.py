@@ -31,6 +31,7 @@ from urllib.parse import urlparse
 from batchcopy.ratelimit import RateLimiter, TokenBucket
 from batchcopy.retry import NON_IDEMPOTENT, Backoff, ErrorKind, classify, error_code, is_retryable
 from batchcopy.specs import CopyRequest
+from batchcopy.useragent import cache_user_agent
 
 SERVICE = "medical-imaging"
 ENDPOINT_ENV_VARS = ("AWS_ENDPOINT_URL_MEDICAL_IMAGING", "AWS_ENDPOINT_URL")
@@ -103,11 +104,13 @@ async def open_client(settings: ClientSettings) -> AsyncIterator[Any]:
     async with make(no_prefix) as client:
         resolved = client.meta.endpoint_url
         if no_prefix or _is_aws_endpoint(resolved) or not client.meta.config.inject_host_prefix:
+            cache_user_agent(client)
             yield client
             return
     # botocore found a custom endpoint somewhere we did not look (config file):
     # a "runtime-" host prefix would break it, so make the client again without.
     async with make(True) as client:
+        cache_user_agent(client)
         yield client
 
 
