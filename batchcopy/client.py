@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import gzip
 import json
+import logging
 import os
 import random
 from collections import Counter
@@ -31,6 +32,8 @@ from urllib.parse import urlparse
 from batchcopy.ratelimit import RateLimiter, TokenBucket
 from batchcopy.retry import NON_IDEMPOTENT, Backoff, ErrorKind, classify, error_code, is_retryable
 from batchcopy.specs import CopyRequest
+from batchcopy.lightcalls import OPERATIONS as LIGHT_OPERATIONS
+from batchcopy.lightcalls import LightCalls
 from batchcopy.useragent import cache_user_agent
 
 SERVICE = "medical-imaging"
@@ -129,6 +132,16 @@ class CallStats:
                 for name in ("calls", "throttles", "retries", "errors")}
 
 
+def light_calls(client: Any) -> LightCalls | None:
+    """The light path for `client`, or None: API logging at DEBUG hooks botocore's events,
+    and a client without botocore's insides (a test double) has nothing to borrow."""
+    from batchcopy import logs
+
+    if logs.LOG.isEnabledFor(logging.DEBUG) or not LightCalls.usable(client):
+        return None
+    return LightCalls(client)
+
+
 Reader = Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]
 
 
@@ -145,7 +158,10 @@ class ImagingApi:
         backoff: Backoff = Backoff(),
         rng: random.Random | None = None,
         sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
+        light: bool = True,
     ) -> None:
+        """light: GetImageSet and CopyImageSet without botocore's request machinery
+        (lightcalls.py), where the client allows it and API logging is off."""
         if max_attempts < 1:
             raise ValueError("max_attempts must be >= 1")
         self.client = client
@@ -155,21 +171,25 @@ class ImagingApi:
         self.backoff = backoff
         self._rng = rng or random.Random()
         self._sleep = sleep
+        self._light = light_calls(client) if light else None
 
     # ---------------------------------------------------------------- core
     async def _attempt(self, operation: str, bucket: TokenBucket, params: dict[str, Any],
                        read: Reader | None, *, paced: bool = True) -> dict[str, Any]:
         """One paced HTTP attempt, with its bookkeeping; raises what the client raised."""
-        from botocore import xform_name
+        light = self._light if operation in LIGHT_OPERATIONS else None
+        if light is None:
+            from botocore import xform_name
 
-        method = getattr(self.client, xform_name(operation))
+            method = getattr(self.client, xform_name(operation))
         if paced:
             await bucket.acquire()
         else:
             await bucket.space()
         self.stats.calls[operation] += 1
         try:
-            response: dict[str, Any] = await method(**params)
+            response: dict[str, Any] = await (light.call(operation, params) if light is not None
+                                              else method(**params))
             if read is not None:
                 response = await read(response)
         except Exception as exc:
