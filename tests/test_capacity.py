@@ -60,3 +60,22 @@ def test_carried_and_hinted_versions_are_not_read_again(
     # 2-5 carry the destination version the copy before them made
     assert reads == (5 if pin == "hint" else 6)
     assert emulator.stats()["calls"]["CopyImageSet"] - before["calls"].get("CopyImageSet", 0) == 5
+
+
+@pytest.mark.emulator_config(enforce_rates=False, copy_base_s=8.0, copy_per_frame_s=0.0,
+                             study_consistency_s=0.0)
+def test_completion_polls_are_about_one_per_copy(
+        emulator: Any, client_env: dict[str, str], tmp_path: Path) -> None:
+    # copies of 80 ms (8 s at the tests' time scale); a schedule from 5 ms growing by 1.5x
+    # would poll each about 8 times
+    ds, sets, _ = world(emulator, client_env, patients=40)
+    rows = [{"row_id": f"r{k}", "datastore_id": ds, "source_image_set_id": s["imageSetId"]}
+            for k, s in enumerate(sets)]
+    before = emulator.stats()
+    res = run_manifest(write_manifest(tmp_path / "m.csv", rows), client_env, tmp_path, *FAST,
+                       "--max-in-flight", "1", "--poll-first", "0.005", "--poll-max", "2")
+    assert res.code == 0, res.stderr
+    reads, polls = reads_and_polls(emulator, before)
+    assert reads == len(rows)
+    # the first copy teaches the waiter (several polls), then about one each
+    assert polls <= 1.5 * len(rows), polls
