@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import enum
+import json
 import logging
 from dataclasses import dataclass, replace
 from typing import Any
@@ -150,7 +151,8 @@ class CallDriver:
     async def wait(self, call_id: int, request: CopyRequest, image_set_id: str, version_id: str,
                    *, evidence: str | None = None) -> Settled:
         try:
-            result = await self.ctx.waiter.wait(request.datastore_id, image_set_id, version_id)
+            result = await self.ctx.waiter.wait(request.datastore_id, image_set_id, version_id,
+                                                size=_instances(request))
         except Exception as exc:
             kind = classify(exc, operation="GetImageSet")
             if kind is ErrorKind.UNEXPECTED:
@@ -201,6 +203,18 @@ class CallDriver:
 
 def _with(settled: Settled, **changes: Any) -> Settled:
     return replace(settled, **changes)
+
+
+def _instances(request: CopyRequest) -> int | None:
+    """The instances a subset copy names (its size, to predict its end); None for a whole
+    image set, or attributes that do not say."""
+    if not request.copiable_attributes:
+        return None
+    try:
+        series = json.loads(request.copiable_attributes)["Study"]["Series"]
+        return sum(len(s.get("Instances") or {}) for s in series.values()) or None
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return None
 
 
 def _describe(request: CopyRequest) -> str:

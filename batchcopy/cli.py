@@ -300,7 +300,8 @@ def run(
              "`batchcopy verify` does; its report beside the run's, x-verify.parquet); "
              "mismatches make the exit code 1."),
     poll_first: float = typer.Option(1.0, min=0.001, metavar="SECONDS", rich_help_panel=H.TUNING,
-                                     help="Wait before the first completion check of a copy."),
+                                     help="Wait before the first completion check of a copy, "
+                                          "until the run has learnt how long its copies take."),
     poll_max: float = typer.Option(30.0, min=0.001, metavar="SECONDS", rich_help_panel=H.TUNING,
                                    help="Longest wait between completion checks of a long copy."),
 ) -> None:

@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import gzip
 import json
+import logging
 import os
 import random
 from collections import Counter
@@ -35,6 +36,9 @@ from urllib.parse import urlparse
 from batchcopy.ratelimit import RateLimiter, TokenBucket
 from batchcopy.retry import NON_IDEMPOTENT, Backoff, ErrorKind, classify, error_code, is_retryable
 from batchcopy.specs import CopyRequest
+from batchcopy.lightcalls import OPERATIONS as LIGHT_OPERATIONS
+from batchcopy.lightcalls import LightCalls
+from batchcopy.useragent import cache_user_agent
 
 SERVICE = "medical-imaging"
 ENDPOINT_ENV_VARS = ("AWS_ENDPOINT_URL_MEDICAL_IMAGING", "AWS_ENDPOINT_URL")
@@ -114,11 +118,13 @@ async def open_client(settings: ClientSettings) -> AsyncIterator[Any]:
     async with make(no_prefix) as client:
         resolved = client.meta.endpoint_url
         if no_prefix or _is_aws_endpoint(resolved) or not client.meta.config.inject_host_prefix:
+            cache_user_agent(client)
             yield client
             return
     # botocore found a custom endpoint somewhere we did not look (config file):
     # a "runtime-" host prefix would break it, so make the client again without.
     async with make(True) as client:
+        cache_user_agent(client)
         yield client
 
 
@@ -136,6 +142,16 @@ class CallStats:
     def to_dict(self) -> dict[str, dict[str, int]]:
         return {name: dict(sorted(getattr(self, name).items()))
                 for name in ("calls", "throttles", "retries", "errors")}
+
+
+def light_calls(client: Any) -> LightCalls | None:
+    """The light path for `client`, or None: API logging at DEBUG hooks botocore's events,
+    and a client without botocore's insides (a test double) has nothing to borrow."""
+    from batchcopy import logs
+
+    if logs.LOG.isEnabledFor(logging.DEBUG) or not LightCalls.usable(client):
+        return None
+    return LightCalls(client)
 
 
 Reader = Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]
@@ -200,7 +216,10 @@ class ImagingApi:
         backoff: Backoff = Backoff(),
         rng: random.Random | None = None,
         sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
+        light: bool = True,
     ) -> None:
+        """light: GetImageSet and CopyImageSet without botocore's request machinery
+        (lightcalls.py), where the client allows it and API logging is off."""
         if max_attempts < 1:
             raise ValueError("max_attempts must be >= 1")
         self.client = client
@@ -210,6 +229,7 @@ class ImagingApi:
         self.backoff = backoff
         self._rng = rng or random.Random()
         self._sleep = sleep
+        self._light = light_calls(client) if light else None
         self._hooked = _register_send_hook(client, self._before_send)
 
     async def _before_send(self, event_name: str = "", **_: Any) -> None:
@@ -227,9 +247,11 @@ class ImagingApi:
     async def _attempt(self, operation: str, bucket: TokenBucket, params: dict[str, Any],
                        read: Reader | None, *, paced: bool = True) -> dict[str, Any]:
         """One paced HTTP attempt, with its bookkeeping; raises what the client raised."""
-        from botocore import xform_name
+        light = self._light if operation in LIGHT_OPERATIONS else None
+        if light is None:
+            from botocore import xform_name
 
-        method = getattr(self.client, xform_name(operation))
+            method = getattr(self.client, xform_name(operation))
         if paced:
             await bucket.acquire()
         if not self._hooked:  # a client without botocore events: space before the call
@@ -237,7 +259,9 @@ class ImagingApi:
         self.stats.calls[operation] += 1
         spaced = _SPACED.set(not self._hooked)
         try:
-            response: dict[str, Any] = await method(**params)
+            response: dict[str, Any] = await (
+                light.call(operation, params, before_send=self._before_send)
+                if light is not None else method(**params))
             if read is not None:
                 response = await read(response)
         except Exception as exc:

@@ -363,7 +363,7 @@ class ReportWriter:
     thread. Counts by status and error code are kept as rows go by.
     """
 
-    def __init__(self, path: Path | str, *, row_group_rows: int = 50_000,
+    def __init__(self, path: Path | str, *, row_group_rows: int = 10_000,
                  run: dict[str, Any] | None = None) -> None:
         import pyarrow.parquet as pq
 
@@ -483,7 +483,7 @@ async def write_report(
     destination: str | Path,
     *,
     tmp_dir: Path | None = None,
-    row_group_rows: int = 50_000,
+    row_group_rows: int = 10_000,
     run: dict[str, Any] | None = None,
 ) -> ReportCounts:
     """Write the report to a local path (parents created, atomic) or an s3:// URL.

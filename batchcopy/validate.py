@@ -298,6 +298,9 @@ def convert_row(
         if type(value) is str:  # every CSV cell: the hot path of a million-row manifest
             text[col] = value.strip()
             continue
+        if value is None:  # a column the manifest does not have
+            text[col] = ""
+            continue
         try:
             text[col] = text_cell(col, value)
         except RuleError as exc:
@@ -306,8 +309,12 @@ def convert_row(
             text[col] = ""
     flags: dict[str, bool] = {}
     for col in BOOL_COLUMNS:
+        value = cells.get(col)
+        if value is None or value == "":  # absent or empty: the common case, no call
+            flags[col] = False
+            continue
         try:
-            flags[col] = bool_cell(cells.get(col))
+            flags[col] = bool_cell(value)
         except RuleError as exc:
             if col not in said:
                 mistyped.append((col, str(exc)))

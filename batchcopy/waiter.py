@@ -5,9 +5,12 @@ destination version LOCKED / COPYING; the copy has ended when that version's
 workflow status is no longer an in-progress one (COPIED or COPY_FAILED, or
 DELETED if someone removed it meanwhile).
 
-Schedule per copy: the first poll after min(first_poll_s, expected_s), then
-intervals growing by `backoff_factor` up to `max_interval_s`, so a long copy
-is polled less and less often.
+Schedule per copy: the first poll when a copy of its size is probably over, as
+learnt from the copies before it in the run (copytimes.py; `first_poll_s` until
+there is something to learn from), or after min(first_poll_s, expected_s) when
+the caller says how long to expect; then intervals growing by `backoff_factor`
+up to `max_interval_s`, so a long copy is polled less and less often. With the
+prediction a copy costs about one poll.
 
 Fairness, and why there is no scheduler loop: each `wait()` sleeps until its
 own next due time, then asks `ImagingApi` for GetImageSet, which takes a token
@@ -32,6 +35,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from batchcopy.client import ImagingApi
+from batchcopy.copytimes import CopyTimes
 from batchcopy.retry import classify, is_retryable
 
 # Workflow statuses that mean "something is still running on this version".
@@ -99,6 +103,7 @@ class CopyWaiter:
         max_interval_s: float = 30.0,
         timeout_s: float | None = None,
         clock: Callable[[], float] = time.monotonic,
+        predict: bool = True,
     ) -> None:
         if first_poll_s < 0 or max_interval_s <= 0 or backoff_factor < 1:
             raise ValueError("need first_poll_s >= 0, max_interval_s > 0, backoff_factor >= 1")
@@ -109,6 +114,7 @@ class CopyWaiter:
         self.timeout_s = timeout_s
         self._clock = clock
         self._closed = asyncio.Event()
+        self.times = CopyTimes(first_poll_s, max_interval_s) if predict else None
 
     def intervals(self, expected_s: float | None = None) -> Iterator[float]:
         """The sleep before each poll: an endless generator (first, then growing)."""
@@ -119,6 +125,14 @@ class CopyWaiter:
         while True:
             growing = min(self.max_interval_s, growing * self.backoff_factor)
             yield growing
+
+    def _predicted(self, first_s: float) -> Iterator[float]:
+        """The first poll at the predicted end; then, from a quarter of it, growing."""
+        yield first_s
+        growing = max(first_s * 0.25, 1e-3)
+        while True:
+            yield growing
+            growing = min(self.max_interval_s, growing * self.backoff_factor)
 
     async def _pause(self, seconds: float) -> None:
         if self._closed.is_set():
@@ -132,12 +146,17 @@ class CopyWaiter:
         raise WaiterClosed("waiter closed")
 
     async def wait(self, datastore_id: str, image_set_id: str, version_id: str, *,
-                   expected_s: float | None = None) -> CopyOutcome:
+                   expected_s: float | None = None, size: int | None = None) -> CopyOutcome:
+        """`size`: the instances a subset copy carries (None: a whole image set), to
+        predict its end from copies of its size."""
         start = self._clock()
         deadline = None if self.timeout_s is None else start + self.timeout_s
         polls = 0
         last_status: str | None = None
-        for interval in self.intervals(expected_s):
+        times = self.times if expected_s is None else None
+        first_s = times.expect(size) if times is not None else 0.0
+        schedule = self._predicted(first_s) if times is not None else self.intervals(expected_s)
+        for interval in schedule:
             if deadline is not None:
                 interval = min(interval, max(0.0, deadline - self._clock()))
             await self._pause(interval)
@@ -152,6 +171,11 @@ class CopyWaiter:
                 last_status = str(found.get("imageSetWorkflowStatus") or "")
                 state = str(found.get("imageSetState") or "")
                 if _ended(state, last_status):
+                    if times is not None:
+                        if polls == 1:
+                            times.hit(size, first_s)
+                        else:
+                            times.miss(size, first_s, self._clock() - start)
                     return CopyOutcome(
                         image_set_id=image_set_id,
                         version_id=str(found.get("versionId") or version_id),

@@ -13,8 +13,9 @@ traceback goes to stderr (logger "batchcopy.emulator.server").
 Control routes under /_emulator/ are never authenticated, throttled or faulted:
     POST /_emulator/reset                 forget data, counters, bucket and fault state, clock offset
     POST /_emulator/seed                  body: SeedSpec fields -> seed summary
-    GET  /_emulator/stats                 model stats + calls/throttled/faults_fired
-                                          /latency_added_s_by_operation
+    GET  /_emulator/stats                 model stats + calls/throttled/faults_fired,
+                                          latency_added_s_by_operation, and
+                                          latest_version_reads (GetImageSet without a version)
     POST /_emulator/faults                body: {"faults": [FaultSpec...], "fault_seed"?: n}
     GET  /_emulator/config                the live EmulatorConfig as JSON
     POST /_emulator/config                partial update (see `apply_config_update`)
@@ -124,6 +125,7 @@ class EmulatorService:
         self.faults = FaultInjector(model.config)
         self._calls: Counter[str] = Counter()
         self._calls_lock = threading.Lock()
+        self._latest_reads = 0  # GetImageSet without a version: a client reading the latest
 
     @property
     def config(self) -> EmulatorConfig:
@@ -134,6 +136,7 @@ class EmulatorService:
         out = dict(self.model.stats())
         with self._calls_lock:
             out["calls"] = dict(self._calls)
+            out["latest_version_reads"] = self._latest_reads
         out["throttled"] = self.quotas.throttle_counts()
         out.update(self.faults.counts())
         return out
@@ -144,6 +147,7 @@ class EmulatorService:
         self.faults.restart()
         with self._calls_lock:
             self._calls.clear()
+            self._latest_reads = 0
 
     def set_faults(self, faults: list[FaultSpec], fault_seed: int | None = None) -> None:
         with self.model.lock:
@@ -199,6 +203,8 @@ class EmulatorService:
         op = match.operation
         with self._calls_lock:
             self._calls[op] += 1
+            if op == "GetImageSet" and "version" not in request.rel_url.query:
+                self._latest_reads += 1
         try:
             body = await request.read()
             config = self.config
