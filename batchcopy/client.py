@@ -146,10 +146,13 @@ class CallStats:
 
 def light_calls(client: Any) -> LightCalls | None:
     """The light path for `client`, or None: API logging at DEBUG hooks botocore's events,
-    and a client without botocore's insides (a test double) has nothing to borrow."""
+    a client without botocore's insides (a test double) has nothing to borrow, and
+    BATCHCOPY_LIGHT_CALLS=0 sends every call through botocore (a way out, should an
+    endpoint ever need something only botocore does)."""
     from batchcopy import logs
 
-    if logs.LOG.isEnabledFor(logging.DEBUG) or not LightCalls.usable(client):
+    if (logs.LOG.isEnabledFor(logging.DEBUG) or not LightCalls.usable(client)
+            or os.environ.get("BATCHCOPY_LIGHT_CALLS", "").strip().lower() in {"0", "false", "no", "off"}):
         return None
     return LightCalls(client)
 

@@ -118,11 +118,16 @@ def test_a_run_sends_its_hot_calls_on_the_light_path(
 
 
 @pytest.mark.emulator_config(enforce_rates=False)
+@pytest.mark.parametrize("light", [True, False])
 def test_the_light_path_is_spaced_by_the_send_hook_like_botocore(
-        emulator: Any, client_env: dict[str, str], seeded: dict[str, Any]) -> None:
+        emulator: Any, client_env: dict[str, str], seeded: dict[str, Any],
+        monkeypatch: pytest.MonkeyPatch, light: bool) -> None:
     """Pacing spaces a request when it is about to leave (botocore's before-send); the
     light path skips botocore, so it must call the same hook itself: every GetImageSet
-    and CopyImageSet it sends goes through the bucket's spacing."""
+    and CopyImageSet it sends goes through the bucket's spacing. BATCHCOPY_LIGHT_CALLS=0
+    sends them through botocore, spaced by the hook there."""
+    if not light:
+        monkeypatch.setenv("BATCHCOPY_LIGHT_CALLS", "0")
     from batchcopy.client import ImagingApi
     from batchcopy.ratelimit import RateLimiter
     from batchcopy.specs import CopyRequest
@@ -145,6 +150,6 @@ def test_the_light_path_is_spaced_by_the_send_hook_like_botocore(
                     api.limiter.bucket("CopyImageSet").sends)
 
     light_on, reads, copies = asyncio.run(main())
-    assert light_on
+    assert light_on is light
     assert (reads, copies) == (3, 1)
     assert emulator.stats()["calls"]["CopyImageSet"] == 1
