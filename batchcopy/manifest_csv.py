@@ -163,6 +163,7 @@ class CsvSource:
             stream = pa.input_stream(self.path, compression=self.compression)
         except (pa.ArrowException, OSError) as exc:
             raise self.read_error(exc, None) from None
+        reader = None
         try:
             with claim:
                 reader = pacsv.open_csv(
@@ -197,6 +198,8 @@ class CsvSource:
                                   f"must be UTF-8; {_SAVE_AS_UTF8}") from None
             raise self.read_error(exc, walk.line) from None
         finally:
+            if reader is not None:  # join its read-ahead thread now, not at interpreter exit
+                reader.close()
             stream.close()
         raw = walk.rest()
         if raw.size:
