@@ -7,6 +7,7 @@ is cli_help.py's.
 
 from __future__ import annotations
 
+import os
 import shlex
 import sys
 from enum import Enum
@@ -572,8 +573,40 @@ def build() -> Any:
     return command
 
 
+def _usage_errors() -> tuple[type[Exception], type[Exception]]:
+    """(UsageError, NoArgsIsHelpError) as the installed typer raises them: typer 0.2x
+    vendors click as typer._click, older releases raise click's own."""
+    try:
+        from typer._click import exceptions
+    except ImportError:  # typer < 0.20
+        from click import exceptions
+    return exceptions.UsageError, exceptions.NoArgsIsHelpError
+
+
 def main() -> None:
-    build()(prog_name="batchcopy")
+    """The console script: a usage error (an unknown option or command, a value out of
+    range, a missing argument) is one line naming the command, exit 2, like every other
+    setup mistake; a command run with nothing shows its help; the rest is typer's."""
+    usage_error, no_args = _usage_errors()
+    try:
+        code = build()(prog_name="batchcopy", standalone_mode=False)
+    except no_args as exc:
+        exc.ctx.get_help()  # type: ignore[attr-defined]  # typer prints its rich help here
+        sys.exit(2)
+    except usage_error as exc:
+        ctx = exc.ctx  # type: ignore[attr-defined]
+        where = ctx.command_path if ctx is not None else "batchcopy"
+        message = " ".join(exc.format_message().split())  # type: ignore[attr-defined]
+        print(f"{where}: {message} (see '{where} --help')", file=sys.stderr)
+        sys.exit(2)
+    except typer.Abort:
+        print("Aborted.", file=sys.stderr)
+        sys.exit(1)
+    except BrokenPipeError:  # `batchcopy report ... | head`: the reader left; say nothing
+        sys.stderr = open(os.devnull, "w")  # noqa: SIM115  (python's flush at exit)
+        sys.stdout = sys.stderr
+        sys.exit(1)
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -135,6 +135,17 @@ MISTAKES = [
     Mistake("cli-log-file-under-a-file", "cli",
             lambda s: run_args(s, "--log-file", str(s.file("plain") / "run.log")),
             ("--log-file", "Not a directory"), files_named=lambda s: str(s.tmp / "inputs" / "plain")),
+    # usage errors typer/click find (ranges, unknown names, missing arguments): one line too
+    Mistake("cli-log-interval-below-range", "cli", lambda s: run_args(s, "--log-interval", "0"),
+            ("batchcopy run:", "--log-interval", "0.1", "batchcopy run --help")),
+    Mistake("cli-stop-grace-negative", "cli", lambda s: run_args(s, "--stop-grace", "-1"),
+            ("batchcopy run:", "--stop-grace")),
+    Mistake("cli-unknown-option", "cli", lambda s: run_args(s, "--no-merges"),
+            ("batchcopy run:", "No such option: --no-merges", "--no-merge")),
+    Mistake("cli-unknown-command", "cli", lambda s: ["rnu", str(s.manifest)],
+            ("batchcopy:", "No such command 'rnu'", "batchcopy --help")),
+    Mistake("cli-missing-argument", "cli", lambda s: ["report"],
+            ("batchcopy report:", "Missing argument", "SOURCE")),
     # ---- AWS settings
     Mistake("aws-no-region-anywhere", "aws", lambda s: run_args(s), ("no AWS region", "--region"),
             env=without_region),
