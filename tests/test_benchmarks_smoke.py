@@ -18,6 +18,9 @@ sys.path.insert(0, str(BENCH))
 
 import run_all  # noqa: E402
 
+# one worker runs this module: its module fixture is made once, not once per worker
+pytestmark = pytest.mark.xdist_group("benchmarks")
+
 
 def finite(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)

@@ -19,6 +19,9 @@ import pytest
 from conftest import control_call
 from runkit import FAST, run_cli, write_manifest
 
+# one worker runs this module: its module fixture is made once, not once per worker
+pytestmark = pytest.mark.xdist_group("report-cli")
+
 SEED = {"seed": 5, "datastores": 1, "patients": 4, "studies_per_patient": 1,
         "series_per_study": 2, "instances_per_series": 2, "frames_per_instance": 1}
 
