@@ -382,7 +382,14 @@ async def _execute(opts: JobOptions, journal: Any, report_dest: str, region: str
     if opts.command:
         run_stats["command"] = opts.command
     journal.end_run(run_id, int(exit_code), run_stats)
-    summary = await write_outputs(journal, report_dest, run_stats)
+    try:
+        summary = await write_outputs(journal, report_dest, run_stats)
+    except OSError as exc:  # checked before the first call; a disk can still fill up since
+        say(f"batchcopy: could not write the report {report_dest}: {exc.strerror or exc}. "
+            f"Every row's outcome is in the journal {journal.path}: write the report with "
+            f"`batchcopy report {journal.path} --out PATH.parquet`",
+            level=logging.ERROR, event="report_error")
+        return ExitCode.ABORTED
     from batchcopy.summary import human_summary, next_steps
     say(human_summary(summary), event="summary",
         level=logs.NOTICE if exit_code == ExitCode.OK else logging.WARNING,

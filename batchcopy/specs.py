@@ -36,7 +36,7 @@ class ExitCode(int, enum.Enum):
     OK = 0  # every row succeeded (or was skipped as already done)
     ROWS_FAILED = 1  # some rows failed, conflicted, are unknown or not run
     USAGE = 2  # usage, setup or manifest error: nothing was sent
-    ABORTED = 3  # fatal error (access denied, credentials) or failure threshold
+    ABORTED = 3  # fatal error (access denied, credentials), failure threshold, or no report written
     LOCKED = 4  # another run holds the journal's lock or some of the manifest's image sets
     TIME_LIMIT = 5  # --max-duration reached: stopped dispatching, state saved
     INTERNAL = 70  # a bug in batchcopy: the run stopped, the journal is consistent

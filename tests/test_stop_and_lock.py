@@ -217,3 +217,31 @@ def test_a_stop_while_a_resumed_run_waits_for_earlier_copies_keeps_the_grace(
     assert {r["status"] for r in res.rows()} == {"SUCCEEDED"}
     w.wait_idle()
     assert w.copies_requested() - before == len(rows)
+
+
+def test_a_report_that_cannot_be_written_at_the_end_is_one_error_and_the_journal_rebuilds_it(
+        emulator: Any, client_env: dict[str, str], tmp_path: Path) -> None:
+    """The report's place is checked before the first call, but a disk can fill up (or the
+    place vanish) while copies run: that is one error line naming the journal, exit 3,
+    no traceback, and `batchcopy report JOURNAL --out` writes every row afterwards."""
+    w, rows, manifest, journal, _, before = copy_job(emulator, client_env, tmp_path, SEED, 4, "r")
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    report = out_dir / "r.parquet"
+    w.emulator.update_config({"copy_base_s": HOUR})
+    run = start(manifest, w.env, tmp_path, "report-lost", journal=journal, report=report)
+    assert run.wait_until(lambda: w.copies_requested() - before == len(rows))
+    out_dir.rmdir()
+    out_dir.write_text("a file where the report's directory was")
+    end_copies(w)
+    assert run.wait(timeout=60) == 3, run.stderr()
+    err = run.stderr()
+    assert "Traceback" not in err
+    assert f"could not write the report {report}" in err and str(journal) in err, err
+    assert f"batchcopy report {journal} --out" in err, err
+    fixed = tmp_path / "fixed.parquet"
+    res = run_cli(["report", str(journal), "--out", str(fixed)], w.env, cwd=tmp_path)
+    assert res.returncode in (0, 1), res.stderr
+    assert [r["row_id"] for r in read_report(fixed)] == [r["row_id"] for r in rows]
+    assert {r["status"] for r in read_report(fixed)} == {"SUCCEEDED"}
+    assert w.copies_requested() - before == len(rows)
