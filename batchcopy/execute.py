@@ -225,7 +225,10 @@ class Executor:
             if kind is ErrorKind.THROTTLE:
                 tally.throttles += 1
             if tally.attempts < ctx.s.max_attempts:
-                await self._backoff(tally)
+                if not (kind is ErrorKind.THROTTLE and tally.throttles == 1):
+                    await self._backoff(tally)
+                # a call's first throttle: the limiter has emptied its bucket (and halved the
+                # rate if throttles persist), so the next token is the wait; no backoff on top
                 return RETRY
             await self._finish(rows, tally, Status.NOT_RUN, error_code=code,
                                error_message=_no_copy(msg, tally), call_id=settled.call_id)

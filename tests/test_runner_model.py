@@ -270,3 +270,27 @@ def test_an_internal_error_stops_the_run_and_settles_every_call_it_sent(tmp_path
     for row in rows.values():
         if row["row_id"] not in sent:
             assert row["status"].value == "NOT_RUN" and "internal error" in row["error_message"]
+
+
+@pytest.mark.parametrize("throttles,waits", [(1, 0), (2, 1)])
+def test_a_copy_throttled_once_is_resent_on_the_next_token_without_a_backoff(
+        tmp_path: Path, throttles: int, waits: int) -> None:
+    """A lone throttle of a paced CopyImageSet is jitter: the limiter has emptied its bucket,
+    so the next token is the wait. A call throttled again backs off as before."""
+    from batchcopy.retry import Backoff
+
+    asked: list[int] = []
+
+    class Counting(Backoff):
+        def delay(self, attempt: int, rng: Any = None) -> float:
+            asked.append(attempt)
+            return 0.0
+
+    api, store = world()
+    ds, src = store["datastoreId"], store["imageSets"][0]
+    for _ in range(throttles):
+        api.faults.append(once("CopyImageSet", service_error("ThrottlingException", 429)))
+    outcome, rows = run(api, [spec(1, ds, src)], tmp_path / "j.sqlite", backoff=Counting(0.5, 20.0))
+    assert statuses(rows) == {"r1": "SUCCEEDED"}
+    assert executed(api) == 1
+    assert len(asked) == waits
