@@ -44,7 +44,9 @@ def check_aws(profile: str | None, region: str | None) -> str:
 
     try:
         session = botocore.session.Session(profile=profile)
-        resolved = region or session.get_config_variable("region")
+        # AWS_REGION, which the other AWS SDKs read, after botocore's own sources
+        resolved = (region or session.get_config_variable("region")
+                    or os.environ.get("AWS_REGION", "").strip() or None)
         credentials = session.get_credentials()
     except bx.ProfileNotFound as exc:
         # without --profile, the name came from AWS_PROFILE (or AWS_DEFAULT_PROFILE)
@@ -55,8 +57,8 @@ def check_aws(profile: str | None, region: str | None) -> str:
     except (bx.BotoCoreError, ValueError) as exc:
         raise SetupError(f"AWS configuration: {exc}") from None
     if not resolved:
-        raise SetupError("no AWS region: pass --region, set AWS_DEFAULT_REGION, or set a region "
-                         "in your AWS profile")
+        raise SetupError("no AWS region: pass --region, set AWS_DEFAULT_REGION (or AWS_REGION), "
+                         "or set a region in your AWS profile")
     if not REGION_RE.fullmatch(resolved):
         raise SetupError(f"{resolved!r} is not an AWS region name (e.g. us-east-1)")
     if credentials is None:
@@ -142,7 +144,3 @@ def check_journal_path(text: str) -> Path:
         raise SetupError(f"--journal {text!r} cannot be created: no permission to write in "
                          f"{str(ancestor)!r}; choose another --journal")
     return path
-
-
-def environment_region() -> str | None:
-    return os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")

@@ -302,3 +302,19 @@ def test_copiable_attributes_above_the_csv_field_limit_are_valid(emulator: Any, 
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "Traceback" not in proc.stderr
     assert sum(emulator.stats()["calls"].values()) == 0
+
+
+def test_aws_region_alone_is_enough(emulator: Any, client_env: dict[str, str], seeded: dict[str, Any],
+                                    tmp_path: Path) -> None:
+    """AWS_REGION (what the other AWS SDKs read; botocore reads AWS_DEFAULT_REGION) names
+    the region when nothing else does."""
+    ds = seeded["datastores"][0]
+    manifest = write_manifest(tmp_path / "m.csv", [{"row_id": "r1", "datastore_id": ds["datastoreId"],
+                                                    "source_image_set_id": ds["imageSets"][0]["imageSetId"]}])
+    s = Setup(tmp_path, manifest, emulator, dict(client_env))
+    env = {k: v for k, v in os.environ.items() if k not in ("AWS_REGION", "AWS_DEFAULT_REGION", "AWS_PROFILE")}
+    env.update(without_region(s), AWS_REGION="us-west-2")
+    proc = subprocess.run([sys.executable, "-m", "batchcopy", *run_args(s)], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert emulator.stats()["calls"]["CopyImageSet"] == 1
