@@ -23,8 +23,8 @@ from batchcopy.emulator.config import EmulatorConfig
 from batchcopy.emulator.errors import ServiceError
 from batchcopy.emulator.model import HealthImaging
 from batchcopy.emulator.seed import SeedSpec, seed
-from batchcopy.ratelimit import RateLimiter
-from batchcopy.specs import CopyRequest
+from batchcopy.aws.ratelimit import RateLimiter
+from batchcopy.core.specs import CopyRequest
 
 LOST = "lost"  # a fault hook's answer: execute the call, then drop the answer
 Fault = Callable[[str, dict[str, Any]], Any]  # (operation, params) -> None | LOST | an exception

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from batchcopy.callstate import MOVES, OPEN, CallState, IllegalMove, check_move
-from batchcopy.journal import Journal
-from batchcopy.specs import CopyRequest
+from batchcopy.core.callstate import MOVES, OPEN, CallState, IllegalMove, check_move
+from batchcopy.journal.journal import Journal
+from batchcopy.core.specs import CopyRequest
 
 
 def test_every_state_has_its_moves_and_final_states_have_none() -> None:

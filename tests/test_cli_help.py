@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from batchcopy.cli import build
+from batchcopy.cli.root import build
 
 
 def commands(command: Any, path: tuple[str, ...] = ()) -> Iterator[tuple[tuple[str, ...], Any]]:
@@ -91,7 +91,7 @@ def test_no_help_text_loses_words_to_markup() -> None:
 
     import typer.main
 
-    from batchcopy.cli import app, build
+    from batchcopy.cli.root import app, build
 
     build()
     tag = re.compile(r"(?<!\\)\[[A-Za-z/]")

@@ -22,12 +22,12 @@ import pytest
 from botocore import exceptions as bx
 from botocore.exceptions import ClientError
 
-from batchcopy.client import CallStats, ClientSettings, ImagingApi, endpoint_overridden, open_client
+from batchcopy.aws.client import CallStats, ClientSettings, ImagingApi, endpoint_overridden, open_client
 from batchcopy.emulator.config import FaultSpec, RateQuota
-from batchcopy.ratelimit import RateLimiter
-from batchcopy.retry import Backoff, ErrorKind, classify
-from batchcopy.specs import CopyRequest
-from batchcopy.waiter import CopyWaiter, WaiterClosed, WaitTimeout
+from batchcopy.aws.ratelimit import RateLimiter
+from batchcopy.aws.retry import Backoff, ErrorKind, classify
+from batchcopy.core.specs import CopyRequest
+from batchcopy.run.waiter import CopyWaiter, WaiterClosed, WaitTimeout
 
 FAST = Backoff(base=0.002, cap=0.02)
 MISSING = "0" * 32
@@ -150,7 +150,7 @@ COPY_FAULTS = [
 async def test_copy_image_set_makes_exactly_one_attempt(
         emulator: Any, client_env: dict[str, str], seeded: dict[str, Any],
         fault: str, code: str, kind: ErrorKind, executed: bool) -> None:
-    from batchcopy.retry import error_code
+    from batchcopy.aws.retry import error_code
 
     datastore, sets = first_image_sets(seeded)
     emulator.set_faults([FaultSpec(kind=fault, operation="CopyImageSet")])

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import pytest
 
-from batchcopy.durations import human_duration, parse_duration
-from batchcopy.forecast import Forecaster
-from batchcopy.plan import Planner
-from batchcopy.specs import CopySpec
+from batchcopy.core.durations import human_duration, parse_duration
+from batchcopy.plan.forecast import Forecaster
+from batchcopy.plan.units import Planner
+from batchcopy.core.specs import CopySpec
 from test_plan import DS, DS2, Rows, iid, sub
 
 

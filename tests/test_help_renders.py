@@ -10,7 +10,7 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from batchcopy import cli
+from batchcopy.cli import root as cli
 from runkit import run_cli
 
 

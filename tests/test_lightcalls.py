@@ -1,4 +1,4 @@
-"""The light request path (lightcalls.py) answers as botocore does, over real HTTP,
+"""The light request path (aws/lightcalls.py) answers as botocore does, over real HTTP,
 signed so that the emulator's SigV4 check accepts it."""
 
 from __future__ import annotations
@@ -9,9 +9,9 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError
 
-from batchcopy.client import ClientSettings, open_client
+from batchcopy.aws.client import ClientSettings, open_client
 from batchcopy.emulator.config import FaultSpec
-from batchcopy.lightcalls import LightCalls
+from batchcopy.aws.lightcalls import LightCalls
 
 AUTH = {"keys": {"testing": "testing"}, "expired_tokens": ["old-token"]}
 
@@ -93,8 +93,8 @@ def test_signature_uses_the_session_token_and_wrong_keys_are_refused(
 
 def test_a_run_sends_its_hot_calls_on_the_light_path(
         emulator: Any, client_env: dict[str, str], seeded: dict[str, Any]) -> None:
-    from batchcopy.client import ImagingApi
-    from batchcopy.ratelimit import RateLimiter
+    from batchcopy.aws.client import ImagingApi
+    from batchcopy.aws.ratelimit import RateLimiter
 
     ds = seeded["datastores"][0]["datastoreId"]
     a = seeded["datastores"][0]["imageSets"][0]["imageSetId"]
@@ -128,9 +128,9 @@ def test_the_light_path_is_spaced_by_the_send_hook_like_botocore(
     sends them through botocore, spaced by the hook there."""
     if not light:
         monkeypatch.setenv("BATCHCOPY_LIGHT_CALLS", "0")
-    from batchcopy.client import ImagingApi
-    from batchcopy.ratelimit import RateLimiter
-    from batchcopy.specs import CopyRequest
+    from batchcopy.aws.client import ImagingApi
+    from batchcopy.aws.ratelimit import RateLimiter
+    from batchcopy.core.specs import CopyRequest
 
     store = seeded["datastores"][0]
     ds, sets = store["datastoreId"], store["imageSets"]

@@ -10,7 +10,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from batchcopy.manifest import (
+from batchcopy.manifest.scan import (
     COLUMNS,
     ManifestError,
     ManifestInvalid,
@@ -18,8 +18,8 @@ from batchcopy.manifest import (
     read_specs,
     validate,
 )
-from batchcopy.specs import CopySpec
-from batchcopy.validate import MAX_ATTRIBUTES_CHARS, canonical_attributes, parse_copiable_attributes
+from batchcopy.core.specs import CopySpec
+from batchcopy.manifest.rules import MAX_ATTRIBUTES_CHARS, canonical_attributes, parse_copiable_attributes
 
 DS = "d" * 32
 DS2 = "e" * 32

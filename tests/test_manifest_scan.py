@@ -14,9 +14,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from batchcopy.manifest import ManifestInvalid, ValidationReport, read_specs, scan_manifest, validate
-from batchcopy.specs import SPEC_FIELDS, CopySpec
-from batchcopy.validate import (
+from batchcopy.manifest.scan import ManifestInvalid, ValidationReport, read_specs, scan_manifest, validate
+from batchcopy.core.specs import SPEC_FIELDS, CopySpec
+from batchcopy.manifest.rules import (
     MAX_ATTRIBUTES_CHARS,
     RuleError,
     canonical_attributes,
@@ -123,7 +123,7 @@ def test_max_errors_counts_the_rest(tmp_path: Path) -> None:
 def test_no_pandas_is_imported(tmp_path: Path) -> None:
     path = write(tmp_path, f"datastore_id,source_image_set_id\n{DS},{A}\n")
     pq.write_table(pa.table({"datastore_id": [DS], "source_image_set_id": [A]}), tmp_path / "m.parquet")
-    code = ("import sys; from pathlib import Path; from batchcopy.manifest import validate; "
+    code = ("import sys; from pathlib import Path; from batchcopy.manifest.scan import validate; "
             f"assert validate(Path({str(path)!r})).ok; assert validate(Path({str(tmp_path / 'm.parquet')!r})).ok; "
             "print(sorted(m for m in sys.modules if m.split('.')[0] == 'pandas'))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout

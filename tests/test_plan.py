@@ -13,7 +13,7 @@ from dataclasses import replace
 
 import pytest
 
-from batchcopy.plan import (
+from batchcopy.plan.units import (
     CopyUnit,
     MergeLimits,
     Planner,
@@ -21,8 +21,8 @@ from batchcopy.plan import (
     merge_attributes,
     plan,
 )
-from batchcopy.specs import CopySpec
-from batchcopy.validate import canonical_attributes, parse_copiable_attributes
+from batchcopy.core.specs import CopySpec
+from batchcopy.manifest.rules import canonical_attributes, parse_copiable_attributes
 
 DS = "d" * 32
 DS2 = "e" * 32

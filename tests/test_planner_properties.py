@@ -23,9 +23,9 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from batchcopy.plan import MergeLimits, Planner
-from batchcopy.schedule import Schedule
-from batchcopy.specs import CopySpec
+from batchcopy.plan.units import MergeLimits, Planner
+from batchcopy.plan.schedule import Schedule
+from batchcopy.core.specs import CopySpec
 from test_plan import DS, DS2, Rows, plan_checked, sub
 
 NAMES = "abcdefgh"

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from batchcopy.ratelimit import (
+from batchcopy.aws.ratelimit import (
     DEFAULT_QUOTAS,
     RateLimiter,
     TokenBucket,

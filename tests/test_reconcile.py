@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
-from batchcopy.reconcile import Reconciler
-from batchcopy.specs import CopyRequest
+from batchcopy.run.reconcile import Reconciler
+from batchcopy.core.specs import CopyRequest
 from modelapi import LOST, ModelApi, once, world
 
 HOUR = 3600.0

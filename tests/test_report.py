@@ -14,7 +14,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from batchcopy.report import (
+from batchcopy.report.parquet import (
     REPORT_COLUMNS,
     REPORT_FORMAT_VERSION,
     report_metadata,
@@ -29,8 +29,8 @@ from batchcopy.report import (
     report_schema,
     write_report,
 )
-from batchcopy.specs import CopySpec, Status
-from batchcopy.summary import build_summary, summary_path, write_summary, write_summary_async
+from batchcopy.core.specs import CopySpec, Status
+from batchcopy.report.summary import build_summary, summary_path, write_summary, write_summary_async
 
 
 DS = "d" * 32
@@ -460,7 +460,7 @@ def test_s3_upload_failure_keeps_the_local_report(bucket: str, tmp_path: Path) -
     assert list(iter_report_rows(kept)) == list(make_rows(5))
 
 
-@pytest.mark.parametrize("module", ["batchcopy.report", "batchcopy.summary", "batchcopy.retry_manifest"])
+@pytest.mark.parametrize("module", ["batchcopy.report.parquet", "batchcopy.report.summary", "batchcopy.report.retry_manifest"])
 def test_import_is_light(module: str) -> None:
     """Runner modules import RowResult (and the summary / retry-manifest helpers) without
     paying for pyarrow/pandas/aioboto3."""
@@ -469,7 +469,7 @@ def test_import_is_light(module: str) -> None:
 
     code = (
         f"import sys, {module}; "
-        "heavy = [m for m in ('pyarrow', 'pandas', 'aioboto3', 'batchcopy.storage') if m in sys.modules]; "
+        "heavy = [m for m in ('pyarrow', 'pandas', 'aioboto3', 'batchcopy.aws.storage') if m in sys.modules]; "
         "assert not heavy, heavy"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)

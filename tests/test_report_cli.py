@@ -123,7 +123,7 @@ def test_report_table_lists_failures_with_their_messages(ran: dict[str, Any]) ->
 
 
 def test_run_writes_the_new_columns_and_context(ran: dict[str, Any]) -> None:
-    from batchcopy.report import REPORT_FORMAT_VERSION, report_metadata
+    from batchcopy.report.parquet import REPORT_FORMAT_VERSION, report_metadata
 
     rows = pq.read_table(ran["report"]).to_pylist()
     assert [r["row_id"] for r in rows] == [r["row_id"] for r in ran["rows"]]
@@ -145,7 +145,7 @@ def test_run_writes_the_new_columns_and_context(ran: dict[str, Any]) -> None:
 
 
 def test_report_of_a_clean_run_says_nothing_went_wrong(ran: dict[str, Any]) -> None:
-    from batchcopy.report import iter_report_rows, write_report
+    from batchcopy.report.parquet import iter_report_rows, write_report
     import asyncio
 
     clean = ran["tmp"] / "clean.parquet"
@@ -161,7 +161,7 @@ def test_report_of_a_clean_run_says_nothing_went_wrong(ran: dict[str, Any]) -> N
 def test_report_groups_not_run_rows_by_cause(tmp_path: Path) -> None:
     import asyncio
 
-    from batchcopy.report import RowResult, write_report
+    from batchcopy.report.parquet import RowResult, write_report
 
     rows = [RowResult(i, f"r{i}", "NOT_RUN", error_message="run interrupted before this row was started")
             for i in range(1, 6)]

@@ -247,10 +247,10 @@ def test_an_internal_error_exits_70_and_no_sent_row_reads_not_run(
         emulator: Any, client_env: dict[str, str], tmp_path: Path,
         monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
     """The job in this process, with the journal's second ANSWERED write made to raise."""
-    from batchcopy.job import JobOptions, run_job
-    from batchcopy.journal import Journal
-    from batchcopy.ratelimit import parse_rate
-    from batchcopy.specs import ExitCode
+    from batchcopy.commands.run import JobOptions, run_job
+    from batchcopy.journal.journal import Journal
+    from batchcopy.aws.ratelimit import parse_rate
+    from batchcopy.core.specs import ExitCode
 
     w = seed_world(emulator, client_env, SEED)
     manifest = new_copies(w, tmp_path)

@@ -520,9 +520,9 @@ def test_max_duration_stops_dispatching_exits_5_and_nightly_windows_finish_the_j
 def test_time_limit_exit_code_only_when_rows_are_left(tmp_path: Path) -> None:
     import asyncio
 
-    from batchcopy.job import decide_exit
-    from batchcopy.journal import Journal, RowOutcome
-    from batchcopy.specs import CopySpec, ExitCode, Status
+    from batchcopy.commands.run import decide_exit
+    from batchcopy.journal.journal import Journal, RowOutcome
+    from batchcopy.core.specs import CopySpec, ExitCode, Status
 
     specs = [CopySpec(manifest_row=i, row_id=f"r{i}", datastore_id="d" * 32,
                       source_image_set_id=f"{i:032x}") for i in (1, 2)]

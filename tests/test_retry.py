@@ -11,7 +11,7 @@ import pytest
 from botocore import exceptions as bx
 from botocore.exceptions import ClientError
 
-from batchcopy.retry import (
+from batchcopy.aws.retry import (
     NON_IDEMPOTENT,
     Backoff,
     ErrorKind,

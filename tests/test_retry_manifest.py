@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from batchcopy.report import iter_report_rows, write_report
-from batchcopy.retry_manifest import FAILED_MANIFEST_COLUMNS, write_failed_manifest
-from batchcopy.specs import Status
+from batchcopy.report.parquet import iter_report_rows, write_report
+from batchcopy.report.retry_manifest import FAILED_MANIFEST_COLUMNS, write_failed_manifest
+from batchcopy.core.specs import Status
 from test_report import DS, make_rows
 
 
@@ -57,7 +57,7 @@ def test_failed_manifest_options(tmp_path: Path) -> None:
 
 
 def test_failed_manifest_reads_back_as_the_same_specs(tmp_path: Path) -> None:
-    from batchcopy.manifest import read_specs, validate
+    from batchcopy.manifest.scan import read_specs, validate
 
     rows = list(make_rows(30))
     for name, keep in (("retry.csv", False), ("retry-pinned.csv.gz", True)):

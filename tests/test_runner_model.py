@@ -12,16 +12,16 @@ from typing import Any
 import pytest
 from botocore.exceptions import ConnectionClosedError
 
-from batchcopy.journal import Journal
-from batchcopy.results import journal_results
-from batchcopy.runner import Runner, RunSettings
-from batchcopy.specs import CopySpec
-from batchcopy.validate import canonical_attributes
-from batchcopy.waiter import CopyWaiter
+from batchcopy.journal.journal import Journal
+from batchcopy.report.results import journal_results
+from batchcopy.run.runner import Runner, RunSettings
+from batchcopy.core.specs import CopySpec
+from batchcopy.manifest.rules import canonical_attributes
+from batchcopy.run.waiter import CopyWaiter
 from modelapi import LOST, ModelApi, once, service_error, world
 
 HOUR = 3600.0
-FAST = dict(backoff=__import__("batchcopy.retry", fromlist=["Backoff"]).Backoff(0.001, 0.01),
+FAST = dict(backoff=__import__("batchcopy.aws.retry", fromlist=["Backoff"]).Backoff(0.001, 0.01),
             lock_wait_s=5.0, stop_grace_s=5.0)
 
 
@@ -277,7 +277,7 @@ def test_a_copy_throttled_once_is_resent_on_the_next_token_without_a_backoff(
         tmp_path: Path, throttles: int, waits: int) -> None:
     """A lone throttle of a paced CopyImageSet is jitter: the limiter has emptied its bucket,
     so the next token is the wait. A call throttled again backs off as before."""
-    from batchcopy.retry import Backoff
+    from batchcopy.aws.retry import Backoff
 
     asked: list[int] = []
 

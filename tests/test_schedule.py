@@ -1,12 +1,12 @@
-"""schedule.py: which units may start, with the plan's DAG and per-data-store slots."""
+"""plan/schedule.py: which units may start, with the plan's DAG and per-data-store slots."""
 
 from __future__ import annotations
 
 import pytest
 
-from batchcopy.plan import plan
-from batchcopy.schedule import Schedule
-from batchcopy.specs import CopySpec
+from batchcopy.plan.units import plan
+from batchcopy.plan.schedule import Schedule
+from batchcopy.core.specs import CopySpec
 
 DS, DS2 = "d" * 32, "e" * 32
 A, B, C, D, E = ("a" * 32, "b" * 32, "c" * 32, "1" * 32, "2" * 32)
@@ -51,7 +51,7 @@ def test_copy_slots_per_datastore() -> None:
 
 
 def test_a_later_batch_may_name_units_that_finished_long_ago() -> None:
-    from batchcopy.plan import Planner
+    from batchcopy.plan.units import Planner
 
     planner = Planner()
     s = Schedule(max_in_flight=10)

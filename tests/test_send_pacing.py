@@ -12,9 +12,9 @@ import pytest
 from aiobotocore.hooks import AioHierarchicalEmitter
 from botocore.exceptions import ClientError
 
-from batchcopy.client import ImagingApi
-from batchcopy.ratelimit import RateLimiter
-from batchcopy.specs import CopyRequest
+from batchcopy.aws.client import ImagingApi
+from batchcopy.aws.ratelimit import RateLimiter
+from batchcopy.core.specs import CopyRequest
 
 from test_ratelimit import FakeTime, aio
 

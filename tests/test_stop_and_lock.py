@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from batchcopy.journal import Journal
+from batchcopy.journal.journal import Journal
 from resumekit import (call_states, copy_job, distinct_copies, journal_rows, read_report,
                        read_summary, runs_started, seed_world, start)
 from conftest import control_call

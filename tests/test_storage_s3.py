@@ -1,4 +1,4 @@
-"""storage.py against moto's S3 server on 127.0.0.1 (real HTTP, real aioboto3 client)."""
+"""aws/storage.py against moto's S3 server on 127.0.0.1 (real HTTP, real aioboto3 client)."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ from pathlib import Path
 import boto3
 import pytest
 
-from batchcopy import storage
-from batchcopy.manifest import read_specs
+from batchcopy.aws import storage
+from batchcopy.manifest.scan import read_specs
 
 DS = "d" * 32
 SRC = "a" * 32

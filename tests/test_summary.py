@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from batchcopy.report import ReportCounts, RowResult, write_report
-from batchcopy.specs import ExitCode, Status
-from batchcopy.summary import (
+from batchcopy.report.parquet import ReportCounts, RowResult, write_report
+from batchcopy.core.specs import ExitCode, Status
+from batchcopy.report.summary import (
     build_summary,
     human_summary,
     read_summary,
@@ -88,7 +88,7 @@ def test_human_summary_mentions_counts_errors_and_paths(tmp_path: Path) -> None:
 
 
 def test_human_summary_reads_the_runner_stats_shape(tmp_path: Path) -> None:
-    """The keys batchcopy.runner.summary_stats / job.py put in run_stats."""
+    """The keys batchcopy.runner.summary_stats / commands/run.py put in run_stats."""
     counts = ReportCounts()
     counts.add(RowResult(1, "1", Status.SUCCEEDED))
     counts.add(RowResult(2, "2", Status.NOT_RUN, error_code="AccessDeniedException"))
@@ -127,7 +127,7 @@ def test_human_summary_limits_error_codes() -> None:
 
 
 def test_next_steps_give_the_command_that_continues_and_how_to_retry_failures() -> None:
-    from batchcopy.summary import next_steps
+    from batchcopy.report.summary import next_steps
 
     base = {"manifest": "m.csv", "report": "reports/m-1.parquet", "journal": "/state/m.sqlite",
             "command": "batchcopy run m.csv --rate CopyImageSet=5"}

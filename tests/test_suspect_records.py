@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pyarrow as pa
 
-from batchcopy import manifest_source
-from batchcopy.manifest_source import suspect_records
+from batchcopy.manifest import source as manifest_source
+from batchcopy.manifest.source import suspect_records
 
 
 def test_small_and_large_batches_find_the_same_records() -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from batchcopy.client import ClientSettings, open_client
+from batchcopy.aws.client import ClientSettings, open_client
 
 
 def test_requests_carry_botocore_user_agent_built_once(

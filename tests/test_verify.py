@@ -13,7 +13,7 @@ from typing import Any
 import pyarrow.parquet as pq
 import pytest
 
-from batchcopy.verify import CHANGED, DIFFERENT, MISSING, by_sop, check_present, check_unchanged
+from batchcopy.verify.check import CHANGED, DIFFERENT, MISSING, by_sop, check_present, check_unchanged
 from conftest import control_call
 from runkit import latest, new_subset_destination, run_cli, run_manifest, wait_active, write_manifest
 
@@ -106,7 +106,7 @@ def test_verify_catches_a_copy_that_changed_more_than_it_asked(copied: dict[str,
     """A report claiming the merged copy named an older version of the destination (as if
     an outside writer had slipped in between): the version it made holds an instance that
     neither that version nor the copy had."""
-    from batchcopy.report import iter_report_rows, write_report
+    from batchcopy.report.parquet import iter_report_rows, write_report
 
     c, tmp = copied, copied["tmp"]
     rows = list(iter_report_rows(c["res"].report))
@@ -125,7 +125,7 @@ def test_verify_catches_a_copy_that_changed_more_than_it_asked(copied: dict[str,
 
 
 def test_verify_of_rows_not_done_checks_nothing(copied: dict[str, Any]) -> None:
-    from batchcopy.report import iter_report_rows, write_report
+    from batchcopy.report.parquet import iter_report_rows, write_report
 
     c, tmp = copied, copied["tmp"]
     rows = [dataclasses.replace(r, status="FAILED") for r in iter_report_rows(c["res"].report)]

@@ -1,0 +1,388 @@
+"""One shared aioboto3 HealthImaging client, and typed calls that go through the limiter.
+
+`open_client()` builds the single client a run shares across all its tasks, with
+botocore's own retries switched off for every operation (`total_max_attempts=1`):
+we retry ourselves, by error kind, and CopyImageSet must never be retried blindly
+(botocore would retry it after a read timeout or a dropped connection and could
+make a second copy).
+
+`ImagingApi` wraps the client. Every HTTP attempt first takes a token from the
+operation's bucket in the `RateLimiter`, and its send time is spaced again from
+botocore's `before-send` event (after signing, right before the bytes leave), so
+the gaps the service sees are the gaps we meant; a throttle slows the bucket down
+(AIMD: a lone throttle of a spaced send is jitter, see ratelimit), a success lets
+it recover. CopyImageSet (and any other non-idempotent
+operation) gets exactly one attempt; the runner classifies what went wrong and
+decides. Idempotent reads are retried here on THROTTLE / TRANSIENT errors with
+jittered exponential backoff.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import json
+import logging
+import os
+import random
+from collections import Counter
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlparse
+
+from batchcopy.aws.ratelimit import RateLimiter, TokenBucket
+from batchcopy.aws.retry import NON_IDEMPOTENT, Backoff, ErrorKind, classify, error_code, is_retryable
+from batchcopy.core.specs import CopyRequest
+from batchcopy.aws.lightcalls import OPERATIONS as LIGHT_OPERATIONS
+from batchcopy.aws.lightcalls import LightCalls
+from batchcopy.aws.useragent import cache_user_agent
+
+SERVICE = "medical-imaging"
+ENDPOINT_ENV_VARS = ("AWS_ENDPOINT_URL_MEDICAL_IMAGING", "AWS_ENDPOINT_URL")
+_AWS_HOST_SUFFIXES = (".amazonaws.com", ".amazonaws.com.cn", ".api.aws", ".c2s.ic.gov",
+                      ".sc2s.sgov.gov")
+PAGE_SIZE = 50  # the service's maximum maxResults for both paginated reads
+# Set by the before-send hook in the task that makes the call: the request left through
+# the bucket's space() (so a throttle of it may be jitter, not a quota).
+_SPACED: ContextVar[bool] = ContextVar("batchcopy_spaced", default=False)
+# Set by the same hook: (bucket, send number) of the request about to be written, for
+# the aiohttp trace that sees its headers reach the connection (see _trace_writes).
+_SENDING: ContextVar[tuple[TokenBucket, int] | None] = ContextVar("batchcopy_sending",
+                                                                  default=None)
+
+
+@dataclass(frozen=True)
+class ClientSettings:
+    endpoint_url: str | None = None  # else botocore reads AWS_ENDPOINT_URL[_MEDICAL_IMAGING]
+    region: str | None = None
+    profile: str | None = None
+    max_pool_connections: int = 50
+    connect_timeout: float = 10.0
+    read_timeout: float = 60.0
+
+
+def _truthy(value: str | None) -> bool:
+    return (value or "").strip().lower() in {"1", "true", "yes", "on"}
+
+
+def endpoint_overridden(settings: ClientSettings) -> bool:
+    """True when calls will not go to an AWS endpoint: host-prefix injection must be off.
+
+    Looks at the explicit setting and at the environment variables botocore
+    itself honours (unless AWS_IGNORE_CONFIGURED_ENDPOINT_URLS is set).
+    `open_client` also double-checks the endpoint botocore actually resolved,
+    which covers an `endpoint_url` in the shared config file.
+    """
+    if settings.endpoint_url:
+        return True
+    if _truthy(os.environ.get("AWS_IGNORE_CONFIGURED_ENDPOINT_URLS")):
+        return False
+    return any(os.environ.get(name, "").strip() for name in ENDPOINT_ENV_VARS)
+
+
+def _is_aws_endpoint(url: str) -> bool:
+    host = (urlparse(url).hostname or "").lower()
+    return any(host.endswith(suffix) for suffix in _AWS_HOST_SUFFIXES)
+
+
+@asynccontextmanager
+async def open_client(settings: ClientSettings) -> AsyncIterator[Any]:
+    """Yield one aiobotocore medical-imaging client; close it on exit."""
+    import aioboto3
+    from aiobotocore.config import AioConfig
+
+    def config(no_host_prefix: bool) -> Any:
+        options: dict[str, Any] = dict(
+            retries={"total_max_attempts": 1, "mode": "standard"},
+            max_pool_connections=settings.max_pool_connections,
+            connect_timeout=settings.connect_timeout,
+            read_timeout=settings.read_timeout,
+        )
+        # Only ever pass False: an explicit True would override the user's
+        # AWS_DISABLE_HOST_PREFIX_INJECTION / config-file setting.
+        if no_host_prefix:
+            options["inject_host_prefix"] = False
+        return AioConfig(**options)
+
+    session = aioboto3.Session(profile_name=settings.profile)
+    no_prefix = endpoint_overridden(settings)
+
+    def make(no_host_prefix: bool) -> Any:
+        return session.client(SERVICE, region_name=settings.region,
+                              endpoint_url=settings.endpoint_url,
+                              config=config(no_host_prefix))
+
+    async with make(no_prefix) as client:
+        resolved = client.meta.endpoint_url
+        if no_prefix or _is_aws_endpoint(resolved) or not client.meta.config.inject_host_prefix:
+            cache_user_agent(client)
+            yield client
+            return
+    # botocore found a custom endpoint somewhere we did not look (config file):
+    # a "runtime-" host prefix would break it, so make the client again without.
+    async with make(True) as client:
+        cache_user_agent(client)
+        yield client
+
+
+@dataclass
+class CallStats:
+    """Counts per operation: HTTP attempts, throttled answers (and of those, the ones
+    taken for jitter: rate kept), retries made, and failed attempts by error code."""
+
+    calls: Counter[str] = field(default_factory=Counter)
+    throttles: Counter[str] = field(default_factory=Counter)
+    retries: Counter[str] = field(default_factory=Counter)
+    errors: Counter[str] = field(default_factory=Counter)
+    jitter: Counter[str] = field(default_factory=Counter)
+
+    def to_dict(self) -> dict[str, dict[str, int]]:
+        return {name: dict(sorted(getattr(self, name).items()))
+                for name in ("calls", "throttles", "retries", "errors")}
+
+
+def light_calls(client: Any) -> LightCalls | None:
+    """The light path for `client`, or None: API logging at DEBUG hooks botocore's events,
+    a client without botocore's insides (a test double) has nothing to borrow, and
+    BATCHCOPY_LIGHT_CALLS=0 sends every call through botocore (a way out, should an
+    endpoint ever need something only botocore does)."""
+    from batchcopy.console import logs
+
+    if (logs.LOG.isEnabledFor(logging.DEBUG) or not LightCalls.usable(client)
+            or os.environ.get("BATCHCOPY_LIGHT_CALLS", "").strip().lower() in {"0", "false", "no", "off"}):
+        return None
+    return LightCalls(client)
+
+
+Reader = Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]
+
+
+async def _headers_sent(*_: Any) -> None:
+    """aiohttp trace: the request's headers are on the connection. Tell its bucket when,
+    if that is later than the before-send hook stamped it."""
+    sending = _SENDING.get()
+    if sending is not None:
+        bucket, send = sending
+        _SENDING.set(None)
+        bucket.left(send, bucket.now())
+
+
+_TRACE: Any = None
+
+
+def _trace_writes(client: Any) -> None:
+    """Best effort: add a trace of header writes to the client's aiohttp sessions, so a
+    request the event loop held up between before-send and the socket spaces the next
+    one from when it really left. aiobotocore makes its sessions on first use and offers
+    no trace option, so this reaches into them; if that ever fails, pacing keeps the
+    before-send stamps (as with a session made after this call, until the next one)."""
+    global _TRACE
+    try:
+        import aiohttp
+
+        if _TRACE is None:
+            _TRACE = aiohttp.TraceConfig()
+            _TRACE.on_request_headers_sent.append(_headers_sent)
+            _TRACE.freeze()
+        for session in client._endpoint.http_session._sessions.values():
+            traces = session._trace_configs
+            if _TRACE not in traces:
+                traces.append(_TRACE)
+    except (AttributeError, ImportError, TypeError):
+        return
+
+
+def _register_send_hook(client: Any, hook: Callable[..., Awaitable[None]]) -> bool:
+    """Register `hook` on the client's `before-send.medical-imaging` events (every
+    operation: botocore's emitter matches by prefix); False for a client without
+    botocore events (a test double)."""
+    events = getattr(getattr(client, "meta", None), "events", None)
+    if events is None or not hasattr(events, "register"):
+        return False
+    events.register(f"before-send.{SERVICE}", hook)
+    return True
+
+
+class ImagingApi:
+    """Typed HealthImaging calls over one shared client, paced by a RateLimiter."""
+
+    def __init__(
+        self,
+        client: Any,
+        limiter: RateLimiter,
+        *,
+        stats: CallStats | None = None,
+        max_attempts: int = 5,
+        backoff: Backoff = Backoff(),
+        rng: random.Random | None = None,
+        sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
+        light: bool = True,
+    ) -> None:
+        """light: GetImageSet and CopyImageSet without botocore's request machinery
+        (aws/lightcalls.py), where the client allows it and API logging is off."""
+        if max_attempts < 1:
+            raise ValueError("max_attempts must be >= 1")
+        self.client = client
+        self.limiter = limiter
+        self.stats = stats if stats is not None else CallStats()
+        self.max_attempts = max_attempts
+        self.backoff = backoff
+        self._rng = rng or random.Random()
+        self._sleep = sleep
+        self._light = light_calls(client) if light else None
+        self._hooked = _register_send_hook(client, self._before_send)
+
+    async def _before_send(self, event_name: str = "", **_: Any) -> None:
+        """botocore `before-send.medical-imaging.<Operation>`: space the send itself.
+
+        Returns None, so botocore goes on to send the request it just signed."""
+        operation = event_name.rsplit(".", 1)[-1]
+        bucket = self.limiter.bucket(operation)
+        if await bucket.space() is not None:
+            _SENDING.set((bucket, bucket.sends))
+            _trace_writes(self.client)
+        _SPACED.set(True)
+
+    # ---------------------------------------------------------------- core
+    async def _attempt(self, operation: str, bucket: TokenBucket, params: dict[str, Any],
+                       read: Reader | None, *, paced: bool = True) -> dict[str, Any]:
+        """One paced HTTP attempt, with its bookkeeping; raises what the client raised."""
+        light = self._light if operation in LIGHT_OPERATIONS else None
+        if light is None:
+            from botocore import xform_name
+
+            method = getattr(self.client, xform_name(operation))
+        if paced:
+            await bucket.acquire()
+        if not self._hooked:  # a client without botocore events: space before the call
+            await bucket.space()
+        self.stats.calls[operation] += 1
+        spaced = _SPACED.set(not self._hooked)
+        try:
+            response: dict[str, Any] = await (
+                light.call(operation, params, before_send=self._before_send)
+                if light is not None else method(**params))
+            if read is not None:
+                response = await read(response)
+        except Exception as exc:
+            self.stats.errors[error_code(exc)] += 1
+            if classify(exc, operation=operation) is ErrorKind.THROTTLE:
+                self.stats.throttles[operation] += 1
+                if not bucket.on_throttle(spaced=_SPACED.get()) and not bucket.unlimited:
+                    self.stats.jitter[operation] += 1
+            raise
+        finally:
+            _SPACED.reset(spaced)
+        bucket.on_success()
+        return response
+
+    async def _call(self, operation: str, params: dict[str, Any],
+                    read: Reader | None = None) -> dict[str, Any]:
+        bucket = self.limiter.bucket(operation)
+        attempts = 1 if operation in NON_IDEMPOTENT else self.max_attempts
+        attempt = 0
+        while True:
+            try:
+                return await self._attempt(operation, bucket, params, read)
+            except Exception as exc:
+                attempt += 1
+                if attempt >= attempts or not is_retryable(classify(exc, operation=operation)):
+                    raise
+            self.stats.retries[operation] += 1
+            await self._sleep(self.backoff.delay(attempt - 1, self._rng))
+
+    async def call(self, operation: str, **params: Any) -> dict[str, Any]:
+        """Call `operation` (botocore name, e.g. "GetImageSet") with its input members.
+
+        Idempotent operations are retried on THROTTLE / TRANSIENT errors up to
+        max_attempts; non-idempotent ones (NON_IDEMPOTENT) get one attempt.
+        Other errors, and the last one, are raised unchanged.
+        """
+        return await self._call(operation, params)
+
+    async def send_once(self, operation: str, **params: Any) -> dict[str, Any]:
+        """One attempt whose quota token the caller has already taken (as for
+        copy_image_set(paced=False): the caller journals it as sent first)."""
+        return await self._attempt(operation, self.limiter.bucket(operation), params, None,
+                                   paced=False)
+
+    # ---------------------------------------------------------------- copy
+    async def copy_image_set(self, request: CopyRequest, *, paced: bool = True) -> dict[str, Any]:
+        """Start one copy: exactly one HTTP attempt, never retried here.
+
+        paced=False: the caller has already taken the CopyImageSet token (the runner
+        does, so that its journal records "sent" right before the request leaves,
+        not before a wait for the quota).
+        """
+        bucket = self.limiter.bucket("CopyImageSet")
+        return await self._attempt("CopyImageSet", bucket, request.params(), None, paced=paced)
+
+    # ---------------------------------------------------------------- reads
+    async def get_image_set(self, datastore_id: str, image_set_id: str,
+                            version: str | None = None) -> dict[str, Any]:
+        params: dict[str, Any] = {"datastoreId": datastore_id, "imageSetId": image_set_id}
+        if version is not None:
+            params["versionId"] = version
+        return await self._call("GetImageSet", params)
+
+    async def latest_version(self, datastore_id: str, image_set_id: str) -> tuple[str, str, str]:
+        """(versionId, imageSetState, imageSetWorkflowStatus) of the latest version."""
+        found = await self.get_image_set(datastore_id, image_set_id)
+        return (str(found["versionId"]), str(found.get("imageSetState", "")),
+                str(found.get("imageSetWorkflowStatus", "")))
+
+    async def _pages(self, operation: str, params: dict[str, Any], key: str) -> list[dict]:
+        items: list[dict] = []
+        seen: set[str] = set()
+        token: str | None = None
+        while True:
+            page_params = dict(params, maxResults=PAGE_SIZE)
+            if token is not None:
+                page_params["nextToken"] = token
+            page = await self._call(operation, page_params)
+            items.extend(page.get(key) or [])
+            token = page.get("nextToken")
+            if not token or token in seen:  # a repeated token would loop forever
+                return items
+            seen.add(token)
+
+    async def list_image_set_versions(self, datastore_id: str, image_set_id: str) -> list[dict]:
+        return await self._pages(
+            "ListImageSetVersions",
+            {"datastoreId": datastore_id, "imageSetId": image_set_id},
+            "imageSetPropertiesList")
+
+    async def search_image_sets(self, datastore_id: str, search_criteria: dict) -> list[dict]:
+        return await self._pages(
+            "SearchImageSets",
+            {"datastoreId": datastore_id, "searchCriteria": search_criteria},
+            "imageSetsMetadataSummaries")
+
+    async def get_image_set_metadata(self, datastore_id: str, image_set_id: str,
+                                     version: str | None = None) -> dict:
+        """The image set's metadata document, gunzipped and decoded.
+
+        The body is read inside the retried attempt, so a connection lost
+        while streaming it is retried like any other transient failure.
+        """
+        params: dict[str, Any] = {"datastoreId": datastore_id, "imageSetId": image_set_id}
+        if version is not None:
+            params["versionId"] = version
+
+        async def read(response: dict[str, Any]) -> dict[str, Any]:
+            body = response["imageSetMetadataBlob"]
+            try:
+                data: bytes = await body.read()
+            finally:
+                body.close()
+            return {"document": data, "contentEncoding": response.get("contentEncoding")}
+
+        raw = await self._call("GetImageSetMetadata", params, read)
+        data = raw["document"]
+        if raw.get("contentEncoding") == "gzip" or data[:2] == b"\x1f\x8b":
+            data = gzip.decompress(data)
+        document: dict = json.loads(data)
+        return document

@@ -1,0 +1,2 @@
+"""One module per command: each wires the stages for its command; none holds logic
+another command imports."""

@@ -1,0 +1,185 @@
+"""`batchcopy undo`: wire the undo together, like commands/run.py does a run.
+
+    journal   the one given, or the one a report's summary names; locked (exit 4)
+    preflight endpoint, profile, region, credentials (exit 2)
+    holds     the image sets the undo will write, machine-wide (exit 4)
+    plan      resume an unfinished plan as it is, or make one (reads only); --dry-run stops
+              here; on a terminal, ask before changing anything (--yes skips)
+    execute   undo.UndoRunner, paced, journaled, signals as `run`
+    report    one row per manifest row (undo/report.py)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from batchcopy.aws.preflight import SetupError
+from batchcopy.console.stopsignals import stop_on_signals
+from batchcopy.core.specs import ExitCode
+
+
+@dataclass
+class UndoOptions:
+    source: str  # a journal, or a report whose summary names its journal
+    report: str | None = None
+    dry_run: bool = False
+    yes: bool = False
+    force: bool = False
+    rates: dict[str, tuple[float, float | None]] = field(default_factory=dict)
+    endpoint_url: str | None = None
+    region: str | None = None
+    profile: str | None = None
+    max_attempts: int = 5
+    stop_grace_s: float = 60.0
+    poll_first_s: float = 1.0
+    poll_max_s: float = 30.0
+    quiet: bool = False
+    reports_dir: Path = Path("reports")
+
+
+def say(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def run_undo(opts: UndoOptions) -> int:
+    try:
+        return asyncio.run(_run(opts))
+    except SetupError as exc:
+        say(f"batchcopy undo: {exc}")
+        return ExitCode.USAGE
+
+
+def journal_of(source: str) -> Path:
+    """The journal to undo: SOURCE itself, or the one a report's summary JSON names."""
+    from batchcopy.report.summary import summary_path
+
+    if source.lower().endswith((".parquet", ".pq")):
+        summary = Path(summary_path(source))
+        try:
+            named = json.loads(summary.read_text(encoding="utf-8")).get("journal")
+        except (OSError, ValueError):
+            named = None
+        if not named:
+            raise SetupError(f"{source}: its summary ({summary}) does not name the run's journal; "
+                             "give the journal (.journal.sqlite) instead")
+        return Path(named)
+    return Path(source)
+
+
+async def _run(opts: UndoOptions) -> int:
+    from batchcopy.aws import preflight
+    from batchcopy.journal.holds import HeldElsewhere, Holds
+    from batchcopy.journal.journal import Journal, JournalError, JournalLocked
+
+    preflight.check_endpoint(opts.endpoint_url)
+    region = preflight.check_aws(opts.profile, opts.region)
+    path = journal_of(opts.source)
+    try:
+        journal = Journal(path, create=False, check=True)
+    except JournalError as exc:
+        raise SetupError(str(exc)) from None
+    try:
+        try:
+            journal.lock()
+        except JournalLocked as exc:
+            say(f"batchcopy undo: {exc}; not starting")
+            return ExitCode.LOCKED
+        from batchcopy.undo.store import UndoStore
+
+        store = UndoStore(journal)
+        targets = {(c.request.datastore_id, c.result_image_set_id) for c in store.done_calls()}
+        unfinished = store.unfinished_plan()
+        if unfinished is not None:
+            targets |= {(a.action.datastore_id, a.action.image_set_id)
+                        for a in store.actions(unfinished)}
+        holds = Holds()
+        if not opts.dry_run:
+            try:
+                holds.acquire(f"{region}|{opts.endpoint_url or 'aws'}", sorted(targets),
+                              manifest=f"undo of {path}", journal=str(path))
+            except HeldElsewhere as exc:
+                say(f"batchcopy undo: another batchcopy run on this machine holds image sets this "
+                    f"undo would change: {exc}. Not starting")
+                return ExitCode.LOCKED
+        try:
+            return await _with_client(opts, journal, store, unfinished, region)
+        finally:
+            holds.release()
+    finally:
+        journal.close()
+
+
+async def _with_client(opts: UndoOptions, journal: Any, store: Any, unfinished: int | None,
+                       region: str) -> int:
+    from batchcopy.aws.client import ClientSettings, ImagingApi, open_client
+    from batchcopy.aws.ratelimit import RateLimiter
+    from batchcopy.undo.apply import UndoRunner, UndoSettings, make_plan
+    from batchcopy.undo.report import describe_plan, write_undo_report
+    from batchcopy.run.waiter import CopyWaiter
+
+    settings = UndoSettings(force=opts.force, max_attempts=opts.max_attempts,
+                            stop_grace_s=opts.stop_grace_s)
+    limiter = RateLimiter(opts.rates)
+    async with open_client(ClientSettings(endpoint_url=opts.endpoint_url, region=region,
+                                          profile=opts.profile)) as client:
+        api = ImagingApi(client, limiter, max_attempts=opts.max_attempts)
+        if unfinished is None:
+            actions = await make_plan(api, store, force=opts.force)
+            say(describe_plan(actions))
+            if opts.dry_run:
+                say("batchcopy undo: --dry-run: nothing was changed")
+                return ExitCode.OK
+            if not actions:
+                say("batchcopy undo: nothing to undo")
+                return ExitCode.OK
+            if not opts.yes and sys.stdin.isatty() and sys.stderr.isatty():
+                if input("Proceed? [y/N] ").strip().lower() not in ("y", "yes"):
+                    say("batchcopy undo: not confirmed; nothing was changed")
+                    return ExitCode.USAGE
+            plan_id = store.store_plan(actions)
+        else:
+            plan_id = unfinished
+            if opts.dry_run:
+                say(describe_plan([a.action for a in store.actions(plan_id)]))
+                say("batchcopy undo: an undo of this journal is unfinished; --dry-run: nothing "
+                    "was changed")
+                return ExitCode.OK
+            say(f"batchcopy undo: resuming the unfinished undo of {journal.path}")
+        counts: Counter[str] = Counter()
+        waiter = CopyWaiter(api, first_poll_s=opts.poll_first_s, max_interval_s=opts.poll_max_s)
+        runner = UndoRunner(api, store, waiter, settings, on_finished=counts.update)
+        started = time.monotonic()
+        journal.start_writer()
+        try:
+            with stop_on_signals(asyncio.get_running_loop(),
+                                 lambda: runner.request_stop("interrupted"),
+                                 "stopping; changes in flight finish"):
+                await runner.run(store.actions(plan_id))
+        finally:
+            journal.stop_writer()
+    report = opts.report or str(opts.reports_dir / (
+        f"{journal.path.name.removesuffix('.journal.sqlite').removesuffix('.sqlite')}-undo-"
+        f"{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}.parquet"))
+    by_status = write_undo_report(journal, store, plan_id, report)
+    say(f"batchcopy undo: {sum(by_status.values())} rows: "
+        + ", ".join(f"{n} {s}" for s, n in sorted(by_status.items()))
+        + f"; {time.monotonic() - started:.1f}s\n  report: {report}")
+    if runner.stop_reason == "aborted":
+        say(f"batchcopy undo: aborted: {runner.abort_message}")
+        return ExitCode.ABORTED
+    if runner.stop_reason == "interrupted":
+        say(f"batchcopy undo: interrupted; run `batchcopy undo {opts.source}` again to finish")
+        return ExitCode.INTERRUPTED
+    left = {s: n for s, n in by_status.items() if s not in ("SUCCEEDED", "SKIPPED")}
+    if left:
+        say("batchcopy undo: rows left as CONFLICT keep what was written since the run (see "
+            "the report's evidence); UNKNOWN or NOT_RUN rows finish with the same command")
+    return ExitCode.ROWS_FAILED if left else ExitCode.OK

@@ -1,0 +1,363 @@
+"""One copy unit, from its rows to their statuses.
+
+    versions   carried, pinned (a stale pin: CONFLICT, nothing sent) or read
+    prechecks  subset keys against the source (absent: FAILED), rows already present
+               (SKIPPED), merged units cut to the frames allowed per call
+    send       the CopyImageSet token, the call journaled SENT, the request (run/calls.py)
+    outcome    COPIED -> SUCCEEDED; COPY_FAILED -> FAILED, unless the versions it named had
+               been overtaken (a conflict); throttles, 5xx, refused connections -> retried,
+               then NOT_RUN; proved not executed -> retried; unknown -> UNKNOWN;
+               conflicts -> refreshed (--on-conflict) or CONFLICT; credentials and access
+               -> NOT_RUN and the run stops; any other refusal of a merged call -> split in
+               halves and resent, so a bad row never fails the good ones; of a single row ->
+               FAILED (unless it was a conflict in disguise, or the concurrent-copy quota)
+
+A row is FAILED only on a final answer from the service about that row; everything that
+made no copy for a passing reason is NOT_RUN, and the next run retries it.
+
+A unit's parts (prechecks' cuts, bisections) run one after another in the same task, each
+carrying the destination version the previous one wrote.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+from dataclasses import dataclass, replace
+from typing import Any
+
+from batchcopy.run.calls import CallDriver, Ended, Settled
+from batchcopy.run.context import RunContext
+from batchcopy.journal.journal import RowOutcome
+from batchcopy.plan.units import CopyUnit
+from batchcopy.run.precheck import SUBSET_NOT_IN_SOURCE, MetadataCache, check_rows, frames, pack_by_frames
+from batchcopy.aws.retry import ErrorKind, classify, error_code, error_message
+from batchcopy.core.specs import CopySpec, Status
+from batchcopy.run.versions import StalePin, VersionBook
+
+QUOTA_CODE = "ServiceQuotaExceededException"
+RETRY = object()  # _after(): send the same part again
+
+
+class Phase(enum.Enum):
+    PREPARING = "PREPARING"  # nothing sent: a stop cancels it at once
+    COMMITTING = "COMMITTING"  # journaling SENT: a stop lets it finish, then it sends nothing
+    OPEN = "OPEN"  # a call is out: a stop gives it --stop-grace
+
+
+@dataclass
+class UnitHandle:
+    unit: CopyUnit
+    phase: Phase = Phase.PREPARING
+    task: asyncio.Task[None] | None = None
+
+
+@dataclass
+class Tally:
+    started_at: float
+    attempts: int = 0
+    throttles: int = 0
+    conflicts: int = 0
+    sent_at: float | None = None
+    quota_refusals: int = 0
+    src_v: str | None = None
+    dst_v: str | None = None
+
+
+class Executor:
+    def __init__(self, ctx: RunContext, driver: CallDriver, versions: VersionBook,
+                 metadata: MetadataCache) -> None:
+        self.ctx = ctx
+        self.driver = driver
+        self.versions = versions
+        self.metadata = metadata
+
+    async def run(self, unit: CopyUnit, handle: UnitHandle) -> None:
+        parts = [unit]
+        while parts and not self.ctx.stopping.is_set():
+            parts[:0] = await self._part(parts.pop(0), handle)
+
+    # ---- one part: one call at a time until its rows have a status ---------------
+    async def _part(self, unit: CopyUnit, handle: UnitHandle) -> list[CopyUnit]:
+        ctx = self.ctx
+        tally = Tally(started_at=ctx.clock())
+        rows = list(unit.rows)
+        checked_at: tuple[str, str | None] | None = None
+        while True:
+            handle.phase = Phase.PREPARING
+            if ctx.stopping.is_set():
+                return []  # the rows stay PENDING: NOT_RUN with the stop's reason
+            ds, src, dst = unit.datastore_id, unit.source_image_set_id, unit.destination_image_set_id
+            try:
+                tally.src_v = await self.versions.resolve(ds, src, unit.source_version_id, "source")
+                tally.dst_v = (await self.versions.resolve(ds, dst, unit.destination_version_id,
+                                                           "destination") if dst else None)
+                if checked_at != (tally.src_v, tally.dst_v):
+                    checked_at = (tally.src_v, tally.dst_v)
+                    left, parts = await self._precheck(unit, rows, tally)
+                    if parts:
+                        return parts  # cut into parts that fit the frames per call
+                    if not left:
+                        return []
+                    if len(left) != len(rows):
+                        rows = left
+                        unit = unit.with_rows(rows)
+            except StalePin as exc:
+                # the pin is the first row's: the rows merged after it go on without it
+                await self._finish(rows[:1], tally, Status.CONFLICT, error_code="StaleVersionPin",
+                                   error_message=str(exc))
+                if len(rows) == 1:
+                    return []
+                rows = rows[1:]
+                unit = replace(unit.with_rows(rows), source_version_id=None,
+                               destination_version_id=None)
+                continue
+            except Exception as exc:
+                await self._read_failed(rows, tally, exc)
+                return []
+            await ctx.api.limiter.bucket("CopyImageSet").acquire()
+            if ctx.stopping.is_set():
+                return []
+            handle.phase = Phase.COMMITTING
+            request = unit.request(tally.src_v, tally.dst_v)
+            sent_at = ctx.clock()
+            call_id = await ctx.journal.call_sent(ctx.run_id, request, [r.key for r in rows], sent_at)
+            tally.attempts += 1
+            tally.sent_at = sent_at
+            if ctx.stopping.is_set():
+                await ctx.journal.call_void(call_id, "not sent: the run stopped before the "
+                                                     "request left")
+                return []
+            handle.phase = Phase.OPEN
+            ctx.call_opened()
+            try:
+                settled = await self.driver.send(call_id, request, sent_at)
+            finally:
+                ctx.call_closed()
+            step = await self._after(unit, rows, tally, settled)
+            if step is RETRY:
+                continue
+            return step  # type: ignore[no-any-return]
+
+    async def _precheck(self, unit: CopyUnit, rows: list[CopySpec],
+                        tally: Tally) -> tuple[list[CopySpec], list[CopyUnit]]:
+        """(the rows left to send, the parts the unit must be cut into instead, if any);
+        the rows that failed or were present are finished here."""
+        ctx = self.ctx
+        ds, src, dst = unit.datastore_id, unit.source_image_set_id, unit.destination_image_set_id
+        check_present = bool(dst) and ctx.s.skip_present
+        if unit.copiable_attributes is None and not check_present:
+            return rows, []
+        assert tally.src_v is not None
+        source = await self.metadata.get(ds, src, tally.src_v)
+        dest = None
+        if check_present and dst and tally.dst_v:
+            dest = await ctx.api.get_image_set_metadata(ds, dst, tally.dst_v)
+        checked = check_rows(rows, source, dest)
+        for row, what in checked.absent:
+            ctx.outcome.precheck_failed += 1
+            await self._finish([row], tally, Status.FAILED, error_code=SUBSET_NOT_IN_SOURCE,
+                               error_message=f"{what} is not in source image set {src} version "
+                                             f"{tally.src_v}: nothing was copied for this row")
+        for row, n in checked.present:
+            ctx.outcome.present_skipped += 1
+            await self._finish([row], tally, Status.SKIPPED, evidence=(
+                f"all {n} instance(s) this row copies are already in {dst} version {tally.dst_v}, "
+                f"with the source's attributes: not copied again (--no-skip-present to copy)"))
+        send = checked.send
+        if len(send) > 1 and unit.copiable_attributes is not None:
+            groups = pack_by_frames(send, source, ctx.s.max_frames_per_copy)
+            if len(groups) > 1:
+                ctx.outcome.splits += 1
+                return send, self._parts(unit, groups)
+        return send, []
+
+    # ---- what a settled call means for its rows ----------------------------------
+    async def _after(self, unit: CopyUnit, rows: list[CopySpec], tally: Tally,
+                     settled: Settled) -> Any:
+        ctx = self.ctx
+        ds, src, dst = unit.datastore_id, unit.source_image_set_id, unit.destination_image_set_id
+        call = {"call_id": settled.call_id}
+        if settled.ended is Ended.DONE:
+            result = {"result_image_set_id": settled.result_image_set_id,
+                      "result_version_id": settled.result_version_id,
+                      "workflow_status": settled.workflow_status}
+            done = (settled.call_id, settled.workflow_status, settled.message)
+            if settled.copied:
+                self._carry(unit, settled)
+                await self._finish(rows, tally, Status.SUCCEEDED, done_call=done,
+                                   evidence=settled.evidence, **call, **result)
+                return []
+            why = await self._stale_or_none(settled)
+            if why is not None:
+                await self.driver.close(settled)
+                return await self._conflict(rows, tally, unit, "ConflictException",
+                                            f"the copy ended {settled.workflow_status}: {why}")
+            self._carry(unit, settled)
+            await self._finish(rows, tally, Status.FAILED, done_call=done,
+                               error_code=settled.workflow_status, error_message=settled.message,
+                               evidence=settled.evidence, **call, **result)
+            return []
+        if settled.ended is Ended.UNKNOWN:
+            self.versions.forget(ds, src, dst)
+            await self._finish(rows, tally, Status.UNKNOWN, error_code=settled.error_code,
+                               error_message=settled.error_message, evidence=settled.evidence,
+                               result_image_set_id=settled.result_image_set_id,
+                               result_version_id=settled.result_version_id, **call)
+            if settled.run_fatal:
+                ctx.abort(f"{settled.error_code}: {settled.error_message}")
+            return []
+        if settled.ended is Ended.VOID:
+            if tally.attempts < ctx.s.max_attempts:
+                await self._backoff(tally)
+                return RETRY
+            await self._finish(rows, tally, Status.NOT_RUN, error_code=settled.error_code,
+                               error_message=_no_copy(settled.error_message, tally),
+                               evidence=settled.evidence, **call)
+            return []
+        return await self._rejected(unit, rows, tally, settled)
+
+    async def _rejected(self, unit: CopyUnit, rows: list[CopySpec], tally: Tally,
+                        settled: Settled) -> Any:
+        ctx = self.ctx
+        kind, code, msg = settled.kind, settled.error_code or "", settled.error_message or ""
+        if kind in (ErrorKind.THROTTLE, ErrorKind.TRANSIENT):
+            if kind is ErrorKind.THROTTLE:
+                tally.throttles += 1
+            if tally.attempts < ctx.s.max_attempts:
+                if not (kind is ErrorKind.THROTTLE and tally.throttles == 1):
+                    await self._backoff(tally)
+                # a call's first throttle: the limiter has emptied its bucket (and halved the
+                # rate if throttles persist), so the next token is the wait; no backoff on top
+                return RETRY
+            await self._finish(rows, tally, Status.NOT_RUN, error_code=code,
+                               error_message=_no_copy(msg, tally), call_id=settled.call_id)
+            return []
+        if kind is ErrorKind.CONFLICT:
+            return await self._conflict(rows, tally, unit, code, msg)
+        if kind is ErrorKind.RUN_FATAL:
+            await self._finish(rows, tally, Status.NOT_RUN, error_code=code,
+                               error_message=_no_copy(msg, tally), call_id=settled.call_id)
+            ctx.abort(f"{code}: {msg}")
+            return []
+        # REFUSED. A conflict in disguise first (a service that answers a stale version or a
+        # locked image set with a ValidationException): refreshing is all it takes.
+        moved = await self._versions_moved(settled)
+        if moved is not None:
+            return await self._conflict(rows, tally, unit, code, f"{msg} ({moved})")
+        over = await self._over_frame_limit(unit, tally)
+        if code == QUOTA_CODE:
+            tally.quota_refusals += 1
+        if code == QUOTA_CODE and (over is False or len(rows) == 1) and (
+                len(rows) == 1 or tally.quota_refusals < 2):
+            # within the frames a copy may carry (by our count): the concurrent-copy quota,
+            # whatever its wording says, which passes. A merged call refused twice may meet a
+            # lower per-copy limit than ours: it is split below.
+            if tally.attempts < ctx.s.max_attempts:
+                await self._backoff(tally)
+                return RETRY
+            await self._finish(rows, tally, Status.NOT_RUN, error_code=code,
+                               error_message=_no_copy(msg, tally), call_id=settled.call_id)
+            return []
+        if len(rows) > 1:  # it may belong to one row of the merged call: split, resend halves
+            ctx.outcome.splits += 1
+            half = (len(rows) + 1) // 2
+            return self._parts(unit, [rows[:half], rows[half:]])
+        await self._finish(rows, tally, Status.FAILED, error_code=code, error_message=msg,
+                           call_id=settled.call_id)
+        return []
+
+    async def _conflict(self, rows: list[CopySpec], tally: Tally, unit: CopyUnit, code: str,
+                        msg: str) -> Any:
+        tally.conflicts += 1
+        self.versions.forget(unit.datastore_id, unit.source_image_set_id,
+                             unit.destination_image_set_id)
+        s = self.ctx.s
+        if s.on_conflict == "refresh" and tally.conflicts <= s.max_conflict_refreshes:
+            return RETRY  # re-read the latest versions (a stale pin ends here as CONFLICT)
+        await self._finish(rows, tally, Status.CONFLICT, error_code=code, error_message=msg)
+        return []
+
+    # ---- helpers --------------------------------------------------------------------
+    def _parts(self, unit: CopyUnit, groups: list[list[CopySpec]]) -> list[CopyUnit]:
+        """Parts run in order; only the first keeps the pins (the rest carry versions)."""
+        parts = [unit.with_rows(groups[0])]
+        for group in groups[1:]:
+            parts.append(replace(unit.with_rows(group), source_version_id=None,
+                                 destination_version_id=None))
+        return parts
+
+    def _carry(self, unit: CopyUnit, settled: Settled) -> None:
+        ds = unit.datastore_id
+        if settled.result_image_set_id and settled.result_version_id:
+            self.versions.carry(ds, settled.result_image_set_id, settled.result_version_id)
+        if settled.source_latest:
+            self.versions.carry(ds, unit.source_image_set_id, settled.source_latest)
+
+    async def _stale_or_none(self, settled: Settled) -> str | None:
+        try:
+            return await self.driver.stale_versions(settled)
+        except Exception as exc:
+            if classify(exc, operation="GetImageSet") is ErrorKind.UNEXPECTED:
+                raise
+            return None  # cannot tell: the service's COPY_FAILED stands
+
+    async def _versions_moved(self, settled: Settled) -> str | None:
+        """For a refusal: had the versions the call named been overtaken, or was an image
+        set locked by another writer? (what a 409 would have said)"""
+        req = settled.request
+        try:
+            for image_set, named in ((req.source_image_set_id, req.source_version_id),
+                                     (req.destination_image_set_id, req.destination_version_id)):
+                if image_set and named:
+                    now = await self.ctx.api.get_image_set(req.datastore_id, image_set)
+                    if now.get("imageSetState") == "LOCKED":
+                        return f"{image_set} is LOCKED ({now.get('imageSetWorkflowStatus')})"
+                    if str(now["versionId"]) != named:
+                        return (f"{image_set} is at version {now['versionId']}, not the {named} "
+                                f"the call named")
+        except Exception as exc:
+            if classify(exc, operation="GetImageSet") is ErrorKind.UNEXPECTED:
+                raise
+        return None
+
+    async def _over_frame_limit(self, unit: CopyUnit, tally: Tally) -> bool | None:
+        """Whether the unit selects more frames than a copy may carry; None if unknown."""
+        assert tally.src_v is not None
+        try:
+            doc = await self.metadata.get(unit.datastore_id, unit.source_image_set_id, tally.src_v)
+        except Exception as exc:
+            if classify(exc, operation="GetImageSetMetadata") is ErrorKind.UNEXPECTED:
+                raise
+            return None
+        return frames(doc, unit.copiable_attributes) > self.ctx.s.max_frames_per_copy
+
+    async def _read_failed(self, rows: list[CopySpec], tally: Tally, exc: BaseException) -> None:
+        kind = classify(exc, operation="GetImageSet")
+        code, msg = error_code(exc), error_message(exc)
+        if kind is ErrorKind.UNEXPECTED:
+            raise exc
+        if kind is ErrorKind.REFUSED:  # e.g. the image set does not exist: a final answer
+            await self._finish(rows, tally, Status.FAILED, error_code=code, error_message=msg)
+            return
+        await self._finish(rows, tally, Status.NOT_RUN, error_code=code,
+                           error_message=f"{msg} (reading versions or metadata; no copy was made)")
+        if kind is ErrorKind.RUN_FATAL:
+            self.ctx.abort(f"{code}: {msg}")
+
+    async def _backoff(self, tally: Tally) -> None:
+        await asyncio.sleep(self.ctx.s.backoff.delay(tally.attempts))
+
+    async def _finish(self, rows: list[CopySpec], tally: Tally, status: Status,
+                      done_call: tuple[int, str | None, str | None] | None = None,
+                      **fields: Any) -> None:
+        outcome = RowOutcome(status=status, attempts=tally.attempts, throttles=tally.throttles,
+                             conflicts=tally.conflicts, source_version_used=tally.src_v,
+                             destination_version_used=tally.dst_v, started_at=tally.started_at,
+                             sent_at=tally.sent_at, **fields)
+        await self.ctx.finish([r.key for r in rows], outcome, done_call=done_call, rows=rows)
+
+
+def _no_copy(message: str | None, tally: Tally) -> str:
+    return (f"{message or 'no answer'} (after {tally.attempts} attempt(s); no copy was made: the "
+            f"next run retries this row)")

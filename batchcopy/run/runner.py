@@ -1,0 +1,206 @@
+"""One run over a staged manifest: settle what earlier runs left open, dispatch the rest,
+and make sure every row ends with a status that the next run can trust.
+
+    settle    open calls in the journal (a crash, a stop, an unknown outcome): answered
+              ones are waited for; unanswered ones reconciled against the service
+              (run/calls.py, run/reconcile.py): adopted and waited for, proved void (rows run
+              again), or still unknown (rows UNKNOWN, never resent)
+    dispatch  the manifest's runnable rows -> units -> executed under one TaskGroup
+    sweep     rows still PENDING with no open call: NOT_RUN, with the reason
+
+An unexpected exception anywhere stops the run at once; then every call this run sent is
+settled (or stays open, its rows reported UNKNOWN), never reported NOT_RUN, and the run
+ends with the internal-error exit code.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import traceback
+from collections.abc import Callable
+from typing import Any
+
+from batchcopy.core.callstate import CallRecord
+from batchcopy.run.calls import CallDriver, Ended, Settled
+from batchcopy.run.context import Observer, RunContext, RunOutcome, RunSettings
+from batchcopy.run.dispatch import Dispatcher
+from batchcopy.run.execute import Executor
+from batchcopy.journal.journal import Journal, RowOutcome
+from batchcopy.run.precheck import MetadataCache
+from batchcopy.run.reconcile import Reconciler
+from batchcopy.core.specs import Status
+from batchcopy.run.versions import VersionBook
+
+__all__ = ["Runner", "RunSettings", "RunOutcome", "summary_stats", "dumps"]
+
+
+class Runner:
+    def __init__(self, *, journal: Journal, api: Any, waiter: Any, settings: RunSettings,
+                 run_id: int, observer: Observer | None = None,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.journal = journal
+        self.ctx = RunContext(journal=journal, api=api, waiter=waiter, settings=settings,
+                              run_id=run_id, observer=observer, clock=clock)
+        self.versions = VersionBook(api, strict_pins=settings.strict_pins,
+                                    lock_wait_s=settings.lock_wait_s)
+        self.driver = CallDriver(self.ctx, Reconciler(api, lock_wait_s=min(120.0, settings.lock_wait_s)))
+        self.executor = Executor(self.ctx, self.driver, self.versions, MetadataCache(api))
+
+    @property
+    def outcome(self) -> RunOutcome:
+        return self.ctx.outcome
+
+    def request_stop(self, reason: str) -> None:
+        self.ctx.request_stop(reason)
+
+    async def run(self) -> RunOutcome:
+        ctx = self.ctx
+        timer = None
+        if ctx.s.max_duration_s is not None:
+            timer = asyncio.get_running_loop().call_later(
+                max(0.0, ctx.s.max_duration_s), ctx.request_stop, "time-limit")
+        try:
+            try:
+                await self.settle_open_calls()
+                if not ctx.stopping.is_set():
+                    await Dispatcher(ctx, self.executor).run(self.journal.iter_manifest())
+            except* Exception as group:
+                ctx.outcome.internal_error = _describe(group)
+                ctx.request_stop("internal-error")
+                await self._settle_after_internal_error()
+        finally:
+            if timer is not None:
+                timer.cancel()
+        await self.journal.mark_pending_not_run(ctx.run_id, ctx.stop_text())
+        return ctx.outcome
+
+    # ---- open calls -------------------------------------------------------------------
+    async def settle_open_calls(self, calls: list[CallRecord] | None = None, *,
+                                honour_stop: bool = True) -> None:
+        """Settle `calls` (default: every open call in the journal) together; a stop gives
+        them --stop-grace, like copies in flight."""
+        ctx = self.ctx
+        calls = self.journal.open_calls() if calls is None else calls
+        if not calls:
+            return
+        for call in calls:  # what these calls wrote is read afresh afterwards
+            self.versions.forget(call.request.datastore_id, *call.request.image_sets())
+        async with asyncio.TaskGroup() as tg:
+            tasks = [tg.create_task(self._settle_one(call)) for call in calls]
+            stop = asyncio.ensure_future(ctx.stopping.wait() if honour_stop
+                                         else asyncio.Event().wait())
+            try:
+                await asyncio.wait([*tasks, stop], return_when=asyncio.FIRST_COMPLETED)
+                while not all(t.done() for t in tasks) and not stop.done():
+                    await asyncio.wait([*tasks, stop], return_when=asyncio.FIRST_COMPLETED)
+                if honour_stop and ctx.stopping.is_set():
+                    pending = [t for t in tasks if not t.done()]
+                    if pending:
+                        _, late = await asyncio.wait(pending, timeout=ctx.s.stop_grace_s)
+                        for task in late:
+                            task.cancel()
+            finally:
+                stop.cancel()
+        for call in calls:
+            self.versions.forget(call.request.datastore_id, *call.request.image_sets())
+
+    async def _settle_one(self, call: CallRecord) -> None:
+        ctx = self.ctx
+        ctx.call_opened()
+        try:
+            settled = await self.driver.settle(call)
+        finally:
+            ctx.call_closed()
+        await self._rows_of_settled(call, settled)
+
+    async def _rows_of_settled(self, call: CallRecord, settled: Settled) -> None:
+        """What a call settled outside the live path means for its rows. Rows that must run
+        again (void, or a conflict in disguise) go back to PENDING for the dispatcher."""
+        ctx, req = self.ctx, call.request
+        keys = list(call.row_keys)
+        base = dict(attempts=1, call_id=call.call_id, source_version_used=req.source_version_id,
+                    destination_version_used=req.destination_version_id, sent_at=call.sent_at,
+                    started_at=call.sent_at, evidence=settled.evidence,
+                    result_image_set_id=settled.result_image_set_id,
+                    result_version_id=settled.result_version_id)
+        if settled.ended is Ended.DONE:
+            done = (call.call_id, settled.workflow_status, settled.message)
+            if settled.copied:
+                await ctx.finish(keys, RowOutcome(Status.SUCCEEDED, workflow_status="COPIED",
+                                                  **base), done_call=done)
+                return
+            if await self.driver.stale_versions(settled) is not None:
+                await self.driver.close(settled)
+                await self.journal.reset_rows(keys)
+                return
+            await ctx.finish(keys, RowOutcome(Status.FAILED, workflow_status=settled.workflow_status,
+                                              error_code=settled.workflow_status,
+                                              error_message=settled.message, **base),
+                             done_call=done)
+            return
+        if settled.ended is Ended.VOID:
+            await self.journal.reset_rows(keys)
+            return
+        await ctx.finish(keys, RowOutcome(Status.UNKNOWN, error_code=settled.error_code,
+                                          error_message=settled.error_message, **base))
+        if settled.run_fatal:
+            ctx.abort(f"{settled.error_code}: {settled.error_message}")
+
+    async def _settle_after_internal_error(self) -> None:
+        """Every call this run sent and did not settle: settle it now, or leave it open
+        (its rows read UNKNOWN, and the next run settles it)."""
+        await self.journal.flush()  # writes the cancelled tasks had started are in
+        mine = [c for c in self.journal.open_calls() if c.run_id == self.ctx.run_id]
+        if not mine:
+            return
+        try:
+            await asyncio.wait_for(self.settle_open_calls(mine, honour_stop=False),
+                                   timeout=self.ctx.s.stop_grace_s)
+        except (asyncio.TimeoutError, Exception):
+            pass  # the calls stay open: UNKNOWN in the report, settled by the next run
+
+
+def _describe(group: BaseExceptionGroup) -> str:
+    """The first real error of a group, with where it happened (for the summary and stderr)."""
+    exc: BaseException = group
+    while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
+        exc = exc.exceptions[0]
+    where = traceback.extract_tb(exc.__traceback__)[-1] if exc.__traceback__ else None
+    at = f" at {where.filename.rsplit('/', 1)[-1]}:{where.lineno}" if where else ""
+    return f"{type(exc).__name__}: {exc}{at}"
+
+
+def summary_stats(outcome: RunOutcome, api_stats: dict[str, Any], configured_copy_rate: float,
+                  wall_time_s: float) -> dict[str, Any]:
+    """Figures for the summary JSON. The achieved rate counts accepted calls only (a
+    throttled attempt is no copy)."""
+    achieved = None
+    if outcome.accepted_calls > 1 and outcome.first_copy_at and outcome.last_copy_at:
+        span = outcome.last_copy_at - outcome.first_copy_at
+        achieved = (outcome.accepted_calls - 1) / span if span > 0 else None
+    return {
+        "stop_reason": outcome.stop_reason,
+        "abort_message": outcome.abort_message,
+        "internal_error": outcome.internal_error,
+        "api": api_stats,
+        "copy_calls": outcome.copy_calls,
+        "accepted_copy_calls": outcome.accepted_calls,
+        "units": outcome.units,
+        "merged_calls": outcome.merged_units,
+        "rows_in_merged_calls": outcome.rows_merged,
+        "split_calls": outcome.splits,
+        "reconciled_calls": outcome.reconciled,
+        "rows_failed_before_sending": outcome.precheck_failed,
+        "rows_already_present": outcome.present_skipped,
+        "wall_time_s": round(wall_time_s, 3),
+        "copy_rate": {"configured_per_s": configured_copy_rate,
+                      "achieved_per_s": None if achieved is None else round(achieved, 4),
+                      "ratio": None if achieved is None or not configured_copy_rate
+                      else round(achieved / configured_copy_rate, 3)},
+    }
+
+
+def dumps(obj: Any) -> str:
+    return json.dumps(obj, indent=2, sort_keys=True, default=str)

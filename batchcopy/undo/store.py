@@ -1,0 +1,160 @@
+"""The undo's journal: its actions live in the run's own journal file, beside the calls
+they take back, so that an action finishing and the rows it undid going back to NOT_RUN
+(a later run of the manifest copies them again) are one transaction.
+
+    undo_actions  one line per action of a plan (undo_plan.Action), and its state:
+        PLANNED -> SENT (committed before the request leaves) -> ANSWERED -> DONE | FAILED
+                          -> AMBIGUOUS (no usable answer) -> ANSWERED (it happened) | PLANNED
+                   -> CONFLICT (the image set changed since the plan; nothing done)
+        NONE actions (planned conflicts) are CONFLICT from the start.
+
+A plan whose actions are not all final is resumed as it is, never planned again, so a
+crash between a revert and its record can never revert twice: SENT and AMBIGUOUS actions
+are reconciled against the service first.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from batchcopy.journal.journal import Journal
+from batchcopy.core.specs import REQUEST_FIELDS, CopyRequest, Status
+from batchcopy.undo.plan import NONE, Action, DoneCall
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS undo_actions (
+    action_id INTEGER PRIMARY KEY, plan_id INTEGER NOT NULL, kind TEXT NOT NULL,
+    datastore_id TEXT NOT NULL, image_set_id TEXT NOT NULL, expected_latest TEXT NOT NULL,
+    target_version TEXT, call_ids TEXT NOT NULL, row_keys TEXT NOT NULL, note TEXT NOT NULL,
+    state TEXT NOT NULL, planned_at REAL NOT NULL, sent_at REAL, finished_at REAL,
+    result_version_id TEXT, workflow_status TEXT, error_code TEXT, error_message TEXT,
+    evidence TEXT, attempts INTEGER NOT NULL DEFAULT 0);
+"""
+FINAL = ("DONE", "FAILED", "CONFLICT")
+OPEN = ("SENT", "AMBIGUOUS", "ANSWERED")
+UNDONE_CODE = "Undone"
+
+
+@dataclass
+class StoredAction:
+    action_id: int
+    plan_id: int
+    action: Action
+    state: str
+    sent_at: float | None
+    result_version_id: str | None
+    attempts: int
+
+
+class UndoStore:
+    def __init__(self, journal: Journal) -> None:
+        self.journal = journal
+        journal._wdb.executescript(_SCHEMA)  # noqa: SLF001 - the undo's tables, in the same file
+
+    # ---- reading -------------------------------------------------------------------
+    def done_calls(self) -> list[DoneCall]:
+        """Finished copy calls that made a version and that no finished undo took back."""
+        undone: set[int] = set()
+        for (ids,) in self.journal.db.execute(
+                "SELECT call_ids FROM undo_actions WHERE state = 'DONE'"):
+            undone.update(json.loads(ids))
+        fields = ", ".join(REQUEST_FIELDS)
+        out = []
+        for row in self.journal.db.execute(
+                f"SELECT call_id, row_keys, {fields}, result_image_set_id, result_version_id, "
+                f"workflow_status FROM calls WHERE state = 'DONE' AND result_image_set_id IS NOT "
+                f"NULL AND workflow_status IN ('COPIED', 'COPY_FAILED') ORDER BY call_id"):
+            if row[0] in undone:
+                continue
+            n = len(REQUEST_FIELDS)
+            req = list(row[2:2 + n])
+            req[-2], req[-1] = bool(req[-2]), bool(req[-1])
+            out.append(DoneCall(row[0], tuple(json.loads(row[1])), CopyRequest(*req),
+                                row[2 + n], row[3 + n], row[4 + n]))
+        return out
+
+    def unfinished_plan(self) -> int | None:
+        marks = ",".join("?" * len(FINAL))
+        found = self.journal.db.execute(
+            f"SELECT max(plan_id) FROM undo_actions WHERE state NOT IN ({marks})", FINAL).fetchone()
+        return found[0]
+
+    def latest_plan(self) -> int | None:
+        return self.journal.db.execute("SELECT max(plan_id) FROM undo_actions").fetchone()[0]
+
+    def actions(self, plan_id: int) -> list[StoredAction]:
+        out = []
+        for r in self.journal.db.execute(
+                "SELECT action_id, plan_id, kind, datastore_id, image_set_id, expected_latest, "
+                "target_version, call_ids, row_keys, note, state, sent_at, result_version_id, "
+                "attempts FROM undo_actions WHERE plan_id = ? ORDER BY action_id", (plan_id,)):
+            action = Action(r[2], r[3], r[4], r[5], r[6], json.loads(r[7]), json.loads(r[8]), r[9])
+            out.append(StoredAction(r[0], r[1], action, r[10], r[11], r[12], r[13]))
+        return out
+
+    def action_rows(self, plan_id: int) -> dict[str, dict[str, Any]]:
+        """{row key: the action's line} for the report."""
+        cur = self.journal.db.execute("SELECT * FROM undo_actions WHERE plan_id = ?", (plan_id,))
+        names = [d[0] for d in cur.description]
+        out: dict[str, dict[str, Any]] = {}
+        for values in cur.fetchall():
+            line = dict(zip(names, values))
+            for key in json.loads(line["row_keys"]):
+                out[key] = line
+        return out
+
+    # ---- writing ---------------------------------------------------------------------
+    def store_plan(self, actions: Sequence[Action]) -> int:
+        plan_id = (self.latest_plan() or 0) + 1
+        now = time.time()
+        db = self.journal._wdb  # noqa: SLF001 - before the writer thread starts
+        db.execute("BEGIN IMMEDIATE")
+        db.executemany(
+            "INSERT INTO undo_actions (plan_id, kind, datastore_id, image_set_id, "
+            "expected_latest, target_version, call_ids, row_keys, note, state, planned_at, "
+            "finished_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+            [(plan_id, a.kind, a.datastore_id, a.image_set_id, a.expected_latest, a.target_version,
+              json.dumps(a.call_ids), json.dumps(a.row_keys), a.note,
+              "CONFLICT" if a.kind == NONE else "PLANNED", now, now if a.kind == NONE else None)
+             for a in actions])
+        db.execute("COMMIT")
+        return plan_id
+
+    async def move(self, action_id: int, state: str, **changes: Any) -> None:
+        sets = "".join(f", {c}=?" for c in changes)
+
+        def write(db: sqlite3.Connection) -> None:
+            db.execute(f"UPDATE undo_actions SET state=?{sets} WHERE action_id=?",
+                       (state, *changes.values(), action_id))
+
+        await self.journal.write(write)
+
+    async def sent(self, action_id: int) -> None:
+        def write(db: sqlite3.Connection) -> None:
+            db.execute("UPDATE undo_actions SET state='SENT', sent_at=?, attempts=attempts+1 "
+                       "WHERE action_id=?", (time.time(), action_id))
+
+        await self.journal.write(write)
+
+    async def done(self, stored: StoredAction, result_version: str | None,
+                   workflow_status: str | None, evidence: str | None = None) -> None:
+        """The action ended well: the rows it undid go back to NOT_RUN in the same
+        transaction (a later run of the manifest would copy them again)."""
+        a = stored.action
+        message = f"undone by batchcopy undo: {a.note}"
+
+        def write(db: sqlite3.Connection) -> None:
+            db.execute("UPDATE undo_actions SET state='DONE', finished_at=?, result_version_id=?, "
+                       "workflow_status=?, evidence=coalesce(?, evidence) WHERE action_id=?",
+                       (time.time(), result_version, workflow_status, evidence, stored.action_id))
+            db.executemany(
+                "UPDATE rows SET status=?, error_code=?, error_message=?, evidence=NULL "
+                "WHERE key=? AND status IN ('SUCCEEDED', 'SKIPPED')",
+                [(Status.NOT_RUN.value, UNDONE_CODE, message, k) for k in a.row_keys])
+
+        await self.journal.write(write)

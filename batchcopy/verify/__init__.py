@@ -1,0 +1,1 @@
+"""Checking that done rows' destinations hold what the rows asked for."""
