@@ -23,7 +23,7 @@ def run_plan(manifest: str, *, datastore_id: str | None, delimiter: str | None,
              copy_seconds: float | None, rows: bool, output: str,
              out: TextIO | None = None, err: TextIO | None = None) -> int:
     """Print the plan of `manifest`; the exit code (0, or 2 for an unusable manifest)."""
-    from batchcopy.cli.root import _local_manifest
+    from batchcopy.cli.options import local_manifest as _local_manifest
     from batchcopy.manifest.scan import ManifestInvalid, scan_manifest
 
     out = out or sys.stdout

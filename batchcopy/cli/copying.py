@@ -1,0 +1,249 @@
+"""`run`, `validate` and `plan`: the commands that read a manifest."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from batchcopy.cli import help as H
+from batchcopy.cli.options import (
+    ExtraColumns,
+    LogFormat,
+    LogLevel,
+    OnConflict,
+    Output,
+    Pins,
+    ProgressMode,
+    copy_rate_of,
+    datastore_opt,
+    delimiter_opt,
+    extra_opt,
+    fail,
+    local_manifest,
+    manifest_arg,
+    merge_opt,
+    parse_backoff,
+    parse_duration_option,
+    print_errors,
+    rate_file_opt,
+    rate_opt,
+    rates_option,
+    rerun_command,
+)
+
+
+def run(
+    manifest: str = manifest_arg(),
+    datastore_id: Optional[str] = datastore_opt(),
+    delimiter: Optional[str] = delimiter_opt(),
+    extra_columns: ExtraColumns = extra_opt(),
+    endpoint_url: Optional[str] = typer.Option(
+        None, envvar="AWS_ENDPOINT_URL_MEDICAL_IMAGING", metavar="URL", rich_help_panel=H.AWS,
+        help="HealthImaging endpoint, e.g. the emulator's http://127.0.0.1:8787 (with it, the "
+             "runtime- host prefix is not added)."),
+    region: Optional[str] = typer.Option(None, metavar="REGION", rich_help_panel=H.AWS,
+                                         help="AWS region. Default: your AWS configuration."),
+    profile: Optional[str] = typer.Option(None, metavar="NAME", rich_help_panel=H.AWS,
+                                          help="AWS profile. Default: the default credential chain."),
+    rate: list[str] = rate_opt(),
+    rate_file: Optional[Path] = rate_file_opt(),
+    max_in_flight: int = typer.Option(100, min=1, metavar="N", rich_help_panel=H.PACING,
+                                      help="Copies in progress at once per data store (the "
+                                           "service allows 100)."),
+    merge: bool = merge_opt(),
+    on_conflict: OnConflict = typer.Option(
+        OnConflict.refresh, rich_help_panel=H.RETRIES,
+        help="On ConflictException (a stale version, a locked image set): refresh = read the "
+             "latest versions and try again; fail = report the row CONFLICT at once."),
+    max_conflict_refreshes: int = typer.Option(3, min=0, metavar="N", rich_help_panel=H.RETRIES,
+                                               help="Refreshes per row before it is CONFLICT."),
+    max_attempts: int = typer.Option(5, min=1, metavar="N", rich_help_panel=H.RETRIES,
+                                     help="Attempts per call on throttles, 5xx and connection "
+                                          "errors (a CopyImageSet that may have happened is "
+                                          "checked first, never resent blindly)."),
+    retry_backoff: str = typer.Option(
+        "0.5/20", metavar="BASE[/CAP]", rich_help_panel=H.RETRIES,
+        help="Seconds between attempts: a random wait up to BASE, 2xBASE, 4xBASE... never more "
+             "than CAP. Shorter for a local emulator or a quota far above the published one."),
+    pins: Pins = typer.Option(
+        Pins.strict, rich_help_panel=H.RETRIES,
+        help="Version pins in the manifest: strict = a stale source_version_id or "
+             "destination_version_id makes the row CONFLICT, nothing copied; hint = pins are "
+             "starting points, refreshed on conflict."),
+    skip_present: bool = typer.Option(
+        True, "--skip-present/--no-skip-present", rich_help_panel=H.RETRIES,
+        help="Skip rows whose instances are already in their destination, identical to the "
+             "source (one metadata read per copy into an existing destination)."),
+    journal: Optional[str] = typer.Option(
+        None, metavar="PATH", rich_help_panel=H.RESUME,
+        help="Journal (SQLite, a local path). Default: one per manifest and data store in the "
+             "state directory ($BATCHCOPY_STATE_DIR); running the same manifest again continues it."),
+    resume: bool = typer.Option(False, "--resume", rich_help_panel=H.RESUME,
+                                help="Insist on continuing: an error (exit 2, nothing sent) if "
+                                     "the journal is missing, empty or another manifest's."),
+    fresh: bool = typer.Option(False, "--fresh", rich_help_panel=H.RESUME,
+                               help="Set the journal aside and start over: rows done before "
+                                    "are copied again."),
+    max_duration: Optional[str] = typer.Option(
+        None, metavar="DURATION", rich_help_panel=H.LIMITS,
+        help="Soft time limit (3600, 90m, 6h, 1h30m): stop sending, let copies in flight "
+             "finish, exit 5. The same command continues later."),
+    stop_grace: float = typer.Option(60.0, min=0.0, metavar="SECONDS", rich_help_panel=H.LIMITS,
+                                     help="After a stop (Ctrl-C, SIGTERM, --max-duration), how "
+                                          "long copies in flight get to finish."),
+    max_failure_rate: float = typer.Option(
+        0.5, min=0.0, max=1.0, metavar="SHARE", rich_help_panel=H.LIMITS,
+        help="Abort (exit 3) when more than this share of finished rows did not succeed, once "
+             "--failure-min-rows rows finished."),
+    failure_min_rows: int = typer.Option(1000, min=1, metavar="N", rich_help_panel=H.LIMITS,
+                                         help="Finished rows before --max-failure-rate applies "
+                                              "(as S3 Batch Operations does)."),
+    report: Optional[str] = typer.Option(
+        None, metavar="PATH", rich_help_panel=H.OUTPUT,
+        help="Report (.parquet, local or s3://); the summary JSON goes beside it. Default: "
+             "reports/<manifest>-<time>.parquet"),
+    progress: ProgressMode = typer.Option(
+        ProgressMode.auto, rich_help_panel=H.OUTPUT,
+        help="auto = a bar on a terminal, else a stats line every --log-interval; bar; log; off."),
+    log_interval: float = typer.Option(30.0, min=0.1, metavar="SECONDS", rich_help_panel=H.OUTPUT,
+                                       help="Seconds between stats lines (off a terminal, or "
+                                            "into --log-file)."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", rich_help_panel=H.OUTPUT,
+                               help="No progress bar or stats lines (the summary is still printed)."),
+    log_format: LogFormat = typer.Option(
+        LogFormat.text, rich_help_panel=H.LOGGING,
+        help="text = timestamped lines; json = one JSON object a line (time, level, event, "
+             "run_id, row_id, call_id, error_code, latency_ms...) for log shippers. Applies "
+             "to --log-file when given, else to stderr."),
+    log_file: Optional[Path] = typer.Option(
+        None, metavar="PATH", rich_help_panel=H.LOGGING,
+        help="Append the log here; the terminal keeps the bar, warnings and the summary."),
+    log_level: Optional[LogLevel] = typer.Option(
+        None, rich_help_panel=H.LOGGING,
+        help="notice (default): start, stats, summary, rows that did not succeed; info: "
+             "every row and call; debug: every API request (operation, status, latency; "
+             "never credentials or bodies)."),
+    verbose: int = typer.Option(0, "--verbose", "-v", count=True, rich_help_panel=H.LOGGING,
+                                show_default=False,
+                                help="-v = --log-level info, -vv = --log-level debug."),
+    debug: bool = typer.Option(False, "--debug", rich_help_panel=H.LOGGING,
+                               help="Same as --log-level debug."),
+    confirm_above: int = typer.Option(
+        1000, min=0, metavar="ROWS", rich_help_panel=H.CONFIRM,
+        help="On a terminal, show the plan and ask before running more rows than this. "
+             "Never asks off a terminal."),
+    yes: bool = typer.Option(False, "--yes", "-y", rich_help_panel=H.CONFIRM,
+                             help="Do not ask: run at once."),
+    verify: bool = typer.Option(
+        False, "--verify", rich_help_panel=H.OUTPUT,
+        help="After the run, check each done row's destination against its source (as "
+             "`batchcopy verify` does; its report beside the run's, x-verify.parquet); "
+             "mismatches make the exit code 1."),
+    poll_first: float = typer.Option(1.0, min=0.001, metavar="SECONDS", rich_help_panel=H.TUNING,
+                                     help="Wait before the first completion check of a copy, "
+                                          "until the run has learnt how long its copies take."),
+    poll_max: float = typer.Option(30.0, min=0.001, metavar="SECONDS", rich_help_panel=H.TUNING,
+                                   help="Longest wait between completion checks of a long copy."),
+) -> None:
+    """Copy every row of MANIFEST not done yet; write one report row per manifest row.
+
+    Nothing is sent until the manifest, the credentials, the journal and the report
+    destination check out (exit 2 otherwise). Exit codes: 0 all rows done, 1 some rows did
+    not succeed, 2 usage or manifest error, 3 aborted, 4 another run holds the rows, 5 time
+    limit, 70 a bug, 130 interrupted."""
+    from batchcopy.commands.run import JobOptions, run_job
+    from batchcopy.run.runner import RunSettings
+
+    if resume and fresh:
+        fail("--resume and --fresh contradict each other: choose one")
+    level = log_level.value if log_level is not None else "notice"
+    if debug or verbose >= 2:
+        level = "debug"
+    elif verbose == 1 and level not in ("debug",):
+        level = "info"
+    settings = RunSettings(
+        strict_pins=pins is Pins.strict, skip_present=skip_present,
+        merge=merge, max_in_flight_per_datastore=max_in_flight, max_attempts=max_attempts,
+        on_conflict=on_conflict.value, max_conflict_refreshes=max_conflict_refreshes,
+        max_failure_rate=max_failure_rate, failure_min_rows=failure_min_rows,
+        max_duration_s=parse_duration_option(max_duration), stop_grace_s=stop_grace,
+        backoff=parse_backoff(retry_backoff))
+    opts = JobOptions(
+        manifest=manifest, datastore_id=datastore_id, report=report, delimiter=delimiter,
+        extra_columns=extra_columns.value,
+        journal=journal, resume=resume, fresh=fresh, rates=rates_option(rate, rate_file),
+        endpoint_url=endpoint_url, region=region, profile=profile,
+        progress="off" if quiet else progress.value, log_interval_s=log_interval,
+        poll_first_s=poll_first, poll_max_s=poll_max, settings=settings,
+        log_format=log_format.value, log_file=str(log_file) if log_file else None,
+        log_level=level, command=rerun_command(sys.argv[1:]),
+        confirm_above=None if yes else confirm_above, verify=verify)
+    raise typer.Exit(run_job(opts))
+
+
+def validate(
+    manifest: str = manifest_arg(),
+    datastore_id: Optional[str] = datastore_opt(),
+    delimiter: Optional[str] = delimiter_opt(),
+    extra_columns: ExtraColumns = extra_opt(),
+) -> None:
+    """Check MANIFEST without calling the service: every row, and the rules across rows
+    (duplicates, contradicting pins). Exit 0 if valid, 2 with the errors if not."""
+    import tempfile
+
+    from batchcopy.manifest.scan import ManifestInvalid, validate as check
+
+    with tempfile.TemporaryDirectory(prefix="batchcopy-") as tmp:
+        local = local_manifest(manifest, tmp)
+        try:
+            result = check(local, display_name=manifest, default_datastore_id=datastore_id,
+                           delimiter=delimiter, extra_columns=extra_columns.value)  # type: ignore[arg-type]
+        except FileNotFoundError:
+            fail(f"manifest not found: {manifest}")
+        except ManifestInvalid as exc:
+            fail(f"invalid manifest:\n{exc}")
+    if not result.ok:
+        print_errors(result)
+        fail(f"{manifest}: {len(result.errors) + result.more_errors} error(s); nothing would be sent")
+    typer.echo(f"{manifest}: {result.rows} rows OK ({result.datastores} data store(s), "
+               f"{result.image_sets} image set(s), {result.subset_rows} subset row(s))")
+
+
+def plan(
+    manifest: str = manifest_arg(),
+    datastore_id: Optional[str] = datastore_opt(),
+    delimiter: Optional[str] = delimiter_opt(),
+    extra_columns: ExtraColumns = extra_opt(),
+    rate: list[str] = rate_opt(),
+    rate_file: Optional[Path] = rate_file_opt(),
+    merge: bool = merge_opt(),
+    copy_seconds: float = typer.Option(
+        None, min=0.0, metavar="SECONDS", rich_help_panel=H.PACING, show_default=False,
+        help="Assumed duration of one copy, for the chains (default 5): the calls of a chain "
+             "wait for each other's copies, whatever the quota."),
+    rows: bool = typer.Option(False, "--rows", rich_help_panel=H.OUTPUT,
+                              help="Also say what each row will do: its call, a new image set "
+                                   "or which destination, the rows it waits for or shares "
+                                   "its call with."),
+    output: Output = typer.Option(Output.text, "--output", "-o", rich_help_panel=H.OUTPUT,
+                                  help="text, or json (one object; with --rows its row_plans "
+                                       "list)."),
+    copy_rate: Optional[float] = typer.Option(None, hidden=True, min=0.0,
+                                              help="Old spelling of --rate CopyImageSet=RATE."),
+) -> None:
+    """Show what running MANIFEST would do, without calling the service: CopyImageSet calls,
+    merges, chains, per data store, and the time at your copy quota. Runs every check
+    `validate` does (exit 2 on an invalid manifest)."""
+    from batchcopy.commands.plan import run_plan
+
+    rates = rates_option(rate, rate_file)
+    if copy_rate is not None:
+        rates["CopyImageSet"] = (copy_rate, None)
+    code = run_plan(manifest, datastore_id=datastore_id, delimiter=delimiter,
+                    extra_columns=extra_columns.value, merge=merge, copy_rate=copy_rate_of(rates),
+                    rate_given="CopyImageSet" in rates, copy_seconds=copy_seconds, rows=rows,
+                    output=output.value)
+    raise typer.Exit(code)
