@@ -20,7 +20,8 @@ app = typer.Typer(
     rich_markup_mode="rich", context_settings={"help_option_names": ["-h", "--help"]})
 
 
-def _mount_emulator() -> None:
+def mount_emulator() -> None:
+    """Add the `emulator` command group (once), for the console script and help walkers."""
     from batchcopy.emulator.cli import emulator_app
     if any(group.typer_instance is emulator_app for group in app.registered_groups):
         return
@@ -67,7 +68,7 @@ app.command()(demo)
 
 def build() -> Any:
     """The click command tree of `batchcopy`, with its help tidied (cli_help.tidy)."""
-    _mount_emulator()
+    mount_emulator()
     command = typer.main.get_command(app)
     H.tidy(command)
     return command

@@ -68,7 +68,8 @@ async def verify_source(rows: Callable[[], Iterator[RowResult]], source: str,
     code."""
     from batchcopy.aws.client import CallStats, ClientSettings, ImagingApi, open_client
     from batchcopy.aws.ratelimit import RateLimiter
-    from batchcopy.report.parquet import ReportWriter, _is_s3
+    from batchcopy.report.files import is_s3
+    from batchcopy.report.parquet import ReportWriter
     from batchcopy.commands.report import default_limit, show
     from batchcopy.report.view import collect
     from batchcopy.report.retry_manifest import write_failed_manifest
@@ -84,7 +85,7 @@ async def verify_source(rows: Callable[[], Iterator[RowResult]], source: str,
         "of_run": {k: (of_run or {}).get(k) for k in ("run_id", "manifest", "journal", "report")},
         "versions": package_versions()}
     staging = Path(tempfile.mkdtemp(prefix="batchcopy-verify-"))
-    local = staging / "verify.parquet" if _is_s3(dest) else Path(dest)
+    local = staging / "verify.parquet" if is_s3(dest) else Path(dest)
     try:
         settings = ClientSettings(endpoint_url=opts.endpoint_url, region=region,
                                   profile=opts.profile,
@@ -105,7 +106,7 @@ async def verify_source(rows: Callable[[], Iterator[RowResult]], source: str,
                 context.update(finished_at=now_iso(), rows_checked=tally.checked,
                                rows_not_checked=tally.not_checked, api=stats.to_dict())
                 counts = writer.close()
-        if _is_s3(dest):
+        if is_s3(dest):
             from batchcopy.aws import storage
 
             await storage.upload(local, dest)
