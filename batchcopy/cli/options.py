@@ -28,6 +28,15 @@ Output = choices("Output", "text", "json")
 
 
 def fail(message: str, code: int = 2) -> None:
+    """One line on stderr, exit `code`. A message about an option (`--name: ...`) whose
+    value came from the environment or the config file says which (cli/settings.py)."""
+    option, colon, rest = message.partition(":")
+    if colon and option.startswith("--") and " " not in option:
+        from batchcopy.cli.settings import option_origin
+
+        where = option_origin(option)
+        if where:
+            message = f"{option} (from {where}):{rest}"
     typer.echo(f"batchcopy: {message}", err=True)
     raise typer.Exit(code)
 

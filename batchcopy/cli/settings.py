@@ -176,9 +176,12 @@ def read_config(path: Path, command: Any, root: Any, *,
             raise ConfigError(f"{path}: unknown section [{section}]{_did_you_mean(section, [GLOBAL, *commands])}")
         keys = known_everywhere if section == GLOBAL else set(settable(commands[section]))
         for key in table:
+            if f"--{key_of(key)}" in PER_INVOCATION:
+                raise ConfigError(f"{path} [{section}] {key}: --{key_of(key)} is never read "
+                                  "from a file or the environment: give it on the command line")
             if key_of(key) not in keys:
                 where = "no command" if section == GLOBAL else f"`batchcopy {section}`"
-                raise ConfigError(f"{path} [{section}] {key}: {where} has an option "
+                raise ConfigError(f"{path} [{section}] {key}: {where} has no option "
                                   f"--{key_of(key)}{_did_you_mean(key_of(key), keys)}")
     mine = settable(command)
     values: dict[str, Any] = {}
