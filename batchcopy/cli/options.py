@@ -166,6 +166,89 @@ def rate_file_opt() -> Any:
                              '{"CopyImageSet": {"rate": 5, "burst": 5}}; --rate wins.')
 
 
+# ---- what every command that talks to AWS or runs long takes ----------------------------
+def endpoint_opt() -> Any:
+    return typer.Option(
+        None, "--endpoint-url", envvar="AWS_ENDPOINT_URL_MEDICAL_IMAGING", metavar="URL",
+        rich_help_panel=H.AWS,
+        help="HealthImaging endpoint, e.g. the emulator's http://127.0.0.1:8787 (with it, the "
+             "runtime- host prefix is not added).")
+
+
+def region_opt() -> Any:
+    return typer.Option(None, "--region", metavar="REGION", rich_help_panel=H.AWS,
+                        help="AWS region. Default: your AWS configuration.")
+
+
+def profile_opt() -> Any:
+    return typer.Option(None, "--profile", metavar="NAME", rich_help_panel=H.AWS,
+                        help="AWS profile. Default: the default credential chain.")
+
+
+def progress_opt() -> Any:
+    return typer.Option(
+        ProgressMode.auto, "--progress", rich_help_panel=H.OUTPUT,
+        help="auto = a bar on a terminal, else a stats line every --log-interval; bar; log; off.")
+
+
+def log_interval_opt() -> Any:
+    return typer.Option(30.0, "--log-interval", min=0.1, metavar="SECONDS", rich_help_panel=H.OUTPUT,
+                        help="Seconds between stats lines (off a terminal, or into --log-file).")
+
+
+def quiet_opt() -> Any:
+    return typer.Option(False, "--quiet", "-q", rich_help_panel=H.OUTPUT,
+                        help="No progress bar or stats lines (the summary is still printed).")
+
+
+def log_format_opt() -> Any:
+    return typer.Option(
+        LogFormat.text, "--log-format", rich_help_panel=H.LOGGING,
+        help="text = timestamped lines; json = one JSON object a line (time, level, event, "
+             "run_id, row_id, call_id, error_code, latency_ms...) for log shippers. Applies "
+             "to --log-file when given, else to stderr.")
+
+
+def log_file_opt() -> Any:
+    return typer.Option(None, "--log-file", metavar="PATH", rich_help_panel=H.LOGGING,
+                        help="Append the log here; the terminal keeps the bar, warnings and "
+                             "the summary.")
+
+
+def log_level_opt() -> Any:
+    return typer.Option(
+        None, "--log-level", rich_help_panel=H.LOGGING,
+        help="notice (default): start, stats, summary, rows that did not succeed; info: "
+             "every row and call; debug: every API request (operation, status, latency; "
+             "never credentials or bodies).")
+
+
+def verbose_opt() -> Any:
+    return typer.Option(0, "--verbose", "-v", count=True, rich_help_panel=H.LOGGING,
+                        show_default=False, help="-v = --log-level info, -vv = --log-level debug.")
+
+
+def debug_opt() -> Any:
+    return typer.Option(False, "--debug", rich_help_panel=H.LOGGING,
+                        help="Same as --log-level debug.")
+
+
+def console_options(progress: Any, log_interval: float, quiet: bool, log_format: Any,
+                    log_file: Optional[Path], log_level: Any, verbose: int,
+                    debug: bool) -> Any:
+    """The logging and progress options, settled (console/logs.ConsoleOptions)."""
+    from batchcopy.console.logs import ConsoleOptions
+
+    level = log_level.value if log_level is not None else "notice"
+    if debug or verbose >= 2:
+        level = "debug"
+    elif verbose == 1 and level != "debug":
+        level = "info"
+    return ConsoleOptions(progress="off" if quiet else progress.value, log_interval_s=log_interval,
+                          log_format=log_format.value, log_file=str(log_file) if log_file else None,
+                          log_level=level)
+
+
 def print_errors(result: Any) -> None:
     for err in result.errors[:200]:
         typer.echo(str(err), err=True)

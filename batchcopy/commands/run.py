@@ -342,9 +342,7 @@ async def _execute(opts: JobOptions, journal: Any, report_dest: str, region: str
         journal=str(journal.path), report=report_dest)
     progress = None
     if opts.progress != "off":
-        mode = opts.progress
-        if mode == "auto":  # a bar where a person watches, unless JSON goes to the same place
-            mode = "bar" if setup.console_is_terminal and not setup.console_json else "log"
+        mode = logs.display_mode(opts.progress, setup)
         progress = Progress(total_rows, mode=mode, interval_s=opts.log_interval_s,
                             copy_rate=copy_rate, done=done, to_run=statuses.get("PENDING", 0),
                             stats=stats, stats_lines=mode == "log" or setup.to_file,
