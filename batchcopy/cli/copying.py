@@ -32,6 +32,7 @@ from batchcopy.cli.options import (
     log_level_opt,
     manifest_arg,
     merge_opt,
+    notify_targets,
     parse_backoff,
     parse_duration_option,
     print_errors,
@@ -120,6 +121,17 @@ def run(
     log_level: Optional[LogLevel] = log_level_opt(),
     verbose: int = verbose_opt(),
     debug: bool = debug_opt(),
+    notify: list[str] = typer.Option(
+        [], "--notify", metavar="TARGET", rich_help_panel=H.NOTIFY,
+        help="When the run ends (finished, aborted, stopped), send its summary: "
+             "sns:arn:aws:sns:REGION:ACCOUNT:TOPIC, or a webhook URL (https://, or "
+             "http://127.0.0.1 for a local relay). Repeatable. A notification that cannot be "
+             "sent is one warning; the exit code stays the run's."),
+    metrics_file: Optional[Path] = typer.Option(
+        None, "--metrics-file", metavar="PATH", rich_help_panel=H.NOTIFY,
+        help="Write the run's numbers here in Prometheus text format (for node_exporter's "
+             "textfile collector: name it *.prom in its directory), every --log-interval "
+             "and at the end; replaced whole each time."),
     confirm_above: int = typer.Option(
         1000, min=0, metavar="ROWS", rich_help_panel=H.CONFIRM,
         help="On a terminal, show the plan and ask before running more rows than this. "
@@ -166,7 +178,8 @@ def run(
         poll_first_s=poll_first, poll_max_s=poll_max, settings=settings,
         log_format=console.log_format, log_file=console.log_file,
         log_level=console.log_level, command=rerun_command(sys.argv[1:]),
-        confirm_above=None if yes else confirm_above, verify=verify)
+        confirm_above=None if yes else confirm_above, verify=verify,
+        notify=notify_targets(notify), metrics_file=str(metrics_file) if metrics_file else None)
     raise typer.Exit(run_job(opts))
 
 

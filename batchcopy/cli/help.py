@@ -22,6 +22,7 @@ RESUME = "Journal and resume"
 LIMITS = "Limits and stops"
 OUTPUT = "Report and progress"
 LOGGING = "Logging"
+NOTIFY = "Notifications and metrics"
 CONFIRM = "Confirmation"
 TUNING = "Tuning"
 

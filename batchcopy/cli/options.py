@@ -93,6 +93,19 @@ def rates_option(rate: list[str], rate_file: Optional[Path]) -> dict[str, tuple[
     return out
 
 
+def notify_targets(texts: list[str]) -> list[Any]:
+    """--notify values -> console/notify.Target, each mistake one line (exit 2)."""
+    from batchcopy.console.notify import parse_target
+
+    targets = []
+    for text in texts:
+        try:
+            targets.append(parse_target(text))
+        except ValueError as exc:
+            fail(f"--notify: {exc}")
+    return targets
+
+
 def copy_rate_of(rates: dict[str, tuple[float, float | None]]) -> float:
     from batchcopy.aws.ratelimit import RateLimiter
 
@@ -118,7 +131,21 @@ def rerun_command(argv: list[str]) -> str:
     """The command a summary tells the user to run again: this one, minus --fresh (which
     would start over) and minus --yes (the question is theirs to answer)."""
     keep = [a for a in argv if a not in ("--fresh", "--yes", "-y")]
-    return shlex.join(["batchcopy", *keep])
+    return shlex.join(["batchcopy", *_hide_webhooks(keep)])
+
+
+def _hide_webhooks(argv: list[str]) -> list[str]:
+    """A --notify webhook's URL is its secret: the summary shows its host only."""
+    from batchcopy.console.notify import Target
+
+    out: list[str] = []
+    for arg in argv:
+        if out and out[-1] == "--notify" and not arg.startswith("sns:"):
+            arg = str(Target("webhook", arg))
+        elif arg.startswith("--notify=") and not arg.startswith("--notify=sns:"):
+            arg = "--notify=" + str(Target("webhook", arg[len("--notify="):]))
+        out.append(arg)
+    return out
 
 
 MANIFEST_HELP = "Manifest: CSV (.csv, .csv.gz) or Parquet (.parquet), a local path or s3://bucket/key."
