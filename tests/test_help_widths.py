@@ -19,7 +19,7 @@ BOX = str.maketrans({c: " " for c in "│╭╮╰╯─"})
 
 
 def tree() -> list[tuple[list[str], Any]]:
-    cli._mount_emulator()
+    cli.mount_emulator()
     found: list[tuple[list[str], Any]] = []
 
     def walk(command: Any, path: list[str]) -> None:
