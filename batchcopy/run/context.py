@@ -11,7 +11,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections import Counter
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -113,6 +114,8 @@ class RunContext:
         self.stopping = asyncio.Event()
         self.on_stop: list[Callable[[], None]] = []  # the dispatcher cancels unsent units
         self.open_calls = 0
+        # (data store, image set) that this run's open calls are writing or reading
+        self.writing: Counter[tuple[str, str]] = Counter()
         self.finished_rows = 0
         self.bad_rows = 0
 
@@ -144,6 +147,18 @@ class RunContext:
     def call_closed(self) -> None:
         self.open_calls = max(0, self.open_calls - 1)
         self.observer.calls_open(self.open_calls)
+
+    def hold(self, datastore_id: str, image_sets: Iterable[str | None]) -> list[tuple[str, str]]:
+        """Note image sets one of this run's calls is writing (or copying from)."""
+        keys = [(datastore_id, i) for i in image_sets if i]
+        self.writing.update(keys)
+        return keys
+
+    def release(self, keys: Iterable[tuple[str, str]]) -> None:
+        for key in keys:
+            self.writing[key] -= 1
+            if self.writing[key] <= 0:
+                del self.writing[key]
 
     def copy_call_made(self, accepted: bool) -> None:
         now = self.clock()

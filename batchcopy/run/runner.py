@@ -29,6 +29,7 @@ from batchcopy.run.dispatch import Dispatcher
 from batchcopy.run.execute import Executor
 from batchcopy.journal.journal import Journal, RowOutcome
 from batchcopy.run.precheck import MetadataCache
+from batchcopy.run.present import PresenceFinder
 from batchcopy.run.reconcile import Reconciler
 from batchcopy.core.specs import Status
 from batchcopy.run.versions import VersionBook
@@ -46,7 +47,10 @@ class Runner:
         self.versions = VersionBook(api, strict_pins=settings.strict_pins,
                                     lock_wait_s=settings.lock_wait_s)
         self.driver = CallDriver(self.ctx, Reconciler(api, lock_wait_s=min(120.0, settings.lock_wait_s)))
-        self.executor = Executor(self.ctx, self.driver, self.versions, MetadataCache(api))
+        presence = PresenceFinder(api, known=journal.known_results, in_flight=self.ctx.writing,
+                                  lock_wait_s=min(120.0, settings.lock_wait_s))
+        self.executor = Executor(self.ctx, self.driver, self.versions, MetadataCache(api),
+                                 presence if settings.skip_present else None)
 
     @property
     def outcome(self) -> RunOutcome:
