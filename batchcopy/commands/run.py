@@ -67,21 +67,44 @@ def say(msg: str, *, level: int = logs.NOTICE, event: str = "message", **fields:
 
 
 def run_job(opts: JobOptions) -> int:
+    report_dest = opts.report or str(opts.reports_dir / (
+        f"{manifest_stem(opts.manifest)}-{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}.parquet"))
+    clash = _files_clash(opts, report_dest)  # before the log file opens: it may be the manifest
     try:
-        setup = logs.configure(level=opts.log_level, fmt=opts.log_format, file=opts.log_file)
+        setup = logs.configure(level=opts.log_level, fmt=opts.log_format,
+                               file=None if clash else opts.log_file)
     except OSError as exc:
         print(f"batchcopy: --log-file: cannot open {opts.log_file}: {exc.strerror or exc}",
               file=sys.stderr, flush=True)
         return ExitCode.USAGE
+    if clash:
+        say(f"batchcopy: {clash}", level=logging.ERROR, event="setup_error")
+        setup.close()
+        return ExitCode.USAGE
     try:
         with tempfile.TemporaryDirectory(prefix="batchcopy-") as tmp:
             try:
-                return asyncio.run(_run_job(opts, Path(tmp), setup))
+                return asyncio.run(_run_job(opts, report_dest, Path(tmp), setup))
             except SetupError as exc:
                 say(f"batchcopy: {exc}", level=logging.ERROR, event="setup_error")
                 return ExitCode.USAGE
     finally:
         setup.close()
+
+
+def _files_clash(opts: JobOptions, report_dest: str) -> str | None:
+    """Why two parts of this run would be one file (run/files.py), or None."""
+    from batchcopy.run.files import check_run_files
+
+    try:
+        journal = resolve_journal_path(opts)
+    except SetupError:
+        return None  # a --journal that cannot be: _run_job says why
+    try:
+        check_run_files(opts.manifest, report_dest, journal, opts.log_file, verify=opts.verify)
+    except SetupError as exc:
+        return str(exc)
+    return None
 
 
 def manifest_stem(manifest: str) -> str:
@@ -111,14 +134,12 @@ def resolve_journal_path(opts: JobOptions) -> Path:
     return state_dir() / "journals" / f"{manifest_stem(opts.manifest)}-{digest}.journal.sqlite"
 
 
-async def _run_job(opts: JobOptions, tmp: Path, setup: logs.LogSetup) -> int:
+async def _run_job(opts: JobOptions, report_dest: str, tmp: Path, setup: logs.LogSetup) -> int:
     from batchcopy.aws import preflight
     from batchcopy.aws import storage
 
     preflight.check_endpoint(opts.endpoint_url)
     region = preflight.check_aws(opts.profile, opts.region)
-    report_dest = opts.report or str(opts.reports_dir / (
-        f"{manifest_stem(opts.manifest)}-{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}.parquet"))
     preflight.check_report_destination(report_dest)
     journal_path = resolve_journal_path(opts)
     try:
