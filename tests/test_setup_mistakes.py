@@ -106,6 +106,13 @@ def link_to(s: Setup, name: str, target: Path) -> str:
     return str(link)
 
 
+def read_only_state(s: Setup) -> dict[str, str]:
+    """A state directory no process may write, root included: root ignores permission bits
+    and CI has no mounts to make, but sysfs refuses new files to everyone (EPERM, or EROFS
+    where /sys is mounted read-only), as a read-only state directory does."""
+    return {**s.env, "BATCHCOPY_STATE_DIR": "/sys/fs"}
+
+
 def _rate(value: str) -> Callable[[Setup], list[str]]:
     return lambda s: run_args(s, "--rate", value)
 
@@ -221,6 +228,12 @@ MISTAKES = [
              "give another --report")),
     Mistake("journal-is-the-log-file", "journal", lambda s: run_args(s, "--log-file", JOURNAL),
             ("the log file (--log-file)", "is the same file as the journal", "give another --log-file")),
+    Mistake("journal-state-directory-read-only", "journal", lambda s: run_args(s),
+            ("the state directory /sys/fs cannot be written", "BATCHCOPY_STATE_DIR", "nothing was sent"),
+            env=read_only_state),
+    Mistake("journal-default-in-a-read-only-state-directory", "journal",
+            lambda s: ["run", str(s.manifest), "--report", "report.parquet", "--quiet"],
+            ("/sys/fs/journals", "cannot be"), env=read_only_state),
     # ---- report destinations
     Mistake("report-is-the-parquet-manifest", "report",
             lambda s: ["run", parquet_manifest(s), "--report", parquet_manifest(s), "--journal", JOURNAL,

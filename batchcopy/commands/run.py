@@ -320,13 +320,17 @@ def _isatty(stream: Any) -> bool:
 
 async def _hold_and_run(opts: JobOptions, journal: Any, local: Path, report_dest: str,
                         region: str, rows: int, setup: logs.LogSetup) -> int:
-    from batchcopy.journal.holds import HeldElsewhere, Holds
+    import sqlite3
 
-    holds = Holds()
+    from batchcopy.journal.holds import HeldElsewhere, Holds, state_unwritable
+
     scope = f"{region}|{opts.endpoint_url or 'aws'}"
     try:
+        holds = Holds()
         holds.acquire(scope, journal.held_image_sets(), manifest=opts.manifest,
                       journal=str(journal.path))
+    except (OSError, sqlite3.Error) as exc:
+        raise SetupError(state_unwritable(exc)) from None
     except HeldElsewhere as exc:
         say(f"batchcopy: another batchcopy run on this machine is copying the same image sets: "
             f"{exc}. Not starting; run again once it has finished", level=logging.ERROR,
@@ -335,13 +339,14 @@ async def _hold_and_run(opts: JobOptions, journal: Any, local: Path, report_dest
     try:
         return await _execute(opts, journal, report_dest, region, rows, setup)
     finally:
-        holds.release()
+        holds.release()  # best effort: the kernel drops a dead run's hold anyway
 
 
 async def _execute(opts: JobOptions, journal: Any, report_dest: str, region: str,
                    total_rows: int, setup: logs.LogSetup) -> int:
     from batchcopy.aws.client import CallStats, ClientSettings, ImagingApi, open_client
     from batchcopy.console.progress import Progress
+    from batchcopy.journal.journal import JournalUnwritable
     from batchcopy.aws.ratelimit import RateLimiter
     from batchcopy.run.runner import Runner, RunSettings, summary_stats
     from batchcopy.run.waiter import CopyWaiter
@@ -355,7 +360,10 @@ async def _execute(opts: JobOptions, journal: Any, report_dest: str, region: str
     client_settings = ClientSettings(
         endpoint_url=opts.endpoint_url, region=region, profile=opts.profile,
         max_pool_connections=max(10, min(200, settings.max_in_flight_per_datastore + 10)))
-    run_id = journal.start_run(opts.manifest)
+    try:
+        run_id = _recorded(journal, lambda: journal.start_run(opts.manifest))
+    except JournalUnwritable as exc:  # nothing was sent
+        raise SetupError(str(exc)) from None
     logs.RUN_ID.set(run_id)
     say(f"batchcopy: run {run_id} of {opts.manifest}: {total_rows:,} rows, {done:,} done "
         f"before; CopyImageSet at {copy_rate:g}/s; journal {journal.path}", event="run_started",
@@ -403,7 +411,12 @@ async def _execute(opts: JobOptions, journal: Any, report_dest: str, region: str
     run_stats.update(_context(opts, started_wall))
     if opts.command:
         run_stats["command"] = opts.command
-    journal.end_run(run_id, int(exit_code), run_stats)
+    try:
+        _recorded(journal, lambda: journal.end_run(run_id, int(exit_code), run_stats))
+    except JournalUnwritable as exc:  # the report still comes from what was recorded
+        if outcome.abort_message is None:
+            say(f"batchcopy: {exc}", level=logging.ERROR, event="journal_error")
+        exit_code = ExitCode.ABORTED
     try:
         summary = await write_outputs(journal, report_dest, run_stats)
     except OSError as exc:  # checked before the first call; a disk can still fill up since
@@ -440,6 +453,20 @@ def _context(opts: JobOptions, started_wall: float) -> dict[str, Any]:
     return {"started_at": datetime.fromtimestamp(started_wall, timezone.utc).isoformat(),
             "finished_at": datetime.now(timezone.utc).isoformat(),
             "options": run_options(opts), "versions": package_versions()}
+
+
+def _recorded(journal: Any, write: Any) -> Any:
+    """An inline journal write; JournalUnwritable when its storage refuses it."""
+    import sqlite3
+
+    from batchcopy.journal.journal import JournalUnwritable, storage_failure
+
+    try:
+        return write()
+    except (sqlite3.Error, OSError) as exc:
+        if not storage_failure(exc):
+            raise
+        raise JournalUnwritable(journal.path, exc) from None
 
 
 def decide_exit(stop_reason: str | None, journal: Any) -> ExitCode:
