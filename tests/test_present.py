@@ -124,7 +124,7 @@ def test_a_copy_that_differs_is_copied_again(done: dict[str, Any]) -> None:
     assert wait_active(c, w.ds, b["imageSetId"])["imageSetWorkflowStatus"] == "UPDATED"
     w.wait_idle()
     lose_state(w)
-    copies = w.copy_calls()
+    copies = w.copies_requested()
     again = run_with_state(w, done["manifest"], tmp / "again.parquet", tmp)
     assert again.returncode == 0, again.stderr
     rows = report_rows(tmp / "again.parquet")
@@ -133,7 +133,7 @@ def test_a_copy_that_differs_is_copied_again(done: dict[str, Any]) -> None:
     # hold the old attribute; b's second series is unchanged
     assert copied == {"s00", "w1", "s10"}, {k: r["status"] for k, r in rows.items()}
     assert {r["status"] for k, r in rows.items() if k not in copied} == {"SKIPPED"}
-    assert w.copy_calls() - copies == 3
+    assert w.copies_requested() - copies == 3  # accepted copies (a throttled call is none)
     for k in copied:
         assert rows[k]["result_image_set_id"] != made[k]["result_image_set_id"]
 
@@ -165,13 +165,13 @@ def test_look_alikes_are_not_the_rows_copy(emulator: Any, client_env: dict[str, 
             {"row_id": "a-one", "source_image_set_id": a["imageSetId"],
              "series_instance_uid": series[1], "sop_instance_uid": a["series"][series[1]][0]}]
     w.wait_idle()
-    copies = w.copy_calls()
+    copies = w.copies_requested()
     manifest = write_manifest(tmp_path / "m.csv", [{"datastore_id": w.ds, **r} for r in rows])
     res = run_with_state(w, manifest, tmp_path / "r.parquet", tmp_path)
     assert res.returncode == 0, res.stderr
     out = report_rows(tmp_path / "r.parquet")
     assert {k: r["status"] for k, r in out.items()} == {r["row_id"]: "SUCCEEDED" for r in rows}
-    assert w.copy_calls() - copies == len(rows)
+    assert w.copies_requested() - copies == len(rows)
 
 
 def test_two_rows_with_the_same_content_need_two_copies(emulator: Any, client_env: dict[str, str],
@@ -192,11 +192,11 @@ def test_two_rows_with_the_same_content_need_two_copies(emulator: Any, client_en
     assert {r["status"] for r in made.values()} == {"SUCCEEDED"}  # the journal knew the first
     w.wait_idle()
     lose_state(w)
-    copies = w.copy_calls()
+    copies = w.copies_requested()
     second = run_with_state(w, manifest, tmp_path / "r2.parquet", tmp_path)
     assert second.returncode == 0, second.stderr
     out = report_rows(tmp_path / "r2.parquet")
-    assert {r["status"] for r in out.values()} == {"SKIPPED"} and w.copy_calls() == copies
+    assert {r["status"] for r in out.values()} == {"SKIPPED"} and w.copies_requested() == copies
     assert {r["result_image_set_id"] for r in out.values()} == \
         {r["result_image_set_id"] for r in made.values()}
     c = w.client()
@@ -208,14 +208,14 @@ def test_two_rows_with_the_same_content_need_two_copies(emulator: Any, client_en
     assert third.returncode == 0, third.stderr
     out = report_rows(tmp_path / "r3.parquet")
     assert sorted(r["status"] for r in out.values()) == ["SKIPPED", "SUCCEEDED"]
-    assert w.copy_calls() - copies == 1
+    assert w.copies_requested() - copies == 1
 
 
 def test_no_skip_present_copies_without_looking(done: dict[str, Any]) -> None:
     w, tmp = done["w"], done["tmp"]
     lose_state(w)
-    copies, searches = w.copy_calls(), w.stats()["calls"].get("SearchImageSets", 0)
+    copies, searches = w.copies_requested(), w.stats()["calls"].get("SearchImageSets", 0)
     again = run_with_state(w, done["manifest"], tmp / "again.parquet", tmp, "--no-skip-present")
     assert again.returncode == 0, again.stderr
-    assert w.copy_calls() - copies == len(done["rows"])
+    assert w.copies_requested() - copies == len(done["rows"])
     assert w.stats()["calls"].get("SearchImageSets", 0) == searches

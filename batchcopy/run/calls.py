@@ -107,6 +107,7 @@ class CallDriver:
                            error_message=msg)
         ctx.copy_call_made(accepted=True)
         held += ctx.hold(request.datastore_id, [new_id])
+        ctx.own.made_one(request.datastore_id, new_id)
         await ctx.journal.call_answered(call_id, new_id, new_v)
         settled = await self.wait(call_id, request, new_id, new_v)
         return _with(settled, source_latest=source_latest)
@@ -150,6 +151,7 @@ class CallDriver:
         if verdict.happened:
             assert verdict.image_set_id and verdict.version_id
             held = ctx.hold(call.request.datastore_id, [verdict.image_set_id])
+            ctx.own.made_one(call.request.datastore_id, verdict.image_set_id)
             try:
                 return await self.wait(call.call_id, call.request, verdict.image_set_id,
                                        verdict.version_id, evidence=verdict.evidence)

@@ -20,13 +20,14 @@ holds an image set that is exactly what the row's copy would make, found like th
 
 A candidate being written (LOCKED: a copy running now, perhaps another machine's copy of
 this very row) is waited for (bounded); still locked then, the answer is `Busy`, and the
-row is not run (the next run looks again). Image sets this run's own calls are writing
-(`in_flight`) are other rows' copies and are not waited for.
+row is not run (the next run looks again). Image sets this run's own calls are writing,
+reading or made lately (`own`) are other rows' copies (or their sources): neither waited
+for nor read.
 
 Cost per row: one SearchImageSets request per 50 image sets of the study, the source's
 metadata (cached per version), and for each candidate version not seen before in this run
-one GetImageSet and, if it is a copy, one GetImageSetMetadata (both cached by version:
-a version's content never changes). Never a CopyImageSet token.
+and not this run's own one GetImageSet and, if it is a copy, one GetImageSetMetadata
+(both cached by version: a version's content never changes). Never a CopyImageSet token.
 """
 
 from __future__ import annotations
@@ -87,14 +88,15 @@ def study_uid(doc: dict[str, Any]) -> str:
 class PresenceFinder:
     """`find()` over an ImagingApi-like object (search_image_sets, get_image_set,
     get_image_set_metadata). `known(datastore)` gives the image sets this journal's calls
-    made; `in_flight` holds those this run's open calls are writing."""
+    made (read only when something matched); `own` holds those this run's calls are
+    writing or reading now, or made lately (context.OwnImageSets): never read."""
 
     def __init__(self, api: Any, *, known: Callable[[str], Iterable[str]],
-                 in_flight: Container[tuple[str, str]] = frozenset(), lock_wait_s: float = 120.0,
+                 own: Container[tuple[str, str]] = frozenset(), lock_wait_s: float = 120.0,
                  sleep: Callable[[float], Awaitable[object]] = asyncio.sleep) -> None:
         self.api = api
         self.known = known
-        self.in_flight = in_flight
+        self.own = own
         self.lock_wait_s = lock_wait_s
         self._sleep = sleep
         self._seen: OrderedDict[tuple[str, str, str], tuple[str, Digest | None]] = OrderedDict()
@@ -114,7 +116,7 @@ class PresenceFinder:
         matches: list[tuple[str, str]] = []
         for summary in await self.api.search_image_sets(datastore_id, criteria):
             cand = str(summary.get("imageSetId") or "")
-            if (not cand or cand == source_id or (datastore_id, cand) in self.in_flight
+            if (not cand or cand == source_id or (datastore_id, cand) in self.own
                     or (primary and summary.get("isPrimary") is False)):
                 continue
             # SearchImageSets answers `version` as an integer: a key, not a version id

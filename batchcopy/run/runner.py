@@ -47,7 +47,7 @@ class Runner:
         self.versions = VersionBook(api, strict_pins=settings.strict_pins,
                                     lock_wait_s=settings.lock_wait_s)
         self.driver = CallDriver(self.ctx, Reconciler(api, lock_wait_s=min(120.0, settings.lock_wait_s)))
-        presence = PresenceFinder(api, known=journal.known_results, in_flight=self.ctx.writing,
+        presence = PresenceFinder(api, known=journal.known_results, own=self.ctx.own,
                                   lock_wait_s=min(120.0, settings.lock_wait_s))
         self.executor = Executor(self.ctx, self.driver, self.versions, MetadataCache(api),
                                  presence if settings.skip_present else None)
