@@ -44,7 +44,7 @@ from batchcopy.run.precheck import selection
 
 Digest = tuple[str, int]  # (sha256 of the content's canonical JSON, instances)
 _CACHE = 4096  # candidate versions remembered (their digests, not their documents)
-_CLAIMS = 100_000  # content digests whose claimed image sets are remembered
+_CLAIMS = 20_000  # content digests whose claimed image sets are remembered (about 5 MB)
 
 
 @dataclass(frozen=True)
