@@ -29,6 +29,7 @@ from typing import Any
 from batchcopy.console import logs
 from batchcopy.aws.preflight import SetupError
 from batchcopy.console.stopsignals import stop_on_signals
+from batchcopy.run.files import run_clash
 from batchcopy.core.specs import ExitCode, Status
 
 MANIFEST_SUFFIXES = (".csv.gz", ".csv", ".parquet", ".pq")
@@ -69,7 +70,9 @@ def say(msg: str, *, level: int = logs.NOTICE, event: str = "message", **fields:
 def run_job(opts: JobOptions) -> int:
     report_dest = opts.report or str(opts.reports_dir / (
         f"{manifest_stem(opts.manifest)}-{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}.parquet"))
-    clash = _files_clash(opts, report_dest)  # before the log file opens: it may be the manifest
+    # before the log file opens: it may be the manifest
+    clash = run_clash(opts.manifest, report_dest, lambda: resolve_journal_path(opts),
+                      opts.log_file, verify=opts.verify)
     try:
         setup = logs.configure(level=opts.log_level, fmt=opts.log_format,
                                file=None if clash else opts.log_file)
@@ -90,21 +93,6 @@ def run_job(opts: JobOptions) -> int:
                 return ExitCode.USAGE
     finally:
         setup.close()
-
-
-def _files_clash(opts: JobOptions, report_dest: str) -> str | None:
-    """Why two parts of this run would be one file (run/files.py), or None."""
-    from batchcopy.run.files import check_run_files
-
-    try:
-        journal = resolve_journal_path(opts)
-    except SetupError:
-        return None  # a --journal that cannot be: _run_job says why
-    try:
-        check_run_files(opts.manifest, report_dest, journal, opts.log_file, verify=opts.verify)
-    except SetupError as exc:
-        return str(exc)
-    return None
 
 
 def manifest_stem(manifest: str) -> str:
@@ -361,7 +349,7 @@ async def _execute(opts: JobOptions, journal: Any, report_dest: str, region: str
         endpoint_url=opts.endpoint_url, region=region, profile=opts.profile,
         max_pool_connections=max(10, min(200, settings.max_in_flight_per_datastore + 10)))
     try:
-        run_id = _recorded(journal, lambda: journal.start_run(opts.manifest))
+        run_id = journal.start_run(opts.manifest)
     except JournalUnwritable as exc:  # nothing was sent
         raise SetupError(str(exc)) from None
     logs.RUN_ID.set(run_id)
@@ -412,7 +400,7 @@ async def _execute(opts: JobOptions, journal: Any, report_dest: str, region: str
     if opts.command:
         run_stats["command"] = opts.command
     try:
-        _recorded(journal, lambda: journal.end_run(run_id, int(exit_code), run_stats))
+        journal.end_run(run_id, int(exit_code), run_stats)
     except JournalUnwritable as exc:  # the report still comes from what was recorded
         if outcome.abort_message is None:
             say(f"batchcopy: {exc}", level=logging.ERROR, event="journal_error")
@@ -453,20 +441,6 @@ def _context(opts: JobOptions, started_wall: float) -> dict[str, Any]:
     return {"started_at": datetime.fromtimestamp(started_wall, timezone.utc).isoformat(),
             "finished_at": datetime.now(timezone.utc).isoformat(),
             "options": run_options(opts), "versions": package_versions()}
-
-
-def _recorded(journal: Any, write: Any) -> Any:
-    """An inline journal write; JournalUnwritable when its storage refuses it."""
-    import sqlite3
-
-    from batchcopy.journal.journal import JournalUnwritable, storage_failure
-
-    try:
-        return write()
-    except (sqlite3.Error, OSError) as exc:
-        if not storage_failure(exc):
-            raise
-        raise JournalUnwritable(journal.path, exc) from None
 
 
 def decide_exit(stop_reason: str | None, journal: Any) -> ExitCode:

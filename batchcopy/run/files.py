@@ -12,7 +12,7 @@ theirs. A clash is a SetupError: one line naming both parts and the option to ch
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -87,3 +87,18 @@ def check_run_files(manifest: str, report: str, journal: Path, log_file: str | N
     if log_file:
         parts.append(Part("the log file (--log-file)", log_file, "--log-file"))
     check_distinct(parts)
+
+
+def run_clash(manifest: str, report: str, journal: Callable[[], Path], log_file: str | None, *,
+              verify: bool = False) -> str | None:
+    """check_run_files' line, or None; `journal()` resolves the journal's path (a
+    --journal that cannot be is the run's to say, later, in its own words)."""
+    try:
+        path = journal()
+    except SetupError:
+        return None
+    try:
+        check_run_files(manifest, report, path, log_file, verify=verify)
+    except SetupError as exc:
+        return str(exc)
+    return None
