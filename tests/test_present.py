@@ -91,6 +91,11 @@ def test_a_rerun_with_its_state_directory_deleted_sends_no_copy(done: dict[str, 
     # SearchImageSets on the study, one page a row: inside its own quota
     assert w.stats()["calls"]["SearchImageSets"] - searches == len(rows)
     assert json.loads((tmp / "again.summary.json").read_text())["rows_already_present"] == len(rows)
+    # the image sets found are what the rows asked for: verify reads them back
+    checked = run_cli(["verify", str(tmp / "again.parquet"), "--out", str(tmp / "v.parquet")],
+                      w.env, cwd=tmp)
+    assert checked.returncode == 0, checked.stderr
+    assert {r["status"] for r in report_rows(tmp / "v.parquet").values()} == {"SUCCEEDED"}
 
 
 def test_a_copy_that_differs_is_copied_again(done: dict[str, Any]) -> None:
