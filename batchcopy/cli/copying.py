@@ -83,8 +83,9 @@ def run(
              "starting points, refreshed on conflict."),
     skip_present: bool = typer.Option(
         True, "--skip-present/--no-skip-present", rich_help_panel=H.RETRIES,
-        help="Skip rows whose instances are already in their destination, identical to the "
-             "source (one metadata read per copy into an existing destination)."),
+        help="Skip rows whose copy is already there, journal or not: their instances in "
+             "their destination, or for a new image set a copy holding exactly them (README: "
+             "Already present)."),
     journal: Optional[str] = typer.Option(
         None, metavar="PATH", rich_help_panel=H.RESUME,
         help="Journal (SQLite, a local path). Default: one per manifest and data store in the "

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import fcntl
 import json
 import os
@@ -93,6 +94,29 @@ T = TypeVar("T")
 
 class JournalError(Exception):
     """The journal cannot be used (missing, empty, corrupt, foreign, unwritable)."""
+
+
+class JournalUnwritable(JournalError):
+    """A write to the journal failed for a reason of its storage: a full disk, an I/O
+    error, a file or directory that became read-only. Not a bug: the run stops (nothing is
+    sent that the journal could not record) and says so in one line."""
+
+    def __init__(self, path: Path, exc: BaseException) -> None:
+        why = getattr(exc, "strerror", None) or str(exc)
+        super().__init__(f"the journal {path} cannot be written ({why}): free space or make it "
+                         "writable (or move it with --journal), then run again; the next run "
+                         "settles the calls this one sent")
+
+
+# SQLite's primary result codes that mean "the storage refused", not "the program erred"
+_STORAGE_CODES = frozenset({8, 10, 13, 14})  # READONLY, IOERR, FULL, CANTOPEN
+
+
+def storage_failure(exc: BaseException) -> bool:
+    if isinstance(exc, OSError):
+        return True
+    code = getattr(exc, "sqlite_errorcode", None)
+    return isinstance(exc, sqlite3.Error) and code is not None and code & 0xFF in _STORAGE_CODES
 
 
 class JournalLocked(Exception):
@@ -276,13 +300,15 @@ class Journal:
 
     # ---- runs --------------------------------------------------------------
     def start_run(self, manifest: str) -> int:
-        cur = self._wdb.execute("INSERT INTO runs (started_at, manifest, pid) VALUES (?, ?, ?)",
-                                (time.time(), manifest, os.getpid()))
+        with self._storage():
+            cur = self._wdb.execute("INSERT INTO runs (started_at, manifest, pid) VALUES (?, ?, ?)",
+                                    (time.time(), manifest, os.getpid()))
         return int(cur.lastrowid)
 
     def end_run(self, run_id: int, exit_code: int, stats: dict[str, Any]) -> None:
-        self._wdb.execute("UPDATE runs SET finished_at=?, exit_code=?, stats=? WHERE run_id=?",
-                          (time.time(), exit_code, json.dumps(stats, default=str), run_id))
+        with self._storage():
+            self._wdb.execute("UPDATE runs SET finished_at=?, exit_code=?, stats=? WHERE run_id=?",
+                              (time.time(), exit_code, json.dumps(stats, default=str), run_id))
 
     def latest_run(self) -> int | None:
         return self.db.execute("SELECT max(run_id) FROM runs").fetchone()[0]
@@ -451,11 +477,23 @@ class Journal:
                                    (state,)).fetchone()[0])
 
     # ---- writes (inline, or through the group-commit writer) ----------------
+    @contextlib.contextmanager
+    def _storage(self) -> Iterator[None]:
+        """A write the storage refuses raises JournalUnwritable (other errors as they are)."""
+        try:
+            yield
+        except (sqlite3.Error, OSError) as exc:
+            if storage_failure(exc):
+                raise JournalUnwritable(self.path, exc) from None
+            raise
+
     async def write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        """Run `fn(db)` as one write: inline, or through the group-commit writer."""
-        if self._writer is None:
-            return _in_transaction(self._wdb, fn)
-        return await asyncio.wrap_future(self._writer.submit(fn))
+        """Run `fn(db)` as one write: inline, or through the group-commit writer.
+        JournalUnwritable when the storage refuses it."""
+        with self._storage():
+            if self._writer is None:
+                return _in_transaction(self._wdb, fn)
+            return await asyncio.wrap_future(self._writer.submit(fn))
 
     async def flush(self) -> None:
         """Return once every write queued before it is committed (or dropped)."""
