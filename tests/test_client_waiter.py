@@ -47,7 +47,7 @@ def aio(fn: Callable[..., Coroutine[Any, Any, None]]) -> Callable[..., None]:
 async def imaging(endpoint: str | None = None, *, limiter: RateLimiter | None = None,
                   max_attempts: int = 5, read_timeout: float = 10.0) -> AsyncIterator[ImagingApi]:
     settings = ClientSettings(endpoint_url=endpoint, region="us-east-1", read_timeout=read_timeout,
-                              connect_timeout=2.0)
+                              connect_timeout=10.0)
     async with open_client(settings) as client:
         yield ImagingApi(client, limiter or RateLimiter(rate_scale=50),
                          max_attempts=max_attempts, backoff=FAST)
