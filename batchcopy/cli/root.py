@@ -97,7 +97,13 @@ def main() -> None:
         ctx = exc.ctx  # type: ignore[attr-defined]
         where = ctx.command_path if ctx is not None else "batchcopy"
         message = " ".join(exc.format_message().split())  # type: ignore[attr-defined]
-        print(f"{where}: {message} (see '{where} --help')", file=sys.stderr)
+        line = f"{where}: {message} (see '{where} --help')"
+        if getattr(exc, "option_name", None) and ctx is not None:  # NoSuchOption
+            from batchcopy.cli.suggest import unknown_option_message
+
+            line = unknown_option_message(where, exc.option_name, [  # type: ignore[attr-defined]
+                o for p in ctx.command.params for o in (*p.opts, *p.secondary_opts)])
+        print(line, file=sys.stderr)
         sys.exit(2)
     except typer.Abort:
         print("Aborted.", file=sys.stderr)
