@@ -111,6 +111,32 @@ def test_text_log_off_a_terminal_is_stamped_warns_per_failed_row_and_says_what_n
     assert "to continue" not in text  # nothing is left for a rerun
 
 
+def test_one_failed_row_is_at_most_two_warnings_and_an_earlier_failure_is_not_alerted_again(
+        emulator: Any, client_env: dict[str, str], tmp_path: Path) -> None:
+    w = seed_world(emulator, client_env, SEED)
+    rows = distinct_copies(w, 5)
+    rows.insert(2, {"row_id": "ghost", "datastore_id": w.ds, "source_image_set_id": "9" * 32})
+    manifest = write_manifest(tmp_path / "m.csv", rows)
+    res = run_manifest(manifest, w.env, tmp_path)
+    assert res.code == 1, res.stderr
+    warnings = [line for line in res.stderr.splitlines() if " WARNING " in line]
+    assert len(warnings) <= 2, warnings  # the row's own line, and the one line to alert on
+    assert "1 of 6 rows not done in this run (1 FAILED)" in warnings[-1]
+    assert f"batchcopy report {res.report}" in warnings[-1]
+    assert any(" NOTICE " in line and "6 rows from" in line for line in res.stderr.splitlines())
+    # the same command again (cron): no call, the old failure named but not alerted: exit 0
+    calls = w.api_calls()
+    log = tmp_path / "again.jsonl"
+    again = run_manifest(manifest, w.env, tmp_path, "--log-format", "json", "--log-file", str(log))
+    assert again.code == 0, again.stderr
+    assert w.api_calls() == calls
+    assert " WARNING " not in again.stderr
+    assert "1 FAILED from earlier runs: not retried, not in the exit code" in again.stderr
+    (summary,) = [r for r in records(log.read_text()) if r["event"] == "summary"]
+    assert summary["summary"]["earlier_runs_left"] == {"FAILED": 1}
+    assert summary["summary"]["exit_code"] == 0 and again.summary()["earlier_runs_left"] == {"FAILED": 1}
+
+
 @pytest.mark.emulator_config(copy_base_s=50.0)
 def test_a_stop_leaves_rows_not_run_out_of_the_done_count_and_says_how_to_continue(
         emulator: Any, client_env: dict[str, str], tmp_path: Path) -> None:

@@ -376,9 +376,10 @@ async def _execute(opts: JobOptions, journal: Any, report_dest: str, region: str
         progress.close(journal.manifest_statuses())
     wall = time.monotonic() - started
     run_stats = summary_stats(outcome, stats.to_dict(), copy_rate, wall)
-    exit_code = decide_exit(outcome.stop_reason, journal)
+    exit_code = decide_exit(outcome.stop_reason, journal, run_id)
     run_stats.update(exit_code=int(exit_code), manifest=opts.manifest, report=report_dest,
-                     journal=str(journal.path), run_id=run_id)
+                     journal=str(journal.path), run_id=run_id,
+                     earlier_runs_left=journal.statuses_before(run_id))
     run_stats.update(_context(opts, started_wall))
     if opts.command:
         run_stats["command"] = opts.command
@@ -391,10 +392,12 @@ async def _execute(opts: JobOptions, journal: Any, report_dest: str, region: str
             f"`batchcopy report {journal.path} --out PATH.parquet`",
             level=logging.ERROR, event="report_error")
         return ExitCode.ABORTED
-    from batchcopy.report.summary import human_summary, next_steps
-    say(human_summary(summary), event="summary",
-        level=logs.NOTICE if exit_code == ExitCode.OK else logging.WARNING,
-        summary=summary, next_steps=next_steps(summary))
+    from batchcopy.report.summary import alert_line, human_summary, next_steps
+    say(human_summary(summary), event="summary", summary=summary, next_steps=next_steps(summary))
+    alert = alert_line(summary)
+    if alert is not None:  # the one line log alerting needs: rows this run did not get done
+        say(alert, level=logging.WARNING, event="rows_not_done", run_id=run_id,
+            by_status=summary.get("this_run_left"), report=summary.get("report"))
     if outcome.internal_error:
         say(f"batchcopy: internal error (a bug in batchcopy, please report it): "
             f"{outcome.internal_error}. The run stopped; every call it sent is settled or "
@@ -421,7 +424,10 @@ def _context(opts: JobOptions, started_wall: float) -> dict[str, Any]:
             "options": run_options(opts), "versions": package_versions()}
 
 
-def decide_exit(stop_reason: str | None, journal: Any) -> ExitCode:
+def decide_exit(stop_reason: str | None, journal: Any, run_id: int | None = None) -> ExitCode:
+    """The run's exit code. Rows that did not succeed count only when this run (`run_id`,
+    default the latest) decided them: a FAILED row of an earlier run, which no rerun
+    touches, is named in the summary, not alerted again."""
     if stop_reason == "internal-error":
         return ExitCode.INTERNAL
     if stop_reason == "aborted":
@@ -435,6 +441,9 @@ def decide_exit(stop_reason: str | None, journal: Any) -> ExitCode:
         return ExitCode.TIME_LIMIT  # rows left for the next run
     bad = sum(n for s, n in statuses.items()
               if s not in (Status.SUCCEEDED.value, Status.SKIPPED.value))
+    run_id = run_id if run_id is not None else journal.latest_run()
+    if run_id is not None:
+        bad -= sum(journal.statuses_before(run_id).values())
     return ExitCode.ROWS_FAILED if bad else ExitCode.OK
 
 

@@ -390,6 +390,14 @@ class Journal:
             "SELECT r.status, count(*) FROM manifest m JOIN rows r ON r.key = m.key "
             "GROUP BY r.status").fetchall())
 
+    def statuses_before(self, run_id: int) -> dict[str, int]:
+        """Statuses of the manifest's rows that did not succeed and were last decided by an
+        earlier run than `run_id` (FAILED rows stay FAILED: no run touches them again)."""
+        return dict(self.db.execute(
+            "SELECT r.status, count(*) FROM manifest m JOIN rows r ON r.key = m.key "
+            "WHERE r.run_id < ? AND r.status NOT IN ('SUCCEEDED', 'SKIPPED', 'PENDING') "
+            "GROUP BY r.status", (run_id,)).fetchall())
+
     def row_statuses(self, keys: Iterable[str]) -> dict[str, str]:
         return self._by_keys("SELECT key, status FROM rows WHERE key IN ({})", keys)
 
