@@ -273,3 +273,31 @@ def test_html_without_matplotlib_says_how_to_install_it(ran: dict[str, Any], tmp
     assert proc.returncode == 2
     assert "pip install 'batchcopy[report]'" in proc.stderr and "Traceback" not in proc.stderr
     assert not (tmp_path / "p.html").exists()
+
+
+@pytest.mark.parametrize("source", ["report", "journal"])
+def test_failed_manifest_keeps_the_manifests_columns_and_form(ran: dict[str, Any], source: str) -> None:
+    """The rows to retry come back as the curator wrote them: the friendly series/SOP cells
+    (not a JSON blob), their own `notes`, the manifest's columns in its order."""
+    import csv
+
+    from runkit import COLUMNS
+
+    retry = ran["tmp"] / f"retry-{source}.csv"
+    proc = run_cli(["report", str(ran[source]), "--failed-manifest", str(retry),
+                    *(["--out", str(ran["tmp"] / "rebuilt-form.parquet")] if source == "journal" else [])],
+                   ran["env"], cwd=ran["tmp"])
+    assert proc.returncode == 0, proc.stderr
+    with retry.open(newline="", encoding="utf-8") as fh:
+        header, *lines = list(csv.reader(fh))
+    assert header == [*COLUMNS, "notes"]
+    got = {line[0]: dict(zip(header, line)) for line in lines}
+    assert sorted(got) == ["absent", "mismatch"]
+    asked = {r["row_id"]: r for r in ran["rows"]}
+    absent = got["absent"]
+    assert (absent["series_instance_uid"], absent["sop_instance_uid"], absent["copiable_attributes"]) == \
+        (asked["absent"]["series_instance_uid"], "1.2.3.999", "")
+    assert absent["notes"] == "typo" and got["mismatch"]["notes"] == "wrong patient"
+    assert got["mismatch"]["destination_image_set_id"] == asked["mismatch"]["destination_image_set_id"]
+    check = run_cli(["validate", str(retry), "--extra-columns", "ignore"], ran["env"], cwd=ran["tmp"])
+    assert check.returncode == 0 and "2 rows OK" in check.stdout, check.stderr

@@ -249,6 +249,7 @@ def _stage(journal: Any, local: Path, opts: JobOptions) -> int | None:
         say(f"batchcopy: invalid manifest, nothing was sent ({total} error(s)):\n{listed}{more}",
             level=logging.ERROR, event="invalid_manifest", errors=[str(e) for e in report.errors[:50]])
         return None
+    journal.set_manifest_form(scan.form)
     journal.commit_manifest()
     return report.rows
 
@@ -379,7 +380,8 @@ async def _execute(opts: JobOptions, journal: Any, report_dest: str, region: str
     exit_code = decide_exit(outcome.stop_reason, journal, run_id)
     run_stats.update(exit_code=int(exit_code), manifest=opts.manifest, report=report_dest,
                      journal=str(journal.path), run_id=run_id,
-                     earlier_runs_left=journal.statuses_before(run_id))
+                     earlier_runs_left=journal.statuses_before(run_id),
+                     manifest_form=journal.manifest_form())
     run_stats.update(_context(opts, started_wall))
     if opts.command:
         run_stats["command"] = opts.command

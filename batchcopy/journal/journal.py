@@ -274,6 +274,15 @@ class Journal:
     def set_identity(self, identity: Identity) -> None:
         self._wdb.execute("INSERT OR REPLACE INTO meta VALUES ('identity', ?)", (identity.to_json(),))
 
+    def set_manifest_form(self, form: dict[str, Any]) -> None:
+        """The staged manifest's columns and delimiter (within the staging transaction)."""
+        self._wdb.execute("INSERT OR REPLACE INTO meta VALUES ('manifest_form', ?)",
+                          (json.dumps(form),))
+
+    def manifest_form(self) -> dict[str, Any] | None:
+        found = self.db.execute("SELECT value FROM meta WHERE key='manifest_form'").fetchone()
+        return None if found is None else dict(json.loads(found[0]))
+
     # ---- runs --------------------------------------------------------------
     def start_run(self, manifest: str) -> int:
         cur = self._wdb.execute("INSERT INTO runs (started_at, manifest, pid) VALUES (?, ?, ?)",

@@ -162,6 +162,12 @@ class ManifestScan:
         return [name for _, name in self._extras]
 
     @property
+    def form(self) -> dict[str, Any]:
+        """The manifest's form, for a retry manifest written like it: its header as read,
+        and its CSV delimiter (None for Parquet)."""
+        return {"columns": list(self.header), "delimiter": getattr(self._source, "delimiter", None)}
+
+    @property
     def errors(self) -> list[ManifestError]:
         """The problems found so far (up to max_errors; the rest are counted in more_errors)."""
         return list(self._errors)
