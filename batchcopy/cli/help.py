@@ -27,10 +27,16 @@ TUNING = "Tuning"
 EXAMPLES: dict[str, str] = {
     "": """Examples:
   batchcopy demo                                   try it against the bundled emulator
+  batchcopy select --datastore-id DS --where Modality=CT --out ct.csv   a manifest from a query
   batchcopy validate manifest.csv                  check a manifest, send nothing
   batchcopy plan manifest.csv --rows               what each row will do, and how long
   batchcopy run manifest.csv                       copy; run it again to continue
   batchcopy report reports/manifest-*.parquet      what happened""",
+    "select": """Examples:
+  batchcopy select --datastore-id DS -w Modality=CT -w 'StudyDate>=20190101' -o ct.csv
+  batchcopy select --datastore-id DS -w PatientID=@ids.txt -o s3://bucket/m.parquet
+  batchcopy select --datastore-id DS -w 'SeriesDescription~*axial*' -o axial.csv
+  batchcopy select --datastore-id DS -w BodyPartExamined=KNEE --into ID --force -o k.csv""",
     "run": """Examples:
   batchcopy run manifest.csv --datastore-id 0123456789abcdef0123456789abcdef
   batchcopy run s3://bucket/nightly.csv --rate CopyImageSet=5 --max-duration 6h

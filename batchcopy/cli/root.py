@@ -13,7 +13,7 @@ from typing import Any
 
 import typer
 
-from batchcopy.cli import copying, help as H, results
+from batchcopy.cli import copying, help as H, results, select
 
 app = typer.Typer(
     no_args_is_help=True, add_completion=True, pretty_exceptions_enable=False,
@@ -56,6 +56,7 @@ def demo(
 
 
 # Commands, in the order --help lists them (each module holds its commands' options).
+app.command(no_args_is_help=True)(select.select)
 app.command(no_args_is_help=True)(copying.run)
 app.command(no_args_is_help=True)(copying.validate)
 app.command(no_args_is_help=True)(copying.plan)
