@@ -88,3 +88,14 @@ def test_scale(results: Path) -> None:
     run = data["run"]
     for key in ("rss_at_10pct_mib", "rss_at_100pct_mib", "peak_rss_mib", "growth_to_peak_mib"):
         assert finite(run[key]), key
+
+
+def test_selection(results: Path) -> None:
+    data = figures(results, "selection")
+    runs = data["runs"]
+    for name in ("fixed", "cold", "warm"):
+        for key in ("wall_s", "cpu_s", "peak_rss_mib", "image_sets_per_s"):
+            assert finite(runs[name][key]), (name, key)
+    assert runs["cold"]["metadata_reads"] >= data["image_sets"] and runs["warm"]["metadata_reads"] == 0
+    assert runs["resumed"]["interrupt_exit"] in (0, 130) and data["resumed_manifest_identical"]
+    assert finite(data["extrapolated_100k"]["cold_min"])
