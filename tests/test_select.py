@@ -21,6 +21,7 @@ from typer.testing import CliRunner
 
 from batchcopy.cli import root as cli
 from batchcopy.commands.select import SelectOptions, run_select
+from batchcopy.console.logs import ConsoleOptions
 from conftest import control_call
 from runkit import FAST, run_manifest
 
@@ -59,7 +60,7 @@ def select(ds: str, out: Path | str, *where: str, **options: Any) -> tuple[int, 
     err = io.StringIO()
     rates = {op: (rate, burst) for op, rate, burst in map(parse_rate, CLI_RATES)}
     code = run_select(SelectOptions(datastore_id=ds, out=str(out), where=list(where), rates=rates,
-                                    progress="off", **options), stream=err)
+                                    console=ConsoleOptions(progress="off"), **options), stream=err)
     return code, err.getvalue()
 
 
@@ -221,10 +222,11 @@ def test_mistakes_are_one_line_exit_2(emulator: Any, client_env: dict[str, str],
     opts = {"datastore_id": ds, "out": str(tmp_path / "m.csv"), **options}
     err = io.StringIO()
     before = sum(emulator.stats()["calls"].values())
-    code = run_select(SelectOptions(where=where, progress="off", **opts), stream=err)
+    code = run_select(SelectOptions(where=where, console=ConsoleOptions(progress="off"), **opts),
+                      stream=err)
     lines = err.getvalue().strip().splitlines()
     assert code == 2 and len(lines) == 1 and fragment in lines[0], lines
-    assert lines[0].startswith("batchcopy select: ")
+    assert "batchcopy select: " in lines[0]
     calls = sum(emulator.stats()["calls"].values()) - before
     assert calls <= (1 if fragment in ("not found", "--into 000") else 0)  # the call that found it
     assert not list(tmp_path.glob("*.csv"))

@@ -8,8 +8,25 @@ from typing import Optional
 import typer
 
 from batchcopy.cli import help as H
-from batchcopy.cli.options import (ProgressMode, endpoint_opt, profile_opt, rate_file_opt,
-                                   rates_option, region_opt)
+from batchcopy.cli.options import (
+    LogFormat,
+    LogLevel,
+    ProgressMode,
+    console_options,
+    debug_opt,
+    endpoint_opt,
+    log_file_opt,
+    log_format_opt,
+    log_interval_opt,
+    log_level_opt,
+    profile_opt,
+    progress_opt,
+    quiet_opt,
+    rate_file_opt,
+    rates_option,
+    region_opt,
+    verbose_opt,
+)
 
 QUERY = "Query"
 
@@ -56,13 +73,14 @@ def select(
     endpoint_url: Optional[str] = endpoint_opt(),
     region: Optional[str] = region_opt(),
     profile: Optional[str] = profile_opt(),
-    progress: ProgressMode = typer.Option(
-        ProgressMode.auto, rich_help_panel=H.OUTPUT,
-        help="auto = a line redrawn on a terminal, else a line every --log-interval; bar; log; off."),
-    log_interval: float = typer.Option(10.0, min=0.1, metavar="SECONDS", rich_help_panel=H.OUTPUT,
-                                       help="Seconds between progress lines off a terminal."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", rich_help_panel=H.OUTPUT,
-                               help="No progress (the summary is still printed)."),
+    progress: ProgressMode = progress_opt(),
+    log_interval: float = log_interval_opt(),
+    quiet: bool = quiet_opt(),
+    log_format: LogFormat = log_format_opt(),
+    log_file: Optional[Path] = log_file_opt(),
+    log_level: Optional[LogLevel] = log_level_opt(),
+    verbose: int = verbose_opt(),
+    debug: bool = debug_opt(),
 ) -> None:
     """Write a manifest from a query of a data store: each source image set that matches
     becomes a row copying exactly its matching series (into a new image set, or --into
@@ -81,4 +99,5 @@ def select(
         datastore_id=datastore_id, out=out, where=list(where), into=into, force=force, pin=pin,
         limit=limit, rates=rates_option(rate, rate_file), endpoint_url=endpoint_url,
         region=region, profile=profile, concurrency=concurrency, cache=cache,
-        progress="off" if quiet else progress.value, log_interval_s=log_interval)))
+        console=console_options(progress, log_interval, quiet, log_format, log_file, log_level,
+                                verbose, debug))))

@@ -16,6 +16,7 @@ in the cache: the same command continues).
 from __future__ import annotations
 
 import asyncio
+import logging
 import shlex
 import sys
 import time
@@ -43,8 +44,7 @@ class SelectOptions:
     profile: str | None = None
     concurrency: int = 16
     cache: bool = True
-    progress: str = "auto"  # auto | bar | log | off
-    log_interval_s: float = 10.0
+    console: Any = None  # console/logs.ConsoleOptions (--progress, --log-*, -v); None: defaults
 
 
 STOPPED = ("batchcopy select: interrupted, no manifest written; what was read is kept: the "
@@ -57,10 +57,12 @@ class SelectSetupError(Exception):
 
 def run_select(opts: SelectOptions, *, stream: TextIO | None = None) -> int:
     from batchcopy.aws import preflight
+    from batchcopy.console import logs
     from batchcopy.manifest.rules import ID_RE
     from batchcopy.query.where import WhereError, parse
 
     err = stream or sys.stderr
+    console = opts.console or logs.ConsoleOptions()
     try:
         if not ID_RE.fullmatch(opts.datastore_id):
             raise SelectSetupError(f"--datastore-id {opts.datastore_id!r} is not a data store id "
@@ -72,21 +74,35 @@ def run_select(opts: SelectOptions, *, stream: TextIO | None = None) -> int:
         preflight.check_manifest_destination(opts.out)
         preflight.check_endpoint(opts.endpoint_url)
         region = preflight.check_aws(opts.profile, opts.region)
-        return asyncio.run(_select(opts, query, region, err))
+        setup = logs.configure(level=console.log_level, fmt=console.log_format,
+                               file=console.log_file, stream=err)
     except (SelectSetupError, WhereError, preflight.SetupError) as exc:
         print(f"batchcopy select: {exc}", file=err, flush=True)
         return int(ExitCode.USAGE)
+    except OSError as exc:
+        print(f"batchcopy select: --log-file: cannot open {console.log_file}: "
+              f"{exc.strerror or exc}", file=err, flush=True)
+        return int(ExitCode.USAGE)
+    try:
+        return asyncio.run(_select(opts, query, region, err, setup, console))
+    except SelectSetupError as exc:
+        logs.say(f"batchcopy select: {exc}", level=logging.ERROR, event="setup_error")
+        return int(ExitCode.USAGE)
     except KeyboardInterrupt:
-        print(STOPPED, file=err, flush=True)
+        logs.say(STOPPED, event="interrupted")
         return int(ExitCode.INTERRUPTED)
+    finally:
+        setup.close()
 
 
-async def _select(opts: SelectOptions, query: Any, region: str, err: TextIO) -> int:
+async def _select(opts: SelectOptions, query: Any, region: str, err: TextIO, setup: Any,
+                  console: Any) -> int:
     from batchcopy.aws.client import CallStats, ClientSettings, ImagingApi, open_client
     from batchcopy.aws.ratelimit import RateLimiter
     from batchcopy.journal.holds import state_dir
     from batchcopy.query.cache import SeriesCache, cache_path
     from batchcopy.query.output import ManifestWriter
+    from batchcopy.console import logs
     from batchcopy.console.stopsignals import stop_on_signals
     from batchcopy.query.selector import SelectAborted, Selector
 
@@ -104,21 +120,22 @@ async def _select(opts: SelectOptions, query: Any, region: str, err: TextIO) -> 
             selector = Selector(api, opts.datastore_id, query, into=opts.into, force=opts.force,
                                 pin=opts.pin, limit=opts.limit, cache=cache,
                                 concurrency=opts.concurrency, now=time.time())
-            ticker = Ticker(selector.tally, _mode(opts.progress, err), opts.log_interval_s, err,
-                            started)
+            ticker = Ticker(selector.tally, _mode(console.progress, setup, err),
+                            console.log_interval_s, err, started, lines=setup.to_file)
             task = asyncio.create_task(ticker.run())
             work = asyncio.create_task(selector.run(writer.write))
             try:
                 with stop_on_signals(asyncio.get_running_loop(), work.cancel, "",
-                                     announce=lambda _, name: print(
-                                         f"\nbatchcopy select: {name}: stopping (signal again to "
-                                         "exit at once)", file=err, flush=True)):
+                                     announce=lambda _, name: logs.say(
+                                         f"batchcopy select: {name}: stopping (signal again to "
+                                         "exit at once)", event="stopping", signal=name)):
                     await work
             except asyncio.CancelledError:
                 if not work.cancelled():
                     raise
                 writer.abort()
-                print(STOPPED, file=err, flush=True)
+                ticker.close()
+                logs.say(STOPPED, event="interrupted")
                 return int(ExitCode.INTERRUPTED)
             except BaseExceptionGroup as group:  # the select's task group: its first error
                 first = _first(group)
@@ -128,8 +145,9 @@ async def _select(opts: SelectOptions, query: Any, region: str, err: TextIO) -> 
                     why = first if isinstance(first, SelectAborted) else \
                         f"{error_code(first)}: {error_message(first)}"
                     writer.abort()
-                    print(f"batchcopy select: stopped: {why} (nothing more can be read with "
-                          "these credentials)", file=err, flush=True)
+                    ticker.close()
+                    logs.say(f"batchcopy select: stopped: {why} (nothing more can be read with "
+                             "these credentials)", level=logging.ERROR, event="aborted")
                     return int(ExitCode.ABORTED)
                 raise _setup_or_bug(first, opts) from None
             finally:
@@ -142,8 +160,11 @@ async def _select(opts: SelectOptions, query: Any, region: str, err: TextIO) -> 
     finally:
         cache.close()
     tally = selector.tally
-    print(summary_text(tally, query.describe(), written, opts, stats.to_dict(),
-                       time.monotonic() - started), file=err, flush=True)
+    logs.say(summary_text(tally, query.describe(), written, opts, stats.to_dict(),
+                          time.monotonic() - started), event="select_summary",
+             manifest=written, image_sets=tally.found, candidates=tally.candidates,
+             reads=tally.reads, cached=tally.cached, selected=tally.selected, rows=tally.rows,
+             unreadable=len(tally.unreadable), api=stats.to_dict())
     return int(ExitCode.ROWS_FAILED if tally.unreadable else ExitCode.OK)
 
 
@@ -189,25 +210,30 @@ def _setup_or_bug(exc: BaseException, opts: SelectOptions) -> BaseException:
     return exc
 
 
-def _mode(progress: str, err: TextIO) -> str:
-    if progress != "auto":
-        return progress
-    try:
-        return "bar" if err.isatty() else "log"
-    except (AttributeError, ValueError):
-        return "log"
+def _mode(progress: str, setup: Any, err: TextIO) -> str:
+    """--progress as run reads it (a bar where a person watches, else stats lines); a
+    terminal with no size gets stats lines."""
+    from batchcopy.console.logs import display_mode
+    from batchcopy.console.progress import terminal_columns
+
+    mode = display_mode(progress, setup)
+    return "log" if mode == "bar" and terminal_columns(err) == 0 else mode
 
 
 WINDOW_S = 15.0  # the progress line's rates are over this many seconds
 
 
 class Ticker:
-    """The select's progress: a line redrawn on a terminal (`bar`), or printed every
-    `interval` seconds (`log`, off a terminal); nothing with `off`."""
+    """The select's progress: a line redrawn on a terminal (`bar`), or a stats record every
+    `interval` seconds (`log`, off a terminal, and into --log-file with `lines`: timestamped
+    text or JSON, event select_stats); nothing with `off`."""
 
-    def __init__(self, tally: Any, mode: str, interval: float, stream: TextIO, started: float) -> None:
+    def __init__(self, tally: Any, mode: str, interval: float, stream: TextIO, started: float,
+                 *, lines: bool = False) -> None:
         self.tally, self.mode, self.interval, self.stream = tally, mode, interval, stream
+        self.lines = mode == "log" or (lines and mode != "off")
         self.started = started
+        self._last = started
         self._drawn = False
         self._samples: deque[tuple[float, int, int]] = deque()  # (time, examined, reads)
 
@@ -216,7 +242,7 @@ class Ticker:
             return
         self._samples.append((time.monotonic(), self.tally.examined, self.tally.reads))
         while True:
-            await asyncio.sleep(0.5 if self.mode == "bar" else self.interval)
+            await asyncio.sleep(min(0.5, self.interval) if self.mode == "bar" else self.interval)
             self.show()
 
     def rates(self, now: float) -> tuple[float, float]:
@@ -232,22 +258,28 @@ class Ticker:
         return (self.tally.reads - reads) / span, (self.tally.examined - examined) / span
 
     def show(self) -> None:
+        from batchcopy.console import logs
+        from batchcopy.console.progress import terminal_columns
+
         now = time.monotonic()
         reads_s, examined_s = self.rates(now)
         line = progress_line(self.tally, reads_s, examined_s)
         if self.mode == "bar":
-            import shutil
-
-            width = shutil.get_terminal_size().columns or 80
-            self.stream.write("\r" + line[: max(20, width - 1)].ljust(max(20, width - 1)))
+            width = max(20, terminal_columns(self.stream) - 1)
+            self.stream.write("\r" + line[:width].ljust(width))
+            self.stream.flush()
             self._drawn = True
-        else:
-            stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-            self.stream.write(f"{stamp} NOTICE  {line}\n")
-        self.stream.flush()
+        if self.lines and now - self._last >= self.interval - 0.01:
+            self._last = now
+            t = self.tally
+            logs.emit(logs.NOTICE, "select_stats", line, image_sets=t.found,
+                      candidates=t.candidates, search_done=t.search_done, examined=t.examined,
+                      reads=t.reads, cached=t.cached, selected=t.selected, rows=t.rows,
+                      reads_per_s=round(reads_s, 2))
 
     def close(self) -> None:
         if self._drawn:
+            self._drawn = False
             self.stream.write("\n")
             self.stream.flush()
 
