@@ -272,3 +272,23 @@ def test_a_zero_size_terminal_gets_stats_lines(emulator: Any, client_env: dict[s
     stats = [line for line in said.splitlines() if "rows done" in line]
     assert stats and "6/6 rows done" in stats[-1] and STAMP.match(stats[-1].strip()), said
     assert not bar_frames(said)
+
+
+def test_verify_and_undo_progress_on_a_zero_size_terminal_is_stats_lines(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from batchcopy.console.progress import Progress
+    from batchcopy.console.tally import Tally
+
+    master, slave = os.openpty()
+    try:
+        fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 0, 0, 0, 0))
+        monkeypatch.setenv("COLUMNS", "0")
+        with os.fdopen(os.dup(slave), "w") as stream:
+            assert Tally(3, noun="rows", verb="checked", mode="bar", stream=stream).mode == "log"
+            progress = Progress(3, mode="bar", stream=stream)
+            assert (progress.mode, progress.stats_lines) == ("log", True)
+            fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 80, 0, 0))
+            assert Tally(3, noun="rows", verb="checked", mode="bar", stream=stream).mode == "bar"
+    finally:
+        os.close(master)
+        os.close(slave)

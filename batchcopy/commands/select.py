@@ -214,7 +214,7 @@ def _mode(progress: str, setup: Any, err: TextIO) -> str:
     """--progress as run reads it (a bar where a person watches, else stats lines); a
     terminal with no size gets stats lines."""
     from batchcopy.console.logs import display_mode
-    from batchcopy.console.progress import terminal_columns
+    from batchcopy.console.tally import terminal_columns
 
     mode = display_mode(progress, setup)
     return "log" if mode == "bar" and terminal_columns(err) == 0 else mode
@@ -259,7 +259,7 @@ class Ticker:
 
     def show(self) -> None:
         from batchcopy.console import logs
-        from batchcopy.console.progress import terminal_columns
+        from batchcopy.console.tally import terminal_columns
 
         now = time.monotonic()
         reads_s, examined_s = self.rates(now)

@@ -37,7 +37,7 @@ from collections.abc import Callable, Mapping
 from typing import Any, TextIO
 
 from batchcopy.console import logs
-from batchcopy.console.tally import Ticker
+from batchcopy.console.tally import Ticker, terminal_columns
 from batchcopy.core.durations import human_duration
 from batchcopy.core.specs import Status
 
@@ -47,23 +47,6 @@ LEFT = (Status.NOT_RUN.value, Status.CONFLICT.value, Status.UNKNOWN.value)
 _RATE_WINDOW = 100  # accepted calls the achieved rate is measured over
 MIN_BAR = 20  # columns the bar keeps: the figures after it are shortened first
 _BAR_FORMAT = "{l_bar}{bar}| {n_fmt}/{total_fmt} rows [{elapsed}{postfix}]"
-
-
-def terminal_columns(stream: Any) -> int:
-    """The width of the terminal `stream` writes to; 0 when it has none, or a zero size
-    (`docker exec -t` before the size is set: COLUMNS and LINES are 0 too)."""
-    import os
-
-    try:
-        columns = os.get_terminal_size(stream.fileno()).columns
-    except (AttributeError, ValueError, OSError):
-        columns = 0
-    if columns <= 0:
-        try:
-            columns = int(os.environ.get("COLUMNS", "0"))
-        except ValueError:
-            columns = 0
-    return max(0, columns)
 
 
 class Progress:
