@@ -15,6 +15,8 @@ pip install -e . && python benchmarks/run_all.py`. The AWS CLI baseline runs whe
   startup   6. --help, run --help, validate of a 3-row manifest
   present   7. a 1,000-row rerun of new-image-set rows with its state lost: CopyImageSet
                calls (0), calls per row by operation, wall, beside copying them again
+  selection 8. `select` over 2,000 image sets at the published quotas: cold, cached,
+               interrupted and resumed; extrapolated to 100,000
 
 --quick runs tiny sizes (a minute or so; the figures then say little). --repeat N repeats
 pacing and curation (min / median reported); the others run once.
@@ -34,10 +36,11 @@ import curation  # noqa: E402
 import pacing  # noqa: E402
 import present  # noqa: E402
 import scale  # noqa: E402
+import selection  # noqa: E402
 import startup  # noqa: E402
 from common import RESULTS  # noqa: E402
 
-NAMES = ("startup", "pacing", "curation", "capacity", "scale", "present")
+NAMES = ("startup", "pacing", "curation", "capacity", "scale", "present", "selection")
 
 
 def plan(quick: bool, repeat: int, hogs: int, results: Path) -> dict[str, Callable[[], Any]]:
@@ -50,6 +53,7 @@ def plan(quick: bool, repeat: int, hogs: int, results: Path) -> dict[str, Callab
             "capacity": lambda: capacity.run(100, 40, results_dir=results),
             "scale": lambda: scale.run(2000, 200, results_dir=results),
             "present": lambda: present.run(3, 2, 10.0, results_dir=results),
+            "selection": lambda: selection.run(200, results_dir=results),
         }
     return {
         "startup": lambda: startup.run(max(5, repeat), results_dir=results),
@@ -58,6 +62,7 @@ def plan(quick: bool, repeat: int, hogs: int, results: Path) -> dict[str, Callab
         "capacity": lambda: capacity.run(20000, 5000, results_dir=results),
         "scale": lambda: scale.run(1_000_000, 100_000, results_dir=results),
         "present": lambda: present.run(200, 4, 10.0, results_dir=results),
+        "selection": lambda: selection.run(2000, results_dir=results),
     }
 
 

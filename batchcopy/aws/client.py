@@ -234,6 +234,7 @@ class ImagingApi:
         self._sleep = sleep
         self._light = light_calls(client) if light else None
         self._hooked = _register_send_hook(client, self._before_send)
+        self._pairs_refused = False  # SearchImageSets refused two filters together once
 
     async def _before_send(self, event_name: str = "", **_: Any) -> None:
         """botocore `before-send.medical-imaging.<Operation>`: space the send itself.
@@ -356,10 +357,48 @@ class ImagingApi:
             "imageSetPropertiesList")
 
     async def search_image_sets(self, datastore_id: str, search_criteria: dict) -> list[dict]:
-        return await self._pages(
-            "SearchImageSets",
-            {"datastoreId": datastore_id, "searchCriteria": search_criteria},
-            "imageSetsMetadataSummaries")
+        return [found async for page in self.search_pages(datastore_id, search_criteria)
+                for found in page]
+
+    async def search_pages(self, datastore_id: str, search_criteria: dict,
+                           page_size: int = PAGE_SIZE) -> AsyncIterator[list[dict]]:
+        """SearchImageSets page by page (the summaries of each). Two filters the service
+        refuses together (which pairs it takes is not documented) are sent as one, the
+        other checked on each summary (aws/search.py); once refused, a pair is not sent
+        again by this client."""
+        from botocore.exceptions import ClientError
+
+        from batchcopy.aws import search
+
+        filters = list(search_criteria.get("filters") or [])
+        local: list[dict] = []
+        if len(filters) == 2 and self._pairs_refused:
+            filters, local = search.split(filters)
+        token: str | None = None
+        seen: set[str] = set()
+        while True:
+            criteria = {k: v for k, v in search_criteria.items() if k != "filters"}
+            if filters:
+                criteria["filters"] = filters
+            params: dict[str, Any] = {"datastoreId": datastore_id, "maxResults": page_size,
+                                      "searchCriteria": criteria}
+            if token is not None:
+                params["nextToken"] = token
+            try:
+                page = await self._call("SearchImageSets", params)
+            except ClientError as exc:
+                if (token is None and len(filters) == 2 and not local
+                        and error_code(exc) == "ValidationException"):
+                    self._pairs_refused = True
+                    filters, local = search.split(filters)
+                    continue
+                raise
+            found = page.get("imageSetsMetadataSummaries") or []
+            yield [s for s in found if all(search.matches(s, f) for f in local)]
+            token = page.get("nextToken")
+            if not token or token in seen:  # a repeated token would loop forever
+                return
+            seen.add(token)
 
     async def get_image_set_metadata(self, datastore_id: str, image_set_id: str,
                                      version: str | None = None) -> dict:

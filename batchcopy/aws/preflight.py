@@ -107,7 +107,7 @@ def check_space(directories: list[Path], rows: int) -> None:
                              f"needs about {need >> 20} MiB for its journal and report")
 
 
-def _check_bucket(url: str) -> None:
+def _check_bucket(url: str, what: str = "the report's") -> None:
     try:
         bucket, _ = parse_s3(url)
     except ValueError as exc:
@@ -120,10 +120,25 @@ def _check_bucket(url: str) -> None:
     except bx.ClientError as exc:
         code = exc.response.get("Error", {}).get("Code")
         if code in ("404", "NoSuchBucket", "NotFound"):
-            raise SetupError(f"the report's bucket {bucket!r} does not exist") from None
-        raise SetupError(f"cannot use the report's bucket {bucket!r}: {code}") from None
+            raise SetupError(f"{what} bucket {bucket!r} does not exist") from None
+        raise SetupError(f"cannot use {what} bucket {bucket!r}: {code}") from None
     except bx.BotoCoreError as exc:
-        raise SetupError(f"cannot reach the report's bucket {bucket!r}: {exc}") from None
+        raise SetupError(f"cannot reach {what} bucket {bucket!r}: {exc}") from None
+
+
+def check_manifest_destination(out: str) -> None:
+    """`select --out`: a manifest name (.csv, .csv.gz, .parquet, .pq) in a writable
+    directory, or an s3:// object whose bucket answers."""
+    if not out.lower().endswith((".csv", ".csv.gz", ".parquet", ".pq")):
+        raise SetupError(f"--out {out!r}: the manifest's name must end in .csv, .csv.gz, "
+                         ".parquet or .pq (its format)")
+    if is_s3(out):
+        _check_bucket(out, "the manifest's")
+        return
+    path = Path(out).expanduser()
+    if path.is_dir():
+        raise SetupError(f"--out {out!r} is a directory; give a file name")
+    writable_dir(path.parent, f"the manifest's directory {str(path.parent)!r}")
 
 
 def check_journal_path(text: str) -> Path:

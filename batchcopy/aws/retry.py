@@ -258,6 +258,18 @@ def _is_param_validation(exc: BaseException) -> bool:
     return isinstance(exc, (bx.ParamValidationError, bx.ValidationError))
 
 
+def raise_unless_passing(exc: BaseException, operation: str,
+                         fatal: type[Exception]) -> None:
+    """For a read that failed after the client's retries, inside its `except`: a bug is
+    raised again as it is; credentials or access refused as `fatal` ("code: message"),
+    since nothing more can be read; a passing failure returns, for the caller to count."""
+    kind = classify(exc, operation=operation)
+    if kind is ErrorKind.UNEXPECTED:
+        raise exc
+    if kind is ErrorKind.RUN_FATAL:
+        raise fatal(f"{error_code(exc)}: {error_message(exc)}") from None
+
+
 def is_retryable(kind: ErrorKind) -> bool:
     """Whether a call may simply be repeated after this kind of failure."""
     return kind in (ErrorKind.THROTTLE, ErrorKind.TRANSIENT)

@@ -153,9 +153,10 @@ def run(
     """Copy every row of MANIFEST not done yet; write one report row per manifest row.
 
     Nothing is sent until the manifest, the credentials, the journal and the report
-    destination check out (exit 2 otherwise). Exit codes: 0 all rows done, 1 some rows did
-    not succeed, 2 usage or manifest error, 3 aborted, 4 another run holds the rows, 5 time
-    limit, 70 a bug, 130 interrupted."""
+    destination check out (exit 2 otherwise). Exit codes: 0 all rows done (FAILED rows of
+    earlier runs are named, not counted), 1 rows of this run did not succeed, 2 usage or
+    manifest error, 3 aborted, 4 another run holds the rows, 5 time limit, 70 a bug, 130
+    interrupted."""
     from batchcopy.commands.run import JobOptions, run_job
     from batchcopy.run.runner import RunSettings
 

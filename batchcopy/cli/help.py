@@ -44,10 +44,23 @@ def examples(*commands: tuple[str, str] | str, note: str = "") -> Examples:
 EXAMPLES: dict[str, Examples] = {
     "": examples(
         ("batchcopy demo", "try it against the bundled emulator"),
+        ("batchcopy select --datastore-id DS --where Modality=CT --out ct.csv",
+         "a manifest from a query"),
         ("batchcopy validate manifest.csv", "check a manifest, send nothing"),
         ("batchcopy plan manifest.csv --rows", "what each row will do, and how long"),
         ("batchcopy run manifest.csv", "copy; run it again to continue"),
         ("batchcopy report reports/manifest-*.parquet", "what happened")),
+    "select": examples(
+        ("batchcopy select --datastore-id DS -w Modality=CT -w 'StudyDate>=20190101' -o ct.csv",
+         "the CT series of the studies from 2019 on, each into a new image set"),
+        ("batchcopy select --datastore-id DS -w PatientID=@ids.txt -o s3://bucket/m.parquet",
+         "every image set of the patients listed in a file"),
+        ("batchcopy select --datastore-id DS -w 'SeriesDescription~*axial*' -o axial.csv",
+         "series by a description pattern"),
+        ("batchcopy select --datastore-id DS -w BodyPartExamined=KNEE --into ID --force -o k.csv",
+         "into one existing image set"),
+        note="Then `batchcopy plan FILE` and `batchcopy run FILE`. Stopped half-way, the same "
+             "command continues: what was read is not read again."),
     "run": examples(
         ("batchcopy run manifest.csv", "copy every row not done yet"),
         ("batchcopy run manifest.csv --datastore-id 0123456789abcdef0123456789abcdef",

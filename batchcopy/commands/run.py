@@ -265,6 +265,7 @@ def _stage(journal: Any, local: Path, opts: JobOptions) -> int | None:
         say(f"batchcopy: invalid manifest, nothing was sent ({total} error(s)):\n{listed}{more}",
             level=logging.ERROR, event="invalid_manifest", errors=[str(e) for e in report.errors[:50]])
         return None
+    journal.set_manifest_form(scan.form)
     journal.commit_manifest()
     return report.rows
 
@@ -361,9 +362,11 @@ async def _execute(opts: JobOptions, journal: Any, report_dest: str, region: str
         progress.close(final)
     wall = time.monotonic() - started
     run_stats = summary_stats(outcome, stats.to_dict(), copy_rate, wall)
-    exit_code = decide_exit(outcome.stop_reason, journal)
+    exit_code = decide_exit(outcome.stop_reason, journal, run_id)
     run_stats.update(exit_code=int(exit_code), manifest=opts.manifest, report=report_dest,
-                     journal=str(journal.path), run_id=run_id)
+                     journal=str(journal.path), run_id=run_id,
+                     earlier_runs_left=journal.statuses_before(run_id),
+                     manifest_form=journal.manifest_form())
     run_stats.update(_context(opts, started_wall))
     if opts.command:
         run_stats["command"] = opts.command
@@ -382,11 +385,13 @@ async def _execute(opts: JobOptions, journal: Any, report_dest: str, region: str
             level=logging.ERROR, event="report_error")
         return await outlets.ended(ExitCode.ABORTED, f"batchcopy run {run_id} of "
                                    f"{opts.manifest}: the report could not be written", run_stats, final)
-    from batchcopy.report.summary import human_summary, next_steps
+    from batchcopy.report.summary import alert_line, human_summary, next_steps
     text = human_summary(summary)
-    say(text, event="summary",
-        level=logs.NOTICE if exit_code == ExitCode.OK else logging.WARNING,
-        summary=summary, next_steps=next_steps(summary))
+    say(text, event="summary", summary=summary, next_steps=next_steps(summary))
+    alert = alert_line(summary)
+    if alert is not None:  # the one line log alerting needs: rows this run did not get done
+        say(alert, level=logging.WARNING, event="rows_not_done", run_id=run_id,
+            report=summary.get("report"))
     if outcome.internal_error:
         say(f"batchcopy: internal error (a bug in batchcopy, please report it): "
             f"{outcome.internal_error}. The run stopped; every call it sent is settled or "
@@ -413,7 +418,10 @@ def _context(opts: JobOptions, started_wall: float) -> dict[str, Any]:
             "options": run_options(opts), "versions": package_versions()}
 
 
-def decide_exit(stop_reason: str | None, journal: Any) -> ExitCode:
+def decide_exit(stop_reason: str | None, journal: Any, run_id: int | None = None) -> ExitCode:
+    """The run's exit code. Rows that did not succeed count only when this run (`run_id`,
+    default the latest) decided them: a FAILED row of an earlier run, which no rerun
+    touches, is named in the summary, not alerted again."""
     if stop_reason == "internal-error":
         return ExitCode.INTERNAL
     if stop_reason == "aborted":
@@ -427,6 +435,9 @@ def decide_exit(stop_reason: str | None, journal: Any) -> ExitCode:
         return ExitCode.TIME_LIMIT  # rows left for the next run
     bad = sum(n for s, n in statuses.items()
               if s not in (Status.SUCCEEDED.value, Status.SKIPPED.value))
+    run_id = run_id if run_id is not None else journal.latest_run()
+    if run_id is not None:
+        bad -= sum(journal.statuses_before(run_id).values())
     return ExitCode.ROWS_FAILED if bad else ExitCode.OK
 
 

@@ -94,7 +94,7 @@ async def verify_source(rows: Callable[[], Iterator[RowResult]], source: str,
     context: dict[str, Any] = {
         "kind": "verify", "verified": source, "started_at": now_iso(),
         "of_run": {k: (of_run or {}).get(k) for k in ("run_id", "manifest", "journal", "report")},
-        "versions": package_versions()}
+        "manifest_form": (of_run or {}).get("manifest_form"), "versions": package_versions()}
     display = _display(rows, opts, setup)
     logs.say(f"batchcopy verify: checking the done rows of {source}", event="verify_started",
              source=source, report=dest, rows=display.total)
@@ -138,7 +138,7 @@ async def verify_source(rows: Callable[[], Iterator[RowResult]], source: str,
         notes = [f"verify's report: {dest}"]
         if opts.failed_manifest is not None:
             n = write_failed_manifest(_reread(local), opts.failed_manifest,
-                                      statuses=("FAILED", "UNKNOWN"))
+                                      statuses=("FAILED", "UNKNOWN"), form=context["manifest_form"])
             extra["failed_manifest"] = {"path": str(opts.failed_manifest), "rows": n}
             notes.append(f"{n} row(s) that did not verify written to {opts.failed_manifest} "
                          "(a manifest: `batchcopy run` it to copy them again)")
@@ -210,4 +210,5 @@ async def verify_after_run(opts: Any, region: str, journal: Any, report_dest: st
           file=sys.stderr, flush=True)
     return await verify_source(lambda: journal_results(journal), str(journal.path),
                                {"run_id": journal.latest_run(), "journal": str(journal.path),
-                                "report": report_dest}, dest, vopts, region, err=True)
+                                "report": report_dest, "manifest_form": journal.manifest_form()},
+                               dest, vopts, region, err=True)

@@ -141,6 +141,23 @@ SWITCHES: tuple[Switch, ...] = (
         ("immediate", "from the moment the copy is accepted (LOCKED, still being written)"),
         ("when_active", "only once the copy that creates it has ended (COPIED or COPY_FAILED)")),
     _switch(
+        "search_filter_pairs", "which two SearchImageSets filters may be combined", "any",
+        "service model: SearchCriteria.filters takes 1 to 2 filters, nothing says which; "
+        f"{CLI_EXAMPLES}/search-image-sets.rst example 4 is the only pair shown (EQUAL "
+        "DICOMSeriesInstanceUID with BETWEEN updatedAt)",
+        ("any", "any two filters, ANDed"),
+        ("documented", "only the pair of example 4; any other two filters answer 400 "
+                       "ValidationException (one filter is always fine)")),
+    _switch(
+        "search_between_upper", "whether a SearchImageSets BETWEEN includes its upper bound",
+        "inclusive",
+        "the API reference: 'All date range queries must be input as (lowerBound, "
+        f"upperBound)'; {CLI_EXAMPLES}/search-image-sets.rst example 2: a DICOMStudyTime left "
+        "out means 00:00 of that date; whether the upper bound itself matches is not said",
+        ("inclusive", "lowerBound <= value <= upperBound"),
+        ("exclusive", "lowerBound <= value < upperBound (a study on the upper date at 00:00 "
+                      "is left out, and with the time left out every study of that date)")),
+    _switch(
         "study_consistency", "whether a copied destination passes through "
         "UPDATING_FOR_STUDY_CONSISTENCY", "off",
         "service model: ImageSetWorkflowStatus lists UPDATING_FOR_STUDY_CONSISTENCY and no page "

@@ -390,7 +390,10 @@ class HealthImaging(Copying, Updating):
     def _search_image_sets(self, p: dict[str, Any]) -> dict[str, Any]:
         ds = self._datastore(p["datastoreId"])
         criteria = p.get("searchCriteria") or {}
-        predicates = [dicom.search_predicate(f) for f in criteria.get("filters") or []]
+        filters = criteria.get("filters") or []
+        dicom.check_filter_pair(filters, self.config.reading("search_filter_pairs"))
+        exclusive = self.config.reading("search_between_upper") == "exclusive"
+        predicates = [dicom.search_predicate(f, upper_exclusive=exclusive) for f in filters]
         sort = criteria.get("sort") or {"sortField": "updatedAt", "sortOrder": "DESC"}
         scope = hashlib.sha256(
             (ds.id + json.dumps(criteria, sort_keys=True, default=str)).encode()).hexdigest()[:24]

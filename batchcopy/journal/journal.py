@@ -298,6 +298,15 @@ class Journal:
     def set_identity(self, identity: Identity) -> None:
         self._wdb.execute("INSERT OR REPLACE INTO meta VALUES ('identity', ?)", (identity.to_json(),))
 
+    def set_manifest_form(self, form: dict[str, Any]) -> None:
+        """The staged manifest's columns and delimiter (within the staging transaction)."""
+        self._wdb.execute("INSERT OR REPLACE INTO meta VALUES ('manifest_form', ?)",
+                          (json.dumps(form),))
+
+    def manifest_form(self) -> dict[str, Any] | None:
+        found = self.db.execute("SELECT value FROM meta WHERE key='manifest_form'").fetchone()
+        return None if found is None else dict(json.loads(found[0]))
+
     # ---- runs --------------------------------------------------------------
     def start_run(self, manifest: str) -> int:
         with self._storage():
@@ -415,6 +424,14 @@ class Journal:
         return dict(self.db.execute(
             "SELECT r.status, count(*) FROM manifest m JOIN rows r ON r.key = m.key "
             "GROUP BY r.status").fetchall())
+
+    def statuses_before(self, run_id: int) -> dict[str, int]:
+        """Statuses of the manifest's rows that did not succeed and were last decided by an
+        earlier run than `run_id` (FAILED rows stay FAILED: no run touches them again)."""
+        return dict(self.db.execute(
+            "SELECT r.status, count(*) FROM manifest m JOIN rows r ON r.key = m.key "
+            "WHERE r.run_id < ? AND r.status NOT IN ('SUCCEEDED', 'SKIPPED', 'PENDING') "
+            "GROUP BY r.status", (run_id,)).fetchall())
 
     def row_statuses(self, keys: Iterable[str]) -> dict[str, str]:
         return self._by_keys("SELECT key, status FROM rows WHERE key IN ({})", keys)

@@ -162,6 +162,12 @@ def human_summary(summary: dict[str, Any], *, top_errors: int = 5,
         head += f" from {summary['manifest']}"
     lines.append(f"{head}: {', '.join(parts) if parts else 'nothing'}")
 
+    earlier = summary.get("earlier_runs_left") or {}
+    if earlier:
+        parts = ", ".join(f"{_fmt_int(n)} {k}" for k, n in earlier.items() if n)
+        lines.append(f"{parts} from earlier runs: not retried, not in the exit code (the "
+                     "report says why)")
+
     codes: dict[str, int] = summary.get("by_error_code") or {}
     if codes:
         ranked = sorted(codes.items(), key=lambda kv: (-kv[1], kv[0]))
@@ -237,6 +243,33 @@ def human_summary(summary: dict[str, Any], *, top_errors: int = 5,
     if steps or (steps is None and summary.get("command")):
         lines.extend(next_steps(summary))
     return "\n".join(lines)
+
+
+_GOOD = (Status.SUCCEEDED.value, Status.SKIPPED.value)
+
+
+def this_run_left(summary: dict[str, Any]) -> dict[str, int]:
+    """Rows this run did not get done, by status: every row that did not succeed, less
+    the ones an earlier run decided (`earlier_runs_left`: FAILED rows no rerun touches)."""
+    earlier: dict[str, int] = summary.get("earlier_runs_left") or {}
+    by_status: dict[str, int] = summary.get("by_status") or {}
+    left = {s: n - earlier.get(s, 0) for s, n in by_status.items() if s not in _GOOD}
+    return {s: n for s, n in left.items() if n > 0}
+
+
+def alert_line(summary: dict[str, Any]) -> str | None:
+    """The one line worth a log alert: how many rows this run did not get done and where
+    to look. None when this run left nothing (earlier runs' failures are not repeated)."""
+    left = this_run_left(summary)
+    if not left:
+        return None
+    total = sum(left.values())
+    parts = ", ".join(f"{_fmt_int(n)} {s}" for s, n in left.items())
+    report = summary.get("report")
+    where = (f"batchcopy report {shlex.quote(str(report))} says why" if report
+             else "the report says why")
+    return (f"{_fmt_int(total)} of {_fmt_int(summary.get('rows', 0))} rows not done in this "
+            f"run ({parts}): {where}")
 
 
 _STOPPED = {

@@ -185,16 +185,12 @@ class Verifier:
     reads_failed: int = 0
 
     async def check(self, row: RowResult) -> RowResult:
-        from batchcopy.aws.retry import ErrorKind, classify, error_code, error_message
+        from batchcopy.aws.retry import error_code, error_message, raise_unless_passing
 
         try:
             status, code, message, evidence = await self._check(row)
         except Exception as exc:
-            kind = classify(exc, operation="GetImageSetMetadata")
-            if kind is ErrorKind.UNEXPECTED:
-                raise
-            if kind is ErrorKind.RUN_FATAL:
-                raise VerifyAborted(f"{error_code(exc)}: {error_message(exc)}") from None
+            raise_unless_passing(exc, "GetImageSetMetadata", VerifyAborted)
             self.reads_failed += 1
             status, code, evidence = Status.UNKNOWN, error_code(exc), None
             message = f"could not verify ({code}): {error_message(exc)}"
