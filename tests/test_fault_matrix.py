@@ -18,6 +18,7 @@ destinations. Afterwards:
 
 from __future__ import annotations
 
+import json
 import os
 import random
 from collections import defaultdict
@@ -136,8 +137,13 @@ def test_a_run_under_faults_loses_and_duplicates_nothing(
     assert w.copies_requested() - setup_copies == done == len({r["call_id"] for r in report})
     new_rows = [r for r in rows if not r.get("destination_image_set_id")]
     assert int(emulator.stats()["image_sets"]) - images_before == len(new_rows)
-    # merged calls really merged: fewer calls than rows
-    assert done == len(new_rows) + 3 * len(must_hold)
+    # merged calls really merged: fewer calls than rows. A merged call the quota refuses twice
+    # is split in halves (the service's per-copy limit may be lower than ours: execute.py),
+    # which the lost-refusals scenario's 4-copy service does now and then: one call more each
+    splits = json.loads(res.report.with_suffix(".summary.json").read_text())["split_calls"]
+    assert splits == 0 or scenario == "lost-refusals", splits
+    assert splits < len(must_hold) // 2, splits
+    assert done == len(new_rows) + 3 * len(must_hold) + splits
 
     # what each destination holds, read back through the public API
     c = w.client()
