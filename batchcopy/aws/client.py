@@ -22,7 +22,6 @@ from __future__ import annotations
 import asyncio
 import gzip
 import json
-import logging
 import os
 import random
 from collections import Counter
@@ -145,16 +144,16 @@ class CallStats:
 
 
 def light_calls(client: Any) -> LightCalls | None:
-    """The light path for `client`, or None: API logging at DEBUG hooks botocore's events,
-    a client without botocore's insides (a test double) has nothing to borrow, and
-    BATCHCOPY_LIGHT_CALLS=0 sends every call through botocore (a way out, should an
-    endpoint ever need something only botocore does)."""
+    """The light path for `client`, or None: a client without botocore's insides (a test
+    double) has nothing to borrow, and BATCHCOPY_LIGHT_CALLS=0 sends every call through
+    botocore (a way out, should an endpoint ever need something only botocore does). With
+    API logging on (DEBUG) the light path logs its own calls, as botocore's hooks do."""
     from batchcopy.console import logs
 
-    if (logs.LOG.isEnabledFor(logging.DEBUG) or not LightCalls.usable(client)
+    if (not LightCalls.usable(client)
             or os.environ.get("BATCHCOPY_LIGHT_CALLS", "").strip().lower() in {"0", "false", "no", "off"}):
         return None
-    return LightCalls(client)
+    return LightCalls(client, observer=logs.api_observer())
 
 
 Reader = Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]
@@ -222,7 +221,7 @@ class ImagingApi:
         light: bool = True,
     ) -> None:
         """light: GetImageSet and CopyImageSet without botocore's request machinery
-        (aws/lightcalls.py), where the client allows it and API logging is off."""
+        (aws/lightcalls.py), where the client allows it."""
         if max_attempts < 1:
             raise ValueError("max_attempts must be >= 1")
         self.client = client

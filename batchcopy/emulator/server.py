@@ -49,7 +49,7 @@ from batchcopy.emulator import assumptions
 from batchcopy.emulator.auth import SignedRequest, authenticate, check_allowed
 from batchcopy.emulator.config import EmulatorConfig, FaultSpec
 from batchcopy.emulator.errors import InternalServerException, ServiceError, ValidationException
-from batchcopy.emulator.faults import FaultInjector
+from batchcopy.emulator.faults import HTML_503, FaultInjector
 from batchcopy.emulator.quotas import QuotaEnforcer
 from batchcopy.emulator.wire import (
     RestJsonWire,
@@ -227,6 +227,9 @@ class EmulatorService:
                 raise injected
             if decision.kind == "reset":
                 return _drop_connection(request)
+            if decision.kind == "html503":
+                return web.Response(status=503, body=HTML_503,
+                                    headers={"Content-Type": "text/html"})
             query = parse_qsl(request.rel_url.raw_query_string, keep_blank_values=True)
             params = self.wire.parse_request(match, query, request.headers, body)
             result = self.model.call(op, params)
