@@ -227,15 +227,35 @@ async def test_get_image_set_retries_through_every_transient_fault(
 async def test_get_image_set_gives_up_after_max_attempts(
         emulator: Any, client_env: dict[str, str], seeded: dict[str, Any]) -> None:
     datastore, sets = first_image_sets(seeded)
+    emulator.set_faults([FaultSpec(kind="unavailable", operation="GetImageSet")])
+    async with imaging(max_attempts=3) as api:
+        with pytest.raises(ClientError) as info:
+            await api.get_image_set(datastore, sets[0]["imageSetId"])
+    assert info.value.response["Error"]["Code"] == "ServiceUnavailableException"
+    assert calls(emulator, "GetImageSet") == 3
+    assert api.stats.retries["GetImageSet"] == 2
+
+
+@aio
+async def test_throttles_use_up_no_attempt_and_still_end(
+        emulator: Any, client_env: dict[str, str], seeded: dict[str, Any],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Pacing owns throttles: six in a row do not exhaust three attempts (the bucket slows
+    down instead); an endless refusal still ends, at THROTTLE_LIMIT."""
+    datastore, sets = first_image_sets(seeded)
+    emulator.set_faults([FaultSpec(kind="throttle", operation="GetImageSet", count=6)])
+    async with imaging(max_attempts=3) as api:
+        found = await api.get_image_set(datastore, sets[0]["imageSetId"])
+        bucket = api.limiter.bucket("GetImageSet")
+    assert found["versionId"] == "1" and calls(emulator, "GetImageSet") == 7
+    assert api.stats.throttles["GetImageSet"] == 6 and bucket.current_rate < bucket.rate
+    monkeypatch.setattr("batchcopy.aws.client.THROTTLE_LIMIT", 9)
     emulator.set_faults([FaultSpec(kind="throttle", operation="GetImageSet")])
     async with imaging(max_attempts=3) as api:
         with pytest.raises(ClientError) as info:
             await api.get_image_set(datastore, sets[0]["imageSetId"])
-        bucket = api.limiter.bucket("GetImageSet")
     assert info.value.response["Error"]["Code"] == "ThrottlingException"
-    assert calls(emulator, "GetImageSet") == 3
-    assert api.stats.retries["GetImageSet"] == 2
-    assert bucket.current_rate < bucket.rate
+    assert calls(emulator, "GetImageSet") == 7 + 9
 
 
 @aio

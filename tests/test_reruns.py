@@ -133,10 +133,13 @@ def test_rows_stopped_by_credentials_run_once_they_are_fixed(
 
 def test_rows_that_exhausted_their_throttles_run_on_the_next_run(
         emulator: Any, client_env: dict[str, str], tmp_path: Path) -> None:
+    """Throttles use up no attempt, but a service that refuses every request ends the
+    run's calls once it has refused STREAK_LIMIT in a row: the rows are NOT_RUN."""
     w = seed_world(emulator, client_env, SEED)
     manifest, before = new_copies(w, tmp_path), w.copies_requested()
     emulator.set_faults([FaultSpec(kind="throttle", operation="CopyImageSet")])
-    first = run_manifest(manifest, w.env, tmp_path, "--max-attempts", "2")
+    first = run_manifest(manifest, w.env, tmp_path, "--max-attempts", "2",
+                         "--retry-backoff", "0.02/0.1")
     emulator.set_faults([])
     assert first.code == 1, first.stderr
     assert {r["error_code"] for r in first.rows()} == {"ThrottlingException"}

@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import gzip
 import json
+import math
 import os
 import random
 from collections import Counter
@@ -32,8 +33,17 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlparse
 
+from batchcopy.aws.quotawatch import QuotaWatch
 from batchcopy.aws.ratelimit import RateLimiter, TokenBucket
-from batchcopy.aws.retry import NON_IDEMPOTENT, Backoff, ErrorKind, classify, error_code, is_retryable
+from batchcopy.aws.retry import (
+    NON_IDEMPOTENT,
+    THROTTLE_LIMIT,
+    Backoff,
+    ErrorKind,
+    classify,
+    error_code,
+    is_retryable,
+)
 from batchcopy.core.specs import CopyRequest
 from batchcopy.aws.lightcalls import OPERATIONS as LIGHT_OPERATIONS
 from batchcopy.aws.lightcalls import LightCalls
@@ -219,9 +229,11 @@ class ImagingApi:
         rng: random.Random | None = None,
         sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
         light: bool = True,
+        quota: QuotaWatch | None = None,
     ) -> None:
         """light: GetImageSet and CopyImageSet without botocore's request machinery
-        (aws/lightcalls.py), where the client allows it."""
+        (aws/lightcalls.py), where the client allows it. quota: what throttles say about
+        the account's quota (aws/quotawatch.py): told of every acceptance and throttle."""
         if max_attempts < 1:
             raise ValueError("max_attempts must be >= 1")
         self.client = client
@@ -233,6 +245,12 @@ class ImagingApi:
         self._sleep = sleep
         self._light = light_calls(client) if light else None
         self._hooked = _register_send_hook(client, self._before_send)
+        self.quota = quota if quota is not None else QuotaWatch()
+
+    def throttled_out(self, operation: str) -> bool:
+        """The service refused the last STREAK_LIMIT requests of `operation`, accepting none:
+        a throttled call gives up (its rows are NOT_RUN: the next run tries again)."""
+        return self.quota.exhausted(operation)
 
     async def _before_send(self, event_name: str = "", **_: Any) -> None:
         """botocore `before-send.medical-imaging.<Operation>`: space the send itself.
@@ -270,34 +288,46 @@ class ImagingApi:
             self.stats.errors[error_code(exc)] += 1
             if classify(exc, operation=operation) is ErrorKind.THROTTLE:
                 self.stats.throttles[operation] += 1
-                if not bucket.on_throttle(spaced=_SPACED.get()) and not bucket.unlimited:
+                halved = bucket.on_throttle(spaced=_SPACED.get())
+                if not halved and not bucket.unlimited:
                     self.stats.jitter[operation] += 1
+                self.quota.throttled(operation, halved=halved,
+                                     configured=self.limiter.configured().get(
+                                         operation, (math.inf, 1.0))[0])
             raise
         finally:
             _SPACED.reset(spaced)
         bucket.on_success()
+        self.quota.accepted(operation, bucket.now())
         return response
 
     async def _call(self, operation: str, params: dict[str, Any],
                     read: Reader | None = None) -> dict[str, Any]:
         bucket = self.limiter.bucket(operation)
         attempts = 1 if operation in NON_IDEMPOTENT else self.max_attempts
-        attempt = 0
+        failed = throttled = 0  # pacing owns throttles: they use up no attempt
         while True:
             try:
                 return await self._attempt(operation, bucket, params, read)
             except Exception as exc:
-                attempt += 1
-                if attempt >= attempts or not is_retryable(classify(exc, operation=operation)):
+                kind = classify(exc, operation=operation)
+                if kind is ErrorKind.THROTTLE:
+                    throttled += 1
+                else:
+                    failed += 1
+                if (not is_retryable(kind) or failed >= attempts or operation in NON_IDEMPOTENT
+                        or throttled >= THROTTLE_LIMIT or self.throttled_out(operation)):
                     raise
             self.stats.retries[operation] += 1
-            await self._sleep(self.backoff.delay(attempt - 1, self._rng))
+            await self._sleep(self.backoff.delay(max(failed, throttled) - 1, self._rng))
 
     async def call(self, operation: str, **params: Any) -> dict[str, Any]:
         """Call `operation` (botocore name, e.g. "GetImageSet") with its input members.
 
-        Idempotent operations are retried on THROTTLE / TRANSIENT errors up to
-        max_attempts; non-idempotent ones (NON_IDEMPOTENT) get one attempt.
+        Idempotent operations are retried on TRANSIENT errors up to max_attempts, and on
+        throttles (which pacing owns: they use up no attempt) up to THROTTLE_LIMIT, or
+        until the service has refused STREAK_LIMIT requests in a row (throttled_out);
+        non-idempotent ones (NON_IDEMPOTENT) get one attempt.
         Other errors, and the last one, are raised unchanged.
         """
         return await self._call(operation, params)

@@ -320,6 +320,7 @@ async def _hold_and_run(opts: JobOptions, journal: Any, local: Path, report_dest
 async def _execute(opts: JobOptions, journal: Any, report_dest: str, region: str,
                    total_rows: int, setup: logs.LogSetup) -> int:
     from batchcopy.aws.client import CallStats, ClientSettings, ImagingApi, open_client
+    from batchcopy.aws.quotawatch import QuotaWatch
     from batchcopy.console.progress import Progress
     from batchcopy.aws.ratelimit import RateLimiter
     from batchcopy.run.runner import Runner, RunSettings, summary_stats
@@ -327,6 +328,7 @@ async def _execute(opts: JobOptions, journal: Any, report_dest: str, region: str
 
     settings = opts.settings or RunSettings()
     limiter = RateLimiter(opts.rates)
+    quota = QuotaWatch(on_lower=_quota_looks_lower)
     copy_rate = limiter.configured()["CopyImageSet"][0]
     stats = CallStats()
     statuses = journal.manifest_statuses()
@@ -358,7 +360,7 @@ async def _execute(opts: JobOptions, journal: Any, report_dest: str, region: str
             if progress is not None:
                 progress.start(loop)
             api = ImagingApi(client, limiter, stats=stats, max_attempts=settings.max_attempts,
-                             backoff=settings.backoff)
+                             backoff=settings.backoff, quota=quota)
             waiter = CopyWaiter(api, first_poll_s=opts.poll_first_s, max_interval_s=opts.poll_max_s)
             runner = Runner(journal=journal, api=api, waiter=waiter, settings=settings,
                             run_id=run_id, observer=progress)
@@ -379,6 +381,8 @@ async def _execute(opts: JobOptions, journal: Any, report_dest: str, region: str
     exit_code = decide_exit(outcome.stop_reason, journal)
     run_stats.update(exit_code=int(exit_code), manifest=opts.manifest, report=report_dest,
                      journal=str(journal.path), run_id=run_id)
+    if quota.lower:
+        run_stats["quota_looks_lower"] = {op: round(r, 3) for op, r in quota.lower.items()}
     run_stats.update(_context(opts, started_wall))
     if opts.command:
         run_stats["command"] = opts.command
@@ -410,6 +414,17 @@ async def _execute(opts: JobOptions, journal: Any, report_dest: str, region: str
         if exit_code == ExitCode.OK and verified:
             exit_code = ExitCode(verified)
     return exit_code
+
+
+def _quota_looks_lower(operation: str, accepted: float, configured: float) -> None:
+    """Said once per operation and run (aws/quotawatch.py decides when)."""
+    figure = f"{accepted:.3g}"
+    say(f"batchcopy: {operation}: the service accepts about {figure}/s and throttles the rest: "
+        f"the account's quota looks lower than the {configured:g}/s configured. Pacing follows "
+        f"it and no row loses an attempt; to plan with the real figure pass --rate "
+        f"{operation}={figure} (or ask AWS Support for the quota you configured)",
+        level=logging.WARNING, event="quota_looks_lower", operation=operation,
+        accepted_per_s=round(accepted, 3), configured_per_s=configured)
 
 
 def _context(opts: JobOptions, started_wall: float) -> dict[str, Any]:

@@ -4,7 +4,8 @@
     preflight endpoint, profile, region, credentials (exit 2)
     holds     the image sets the undo will write, machine-wide (exit 4)
     plan      resume an unfinished plan as it is, or make one (reads only); --dry-run stops
-              here; on a terminal, ask before changing anything (--yes skips)
+              here; on a terminal, ask before changing anything (--yes skips); off a
+              terminal without --yes: exit 2 before anything is read or changed
     execute   undo.UndoRunner, paced, journaled, signals as `run`
     report    one row per manifest row (undo/report.py)
 """
@@ -57,6 +58,14 @@ def run_undo(opts: UndoOptions) -> int:
         return ExitCode.USAGE
 
 
+def _terminal() -> bool:
+    """Whether a person can answer the question: stdin and stderr are terminals."""
+    try:
+        return sys.stdin.isatty() and sys.stderr.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
 def journal_of(source: str) -> Path:
     """The journal to undo: SOURCE itself, or the one a report's summary JSON names."""
     from batchcopy.report.summary import summary_path
@@ -79,6 +88,10 @@ async def _run(opts: UndoOptions) -> int:
     from batchcopy.journal.holds import HeldElsewhere, Holds
     from batchcopy.journal.journal import Journal, JournalError, JournalLocked
 
+    if not (opts.dry_run or opts.yes or _terminal()):
+        raise SetupError("undo reverts and deletes image sets, and off a terminal it cannot "
+                         "ask: pass --yes to go ahead (see the plan first with --dry-run); "
+                         "nothing was changed")
     preflight.check_endpoint(opts.endpoint_url)
     region = preflight.check_aws(opts.profile, opts.region)
     path = journal_of(opts.source)
@@ -140,13 +153,13 @@ async def _with_client(opts: UndoOptions, journal: Any, store: Any, unfinished: 
             if not actions:
                 say("batchcopy undo: nothing to undo")
                 return ExitCode.OK
-            if not opts.yes and sys.stdin.isatty() and sys.stderr.isatty():
+            if not opts.yes:  # on a terminal (checked before anything was read)
                 if input("Proceed? [y/N] ").strip().lower() not in ("y", "yes"):
                     say("batchcopy undo: not confirmed; nothing was changed")
                     return ExitCode.USAGE
             plan_id = store.store_plan(actions)
         else:
-            plan_id = unfinished
+            plan_id = unfinished  # asked when it was made
             if opts.dry_run:
                 say(describe_plan([a.action for a in store.actions(plan_id)]))
                 say("batchcopy undo: an undo of this journal is unfinished; --dry-run: nothing "
@@ -181,5 +194,7 @@ async def _with_client(opts: UndoOptions, journal: Any, store: Any, unfinished: 
     left = {s: n for s, n in by_status.items() if s not in ("SUCCEEDED", "SKIPPED")}
     if left:
         say("batchcopy undo: rows left as CONFLICT keep what was written since the run (see "
-            "the report's evidence); UNKNOWN or NOT_RUN rows finish with the same command")
+            "the report's evidence); UNKNOWN or NOT_RUN rows finish with the same command"
+            + ("; FAILED rows: the service refused the revert or delete (error_message), and "
+               "undo cannot restore those image sets" if left.get("FAILED") else ""))
     return ExitCode.ROWS_FAILED if left else ExitCode.OK

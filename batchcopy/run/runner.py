@@ -131,7 +131,7 @@ class Runner:
                 await ctx.finish(keys, RowOutcome(Status.SUCCEEDED, workflow_status="COPIED",
                                                   **base), done_call=done)
                 return
-            if await self.driver.stale_versions(settled) is not None:
+            if await self.driver.stale_or_none(settled) is not None:
                 await self.driver.close(settled)
                 await self.journal.reset_rows(keys)
                 return
