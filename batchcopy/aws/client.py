@@ -31,7 +31,6 @@ from contextlib import asynccontextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlparse
 
 from batchcopy.aws.quotawatch import QuotaWatch
 from batchcopy.aws.ratelimit import RateLimiter, TokenBucket
@@ -50,9 +49,6 @@ from batchcopy.aws.lightcalls import LightCalls
 from batchcopy.aws.useragent import cache_user_agent
 
 SERVICE = "medical-imaging"
-ENDPOINT_ENV_VARS = ("AWS_ENDPOINT_URL_MEDICAL_IMAGING", "AWS_ENDPOINT_URL")
-_AWS_HOST_SUFFIXES = (".amazonaws.com", ".amazonaws.com.cn", ".api.aws", ".c2s.ic.gov",
-                      ".sc2s.sgov.gov")
 PAGE_SIZE = 50  # the service's maximum maxResults for both paginated reads
 # Set by the before-send hook in the task that makes the call: the request left through
 # the bucket's space() (so a throttle of it may be jitter, not a quota).
@@ -65,7 +61,7 @@ _SENDING: ContextVar[tuple[TokenBucket, int] | None] = ContextVar("batchcopy_sen
 
 @dataclass(frozen=True)
 class ClientSettings:
-    endpoint_url: str | None = None  # else botocore reads AWS_ENDPOINT_URL[_MEDICAL_IMAGING]
+    endpoint_url: str | None = None  # else botocore's: AWS_ENDPOINT_URL[_MEDICAL_IMAGING], profile
     region: str | None = None
     profile: str | None = None
     max_pool_connections: int = 50
@@ -73,66 +69,28 @@ class ClientSettings:
     read_timeout: float = 60.0
 
 
-def _truthy(value: str | None) -> bool:
-    return (value or "").strip().lower() in {"1", "true", "yes", "on"}
-
-
-def endpoint_overridden(settings: ClientSettings) -> bool:
-    """True when calls will not go to an AWS endpoint: host-prefix injection must be off.
-
-    Looks at the explicit setting and at the environment variables botocore
-    itself honours (unless AWS_IGNORE_CONFIGURED_ENDPOINT_URLS is set).
-    `open_client` also double-checks the endpoint botocore actually resolved,
-    which covers an `endpoint_url` in the shared config file.
-    """
-    if settings.endpoint_url:
-        return True
-    if _truthy(os.environ.get("AWS_IGNORE_CONFIGURED_ENDPOINT_URLS")):
-        return False
-    return any(os.environ.get(name, "").strip() for name in ENDPOINT_ENV_VARS)
-
-
-def _is_aws_endpoint(url: str) -> bool:
-    host = (urlparse(url).hostname or "").lower()
-    return any(host.endswith(suffix) for suffix in _AWS_HOST_SUFFIXES)
-
-
 @asynccontextmanager
 async def open_client(settings: ClientSettings) -> AsyncIterator[Any]:
-    """Yield one aiobotocore medical-imaging client; close it on exit."""
+    """Yield one aiobotocore medical-imaging client; close it on exit.
+
+    The endpoint and the runtime- host prefix are botocore's to decide, by its own rule
+    (aws/endpoints.py): nothing here depends on which route named the endpoint. TLS is
+    verified on every path, host name included, through proxies too (aws/tls.py)."""
     import aioboto3
     from aiobotocore.config import AioConfig
 
-    def config(no_host_prefix: bool) -> Any:
-        options: dict[str, Any] = dict(
-            retries={"total_max_attempts": 1, "mode": "standard"},
-            max_pool_connections=settings.max_pool_connections,
-            connect_timeout=settings.connect_timeout,
-            read_timeout=settings.read_timeout,
-        )
-        # Only ever pass False: an explicit True would override the user's
-        # AWS_DISABLE_HOST_PREFIX_INJECTION / config-file setting.
-        if no_host_prefix:
-            options["inject_host_prefix"] = False
-        return AioConfig(**options)
+    from batchcopy.aws.tls import VerifiedSession
 
+    config = AioConfig(
+        retries={"total_max_attempts": 1, "mode": "standard"},
+        max_pool_connections=settings.max_pool_connections,
+        connect_timeout=settings.connect_timeout,
+        read_timeout=settings.read_timeout,
+        http_session_cls=VerifiedSession,
+    )
     session = aioboto3.Session(profile_name=settings.profile)
-    no_prefix = endpoint_overridden(settings)
-
-    def make(no_host_prefix: bool) -> Any:
-        return session.client(SERVICE, region_name=settings.region,
-                              endpoint_url=settings.endpoint_url,
-                              config=config(no_host_prefix))
-
-    async with make(no_prefix) as client:
-        resolved = client.meta.endpoint_url
-        if no_prefix or _is_aws_endpoint(resolved) or not client.meta.config.inject_host_prefix:
-            cache_user_agent(client)
-            yield client
-            return
-    # botocore found a custom endpoint somewhere we did not look (config file):
-    # a "runtime-" host prefix would break it, so make the client again without.
-    async with make(True) as client:
+    async with session.client(SERVICE, region_name=settings.region,
+                              endpoint_url=settings.endpoint_url, config=config) as client:
         cache_user_agent(client)
         yield client
 

@@ -68,3 +68,12 @@ class QuotaWatch:
 
     def exhausted(self, operation: str) -> bool:
         return self._streak[operation] >= STREAK_LIMIT
+
+
+def lower_text(operation: str, accepted: float, configured: float) -> str:
+    """The one line a run says when the quota looks lower than configured."""
+    figure = f"{accepted:.3g}"
+    return (f"{operation}: the service accepts about {figure}/s and throttles the rest: the "
+            f"account's quota looks lower than the {configured:g}/s configured. Pacing follows "
+            f"it and no row loses an attempt; to plan with the real figure pass --rate "
+            f"{operation}={figure} (or ask AWS Support for the quota you configured)")

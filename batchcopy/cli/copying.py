@@ -41,9 +41,7 @@ def run(
     delimiter: Optional[str] = delimiter_opt(),
     extra_columns: ExtraColumns = extra_opt(),
     endpoint_url: Optional[str] = typer.Option(
-        None, envvar="AWS_ENDPOINT_URL_MEDICAL_IMAGING", metavar="URL", rich_help_panel=H.AWS,
-        help="HealthImaging endpoint, e.g. the emulator's http://127.0.0.1:8787 (with it, the "
-             "runtime- host prefix is not added)."),
+        None, metavar="URL", rich_help_panel=H.AWS, help=H.ENDPOINT_HELP),
     region: Optional[str] = typer.Option(None, metavar="REGION", rich_help_panel=H.AWS,
                                          help="AWS region. Default: your AWS configuration."),
     profile: Optional[str] = typer.Option(None, metavar="NAME", rich_help_panel=H.AWS,

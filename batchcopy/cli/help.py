@@ -24,6 +24,12 @@ LOGGING = "Logging"
 CONFIRM = "Confirmation"
 TUNING = "Tuning"
 
+ENDPOINT_HELP = ("HealthImaging endpoint, e.g. the emulator's http://127.0.0.1:8787. Default: "
+                 "AWS_ENDPOINT_URL_MEDICAL_IMAGING, AWS_ENDPOINT_URL, the profile's "
+                 "endpoint_url, else AWS's regional one. Image-set calls get the runtime- "
+                 "host prefix unless AWS_DISABLE_HOST_PREFIX_INJECTION=true (as in the AWS "
+                 "CLI).")
+
 EXAMPLES: dict[str, str] = {
     "": """Examples:
   batchcopy demo                                   try it against the bundled emulator

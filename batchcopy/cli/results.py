@@ -62,8 +62,7 @@ def verify_cmd(
                                     help="Rows checked at the same time (reads stay within "
                                          "their quotas)."),
     endpoint_url: Optional[str] = typer.Option(
-        None, envvar="AWS_ENDPOINT_URL_MEDICAL_IMAGING", metavar="URL", rich_help_panel=H.AWS,
-        help="HealthImaging endpoint, e.g. the emulator's http://127.0.0.1:8787."),
+        None, metavar="URL", rich_help_panel=H.AWS, help=H.ENDPOINT_HELP),
     region: Optional[str] = typer.Option(None, metavar="REGION", rich_help_panel=H.AWS,
                                          help="AWS region. Default: your AWS configuration."),
     profile: Optional[str] = typer.Option(None, metavar="NAME", rich_help_panel=H.AWS,
@@ -118,8 +117,7 @@ def undo(
                                      help="After a stop, how long changes in flight get to "
                                           "finish."),
     endpoint_url: Optional[str] = typer.Option(
-        None, envvar="AWS_ENDPOINT_URL_MEDICAL_IMAGING", metavar="URL", rich_help_panel=H.AWS,
-        help="HealthImaging endpoint, e.g. the emulator's http://127.0.0.1:8787."),
+        None, metavar="URL", rich_help_panel=H.AWS, help=H.ENDPOINT_HELP),
     region: Optional[str] = typer.Option(None, metavar="REGION", rich_help_panel=H.AWS,
                                          help="AWS region. Default: your AWS configuration."),
     profile: Optional[str] = typer.Option(None, metavar="NAME", rich_help_panel=H.AWS,

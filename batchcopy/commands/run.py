@@ -1,9 +1,12 @@
 """`batchcopy run`: wire the pipeline together for one run.
 
-    preflight     endpoint, profile, region, credentials, report destination   (exit 2)
+    preflight     endpoint, profile, region, credentials (not expired), the endpoint
+                  and host prefix botocore will use, report destination          (exit 2)
     manifest      downloaded if s3://
     journal       found from the manifest's identity (or --journal), locked     (exit 2, 4)
     stage         the manifest read once, validated into the journal            (exit 2)
+    service       read-only: the endpoint answers as HealthImaging, the rows' data
+                  stores exist and are ACTIVE (only when there is work)         (exit 2)
     holds         this machine's other live runs must not hold its image sets   (exit 4)
     run           settle open calls, dispatch, sweep (run/runner.py)
     report        derived from the journal; summary JSON; a line on stderr
@@ -117,6 +120,7 @@ async def _run_job(opts: JobOptions, tmp: Path, setup: logs.LogSetup) -> int:
 
     preflight.check_endpoint(opts.endpoint_url)
     region = preflight.check_aws(opts.profile, opts.region)
+    endpoint = preflight.resolve_endpoint(opts.profile, region, opts.endpoint_url)
     report_dest = opts.report or str(opts.reports_dir / (
         f"{manifest_stem(opts.manifest)}-{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}.parquet"))
     preflight.check_report_destination(report_dest)
@@ -142,8 +146,10 @@ async def _run_job(opts: JobOptions, tmp: Path, setup: logs.LogSetup) -> int:
         dirs = [journal_path.parent] + ([] if storage.is_s3(report_dest)
                                         else [Path(report_dest).parent])
         preflight.check_space(dirs, rows)
+        await _check_service(opts, journal, region, endpoint)
         _confirm(opts, journal)
-        return await _hold_and_run(opts, journal, local, report_dest, region, rows, setup)
+        return await _hold_and_run(opts, journal, local, report_dest, region, rows, setup,
+                                   endpoint.url)
     except SetupError:
         if created:
             journal.close()
@@ -256,7 +262,9 @@ def _stage(journal: Any, local: Path, opts: JobOptions) -> int | None:
 def _confirm(opts: JobOptions, journal: Any) -> None:
     """Above --confirm-above rows to run, on a terminal: show the plan, ask. SetupError if
     the answer is not yes (nothing was sent)."""
-    if opts.confirm_above is None or not (_isatty(sys.stdin) and _isatty(sys.stderr)):
+    from batchcopy.console.confirm import asked, at_terminal
+
+    if opts.confirm_above is None or not at_terminal():
         return
     pending = journal.manifest_statuses().get("PENDING", 0)
     if pending <= opts.confirm_above:
@@ -272,37 +280,29 @@ def _confirm(opts: JobOptions, journal: Any) -> None:
     rate = RateLimiter(opts.rates).configured()["CopyImageSet"][0]
     print(f"batchcopy: {opts.manifest}: "
           f"{confirmation_text(forecaster.figures(), rate)}.", file=sys.stderr, flush=True)
-    try:
-        answer = input_line("Start copying? [y/N] ")
-    except EOFError:
-        answer = ""
-    if answer.strip().lower() not in ("y", "yes"):
+    if not asked("Start copying? [y/N] "):
         raise SetupError("not confirmed: nothing was sent (--yes runs without asking; "
                          "`batchcopy plan` shows the plan)")
 
 
-def input_line(prompt: str) -> str:
-    """One line from stdin, the prompt on stderr (stdout may be a pipe)."""
-    print(prompt, end="", file=sys.stderr, flush=True)
-    line = sys.stdin.readline()
-    if not line:
-        raise EOFError
-    return line
+async def _check_service(opts: JobOptions, journal: Any, region: str, endpoint: Any) -> None:
+    """Read-only calls before the first copy, when the run has rows to send or calls to
+    settle (a rerun of a finished manifest stays at zero calls)."""
+    from batchcopy.aws.client import ClientSettings
+    from batchcopy.aws.preflight import service_checked
 
-
-def _isatty(stream: Any) -> bool:
-    try:
-        return bool(stream.isatty())
-    except (AttributeError, ValueError):
-        return False
+    datastores, probe = journal.to_run()
+    settings = ClientSettings(endpoint_url=opts.endpoint_url, region=region, profile=opts.profile)
+    for note in await service_checked(settings, opts.rates, endpoint, datastores, probe):
+        say(f"batchcopy: {note}", event="preflight_note")
 
 
 async def _hold_and_run(opts: JobOptions, journal: Any, local: Path, report_dest: str,
-                        region: str, rows: int, setup: logs.LogSetup) -> int:
+                        region: str, rows: int, setup: logs.LogSetup, endpoint_url: str) -> int:
     from batchcopy.journal.holds import HeldElsewhere, Holds
 
     holds = Holds()
-    scope = f"{region}|{opts.endpoint_url or 'aws'}"
+    scope = f"{region}|{endpoint_url}"
     try:
         holds.acquire(scope, journal.held_image_sets(), manifest=opts.manifest,
                       journal=str(journal.path))
@@ -418,13 +418,11 @@ async def _execute(opts: JobOptions, journal: Any, report_dest: str, region: str
 
 def _quota_looks_lower(operation: str, accepted: float, configured: float) -> None:
     """Said once per operation and run (aws/quotawatch.py decides when)."""
-    figure = f"{accepted:.3g}"
-    say(f"batchcopy: {operation}: the service accepts about {figure}/s and throttles the rest: "
-        f"the account's quota looks lower than the {configured:g}/s configured. Pacing follows "
-        f"it and no row loses an attempt; to plan with the real figure pass --rate "
-        f"{operation}={figure} (or ask AWS Support for the quota you configured)",
-        level=logging.WARNING, event="quota_looks_lower", operation=operation,
-        accepted_per_s=round(accepted, 3), configured_per_s=configured)
+    from batchcopy.aws.quotawatch import lower_text
+
+    say(f"batchcopy: {lower_text(operation, accepted, configured)}", level=logging.WARNING,
+        event="quota_looks_lower", operation=operation, accepted_per_s=round(accepted, 3),
+        configured_per_s=configured)
 
 
 def _context(opts: JobOptions, started_wall: float) -> dict[str, Any]:

@@ -58,14 +58,6 @@ def run_undo(opts: UndoOptions) -> int:
         return ExitCode.USAGE
 
 
-def _terminal() -> bool:
-    """Whether a person can answer the question: stdin and stderr are terminals."""
-    try:
-        return sys.stdin.isatty() and sys.stderr.isatty()
-    except (AttributeError, ValueError):
-        return False
-
-
 def journal_of(source: str) -> Path:
     """The journal to undo: SOURCE itself, or the one a report's summary JSON names."""
     from batchcopy.report.summary import summary_path
@@ -88,12 +80,15 @@ async def _run(opts: UndoOptions) -> int:
     from batchcopy.journal.holds import HeldElsewhere, Holds
     from batchcopy.journal.journal import Journal, JournalError, JournalLocked
 
-    if not (opts.dry_run or opts.yes or _terminal()):
+    from batchcopy.console.confirm import at_terminal
+
+    if not (opts.dry_run or opts.yes or at_terminal()):
         raise SetupError("undo reverts and deletes image sets, and off a terminal it cannot "
                          "ask: pass --yes to go ahead (see the plan first with --dry-run); "
                          "nothing was changed")
     preflight.check_endpoint(opts.endpoint_url)
     region = preflight.check_aws(opts.profile, opts.region)
+    endpoint = preflight.resolve_endpoint(opts.profile, region, opts.endpoint_url)
     path = journal_of(opts.source)
     try:
         journal = Journal(path, create=False, check=True)
@@ -116,7 +111,7 @@ async def _run(opts: UndoOptions) -> int:
         holds = Holds()
         if not opts.dry_run:
             try:
-                holds.acquire(f"{region}|{opts.endpoint_url or 'aws'}", sorted(targets),
+                holds.acquire(f"{region}|{endpoint.url}", sorted(targets),
                               manifest=f"undo of {path}", journal=str(path))
             except HeldElsewhere as exc:
                 say(f"batchcopy undo: another batchcopy run on this machine holds image sets this "
@@ -154,7 +149,9 @@ async def _with_client(opts: UndoOptions, journal: Any, store: Any, unfinished: 
                 say("batchcopy undo: nothing to undo")
                 return ExitCode.OK
             if not opts.yes:  # on a terminal (checked before anything was read)
-                if input("Proceed? [y/N] ").strip().lower() not in ("y", "yes"):
+                from batchcopy.console.confirm import asked
+
+                if not asked("Proceed? [y/N] "):
                     say("batchcopy undo: not confirmed; nothing was changed")
                     return ExitCode.USAGE
             plan_id = store.store_plan(actions)
