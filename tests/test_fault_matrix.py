@@ -44,6 +44,11 @@ CLIENT = ["--rate", "CopyImageSet=200/20", "--rate", "GetImageSet=400/40", "--ma
           "--max-attempts", "25", "--retry-backoff", "0.02/0.2", "--poll-first", "0.02", "--poll-max", "0.1",
           "--quiet"]
 
+READS = ("GetImageSet", "GetImageSetMetadata", "ListImageSetVersions", "SearchImageSets",
+         "GetDatastore")
+HTML_PAGES = [*(FaultSpec("html503", op, 0.20) for op in READS),
+              FaultSpec("html503", "CopyImageSet", 0.10)]
+
 SCENARIOS: dict[str, list[FaultSpec]] = {
     "throttles-20pct": [FaultSpec("throttle", "*", 0.20)],
     "5xx-5pct": [FaultSpec("internal", "*", 0.025), FaultSpec("unavailable", "*", 0.025)],
@@ -53,7 +58,12 @@ SCENARIOS: dict[str, list[FaultSpec]] = {
     "all-at-once": [FaultSpec("latency", "*", 0.05, latency_s=20.0), FaultSpec("throttle", "*", 0.20),
                     FaultSpec("internal", "*", 0.025), FaultSpec("unavailable", "*", 0.025),
                     FaultSpec("reset", "*", 0.02), FaultSpec("lost_response", "*", 0.01)],
+    # a load balancer's HTML 503 page (nothing executed) for 20% of reads, 10% of copies;
+    # the same under --debug, which keeps the light request path on and logs every call
+    "html503-pages": HTML_PAGES,
+    "html503-pages-debug": HTML_PAGES,
 }
+EXTRA = {"html503-pages-debug": ["--debug"]}
 
 
 def build_manifest(w: Any) -> tuple[list[dict[str, Any]], dict[str, set[tuple[str, str]]]]:
@@ -109,13 +119,16 @@ def test_a_run_under_faults_loses_and_duplicates_nothing(
     images_before = int(emulator.stats()["image_sets"])
 
     emulator.set_faults(SCENARIOS[scenario], fault_seed=len(rows))
-    res = run_manifest(manifest, w.env, tmp_path, *CLIENT, fast=False)
+    res = run_manifest(manifest, w.env, tmp_path, *CLIENT, *EXTRA.get(scenario, []), fast=False)
     fired = dict(emulator.stats()["faults_fired"])
     emulator.set_faults([])
     w.wait_idle()
 
     assert res.code == 0, res.stderr[-3000:]
     assert {f.kind for f in SCENARIOS[scenario]} <= set(fired), fired  # every kind of fault happened
+    if scenario in EXTRA:  # --debug: the light path's own lines, the 503 pages among them
+        assert " DEBUG   api GetImageSet: HTTP 503 503 in " in res.stderr
+        assert " DEBUG   api CopyImageSet: HTTP 200 in " in res.stderr
     report = read_report(res.report)
     # one report row per manifest row, in order, none lost
     assert [r["row_id"] for r in report] == [r["row_id"] for r in rows]
