@@ -107,8 +107,17 @@ def local_manifest(manifest: str, tmp: str) -> Path:
 
 def rerun_command(argv: list[str]) -> str:
     """The command a summary tells the user to run again: this one, minus --fresh (which
-    would start over) and minus --yes (the question is theirs to answer)."""
-    keep = [a for a in argv if a not in ("--fresh", "--yes", "-y")]
+    would start over), minus --yes (the question is theirs to answer) and minus --limit N
+    (a canary's continuation runs the rest)."""
+    keep: list[str] = []
+    skip = False
+    for a in argv:
+        if skip:
+            skip = False
+        elif a == "--limit":
+            skip = True
+        elif a not in ("--fresh", "--yes", "-y") and not a.startswith("--limit="):
+            keep.append(a)
     return shlex.join(["batchcopy", *keep])
 
 

@@ -378,7 +378,7 @@ async def _execute(opts: JobOptions, journal: Any, report_dest: str, region: str
         progress.close(journal.manifest_statuses())
     wall = time.monotonic() - started
     run_stats = summary_stats(outcome, stats.to_dict(), copy_rate, wall)
-    exit_code = decide_exit(outcome.stop_reason, journal)
+    exit_code = decide_exit(outcome.stop_reason, journal, outcome.left_by_limit)
     run_stats.update(exit_code=int(exit_code), manifest=opts.manifest, report=report_dest,
                      journal=str(journal.path), run_id=run_id)
     if quota.lower:
@@ -434,7 +434,9 @@ def _context(opts: JobOptions, started_wall: float) -> dict[str, Any]:
             "options": run_options(opts), "versions": package_versions()}
 
 
-def decide_exit(stop_reason: str | None, journal: Any) -> ExitCode:
+def decide_exit(stop_reason: str | None, journal: Any, left_by_limit: int = 0) -> ExitCode:
+    """The run's exit code. Rows a --limit canary left for the next run are no failure: a
+    canary whose rows all succeeded exits 0."""
     if stop_reason == "internal-error":
         return ExitCode.INTERNAL
     if stop_reason == "aborted":
@@ -447,8 +449,8 @@ def decide_exit(stop_reason: str | None, journal: Any) -> ExitCode:
     if stop_reason == "time-limit" and left:
         return ExitCode.TIME_LIMIT  # rows left for the next run
     bad = sum(n for s, n in statuses.items()
-              if s not in (Status.SUCCEEDED.value, Status.SKIPPED.value))
-    return ExitCode.ROWS_FAILED if bad else ExitCode.OK
+              if s not in (Status.SUCCEEDED.value, Status.SKIPPED.value)) - left_by_limit
+    return ExitCode.ROWS_FAILED if bad > 0 else ExitCode.OK
 
 
 async def write_outputs(journal: Any, report_dest: str, run_stats: dict[str, Any]) -> dict[str, Any]:

@@ -6,7 +6,8 @@ and make sure every row ends with a status that the next run can trust.
               (run/calls.py, run/reconcile.py): adopted and waited for, proved void (rows run
               again), or still unknown (rows UNKNOWN, never resent)
     dispatch  the manifest's runnable rows -> units -> executed under one TaskGroup
-    sweep     rows still PENDING with no open call: NOT_RUN, with the reason
+    sweep     rows still PENDING with no open call: NOT_RUN, with the reason (RunLimit for
+              the rows a --limit canary left for the next run)
 
 An unexpected exception anywhere stops the run at once; then every call this run sent is
 settled (or stays open, its rows reported UNKNOWN), never reported NOT_RUN, and the run
@@ -25,6 +26,7 @@ from typing import Any
 from batchcopy.core.callstate import CallRecord
 from batchcopy.run.calls import CallDriver, Ended, Settled
 from batchcopy.run.context import Observer, RunContext, RunOutcome, RunSettings
+from batchcopy.plan.canary import LIMIT_CODE
 from batchcopy.run.dispatch import Dispatcher
 from batchcopy.run.execute import Executor
 from batchcopy.journal.journal import Journal, RowOutcome
@@ -65,7 +67,11 @@ class Runner:
             try:
                 await self.settle_open_calls()
                 if not ctx.stopping.is_set():
-                    await Dispatcher(ctx, self.executor).run(self.journal.iter_manifest())
+                    dispatcher = Dispatcher(ctx, self.executor)
+                    await dispatcher.run(self.journal.iter_manifest())
+                    if dispatcher.canary is not None and dispatcher.canary.left_out \
+                            and ctx.outcome.stop_reason is None:
+                        ctx.outcome.stop_reason = "limit"
             except* Exception as group:
                 ctx.outcome.internal_error = _describe(group)
                 ctx.request_stop("internal-error")
@@ -73,7 +79,11 @@ class Runner:
         finally:
             if timer is not None:
                 timer.cancel()
-        await self.journal.mark_pending_not_run(ctx.run_id, ctx.stop_text())
+        limited = ctx.outcome.stop_reason == "limit"
+        left = await self.journal.mark_pending_not_run(ctx.run_id, ctx.stop_text(),
+                                                       LIMIT_CODE if limited else None)
+        if limited:
+            ctx.outcome.left_by_limit = left
         return ctx.outcome
 
     # ---- open calls -------------------------------------------------------------------
