@@ -63,6 +63,10 @@ not run are run, UNKNOWN rows are checked against the service before anything is
   batchcopy undo reports/manifest-20260101T000000Z.parquet --dry-run    the plan; nothing changes
   batchcopy undo reports/manifest-20260101T000000Z.parquet              asks first on a terminal
   batchcopy undo ~/.local/state/batchcopy/journals/manifest-1a2b3c.journal.sqlite --yes""",
+    "doctor": """Examples:
+  batchcopy doctor manifest.csv                          before the first real run
+  batchcopy doctor manifest.csv --rate CopyImageSet=5    and is that quota really there?
+  batchcopy doctor --datastore-id 0123456789abcdef0123456789abcdef --output json""",
     "demo": """Examples:
   batchcopy demo
   batchcopy demo --rows 200 --keep-running""",

@@ -166,6 +166,21 @@ def rate_file_opt() -> Any:
                              '{"CopyImageSet": {"rate": 5, "burst": 5}}; --rate wins.')
 
 
+def endpoint_opt() -> Any:
+    return typer.Option(None, "--endpoint-url", metavar="URL", rich_help_panel=H.AWS,
+                        help=H.ENDPOINT_HELP)
+
+
+def region_opt() -> Any:
+    return typer.Option(None, "--region", metavar="REGION", rich_help_panel=H.AWS,
+                        help="AWS region. Default: your AWS configuration.")
+
+
+def profile_opt() -> Any:
+    return typer.Option(None, "--profile", metavar="NAME", rich_help_panel=H.AWS,
+                        help="AWS profile. Default: the default credential chain.")
+
+
 def print_errors(result: Any) -> None:
     for err in result.errors[:200]:
         typer.echo(str(err), err=True)

@@ -10,9 +10,12 @@ import typer
 from batchcopy.cli import help as H
 from batchcopy.cli.options import (
     ReportOutput,
+    endpoint_opt,
     fail,
+    profile_opt,
     rate_file_opt,
     rates_option,
+    region_opt,
 )
 
 
@@ -61,12 +64,9 @@ def verify_cmd(
     concurrency: int = typer.Option(16, min=1, metavar="N", rich_help_panel=H.PACING,
                                     help="Rows checked at the same time (reads stay within "
                                          "their quotas)."),
-    endpoint_url: Optional[str] = typer.Option(
-        None, metavar="URL", rich_help_panel=H.AWS, help=H.ENDPOINT_HELP),
-    region: Optional[str] = typer.Option(None, metavar="REGION", rich_help_panel=H.AWS,
-                                         help="AWS region. Default: your AWS configuration."),
-    profile: Optional[str] = typer.Option(None, metavar="NAME", rich_help_panel=H.AWS,
-                                          help="AWS profile. Default: the default credential chain."),
+    endpoint_url: Optional[str] = endpoint_opt(),
+    region: Optional[str] = region_opt(),
+    profile: Optional[str] = profile_opt(),
 ) -> None:
     """Check that each done row's destination holds what the row asked for, like rclone check.
 
@@ -116,12 +116,9 @@ def undo(
     stop_grace: float = typer.Option(60.0, min=0.0, metavar="SECONDS", rich_help_panel=H.LIMITS,
                                      help="After a stop, how long changes in flight get to "
                                           "finish."),
-    endpoint_url: Optional[str] = typer.Option(
-        None, metavar="URL", rich_help_panel=H.AWS, help=H.ENDPOINT_HELP),
-    region: Optional[str] = typer.Option(None, metavar="REGION", rich_help_panel=H.AWS,
-                                         help="AWS region. Default: your AWS configuration."),
-    profile: Optional[str] = typer.Option(None, metavar="NAME", rich_help_panel=H.AWS,
-                                          help="AWS profile. Default: the default credential chain."),
+    endpoint_url: Optional[str] = endpoint_opt(),
+    region: Optional[str] = region_opt(),
+    profile: Optional[str] = profile_opt(),
     poll_first: float = typer.Option(1.0, min=0.001, metavar="SECONDS", rich_help_panel=H.TUNING,
                                      help="Wait before the first check that a revert or delete "
                                           "ended."),
