@@ -312,3 +312,29 @@ def test_debug_keeps_the_light_path_and_logs_its_calls(
     assert [(r["operation"], r["http_status"], r["error_code"]) for r in api_lines] == [
         ("GetImageSet", 503, "503"), ("GetImageSet", 200, None)]
     assert emulator.stats()["calls"]["GetImageSet"] == 2
+
+
+def test_a_200_page_that_is_not_the_service_is_tried_again_not_a_bug(client_env: dict[str, str]) -> None:
+    """A captive portal's 200 HTML page where GetImageSet should answer: botocore's parse
+    gives an answer without versionId; ImagingApi calls it unreadable (tried again, then a
+    passing failure), never a KeyError that would stop a run as a bug."""
+    from batchcopy.aws.client import ImagingApi
+    from batchcopy.aws.ratelimit import RateLimiter
+    from batchcopy.aws.retry import Backoff, ErrorKind, UnreadableAnswer, classify
+    from httpkit import Canned
+
+    page = (200, {"Content-Type": "text/html"}, b"<html><body>Log in to the network</body></html>")
+    with Canned(lambda method, path: page) as portal:
+        async def main() -> BaseException:
+            async with open_client(ClientSettings(endpoint_url=portal.endpoint)) as client:
+                api = ImagingApi(client, RateLimiter(), max_attempts=3, backoff=Backoff(0.001, 0.002))
+                try:
+                    await api.get_image_set("d" * 32, "a" * 32)
+                except Exception as exc:  # noqa: BLE001 - inspected below
+                    return exc
+            raise AssertionError("answered")
+        exc = asyncio.run(main())
+        seen = len(portal.requests)
+    assert isinstance(exc, UnreadableAnswer) and seen == 3
+    assert classify(exc, operation="GetImageSet") is ErrorKind.TRANSIENT
+    assert classify(exc, operation="CopyImageSet") is ErrorKind.AMBIGUOUS

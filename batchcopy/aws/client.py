@@ -39,6 +39,7 @@ from batchcopy.aws.retry import (
     THROTTLE_LIMIT,
     Backoff,
     ErrorKind,
+    UnreadableAnswer,
     classify,
     error_code,
     is_retryable,
@@ -50,6 +51,11 @@ from batchcopy.aws.useragent import cache_user_agent
 
 SERVICE = "medical-imaging"
 PAGE_SIZE = 50  # the service's maximum maxResults for both paginated reads
+# what each operation always answers: a 2xx without it is not the service's (UnreadableAnswer)
+ANSWERS = {"GetImageSet": "versionId", "CopyImageSet": "destinationImageSetProperties",
+           "GetImageSetMetadata": "imageSetMetadataBlob", "GetDatastore": "datastoreProperties",
+           "ListImageSetVersions": "imageSetPropertiesList",
+           "SearchImageSets": "imageSetsMetadataSummaries"}
 # Set by the before-send hook in the task that makes the call: the request left through
 # the bucket's space() (so a throttle of it may be jitter, not a quota).
 _SPACED: ContextVar[bool] = ContextVar("batchcopy_spaced", default=False)
@@ -240,6 +246,9 @@ class ImagingApi:
             response: dict[str, Any] = await (
                 light.call(operation, params, before_send=self._before_send)
                 if light is not None else method(**params))
+            missing = ANSWERS.get(operation)
+            if missing is not None and missing not in response:
+                raise UnreadableAnswer(operation, missing)
             if read is not None:
                 response = await read(response)
         except Exception as exc:

@@ -63,6 +63,15 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 
+class UnreadableAnswer(Exception):
+    """A 2xx answer without what the operation always answers (a proxy's or a captive
+    portal's page where the service should be): as a dropped answer, the request may have
+    executed. Reads are tried again; a CopyImageSet is reconciled."""
+
+    def __init__(self, operation: str, missing: str) -> None:
+        super().__init__(f"{operation} answered without {missing}: not the service's answer")
+
+
 class ErrorKind(enum.Enum):
     THROTTLE = "THROTTLE"
     TRANSIENT = "TRANSIENT"
@@ -276,6 +285,8 @@ def classify(exc: BaseException, *, operation: str,
         return ErrorKind.REFUSED
     if _is_param_validation(exc):  # botocore refused to send it
         return ErrorKind.REFUSED
+    if isinstance(exc, UnreadableAnswer):
+        return maybe_executed
     if request_sent is False and (never_sent(exc) or maybe_sent(exc)):
         return ErrorKind.TRANSIENT
     if never_sent(exc) and request_sent is not True:
