@@ -9,13 +9,25 @@ import typer
 
 from batchcopy.cli import help as H
 from batchcopy.cli.options import (
+    LogFormat,
+    LogLevel,
+    ProgressMode,
     ReportOutput,
+    console_options,
+    debug_opt,
     endpoint_opt,
     fail,
+    log_file_opt,
+    log_format_opt,
+    log_interval_opt,
+    log_level_opt,
     profile_opt,
+    progress_opt,
+    quiet_opt,
     rate_file_opt,
     rates_option,
     region_opt,
+    verbose_opt,
 )
 
 
@@ -67,6 +79,14 @@ def verify_cmd(
     endpoint_url: Optional[str] = endpoint_opt(),
     region: Optional[str] = region_opt(),
     profile: Optional[str] = profile_opt(),
+    progress: ProgressMode = progress_opt(),
+    log_interval: float = log_interval_opt(),
+    quiet: bool = quiet_opt(),
+    log_format: LogFormat = log_format_opt(),
+    log_file: Optional[Path] = log_file_opt(),
+    log_level: Optional[LogLevel] = log_level_opt(),
+    verbose: int = verbose_opt(),
+    debug: bool = debug_opt(),
 ) -> None:
     """Check that each done row's destination holds what the row asked for, like rclone check.
 
@@ -79,10 +99,12 @@ def verify_cmd(
     from batchcopy.commands.verify import VerifyOptions, run as check
 
     try:
-        code = check(VerifyOptions(source=source, out=out, output=output.value, limit=limit,
-                                   failed_manifest=failed_manifest, rates=rates_option(rate, rate_file),
-                                   endpoint_url=endpoint_url, region=region, profile=profile,
-                                   concurrency=concurrency))
+        code = check(VerifyOptions(
+            source=source, out=out, output=output.value, limit=limit,
+            failed_manifest=failed_manifest, rates=rates_option(rate, rate_file),
+            endpoint_url=endpoint_url, region=region, profile=profile, concurrency=concurrency,
+            console=console_options(progress, log_interval, quiet, log_format, log_file,
+                                    log_level, verbose, debug)))
     except ReportError as exc:
         fail(str(exc))
     raise typer.Exit(code)
@@ -119,6 +141,14 @@ def undo(
     endpoint_url: Optional[str] = endpoint_opt(),
     region: Optional[str] = region_opt(),
     profile: Optional[str] = profile_opt(),
+    progress: ProgressMode = progress_opt(),
+    log_interval: float = log_interval_opt(),
+    quiet: bool = quiet_opt(),
+    log_format: LogFormat = log_format_opt(),
+    log_file: Optional[Path] = log_file_opt(),
+    log_level: Optional[LogLevel] = log_level_opt(),
+    verbose: int = verbose_opt(),
+    debug: bool = debug_opt(),
     poll_first: float = typer.Option(1.0, min=0.001, metavar="SECONDS", rich_help_panel=H.TUNING,
                                      help="Wait before the first check that a revert or delete "
                                           "ended."),
@@ -137,4 +167,5 @@ def undo(
         source=source, report=report, dry_run=dry_run, yes=yes, force=force,
         rates=rates_option(rate, rate_file), endpoint_url=endpoint_url, region=region, profile=profile,
         max_attempts=max_attempts, stop_grace_s=stop_grace, poll_first_s=poll_first,
-        poll_max_s=poll_max)))
+        poll_max_s=poll_max, console=console_options(progress, log_interval, quiet, log_format,
+                                                     log_file, log_level, verbose, debug))))
