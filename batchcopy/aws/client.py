@@ -51,8 +51,9 @@ from batchcopy.aws.useragent import cache_user_agent
 
 SERVICE = "medical-imaging"
 PAGE_SIZE = 50  # the service's maximum maxResults for both paginated reads
-# what each operation always answers: a 2xx without it is not the service's (UnreadableAnswer)
-ANSWERS = {"GetImageSet": "versionId", "CopyImageSet": "destinationImageSetProperties",
+# what each read always answers: a 2xx without it is not the service's (UnreadableAnswer);
+# a CopyImageSet answer that cannot be read is run/calls.py's (ambiguous, reconciled)
+ANSWERS = {"GetImageSet": "versionId",
            "GetImageSetMetadata": "imageSetMetadataBlob", "GetDatastore": "datastoreProperties",
            "ListImageSetVersions": "imageSetPropertiesList",
            "SearchImageSets": "imageSetsMetadataSummaries"}
