@@ -103,6 +103,11 @@ def run(
     stop_grace: float = typer.Option(60.0, min=0.0, metavar="SECONDS", rich_help_panel=H.LIMITS,
                                      help="After a stop (Ctrl-C, SIGTERM, --max-duration), how "
                                           "long copies in flight get to finish."),
+    limit: Optional[int] = typer.Option(
+        None, min=1, metavar="N", rich_help_panel=H.LIMITS,
+        help="A canary: run only the first N rows still to run (in manifest order, with the "
+             "rest of any chain they start), then stop, exit 0. The same command without "
+             "--limit does the rest, nothing twice."),
     max_failure_rate: float = typer.Option(
         0.5, min=0.0, max=1.0, metavar="SHARE", rich_help_panel=H.LIMITS,
         help="Abort (exit 3) when more than this share of finished rows did not succeed, once "
@@ -170,7 +175,7 @@ def run(
         on_conflict=on_conflict.value, max_conflict_refreshes=max_conflict_refreshes,
         max_failure_rate=max_failure_rate, failure_min_rows=failure_min_rows,
         max_duration_s=parse_duration_option(max_duration), stop_grace_s=stop_grace,
-        backoff=parse_backoff(retry_backoff))
+        backoff=parse_backoff(retry_backoff), limit=limit)
     opts = JobOptions(
         manifest=manifest, datastore_id=datastore_id, report=report, delimiter=delimiter,
         extra_columns=extra_columns.value,

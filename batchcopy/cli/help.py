@@ -28,6 +28,12 @@ TUNING = "Tuning"
 
 ENV_PREFIX = "BATCHCOPY_"  # every option's environment variable: BATCHCOPY_<OPTION>
 
+ENDPOINT_HELP = ("HealthImaging endpoint, e.g. the emulator's http://127.0.0.1:8787. Default: "
+                 "AWS_ENDPOINT_URL_MEDICAL_IMAGING, AWS_ENDPOINT_URL, the profile's "
+                 "endpoint_url, else AWS's regional one. Image-set calls get the runtime- "
+                 "host prefix unless AWS_DISABLE_HOST_PREFIX_INJECTION=true (as in the AWS "
+                 "CLI).")
+
 
 @dataclass(frozen=True)
 class Examples:
@@ -99,6 +105,11 @@ EXAMPLES: dict[str, Examples] = {
          "the plan; nothing changes"),
         ("batchcopy undo reports/manifest-20260101T000000Z.parquet", "asks first on a terminal"),
         ("batchcopy undo journals/manifest-1a2b3c.journal.sqlite --yes", "from the journal, no question")),
+    "doctor": examples(
+        ("batchcopy doctor manifest.csv", "before the first real run"),
+        ("batchcopy doctor manifest.csv --rate CopyImageSet=5", "is that quota really there?"),
+        ("batchcopy doctor --datastore-id 0123456789abcdef0123456789abcdef --output json",
+         "for scripts")),
     "demo": examples("batchcopy demo", "batchcopy demo --rows 200 --keep-running"),
     "emulator": examples(
         "batchcopy emulator serve --port 8787 --seed 1",

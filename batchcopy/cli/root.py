@@ -13,7 +13,7 @@ from typing import Any
 
 import typer
 
-from batchcopy.cli import copying, help as H, results, select
+from batchcopy.cli import copying, doctor, help as H, results, select
 from batchcopy.cli import settings
 from batchcopy.cli.base import App, HelpGroup, help_only
 
@@ -67,6 +67,7 @@ app.command(no_args_is_help=True)(copying.plan)
 app.command("report")(results.report_cmd)
 app.command("verify", no_args_is_help=True)(results.verify_cmd)
 app.command(no_args_is_help=True)(results.undo)
+app.command("doctor")(doctor.doctor)
 app.command()(demo)
 
 

@@ -54,6 +54,7 @@ def run(opts: VerifyOptions) -> int:
     try:
         preflight.check_endpoint(opts.endpoint_url)
         region = preflight.check_aws(opts.profile, opts.region)
+        preflight.resolve_endpoint(opts.profile, region, opts.endpoint_url)
         dest = opts.out or default_out(opts.source)
         preflight.check_report_destination(dest)
     except preflight.SetupError as exc:

@@ -451,6 +451,19 @@ class Journal:
             out.update(self.db.execute(sql.format(",".join("?" * len(chunk))), chunk))
         return out
 
+    def to_run(self) -> tuple[list[str], tuple[str, str] | None]:
+        """(the data stores of the rows a run would send or settle, (data store, source) of
+        the first such row in manifest order): what the pre-run checks read."""
+        active = "r.status IN ('PENDING', 'UNKNOWN')"
+        datastores = {r[0] for r in self.db.execute(
+            f"SELECT DISTINCT r.datastore_id FROM manifest m JOIN rows r ON r.key = m.key "
+            f"WHERE {active}")}
+        datastores |= {c.request.datastore_id for c in self.open_calls()}
+        first = self.db.execute(
+            f"SELECT r.datastore_id, r.source_image_set_id FROM manifest m JOIN rows r "
+            f"ON r.key = m.key WHERE {active} ORDER BY m.manifest_row LIMIT 1").fetchone()
+        return sorted(datastores), (None if first is None else (first[0], first[1]))
+
     def held_image_sets(self) -> Iterator[tuple[str, str]]:
         """(data store, image set) of every row of the manifest that may still be written."""
         yield from self.db.execute(

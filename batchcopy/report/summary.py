@@ -277,6 +277,7 @@ _STOPPED = {
     "time-limit": "--max-duration was reached",
     "aborted": "the run was aborted: fix the cause above first",
     "internal-error": "the run stopped on an internal error",
+    "limit": "left by --limit, the canary is done",
 }
 
 
@@ -304,7 +305,9 @@ def next_steps(summary: dict[str, Any]) -> list[str]:
     if any(left.values()):
         parts = ", ".join(f"{_fmt_int(n)} {s}" for s, n in left.items() if n)
         why = _STOPPED.get(str(summary.get("stop_reason") or ""))
-        prose(f"to continue ({parts}{': ' + why if why else ''}), run the same command again:",
+        again = ("without --limit (or with it again, for the next rows)"
+                 if summary.get("stop_reason") == "limit" else "again")
+        prose(f"to continue ({parts}{': ' + why if why else ''}), run the same command {again}:",
               "  ")
         lines.append(f"    {command}")
         notes = ["Rows done are skipped with no API call."]
