@@ -26,6 +26,9 @@ Control routes under /_emulator/ are never authenticated, throttled or faulted:
     GET  /_emulator/clock                 {"offset_s", "now"}: the emulated clock
     POST /_emulator/clock                 body {"offset_s"?: X, "advance_s"?: N}: set the offset to
                                           X, then add N; pending work now due completes
+    GET  /_emulator/copies                every accepted copy's life (timeline.py): accepted_at,
+                                          ended_at, seen_ended_at (the first GetImageSet that
+                                          showed it ended), reads_running
     GET  /_emulator/health                {"ok": true}
 """
 
@@ -177,6 +180,7 @@ class EmulatorService:
         r.add_post("/_emulator/config", self._ctl_config_post)
         r.add_get("/_emulator/imagesets/{datastoreId}/{imageSetId}", self._ctl_snapshot)
         r.add_get("/_emulator/health", self._ctl_health)
+        r.add_get("/_emulator/copies", self._ctl_copies)
         r.add_get("/_emulator/assumptions", self._ctl_assumptions)
         r.add_get("/_emulator/clock", self._ctl_clock_get)
         r.add_post("/_emulator/clock", self._ctl_clock_post)
@@ -252,6 +256,9 @@ class EmulatorService:
 
     async def _ctl_stats(self, request: web.Request) -> web.StreamResponse:
         return _json(self.stats())
+
+    async def _ctl_copies(self, request: web.Request) -> web.StreamResponse:
+        return _json({"copies": self.model.copies()})
 
     async def _ctl_seed(self, request: web.Request) -> web.StreamResponse:
         from batchcopy.emulator.seed import SeedSpec, seed
@@ -448,6 +455,10 @@ class EmulatorServer:
 
     def reset(self) -> None:
         self.service.reset()
+
+    def copies(self) -> list[dict[str, Any]]:
+        """Every accepted copy's life (timeline.py), as GET /_emulator/copies lists them."""
+        return self.model.copies()
 
     def set_clock(self, offset_s: float | None = None, advance_s: float | None = None) -> dict[str, float]:
         """Set the emulated clock's offset and/or advance it (seconds); {"offset_s", "now"}."""
