@@ -179,6 +179,10 @@ class Emulator:
     def stats(self) -> dict[str, Any]:
         return self.control("GET", "/_emulator/stats")  # type: ignore[no-any-return]
 
+    def copies(self) -> list[dict[str, Any]]:
+        """Every accepted copy's life: accepted_at, ended_at, seen_ended_at (emulator clock)."""
+        return self.control("GET", "/_emulator/copies")["copies"]  # type: ignore[no-any-return]
+
     def image_set(self, datastore_id: str, image_set_id: str) -> dict[str, Any]:
         return self.control(  # type: ignore[no-any-return]
             "GET", f"/_emulator/imagesets/{datastore_id}/{image_set_id}")

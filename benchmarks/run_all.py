@@ -13,6 +13,9 @@ pip install -e . && python benchmarks/run_all.py`. The AWS CLI baseline runs whe
   capacity  4. quotas off, instant copies, 20,000 rows: rows/s, CPU ms/row, RSS, profile
   scale     5. 1M-row validate and plan; a 100,000-row run with RSS sampled
   startup   6. --help, run --help, validate of a 3-row manifest
+  throughput 7. 300 and 3,000 new whole copies at CopyImageSet 10/s burst 1 on both sides,
+               idle and with --hogs CPU hogs, beside the naive boto3 pool: span ratio,
+               throttles, stalls, detection delay, GetImageSet per copy
 
 --quick runs tiny sizes (a minute or so; the figures then say little). --repeat N repeats
 pacing and curation (min / median reported); the others run once.
@@ -32,9 +35,10 @@ import curation  # noqa: E402
 import pacing  # noqa: E402
 import scale  # noqa: E402
 import startup  # noqa: E402
+import throughput  # noqa: E402
 from common import RESULTS  # noqa: E402
 
-NAMES = ("startup", "pacing", "curation", "capacity", "scale")
+NAMES = ("startup", "pacing", "curation", "capacity", "scale", "throughput")
 
 
 def plan(quick: bool, repeat: int, hogs: int, results: Path) -> dict[str, Callable[[], Any]]:
@@ -46,6 +50,7 @@ def plan(quick: bool, repeat: int, hogs: int, results: Path) -> dict[str, Callab
             "curation": lambda: curation.run(2, 10.0, 1, repeat, results_dir=results),
             "capacity": lambda: capacity.run(100, 40, results_dir=results),
             "scale": lambda: scale.run(2000, 200, results_dir=results),
+            "throughput": lambda: throughput.run((20,), 10.0, loads, 20, results_dir=results),
         }
     return {
         "startup": lambda: startup.run(max(5, repeat), results_dir=results),
@@ -53,6 +58,7 @@ def plan(quick: bool, repeat: int, hogs: int, results: Path) -> dict[str, Callab
         "curation": lambda: curation.run(200, 10.0, 20, repeat, results_dir=results),
         "capacity": lambda: capacity.run(20000, 5000, results_dir=results),
         "scale": lambda: scale.run(1_000_000, 100_000, results_dir=results),
+        "throughput": lambda: throughput.run((300, 3000), 10.0, loads, 300, results_dir=results),
     }
 
 
