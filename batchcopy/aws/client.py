@@ -328,6 +328,14 @@ class ImagingApi:
             params["versionId"] = version
         return await self._call("GetImageSet", params)
 
+    async def poll_image_set(self, datastore_id: str, image_set_id: str,
+                             version: str) -> dict[str, Any]:
+        """One GetImageSet attempt of a version, whose token the caller has taken (the
+        waiter takes one, then picks which copy to look at); never retried here."""
+        return await self._attempt("GetImageSet", self.limiter.bucket("GetImageSet"), {
+            "datastoreId": datastore_id, "imageSetId": image_set_id, "versionId": version},
+            None, paced=False)
+
     async def latest_version(self, datastore_id: str, image_set_id: str) -> tuple[str, str, str]:
         """(versionId, imageSetState, imageSetWorkflowStatus) of the latest version."""
         found = await self.get_image_set(datastore_id, image_set_id)

@@ -152,6 +152,7 @@ class TokenBucket:
         # asyncio.Lock hands itself over in FIFO order and does not let a newcomer
         # overtake a waiter that was already woken: that is our queue.
         self._queue = asyncio.Lock()
+        self.waiting = 0  # callers in acquire()
 
     @property
     def unlimited(self) -> bool:
@@ -184,6 +185,13 @@ class TokenBucket:
         if self.unlimited:
             return 0.0
         start = self._clock()
+        self.waiting += 1
+        try:
+            return await self._take(start)
+        finally:
+            self.waiting -= 1
+
+    async def _take(self, start: float) -> float:
         async with self._queue:
             while True:
                 self._refill()

@@ -116,6 +116,7 @@ class Executor:
                 await self._read_failed(rows, tally, exc)
                 return []
             await ctx.api.limiter.bucket("CopyImageSet").acquire()
+            ctx.waiter.nudge()  # maybe nobody waits for the quota now: a slot is wanted
             if ctx.stopping.is_set():
                 return []
             handle.phase = Phase.COMMITTING
