@@ -48,7 +48,7 @@ from urllib.parse import parse_qsl
 
 from aiohttp import web
 
-from batchcopy.emulator import assumptions
+from batchcopy.emulator import arrivals, assumptions
 from batchcopy.emulator.auth import SignedRequest, authenticate, check_allowed
 from batchcopy.emulator.config import EmulatorConfig, FaultSpec
 from batchcopy.emulator.errors import InternalServerException, ServiceError, ValidationException
@@ -222,7 +222,7 @@ class EmulatorService:
                 )
                 access_key = authenticate(config.auth, config.region, signed, time.time())
                 check_allowed(config.auth, access_key, op)
-            self.quotas.acquire(op)
+            self.quotas.acquire(op, arrivals.waited(request) if config.kernel_arrivals else 0.0)
             decision = self.faults.decide(op)
             if decision.latency_s > 0:
                 await asyncio.sleep(decision.latency_s)
@@ -368,6 +368,7 @@ class EmulatorServer:
         self.endpoint = ""
         self._loop: asyncio.AbstractEventLoop | None = None
         self._runner: web.AppRunner | None = None
+        self._listener: asyncio.AbstractServer | None = None
         self._thread: threading.Thread | None = None
 
     @property
@@ -412,17 +413,21 @@ class EmulatorServer:
         self._runner = web.AppRunner(self.service.build_app(), access_log=None,
                                      shutdown_timeout=SHUTDOWN_GRACE_S)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, self.host, self.port)
-        await site.start()
-        self.port = int(self._runner.addresses[0][1])
+        self._listener = await arrivals.serve(self._runner, self.host, self.port)
+        self.port = int(self._listener.sockets[0].getsockname()[1])
         self.endpoint = f"http://{self.host}:{self.port}"
+
+    async def _shutdown(self, runner: web.AppRunner) -> None:
+        if self._listener is not None:
+            self._listener.close()
+        await runner.cleanup()
 
     def stop(self) -> None:
         loop, thread, runner = self._loop, self._thread, self._runner
         if loop is None or thread is None:
             return
         if runner is not None and loop.is_running():
-            fut = asyncio.run_coroutine_threadsafe(runner.cleanup(), loop)
+            fut = asyncio.run_coroutine_threadsafe(self._shutdown(runner), loop)
             try:
                 fut.result(STOP_TIMEOUT_S)
             except Exception:  # noqa: BLE001 - best effort on shutdown
@@ -485,12 +490,14 @@ async def serve_forever(
     service = EmulatorService(model if model is not None else _new_model(config))
     runner = web.AppRunner(service.build_app(), access_log=None, shutdown_timeout=SHUTDOWN_GRACE_S)
     await runner.setup()
+    listener = None
     try:
-        site = web.TCPSite(runner, host, port)
-        await site.start()
-        bound_port = int(runner.addresses[0][1])
+        listener = await arrivals.serve(runner, host, port)
+        bound_port = int(listener.sockets[0].getsockname()[1])
         if on_ready is not None:
             on_ready(f"http://{host}:{bound_port}", service)
         await asyncio.Event().wait()
     finally:
+        if listener is not None:
+            listener.close()
         await runner.cleanup()
