@@ -94,3 +94,40 @@ async def test_throttles_that_persist_halve_the_rate() -> None:
     assert api.stats.throttles["CopyImageSet"] == 3
     assert api.stats.jitter["CopyImageSet"] == 2
     assert api.limiter.bucket("CopyImageSet").current_rate < 10.0
+
+
+@pytest.mark.emulator_config(enforce_rates=False)
+@pytest.mark.parametrize("light", [True, False], ids=["light path", "botocore"])
+def test_a_request_with_a_body_leaves_at_its_first_chunk(
+        emulator: Any, client_env: dict[str, str], seeded: dict[str, Any],
+        monkeypatch: pytest.MonkeyPatch, light: bool) -> None:
+    """aiohttp holds a request's headers back to send them with its body, which a task of its
+    own writes a turn of the event loop later: the next send is spaced from that write, not
+    from the headers' trace (a loaded loop would let the next one leave too soon)."""
+    from batchcopy.aws.client import ClientSettings, open_client
+    from batchcopy.aws.ratelimit import TokenBucket
+
+    store = seeded["datastores"][0]
+    ds, source = store["datastoreId"], store["imageSets"][0]["imageSetId"]
+    told: list[tuple[int, float]] = []
+    real_left = TokenBucket.left
+
+    def left(self: TokenBucket, send: int, at: float) -> None:
+        if self.rate < 1000:  # CopyImageSet's bucket (GetImageSet's is far quicker here)
+            told.append((send, at))
+        real_left(self, send, at)
+
+    monkeypatch.setattr(TokenBucket, "left", left)
+
+    async def go() -> None:
+        async with open_client(ClientSettings(endpoint_url=emulator.endpoint)) as client:
+            api = ImagingApi(client, RateLimiter({"CopyImageSet": (100.0, 1.0)}), light=light)
+            await api.get_image_set(ds, source)  # the session's trace is added on first use
+            await api.copy_image_set(CopyRequest(
+                datastore_id=ds, source_image_set_id=source, source_version_id="1",
+                destination_image_set_id=None, destination_version_id=None,
+                copiable_attributes=None, force=False, promote_to_primary=False))
+
+    asyncio.run(go())
+    assert [send for send, _ in told] == [1, 1]  # its headers, then its body: the same send
+    assert told[1][1] >= told[0][1]

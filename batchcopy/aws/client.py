@@ -49,7 +49,8 @@ PAGE_SIZE = 50  # the service's maximum maxResults for both paginated reads
 # the bucket's space() (so a throttle of it may be jitter, not a quota).
 _SPACED: ContextVar[bool] = ContextVar("batchcopy_spaced", default=False)
 # Set by the same hook: (bucket, send number) of the request about to be written, for
-# the aiohttp trace that sees its headers reach the connection (see _trace_writes).
+# the aiohttp trace that sees its headers and body reach the connection (see _trace_writes;
+# the task aiohttp writes a body in inherits it).
 _SENDING: ContextVar[tuple[TokenBucket, int] | None] = ContextVar("batchcopy_sending",
                                                                   default=None)
 
@@ -160,13 +161,15 @@ def light_calls(client: Any) -> LightCalls | None:
 Reader = Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]
 
 
-async def _headers_sent(*_: Any) -> None:
-    """aiohttp trace: the request's headers are on the connection. Tell its bucket when,
-    if that is later than the before-send hook stamped it."""
+async def _written(*_: Any) -> None:
+    """aiohttp trace: the request's headers, then each chunk of its body, are written to
+    the connection. Tell its bucket when, if that is later than the before-send hook stamped
+    it. aiohttp (3.10 and later) holds the headers back to send them with the body, which
+    a task of its own writes a turn of the event loop later: a request with a body leaves
+    at its first chunk."""
     sending = _SENDING.get()
     if sending is not None:
         bucket, send = sending
-        _SENDING.set(None)
         bucket.left(send, bucket.now())
 
 
@@ -174,7 +177,7 @@ _TRACE: Any = None
 
 
 def _trace_writes(client: Any) -> None:
-    """Best effort: add a trace of header writes to the client's aiohttp sessions, so a
+    """Best effort: add a trace of request writes to the client's aiohttp sessions, so a
     request the event loop held up between before-send and the socket spaces the next
     one from when it really left. aiobotocore makes its sessions on first use and offers
     no trace option, so this reaches into them; if that ever fails, pacing keeps the
@@ -185,7 +188,8 @@ def _trace_writes(client: Any) -> None:
 
         if _TRACE is None:
             _TRACE = aiohttp.TraceConfig()
-            _TRACE.on_request_headers_sent.append(_headers_sent)
+            _TRACE.on_request_headers_sent.append(_written)
+            _TRACE.on_request_chunk_sent.append(_written)
             _TRACE.freeze()
         for session in client._endpoint.http_session._sessions.values():
             traces = session._trace_configs
