@@ -115,7 +115,9 @@ class Executor:
             except Exception as exc:
                 await self._read_failed(rows, tally, exc)
                 return []
-            await ctx.api.limiter.bucket("CopyImageSet").acquire()
+            copies = ctx.api.limiter.bucket("CopyImageSet")
+            await copies.acquire(early=True)  # ahead by the journal write below
+            granted = copies.now()
             ctx.waiter.nudge()  # maybe nobody waits for the quota now: a slot is wanted
             if ctx.stopping.is_set():
                 return []
@@ -123,6 +125,7 @@ class Executor:
             request = unit.request(tally.src_v, tally.dst_v)
             sent_at = ctx.clock()
             call_id = await ctx.journal.call_sent(ctx.run_id, request, [r.key for r in rows], sent_at)
+            copies.prepared(copies.now() - granted)
             tally.attempts += 1
             tally.sent_at = sent_at
             if ctx.stopping.is_set():
