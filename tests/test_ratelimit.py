@@ -547,13 +547,13 @@ async def test_sends_after_a_late_one_close_up_to_the_send_rate() -> None:
 async def test_an_early_token_comes_ahead_by_the_preparation_and_the_send_keeps_its_time() -> None:
     t = FakeTime()
     bucket = TokenBucket(10.0, 1, clock=t, sleep=t.sleep)
-    await bucket.acquire(early=True)
+    assert await bucket.acquire_ahead() == 1000.0  # nothing learnt: due now
     assert await bucket.space() == 1000.0
     assert bucket.ahead == 0.0
     bucket.prepared(0.03)  # a journal write took 30 ms after the token
     assert bucket.ahead == pytest.approx(0.03)
-    await bucket.acquire(early=True)
-    assert t.now == pytest.approx(1000.07)  # 30 ms before the token was due
+    assert await bucket.acquire_ahead() == pytest.approx(1000.1)  # due then,
+    assert t.now == pytest.approx(1000.07)  # given 30 ms before
     t.now += 0.03  # prepared in time
     assert await bucket.space() == pytest.approx(1000.1)  # and sent on time
     await bucket.acquire()  # a token not taken early waits for its time

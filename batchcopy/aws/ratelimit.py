@@ -18,11 +18,12 @@ Semantics of `TokenBucket` (the edge cases are the point):
 * `acquire()` takes one token, waiting when none is available. Waiters are
   served strictly in arrival order (FIFO): a caller that arrives while others
   wait queues behind them even if a token happens to be free at that moment.
-  A cancelled waiter leaves the queue without taking a token. `acquire(early=True)`
+  A cancelled waiter leaves the queue without taking a token. `acquire_ahead()`
   is for a caller with work to do between its token and its send (the runner's
   durable journal write): the token comes `ahead` of its time (the longest of the
   last preparations the caller reported with `prepared()`, at most an interval),
-  so that the send is ready when it is due; `space()` still keeps it to its time.
+  so that the send is ready when it is due; the caller waits for that time, and
+  `space()` still keeps the send to it.
 * AIMD. `on_throttle()` is a multiplicative decrease: `current_rate` halves
   (never below `rate * min_rate_fraction`) and the bucket is emptied, so the
   next call waits one full token interval at the new rate. Throttles that
@@ -204,43 +205,54 @@ class TokenBucket:
         """The rate tokens and sends go at: current_rate less the learnt slack."""
         return self.current_rate / (1.0 + self.slack)
 
-    async def acquire(self, *, early: bool = False) -> float:
-        """Wait for a token (FIFO among waiters) and take it; return seconds waited.
-        `early`: the caller prepares its send after this (a durable journal write) and
-        says how long that took with `prepared()`: the token comes that much before it
-        is due (`ahead`), and space() still keeps the send to its time."""
+    async def acquire(self) -> float:
+        """Wait for a token (FIFO among waiters) and take it; return seconds waited."""
         if self.unlimited:
             return 0.0
         start = self._clock()
+        return max(0.0, await self._take(early=False) - start)
+
+    async def acquire_ahead(self) -> float:
+        """Take a token `ahead` of its time; return when it is due (this bucket's clock).
+        For a caller that prepares its send after the token (a durable journal write) and
+        says how long that took with `prepared()`; it then waits for the due time (and
+        space() keeps the send to it)."""
+        return await self._take(early=True)
+
+    async def _take(self, *, early: bool) -> float:
+        if self.unlimited:
+            return self._clock()
         self.waiting += 1
         try:
-            return await self._take(start, early)
+            return await self._take_queued(early)
         finally:
             self.waiting -= 1
 
-    async def _take(self, start: float, early: bool) -> float:
+    async def _take_queued(self, early: bool) -> float:
         async with self._queue:
             while True:
                 self._refill()
                 need = 1.0 - (self.ahead * self.pace if early else 0.0)
                 if self._tokens >= need - _EPSILON:
+                    now = self._clock()
+                    due = now + max(0.0, (1.0 - self._tokens) / self.pace)
                     # an early token leaves the bucket below 0 until it was due
                     self._tokens = self._tokens - 1.0 if early else max(0.0, self._tokens - 1.0)
-                    return max(0.0, self._clock() - start)
+                    return due if early else now
                 # Sleep for the deficit at the current rate, then look again:
                 # on_throttle() may have emptied the bucket meanwhile.
                 await self._sleep((need - self._tokens) / self.pace)
 
     @property
     def ahead(self) -> float:
-        """How long before it is due an `early` token comes: the longest of the last
-        preparations (`prepared()`), at most one interval."""
+        """How long before it is due acquire_ahead()'s token comes: the longest of the
+        last preparations (`prepared()`), at most one interval."""
         if not self._prepare:
             return 0.0
         return min(max(self._prepare), 1.0 / self.pace)
 
     def prepared(self, seconds: float) -> None:
-        """An `early` token's send was ready `seconds` after the token was taken."""
+        """acquire_ahead()'s send was ready `seconds` after its token was taken."""
         self._prepare.append(max(0.0, seconds))
 
     async def space(self) -> float | None:

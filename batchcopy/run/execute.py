@@ -116,7 +116,7 @@ class Executor:
                 await self._read_failed(rows, tally, exc)
                 return []
             copies = ctx.api.limiter.bucket("CopyImageSet")
-            await copies.acquire(early=True)  # ahead by the journal write below
+            due = await copies.acquire_ahead()  # ahead by the journal write below
             granted = copies.now()
             ctx.waiter.nudge()  # maybe nobody waits for the quota now: a slot is wanted
             if ctx.stopping.is_set():
@@ -126,6 +126,8 @@ class Executor:
             sent_at = ctx.clock()
             call_id = await ctx.journal.call_sent(ctx.run_id, request, [r.key for r in rows], sent_at)
             copies.prepared(copies.now() - granted)
+            if due > copies.now():  # its time; a stop meanwhile sends nothing (below)
+                await asyncio.sleep(due - copies.now())
             tally.attempts += 1
             tally.sent_at = sent_at
             if ctx.stopping.is_set():
