@@ -187,7 +187,9 @@ class Executor:
         if settled.ended is Ended.DONE:
             result = {"result_image_set_id": settled.result_image_set_id,
                       "result_version_id": settled.result_version_id,
-                      "workflow_status": settled.workflow_status}
+                      "workflow_status": settled.workflow_status,
+                      "copy_duration_s": settled.copy_duration_s,
+                      "detection_delay_s": settled.detection_delay_s}
             done = (settled.call_id, settled.workflow_status, settled.message)
             if settled.copied:
                 self._carry(unit, settled)
