@@ -53,6 +53,9 @@ _SPACED: ContextVar[bool] = ContextVar("batchcopy_spaced", default=False)
 # the task aiohttp writes a body in inherits it).
 _SENDING: ContextVar[tuple[TokenBucket, int] | None] = ContextVar("batchcopy_sending",
                                                                   default=None)
+# Set by the same hook when the client's sessions carry the trace: the bucket to space the
+# request with once aiohttp has its connection ready (see _ready).
+_PACE: ContextVar[TokenBucket | None] = ContextVar("batchcopy_pace", default=None)
 
 
 @dataclass(frozen=True)
@@ -161,6 +164,20 @@ def light_calls(client: Any) -> LightCalls | None:
 Reader = Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]
 
 
+async def _ready(*_: Any) -> None:
+    """aiohttp trace: the request is about to be written on its connection. When the
+    before-send hook left its spacing to us, space it now: aiohttp has connected it by
+    then, and requests spaced before they waited for new connections would leave
+    together (a run's first hundred version reads did, and the service refused some)."""
+    bucket = _PACE.get()
+    if bucket is None:
+        await _written()
+        return
+    _PACE.set(None)
+    if await bucket.space() is not None:
+        _SENDING.set((bucket, bucket.sends))
+
+
 async def _written(*_: Any) -> None:
     """aiohttp trace: the request's headers, then each chunk of its body, are written to
     the connection. Tell its bucket when, if that is later than the before-send hook stamped
@@ -188,7 +205,7 @@ def _trace_writes(client: Any) -> None:
 
         if _TRACE is None:
             _TRACE = aiohttp.TraceConfig()
-            _TRACE.on_request_headers_sent.append(_written)
+            _TRACE.on_request_headers_sent.append(_ready)
             _TRACE.on_request_chunk_sent.append(_written)
             _TRACE.freeze()
         for session in client._endpoint.http_session._sessions.values():
@@ -197,6 +214,15 @@ def _trace_writes(client: Any) -> None:
                 traces.append(_TRACE)
     except (AttributeError, ImportError, TypeError):
         return
+
+
+def _traced(client: Any) -> bool:
+    """Whether the client has an aiohttp session, and each carries the trace."""
+    try:
+        sessions = list(client._endpoint.http_session._sessions.values())
+        return bool(sessions) and all(_TRACE in s._trace_configs for s in sessions)
+    except (AttributeError, TypeError):
+        return False
 
 
 def _register_send_hook(client: Any, hook: Callable[..., Awaitable[None]]) -> bool:
@@ -240,14 +266,18 @@ class ImagingApi:
         self._hooked = _register_send_hook(client, self._before_send)
 
     async def _before_send(self, event_name: str = "", **_: Any) -> None:
-        """botocore `before-send.medical-imaging.<Operation>`: space the send itself.
+        """botocore `before-send.medical-imaging.<Operation>`: space the send itself, here
+        or (the client's sessions traced) once its connection is ready (_ready).
 
         Returns None, so botocore goes on to send the request it just signed."""
         operation = event_name.rsplit(".", 1)[-1]
         bucket = self.limiter.bucket(operation)
-        if await bucket.space() is not None:
-            _SENDING.set((bucket, bucket.sends))
+        if not bucket.unlimited:
             _trace_writes(self.client)
+            if _traced(self.client):
+                _PACE.set(bucket)
+            elif await bucket.space() is not None:
+                _SENDING.set((bucket, bucket.sends))
         _SPACED.set(True)
 
     # ---------------------------------------------------------------- core
@@ -265,6 +295,7 @@ class ImagingApi:
             await bucket.space()
         self.stats.calls[operation] += 1
         spaced = _SPACED.set(not self._hooked)
+        pace = _PACE.set(None)
         try:
             response: dict[str, Any] = await (
                 light.call(operation, params, before_send=self._before_send)
@@ -280,6 +311,7 @@ class ImagingApi:
             raise
         finally:
             _SPACED.reset(spaced)
+            _PACE.reset(pace)  # set and left unused: the request never reached a connection
         bucket.on_success()
         return response
 
