@@ -145,7 +145,7 @@ class CallStats:
 
     def to_dict(self) -> dict[str, dict[str, int]]:
         return {name: dict(sorted(getattr(self, name).items()))
-                for name in ("calls", "throttles", "retries", "errors")}
+                for name in ("calls", "throttles", "jitter", "retries", "errors")}
 
 
 def light_calls(client: Any) -> LightCalls | None:
