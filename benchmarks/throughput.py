@@ -22,6 +22,8 @@ GET /_emulator/copies), not from the client's own account:
   GetImageSet     per accepted copy: every call (version reads and polls), and the polls
                   alone (reads naming a version)                (goal polls <= 1.5)
   wall            the client process, start-up and report included
+  timer late      how late the client's send timer woke (median / p95 ms, from the run's
+                  summary): every late send delays the ones after it at burst 1
 
 `--nice N` runs the emulator, the client and the hogs at nice N (N < 0 needs the
 privilege): on a machine busy with other work it puts them ahead of that work, as on an
@@ -114,7 +116,14 @@ def once(tool: str, emu: Emulator, copies: int, rate: float, hogs: int,
         api = summary.get("api") or {}
         out["halvings"] = (int((api.get("throttles") or {}).get("CopyImageSet", 0))
                            - int((api.get("jitter") or {}).get("CopyImageSet", 0)))
+        out["pacing"] = (summary.get("pacing") or {}).get("CopyImageSet")
     return out
+
+
+def _late(pacing: dict[str, Any] | None) -> str:
+    if not pacing or pacing.get("timer_late_ms_p50") is None:
+        return "-"
+    return f"{pacing['timer_late_ms_p50']:.1f} / {pacing['timer_late_ms_p95']:.1f}"
 
 
 def run(sizes: tuple[int, ...] = (300, 3000), rate: float = 10.0, hogs: tuple[int, ...] = (0, 2),
@@ -141,7 +150,8 @@ def run(sizes: tuple[int, ...] = (300, 3000), rate: float = 10.0, hogs: tuple[in
                 f"burst 50{f', everything at nice {nice}' if nice else ''}",
                 ["tool", "copies", "CPU hogs", "span ratio", "throttles (halvings)",
                  "stalls (longest s)",
-                 "detection median / p95 / max s", "GetImageSet per copy (polls)", "wall s"],
+                 "detection median / p95 / max s", "GetImageSet per copy (polls)",
+                 "send timer late ms", "wall s"],
                 [[r["tool"], r["accepted"], r["hogs"], f"{r['span_ratio']:.3f}",
                   f"{r['throttles']} ({r['halvings']})" if "halvings" in r else r["throttles"],
                   f"{r['stalls']} ({r['longest_stall_s']:.2f})",
@@ -149,7 +159,7 @@ def run(sizes: tuple[int, ...] = (300, 3000), rate: float = 10.0, hogs: tuple[in
                   f"{r['detection_median_s']:.2f} / {r['detection_p95_s']:.2f} / "
                   f"{r['detection_max_s']:.2f}",
                   f"{r['get_image_set_per_copy']:.2f} ({r['polls_per_copy']:.2f})",
-                  f"{r['wall_s']:.1f}"] for r in runs]))
+                  _late(r.get("pacing")), f"{r['wall_s']:.1f}"] for r in runs]))
     save("throughput" if not nice else f"throughput-nice{nice}", result,
          **({"results_dir": results_dir} if results_dir else {}))
     return result

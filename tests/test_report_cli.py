@@ -143,6 +143,8 @@ def test_run_writes_the_new_columns_and_context(ran: dict[str, Any]) -> None:
     assert meta["report_version"] == REPORT_FORMAT_VERSION and meta["run"]["run_id"] == 1
     summary = json.loads(ran["report"].with_name("run.summary.json").read_text())
     assert summary["run_id"] == 1 and summary["options"]["manifest"].endswith("curated.csv")
+    pacing = summary["pacing"]["CopyImageSet"]  # diagnostics of the send timer
+    assert pacing["sends"] >= 3 and pacing["late_sends"] >= 0
     assert summary["versions"]["python"].count(".") == 2
     assert summary["started_at"] <= summary["finished_at"]
 

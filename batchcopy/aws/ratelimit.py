@@ -147,6 +147,7 @@ class TokenBucket:
         self.catchup = float(catchup)
         self.wake_early = wake_early  # space(): see _lead (a real clock only)
         self._lateness: deque[float] = deque(maxlen=16)
+        self._late_wakes: deque[float] = deque(maxlen=4096)  # for figures()
         self._prepare: deque[float] = deque(maxlen=16)  # see prepared()
         self._send_factor = 1.0 if send_rate is None or math.isinf(rate) else send_rate / rate
         self.current_rate = float(rate)
@@ -291,7 +292,9 @@ class TokenBucket:
                 continue
             await self._sleep(wait - lead)
             if self.wake_early:
-                self._lateness.append(max(0.0, self._clock() - (now + wait - lead)))
+                late = max(0.0, self._clock() - (now + wait - lead))
+                self._lateness.append(late)
+                self._late_wakes.append(late)
 
     def _lead(self, rate: float) -> float:
         """How much earlier than due space() wakes: the median of its recent
@@ -300,6 +303,18 @@ class TokenBucket:
             return 0.0
         recent = sorted(self._lateness)
         return min(recent[len(recent) // 2], 0.05 / rate, 0.005)
+
+    def figures(self) -> dict[str, float | int | None]:
+        """Diagnostics for a run's summary: sends, how late space() woke from its
+        sleeps (ms: median, 95th percentile; with `wake_early`), and sends that reached
+        the connection later than stamped (how many, the worst in ms)."""
+        wakes = sorted(self._late_wakes)
+
+        def at(q: float) -> float | None:
+            return round(1000 * wakes[int(q * (len(wakes) - 1))], 2) if wakes else None
+
+        return {"sends": self.sends, "timer_late_ms_p50": at(0.5), "timer_late_ms_p95": at(0.95),
+                "late_sends": self.late_sends, "max_late_ms": round(1000 * self.max_late, 2)}
 
     def left(self, send: int, at: float) -> None:
         """Send number `send` (the value of `sends` its space() made) reached the
