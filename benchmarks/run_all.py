@@ -17,6 +17,9 @@ pip install -e . && python benchmarks/run_all.py`. The AWS CLI baseline runs whe
                calls (0), calls per row by operation, wall, beside copying them again
   selection 8. `select` over 2,000 image sets at the published quotas: cold, cached,
                interrupted and resumed; extrapolated to 100,000
+  throughput 9. 300 and 3,000 new whole copies at CopyImageSet 10/s burst 1 on both sides,
+               idle and with --hogs CPU hogs, beside the naive boto3 pool: span ratio,
+               throttles, stalls, detection delay, GetImageSet per copy
 
 --quick runs tiny sizes (a minute or so; the figures then say little). --repeat N repeats
 pacing and curation (min / median reported); the others run once.
@@ -38,9 +41,10 @@ import present  # noqa: E402
 import scale  # noqa: E402
 import selection  # noqa: E402
 import startup  # noqa: E402
+import throughput  # noqa: E402
 from common import RESULTS  # noqa: E402
 
-NAMES = ("startup", "pacing", "curation", "capacity", "scale", "present", "selection")
+NAMES = ("startup", "pacing", "curation", "capacity", "scale", "present", "selection", "throughput")
 
 
 def plan(quick: bool, repeat: int, hogs: int, results: Path) -> dict[str, Callable[[], Any]]:
@@ -54,6 +58,7 @@ def plan(quick: bool, repeat: int, hogs: int, results: Path) -> dict[str, Callab
             "scale": lambda: scale.run(2000, 200, results_dir=results),
             "present": lambda: present.run(3, 2, 10.0, results_dir=results),
             "selection": lambda: selection.run(200, results_dir=results),
+            "throughput": lambda: throughput.run((20,), 10.0, loads, 20, results_dir=results),
         }
     return {
         "startup": lambda: startup.run(max(5, repeat), results_dir=results),
@@ -63,6 +68,7 @@ def plan(quick: bool, repeat: int, hogs: int, results: Path) -> dict[str, Callab
         "scale": lambda: scale.run(1_000_000, 100_000, results_dir=results),
         "present": lambda: present.run(200, 4, 10.0, results_dir=results),
         "selection": lambda: selection.run(2000, results_dir=results),
+        "throughput": lambda: throughput.run((300, 3000), 10.0, loads, 300, results_dir=results),
     }
 
 

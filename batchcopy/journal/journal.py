@@ -68,7 +68,8 @@ CREATE TABLE IF NOT EXISTS rows (
     conflicts INTEGER NOT NULL DEFAULT 0, source_version_used TEXT,
     destination_version_used TEXT, result_image_set_id TEXT, result_version_id TEXT,
     workflow_status TEXT, error_code TEXT, error_message TEXT, started_at REAL,
-    sent_at REAL, finished_at REAL, evidence TEXT);
+    sent_at REAL, finished_at REAL, evidence TEXT, copy_duration_s REAL,
+    detection_delay_s REAL);
 CREATE INDEX IF NOT EXISTS rows_status ON rows(status);
 CREATE TABLE IF NOT EXISTS calls (
     call_id INTEGER PRIMARY KEY, run_id INTEGER NOT NULL, state TEXT NOT NULL,
@@ -89,6 +90,7 @@ _SPEC_COLUMNS = ("datastore_id", "source_image_set_id", "destination_image_set_i
 _CALL_COLUMNS = ("call_id", "run_id", "state", "row_keys", *REQUEST_FIELDS, "sent_at",
                  "result_image_set_id", "result_version_id", "evidence")
 _CHUNK = 500
+_ADDED_ROW_COLUMNS = ("copy_duration_s", "detection_delay_s")
 T = TypeVar("T")
 
 
@@ -144,6 +146,8 @@ class RowOutcome:
     sent_at: float | None = None
     finished_at: float | None = None
     evidence: str | None = None
+    copy_duration_s: float | None = None  # the service's (start and end updatedAt)
+    detection_delay_s: float | None = None  # from the copy's end to the run seeing it
 
 
 OUTCOME_COLUMNS = [f.name for f in fields(RowOutcome)]
@@ -240,6 +244,11 @@ class Journal:
                 f"journal {self.path} has schema version {found[0] if found else 'none'}, this "
                 f"batchcopy writes version {SCHEMA_VERSION}; finish it with the batchcopy that "
                 "wrote it, or start over with --fresh")
+        # columns added within a schema version (readers that do not know them ignore them)
+        have = {r[1] for r in self._wdb.execute("PRAGMA table_info(rows)")}
+        for column in _ADDED_ROW_COLUMNS:
+            if column not in have:
+                self._wdb.execute(f"ALTER TABLE rows ADD COLUMN {column} REAL")
 
     # ---- lifecycle -------------------------------------------------------
     def lock(self) -> None:

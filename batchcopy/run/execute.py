@@ -137,13 +137,19 @@ class Executor:
                 if await self._read_failed(unit, rows, tally, exc) is RETRY:
                     continue
                 return []
-            await ctx.api.limiter.bucket("CopyImageSet").acquire()
+            copies = ctx.api.limiter.bucket("CopyImageSet")
+            due = await copies.acquire_ahead()  # ahead by the journal write below
+            granted = copies.now()
+            ctx.waiter.nudge()  # maybe nobody waits for the quota now: a slot is wanted
             if ctx.stopping.is_set():
                 return []
             handle.phase = Phase.COMMITTING
             request = unit.request(tally.src_v, tally.dst_v)
             sent_at = ctx.clock()
             call_id = await ctx.journal.call_sent(ctx.run_id, request, [r.key for r in rows], sent_at)
+            copies.prepared(copies.now() - granted)
+            if due > copies.now():  # its time; a stop meanwhile sends nothing (below)
+                await asyncio.sleep(due - copies.now())
             tally.attempts += 1
             tally.sent_at = sent_at
             if ctx.stopping.is_set():
@@ -244,7 +250,9 @@ class Executor:
         if settled.ended is Ended.DONE:
             result = {"result_image_set_id": settled.result_image_set_id,
                       "result_version_id": settled.result_version_id,
-                      "workflow_status": settled.workflow_status}
+                      "workflow_status": settled.workflow_status,
+                      "copy_duration_s": settled.copy_duration_s,
+                      "detection_delay_s": settled.detection_delay_s}
             done = (settled.call_id, settled.workflow_status, settled.message)
             if settled.copied:
                 self._carry(unit, settled)
