@@ -162,10 +162,8 @@ async def _run_job(opts: JobOptions, report_dest: str, tmp: Path, setup: logs.Lo
         dirs = [journal_path.parent] + ([] if storage.is_s3(report_dest)
                                         else [Path(report_dest).parent])
         preflight.check_space(dirs, rows)
-        await _check_service(opts, journal, region, endpoint)
-        confirm_run(opts, journal)
         return await _hold_and_run(opts, journal, local, report_dest, region, rows, setup,
-                                   endpoint.url)
+                                   endpoint)
     except SetupError:
         if created:
             journal.close()
@@ -289,12 +287,14 @@ async def _check_service(opts: JobOptions, journal: Any, region: str, endpoint: 
 
 
 async def _hold_and_run(opts: JobOptions, journal: Any, local: Path, report_dest: str,
-                        region: str, rows: int, setup: logs.LogSetup, endpoint_url: str) -> int:
+                        region: str, rows: int, setup: logs.LogSetup, endpoint: Any) -> int:
+    """The holds first (a state directory that cannot be written stops the run before any
+    call), then the read-only service checks and the confirmation, then the run."""
     import sqlite3
 
     from batchcopy.journal.holds import HeldElsewhere, Holds, state_unwritable
 
-    scope = f"{region}|{endpoint_url}"
+    scope = f"{region}|{endpoint.url}"
     try:
         holds = Holds()
         holds.acquire(scope, journal.held_image_sets(), manifest=opts.manifest,
@@ -307,6 +307,8 @@ async def _hold_and_run(opts: JobOptions, journal: Any, local: Path, report_dest
             event="locked")
         return ExitCode.LOCKED
     try:
+        await _check_service(opts, journal, region, endpoint)
+        confirm_run(opts, journal)
         return await _execute(opts, journal, report_dest, region, rows, setup)
     finally:
         holds.release()  # best effort: the kernel drops a dead run's hold anyway
