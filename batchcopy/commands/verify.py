@@ -49,7 +49,7 @@ def run(opts: VerifyOptions) -> int:
     """`batchcopy verify`: 0 every checked row verified, 1 some did not, 2 setup or source
     error, 3 credentials or access refused."""
     from batchcopy.aws import preflight
-    from batchcopy.commands.report import ReportError, open_source
+    from batchcopy.report.source import ReportError, open_source
 
     try:
         preflight.check_endpoint(opts.endpoint_url)
@@ -82,8 +82,7 @@ async def verify_source(rows: Callable[[], Iterator[RowResult]], source: str,
     from batchcopy.aws.ratelimit import RateLimiter
     from batchcopy.report.files import is_s3
     from batchcopy.report.parquet import ReportWriter
-    from batchcopy.commands.report import default_limit, show
-    from batchcopy.report.view import collect
+    from batchcopy.report.view import collect, default_limit, show
     from batchcopy.report.retry_manifest import write_failed_manifest
     from batchcopy.report.runinfo import package_versions
     from batchcopy.report.summary import build_summary, summary_path, write_summary_async

@@ -8,7 +8,9 @@ per status) and one number per row for the charts. No pyarrow, pandas or plottin
 
 from __future__ import annotations
 
+import json
 import math
+import sys
 from array import array
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -21,6 +23,7 @@ from batchcopy.core.specs import ExitCode, Status
 PROBLEM_STATUSES = (Status.FAILED, Status.CONFLICT, Status.UNKNOWN)
 ACCEPTED_CALL_STATES = frozenset({"ANSWERED", "ADOPTED", "DONE"})
 SAMPLE_IDS = 10  # row ids shown per NOT_RUN cause
+TABLE_LIMIT = 50  # rows listed per status in the table (--limit)
 MAX_LISTED = 1000  # failure groups, created image sets and skip reasons held (then counted)
 
 # What each status means for the next run (the report's one-line legend).
@@ -402,3 +405,26 @@ def render_table(view: RunView) -> str:
                          f"{_fmt_s(waits['p50'])}, p90 {_fmt_s(waits['p90'])}, "
                          f"max {_fmt_s(waits['max'])}")
     return "\n".join(lines)
+
+
+def default_limit(output: str, limit: int | None) -> int | None:
+    """Rows listed per status: --limit, else 50 in a table and all in JSON (0 = all)."""
+    chosen = limit if limit is not None else (TABLE_LIMIT if output == "table" else 0)
+    return chosen or None
+
+
+def show(view: RunView, output: str, extra: dict[str, Any], notes: list[str], *,
+         out: Any = None) -> None:
+    """Print the view as a table (then the notes) or as JSON (the notes to stderr)."""
+    out = out or sys.stdout
+    if output == "json":
+        json.dump(as_json(view, extra), out, indent=2, default=str)
+        out.write("\n")
+        for note in notes:
+            print(note, file=sys.stderr)
+        return
+    print(render_table(view), file=out)
+    if notes:
+        print(file=out)
+    for note in notes:
+        print(note, file=out)
