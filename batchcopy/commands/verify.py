@@ -18,7 +18,7 @@ from typing import Any
 
 from batchcopy.console import logs
 from batchcopy.core.specs import ExitCode
-from batchcopy.report.parquet import RowResult
+from batchcopy.report.rows import RowResult
 
 
 @dataclass

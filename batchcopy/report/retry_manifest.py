@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from batchcopy.report.files import fsync_file, tmp_path
-from batchcopy.report.parquet import RowResult
+from batchcopy.report.rows import RowResult
 from batchcopy.core.specs import Status
 from batchcopy.manifest.rules import BOOL_COLUMNS, TEXT_COLUMNS, series_map
 

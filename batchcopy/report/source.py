@@ -20,7 +20,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from batchcopy.report.parquet import RowResult
+from batchcopy.report.rows import RowResult
 
 
 class ReportError(Exception):

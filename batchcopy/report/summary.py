@@ -21,7 +21,7 @@ from typing import Any
 
 from batchcopy.core.durations import human_duration
 from batchcopy.report.files import is_s3, s3_basename, write_local_atomic
-from batchcopy.report.parquet import ReportCounts, to_utc
+from batchcopy.report.rows import ReportCounts, to_utc
 from batchcopy.core.specs import ExitCode, Status
 
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
-from batchcopy.report.parquet import ReportCounts, RowResult
+from batchcopy.report.rows import ReportCounts, RowResult
 from batchcopy.core.specs import ExitCode, Status
 
 PROBLEM_STATUSES = (Status.FAILED, Status.CONFLICT, Status.UNKNOWN)

@@ -35,7 +35,7 @@ from typing import Any
 
 from batchcopy.aws.retry import through_locks
 from batchcopy.run.precheck import missing_from, selection
-from batchcopy.report.parquet import RowResult
+from batchcopy.report.rows import RowResult
 from batchcopy.core.specs import Status
 
 CHECKED = (Status.SUCCEEDED, Status.SKIPPED)
