@@ -19,7 +19,11 @@ from batchcopy.manifest.scan import (
     validate,
 )
 from batchcopy.core.specs import CopySpec
-from batchcopy.manifest.rules import MAX_ATTRIBUTES_CHARS, canonical_attributes, parse_copiable_attributes
+from batchcopy.manifest.attributes import (
+    MAX_ATTRIBUTES_CHARS,
+    canonical_attributes,
+    parse_copiable_attributes,
+)
 
 DS = "d" * 32
 DS2 = "e" * 32

@@ -16,13 +16,12 @@ import pytest
 
 from batchcopy.manifest.scan import ManifestInvalid, ValidationReport, read_specs, scan_manifest, validate
 from batchcopy.core.specs import SPEC_FIELDS, CopySpec
-from batchcopy.manifest.rules import (
+from batchcopy.manifest.attributes import (
     MAX_ATTRIBUTES_CHARS,
-    RuleError,
     canonical_attributes,
-    check_version,
     parse_copiable_attributes,
 )
+from batchcopy.manifest.cells import RuleError, check_version
 
 DS = "d" * 32
 A = "a" * 32

@@ -28,16 +28,8 @@ from typing import Any, Literal
 
 from batchcopy.manifest.source import SourceError, Source
 from batchcopy.core.specs import CopySpec
-from batchcopy.manifest.rules import (
-    BOOL_COLUMNS,
-    ID_RE,
-    TEXT_COLUMNS,
-    CrossRowChecker,
-    RowContext,
-    control_problems,
-    convert_row,
-    show,
-)
+from batchcopy.manifest.cells import BOOL_COLUMNS, ID_RE, TEXT_COLUMNS, control_problems, show
+from batchcopy.manifest.rules import CrossRowChecker, RowContext, convert_row
 
 COLUMNS = TEXT_COLUMNS + BOOL_COLUMNS  # every column a manifest may have
 REQUIRED_COLUMNS = ("source_image_set_id",)  # plus datastore_id without a default

@@ -40,7 +40,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 
 from batchcopy.core.specs import CopyRequest, CopySpec
-from batchcopy.manifest.rules import SeriesMap, canonical_attributes, series_map
+from batchcopy.manifest.attributes import SeriesMap, canonical_attributes, series_map
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from batchcopy.core.specs import CopySpec
-from batchcopy.manifest.rules import series_map
+from batchcopy.manifest.attributes import series_map
 
 MAX_FRAMES_PER_COPY = 1000
 SUBSET_NOT_IN_SOURCE = "SubsetNotInSource"
