@@ -69,24 +69,25 @@ class Runner:
                 max(0.0, ctx.s.max_duration_s), ctx.request_stop, "time-limit")
         unwritable = False
         try:
-            try:
-                await self.settle_open_calls()
-                if not ctx.stopping.is_set():
-                    dispatcher = Dispatcher(ctx, self.executor)
-                    await dispatcher.run(self.journal.iter_manifest())
-                    if dispatcher.canary is not None and dispatcher.canary.left_out \
-                            and ctx.outcome.stop_reason is None:
-                        ctx.outcome.stop_reason = "limit"
-            except* JournalUnwritable as group:
-                # nothing more can be recorded, so nothing more is sent; calls out stay open
-                # in the journal (SENT or ANSWERED): the next run settles them
-                unwritable = True
-                ctx.abort(str(_first(group)))
-            except* Exception as group:
-                ctx.outcome.internal_error = _describe(group)
-                ctx.request_stop("internal-error")
-                if not unwritable:
-                    await self._settle_after_internal_error()
+            async with ctx.waiter.running():  # its poller and looks live while the run does
+                try:
+                    await self.settle_open_calls()
+                    if not ctx.stopping.is_set():
+                        dispatcher = Dispatcher(ctx, self.executor)
+                        await dispatcher.run(self.journal.iter_manifest())
+                        if dispatcher.canary is not None and dispatcher.canary.left_out \
+                                and ctx.outcome.stop_reason is None:
+                            ctx.outcome.stop_reason = "limit"
+                except* JournalUnwritable as group:
+                    # nothing more can be recorded, so nothing more is sent; calls out stay
+                    # open in the journal (SENT or ANSWERED): the next run settles them
+                    unwritable = True
+                    ctx.abort(str(_first(group)))
+                except* Exception as group:
+                    ctx.outcome.internal_error = _describe(group)
+                    ctx.request_stop("internal-error")
+                    if not unwritable:
+                        await self._settle_after_internal_error()
         finally:
             if timer is not None:
                 timer.cancel()

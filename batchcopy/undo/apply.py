@@ -119,7 +119,7 @@ class UndoRunner:
 
     async def run(self, actions: Sequence[StoredAction]) -> None:
         todo = [a for a in actions if a.state not in ("DONE", "FAILED", "CONFLICT")]
-        async with asyncio.TaskGroup() as tg:
+        async with self.waiter.running(), asyncio.TaskGroup() as tg:
             for stored in todo:
                 tg.create_task(self._one(stored))
 
