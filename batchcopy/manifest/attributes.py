@@ -18,9 +18,9 @@ import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from batchcopy.core.limits import COPIABLE_ATTRIBUTES_CHARS
 from batchcopy.manifest.cells import RuleError, check_uid, show
 
-MAX_ATTRIBUTES_CHARS = 260_000  # shape CopiableAttributes: string, min 1, max 260000
 # The valid copiableAttributes shape nests 6 objects deep (top, Study, Series, a series,
 # Instances, an instance); anything much deeper is refused before json.loads, whose
 # recursion a deep enough document would exhaust.
@@ -122,8 +122,8 @@ def parse_copiable_attributes(text: str) -> str:
             owner[sop] = uid
         series[uid] = set(insts) if insts else None
     canonical = canonical_attributes(series)
-    if len(canonical) > MAX_ATTRIBUTES_CHARS:
+    if len(canonical) > COPIABLE_ATTRIBUTES_CHARS:
         raise RuleError(
-            f"too long: {len(canonical):,} characters (the service accepts at most {MAX_ATTRIBUTES_CHARS:,})"
+            f"too long: {len(canonical):,} characters (the service accepts at most {COPIABLE_ATTRIBUTES_CHARS:,})"
         )
     return canonical

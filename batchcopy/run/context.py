@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from batchcopy.core.limits import CONCURRENT_COPIES_PER_DATASTORE, FRAMES_PER_COPY
 from batchcopy.console import logs
 from batchcopy.journal.journal import Journal, RowOutcome
 from batchcopy.plan.units import MergeLimits
@@ -30,8 +31,8 @@ BAD_STATUSES = frozenset({Status.FAILED, Status.CONFLICT, Status.UNKNOWN, Status
 class RunSettings:
     merge: bool = True
     merge_limits: MergeLimits = field(default_factory=MergeLimits)
-    max_frames_per_copy: int = 1000
-    max_in_flight_per_datastore: int = 100
+    max_frames_per_copy: int = FRAMES_PER_COPY
+    max_in_flight_per_datastore: int = CONCURRENT_COPIES_PER_DATASTORE
     max_attempts: int = 5
     on_conflict: str = "refresh"  # refresh | fail
     max_conflict_refreshes: int = 3

@@ -23,10 +23,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from batchcopy.core.limits import FRAMES_PER_COPY
 from batchcopy.core.specs import CopySpec
 from batchcopy.manifest.attributes import series_map
 
-MAX_FRAMES_PER_COPY = 1000
 SUBSET_NOT_IN_SOURCE = "SubsetNotInSource"
 
 
@@ -90,7 +90,7 @@ def frames(doc: dict[str, Any], attrs: str | None) -> int:
 
 
 def pack_by_frames(rows: Sequence[CopySpec], doc: dict[str, Any],
-                   limit: int = MAX_FRAMES_PER_COPY) -> list[list[CopySpec]]:
+                   limit: int = FRAMES_PER_COPY) -> list[list[CopySpec]]:
     """Consecutive groups of rows whose union stays within `limit` frames (a row alone over
     the limit forms its own group)."""
     groups: list[list[CopySpec]] = []
