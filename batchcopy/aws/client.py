@@ -376,8 +376,8 @@ class ImagingApi:
         return (str(found["versionId"]), str(found.get("imageSetState", "")),
                 str(found.get("imageSetWorkflowStatus", "")))
 
-    async def _pages(self, operation: str, params: dict[str, Any], key: str) -> list[dict]:
-        items: list[dict] = []
+    async def _pages(self, operation: str, params: dict[str, Any], key: str) -> list[dict[str, Any]]:
+        items: list[dict[str, Any]] = []
         seen: set[str] = set()
         token: str | None = None
         while True:
@@ -391,18 +391,18 @@ class ImagingApi:
                 return items
             seen.add(token)
 
-    async def list_image_set_versions(self, datastore_id: str, image_set_id: str) -> list[dict]:
+    async def list_image_set_versions(self, datastore_id: str, image_set_id: str) -> list[dict[str, Any]]:
         return await self._pages(
             "ListImageSetVersions",
             {"datastoreId": datastore_id, "imageSetId": image_set_id},
             "imageSetPropertiesList")
 
-    async def search_image_sets(self, datastore_id: str, search_criteria: dict) -> list[dict]:
+    async def search_image_sets(self, datastore_id: str, search_criteria: dict[str, Any]) -> list[dict[str, Any]]:
         return [found async for page in self.search_pages(datastore_id, search_criteria)
                 for found in page]
 
-    async def search_pages(self, datastore_id: str, search_criteria: dict,
-                           page_size: int = PAGE_SIZE) -> AsyncIterator[list[dict]]:
+    async def search_pages(self, datastore_id: str, search_criteria: dict[str, Any],
+                           page_size: int = PAGE_SIZE) -> AsyncIterator[list[dict[str, Any]]]:
         """SearchImageSets page by page (the summaries of each). Two filters the service
         refuses together (which pairs it takes is not documented) are sent as one, the
         other checked on each summary (aws/search.py); once refused, a pair is not sent
@@ -412,7 +412,7 @@ class ImagingApi:
         from batchcopy.aws import search
 
         filters = list(search_criteria.get("filters") or [])
-        local: list[dict] = []
+        local: list[dict[str, Any]] = []
         if len(filters) == 2 and self._pairs_refused:
             filters, local = search.split(filters)
         token: str | None = None
@@ -442,7 +442,7 @@ class ImagingApi:
             seen.add(token)
 
     async def get_image_set_metadata(self, datastore_id: str, image_set_id: str,
-                                     version: str | None = None) -> dict:
+                                     version: str | None = None) -> dict[str, Any]:
         """The image set's metadata document, gunzipped and decoded.
 
         The body is read inside the retried attempt, so a connection lost
@@ -464,5 +464,5 @@ class ImagingApi:
         data = raw["document"]
         if raw.get("contentEncoding") == "gzip" or data[:2] == b"\x1f\x8b":
             data = gzip.decompress(data)
-        document: dict = json.loads(data)
+        document: dict[str, Any] = json.loads(data)
         return document

@@ -208,7 +208,7 @@ def validate(
         local = local_manifest(manifest, tmp)
         try:
             result = check(local, display_name=manifest, default_datastore_id=datastore_id,
-                           delimiter=delimiter, extra_columns=extra_columns.value)  # type: ignore[arg-type]
+                           delimiter=delimiter, extra_columns=extra_columns.value)
         except FileNotFoundError:
             fail(f"manifest not found: {manifest}")
         except ManifestInvalid as exc:

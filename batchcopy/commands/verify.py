@@ -7,6 +7,7 @@ and print what did not verify.
 from __future__ import annotations
 
 import asyncio
+import logging
 import shutil
 import sys
 import tempfile
@@ -117,7 +118,7 @@ async def verify_source(rows: Callable[[], Iterator[RowResult]], source: str,
                 except VerifyAborted as exc:
                     writer.abort()
                     logs.say(f"batchcopy verify: stopped: {exc} (nothing more can be checked "
-                             "with these credentials)", level=logs.logging.ERROR,
+                             "with these credentials)", level=logging.ERROR,
                              event="aborted")
                     return int(ExitCode.ABORTED)
                 finally:
@@ -149,7 +150,7 @@ async def verify_source(rows: Callable[[], Iterator[RowResult]], source: str,
         print(headline, file=out)
     show(view, opts.output, extra, notes, out=out)
     if setup is not None and setup.to_file:  # the terminal has the table above
-        logs.emit(logs.NOTICE if view.ok else logs.logging.WARNING, "verify_summary",
+        logs.emit(logs.NOTICE if view.ok else logging.WARNING, "verify_summary",
                   f"{headline}; verify's report: {dest}", summary=summary, **extra)
     return int(ExitCode.OK if view.ok else ExitCode.ROWS_FAILED)
 
@@ -173,7 +174,7 @@ def _log_checked(checked: list[RowResult], display: Any) -> None:
         status = row.status.value
         display.finished(status)
         good = status == "SUCCEEDED"
-        level = logs.logging.INFO if good else logs.logging.WARNING
+        level = logging.INFO if good else logging.WARNING
         logs.emit(level, "verified", f"row {row.row_id}: "
                   + ("verified" if good else f"{status}: {row.error_code}: {row.error_message}"),
                   row_id=row.row_id, manifest_row=row.manifest_row, status=status,

@@ -119,7 +119,8 @@ class EmulatorService:
     async def _json_errors(self, request: web.Request, handler: Callable[..., Any]) -> web.StreamResponse:
         """aiohttp's own errors (413, 405...) as JSON, never HTML."""
         try:
-            return await handler(request)
+            result: web.StreamResponse = await handler(request)
+            return result
         except web.HTTPException as exc:
             if exc.status < 400:
                 raise
@@ -206,7 +207,7 @@ class EmulatorServer:
         self.endpoint = ""
         self._loop: asyncio.AbstractEventLoop | None = None
         self._runner: web.AppRunner | None = None
-        self._listener: asyncio.AbstractServer | None = None
+        self._listener: asyncio.Server | None = None
         self._thread: threading.Thread | None = None
 
     @property

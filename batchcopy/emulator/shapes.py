@@ -79,7 +79,8 @@ class ShapeReader:
             except (ValueError, TypeError):
                 errors.append(_constraint(shape, value, path, "Member must be a timestamp"))
                 return None
-            return parsed.timestamp()
+            result: float | None = parsed.timestamp()
+            return result
         errors.append(_constraint(shape, None, path, "Member must be a timestamp"))
         return None
 

@@ -321,7 +321,7 @@ def _epoch(value: Any) -> float:
     if isinstance(value, dt.datetime):
         if value.tzinfo is None:
             value = value.replace(tzinfo=dt.timezone.utc)
-        return round(value.timestamp(), 3)
+        return float(round(value.timestamp(), 3))
     return round(float(value), 3)
 
 

@@ -32,7 +32,7 @@ SeriesMap = dict[str, "set[str] | None"]  # series UID -> instance UIDs, None = 
 
 def canonical_attributes(series: Mapping[str, Iterable[str] | None]) -> str:
     """The canonical copiableAttributes string for a series -> instances map."""
-    body = {uid: {"Instances": {sop: {} for sop in (insts or ())}} for uid, insts in series.items()}
+    body: dict[str, dict[str, dict[str, Any]]] = {uid: {"Instances": {sop: {} for sop in (insts or ())}} for uid, insts in series.items()}
     doc = {"SchemaVersion": SCHEMA_VERSION, "Study": {"Series": body}}
     return json.dumps(doc, sort_keys=True, separators=(",", ":"))
 

@@ -80,6 +80,7 @@ class ParquetSource:
 
 def _pylist(array: Any) -> list[Any]:
     try:
-        return array.to_pylist()
+        result: list[Any] = array.to_pylist()
+        return result
     except (ValueError, OverflowError) as exc:  # e.g. a date out of Python's range
         raise SourceError(f"a column of type {array.type} holds a value Python cannot read ({exc})") from None

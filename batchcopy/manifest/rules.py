@@ -262,7 +262,7 @@ class CrossRowChecker:
         return CrossRowProblem(self._rows[index], None if line < 0 else line, column, message)
 
 
-def _repeats(hashes: array) -> list[tuple[int, int]]:
+def _repeats(hashes: array[int]) -> list[tuple[int, int]]:
     """(index of first occurrence, index of a later occurrence) for every repeated value."""
     if len(hashes) < 2:
         return []

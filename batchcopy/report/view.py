@@ -121,13 +121,13 @@ class RunView:
     limit: int | None = None
     meaning: dict[Any, str] = field(default_factory=lambda: MEANING)  # status -> legend, "ok"
     # one number per row or call of the run shown (epoch seconds / seconds), for charts
-    finished_at: array = field(default_factory=lambda: array("d"))
-    finished_ok: array = field(default_factory=lambda: array("b"))
-    sent_at: array = field(default_factory=lambda: array("d"))  # CopyImageSet calls
-    call_accepted: array = field(default_factory=lambda: array("b"))
-    copy_durations: array = field(default_factory=lambda: array("d"))  # SUCCEEDED rows
-    detection_delays: array = field(default_factory=lambda: array("d"))  # their ends seen
-    queue_waits: array = field(default_factory=lambda: array("d"))
+    finished_at: array[float] = field(default_factory=lambda: array("d"))
+    finished_ok: array[int] = field(default_factory=lambda: array("b"))
+    sent_at: array[float] = field(default_factory=lambda: array("d"))  # CopyImageSet calls
+    call_accepted: array[int] = field(default_factory=lambda: array("b"))
+    copy_durations: array[float] = field(default_factory=lambda: array("d"))  # SUCCEEDED rows
+    detection_delays: array[float] = field(default_factory=lambda: array("d"))  # their ends seen
+    queue_waits: array[float] = field(default_factory=lambda: array("d"))
     causes: dict[tuple[str, str], int] = field(default_factory=dict)  # (status, cause): rows
     calls_from_journal: bool = False
     earlier_rows: int = 0  # rows whose status an earlier run decided (left off the timeline)

@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from batchcopy.aws.api import ImagingApi
 from batchcopy.core.limits import CONCURRENT_COPIES_PER_DATASTORE, FRAMES_PER_COPY
 from batchcopy.console import logs
 from batchcopy.journal.journal import Journal, RowOutcome
@@ -138,7 +139,7 @@ STOP_TEXT = {
 
 
 class RunContext:
-    def __init__(self, *, journal: Journal, api: Any, waiter: Any, settings: RunSettings,
+    def __init__(self, *, journal: Journal, api: ImagingApi, waiter: Any, settings: RunSettings,
                  run_id: int, observer: Observer | None = None,
                  clock: Callable[[], float] = time.time) -> None:
         self.journal = journal
@@ -230,7 +231,7 @@ class RunContext:
         if not logs.enabled(logging.INFO if status in logs.GOOD else logging.WARNING):
             return
         if rows is not None:
-            names = [(r.row_id, r.manifest_row) for r in rows]
+            names: list[tuple[str, int | None]] = [(r.row_id, r.manifest_row) for r in rows]
         else:  # a call settled for an earlier run: the journal knows its rows
             known = self.journal.row_names(keys)
             names = [known.get(k, (k, None)) for k in keys]

@@ -239,7 +239,7 @@ class Executor:
                      settled: Settled) -> Any:
         ctx = self.ctx
         ds, src, dst = unit.datastore_id, unit.source_image_set_id, unit.destination_image_set_id
-        call = {"call_id": settled.call_id}
+        call_id = settled.call_id
         if settled.ended is Ended.DONE:
             result = {"result_image_set_id": settled.result_image_set_id,
                       "result_version_id": settled.result_version_id,
@@ -250,7 +250,7 @@ class Executor:
             if settled.copied:
                 self._carry(unit, settled)
                 await self._finish(rows, tally, Status.SUCCEEDED, done_call=done,
-                                   evidence=settled.evidence, **call, **result)
+                                   evidence=settled.evidence, call_id=call_id, **result)
                 return []
             why = await self.driver.stale_or_none(settled)
             if why is not None:
@@ -260,14 +260,14 @@ class Executor:
             self._carry(unit, settled)
             await self._finish(rows, tally, Status.FAILED, done_call=done,
                                error_code=settled.workflow_status, error_message=settled.message,
-                               evidence=settled.evidence, **call, **result)
+                               evidence=settled.evidence, call_id=call_id, **result)
             return []
         if settled.ended is Ended.UNKNOWN:
             self.versions.forget(ds, src, dst)
             await self._finish(rows, tally, Status.UNKNOWN, error_code=settled.error_code,
                                error_message=settled.error_message, evidence=settled.evidence,
                                result_image_set_id=settled.result_image_set_id,
-                               result_version_id=settled.result_version_id, **call)
+                               result_version_id=settled.result_version_id, call_id=call_id)
             if settled.run_fatal:
                 ctx.abort(f"{settled.error_code}: {settled.error_message}")
             return []
@@ -277,7 +277,7 @@ class Executor:
                 return RETRY
             await self._finish(rows, tally, Status.NOT_RUN, error_code=settled.error_code,
                                error_message=no_copy(settled.error_message, tally.attempts),
-                               evidence=settled.evidence, **call)
+                               evidence=settled.evidence, call_id=call_id)
             return []
         return await self._rejected(unit, rows, tally, settled)
 

@@ -23,6 +23,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from batchcopy.aws.api import ImagingApi
 from batchcopy.core.limits import FRAMES_PER_COPY
 from batchcopy.core.specs import CopySpec
 from batchcopy.manifest.attributes import series_map
@@ -33,7 +34,7 @@ SUBSET_NOT_IN_SOURCE = "SubsetNotInSource"
 class MetadataCache:
     """GetImageSetMetadata documents by (data store, image set, version), LRU-bounded."""
 
-    def __init__(self, api: Any, size: int = 32) -> None:
+    def __init__(self, api: ImagingApi, size: int = 32) -> None:
         self.api = api
         self.size = size
         self._docs: OrderedDict[tuple[str, str, str], dict[str, Any]] = OrderedDict()

@@ -17,6 +17,7 @@ from __future__ import annotations
 import enum
 from typing import Any
 
+from batchcopy.aws.api import ImagingApi
 from batchcopy.aws.retry import THROTTLE_LIMIT, error_code
 
 QUOTA_CODE = "ServiceQuotaExceededException"
@@ -67,7 +68,7 @@ class Datastores:
     One GetDatastore per data store and run; a data store seen once is taken as there.
     `seen` (data store -> the endpoint has it) names the missing ones in aws/retry.fatal_text."""
 
-    def __init__(self, api: Any) -> None:
+    def __init__(self, api: ImagingApi) -> None:
         self.api = api
         self.seen: dict[str, bool] = {}
 

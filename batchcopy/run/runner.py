@@ -23,6 +23,7 @@ import traceback
 from collections.abc import Callable
 from typing import Any
 
+from batchcopy.aws.api import ImagingApi
 from batchcopy.core.callstate import CallRecord
 from batchcopy.run.calls import CallDriver, Ended, Settled
 from batchcopy.run.context import Observer, RunContext, RunOutcome, RunSettings
@@ -40,7 +41,7 @@ __all__ = ["Runner", "RunSettings", "RunOutcome", "summary_stats", "dumps"]
 
 
 class Runner:
-    def __init__(self, *, journal: Journal, api: Any, waiter: Any, settings: RunSettings,
+    def __init__(self, *, journal: Journal, api: ImagingApi, waiter: Any, settings: RunSettings,
                  run_id: int, observer: Observer | None = None,
                  clock: Callable[[], float] = time.time) -> None:
         self.journal = journal
@@ -146,7 +147,7 @@ class Runner:
         again (void, or a conflict in disguise) go back to PENDING for the dispatcher."""
         ctx, req = self.ctx, call.request
         keys = list(call.row_keys)
-        base = dict(attempts=1, call_id=call.call_id, source_version_used=req.source_version_id,
+        base: dict[str, Any] = dict(attempts=1, call_id=call.call_id, source_version_used=req.source_version_id,
                     destination_version_used=req.destination_version_id, sent_at=call.sent_at,
                     started_at=call.sent_at, evidence=settled.evidence,
                     result_image_set_id=settled.result_image_set_id,

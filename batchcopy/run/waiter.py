@@ -38,7 +38,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from batchcopy.aws.client import ImagingApi
+from batchcopy.aws.api import ImagingApi
 from batchcopy.aws.retry import classify, is_locked_read, is_retryable
 from batchcopy.run.copytimes import CopyTimes
 from batchcopy.run.lookplan import LookPlan, Watch
@@ -244,7 +244,8 @@ class CopyWaiter:
         if self._poller is None or self._poller.done():
             self._poller = self._spawn(self._poll_loop())
         try:
-            return await watch.future
+            result: CopyOutcome = await watch.future
+            return result
         finally:
             self.plan.remove(watch)
             self._wake.set()

@@ -312,7 +312,7 @@ class UndoRunner:
                 operation="GetImageSetMetadata", wait_s=self.s.lock_wait_s)
 
         made, target = await doc(version), await doc(a.target_version)
-        return _content(made) == _content(target)
+        return bool(_content(made) == _content(target))
 
 
 def _content(doc: dict[str, Any]) -> Any:
