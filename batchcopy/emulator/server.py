@@ -1,4 +1,4 @@
-"""The emulator's HTTP server: aiohttp app, control routes, start/stop helpers.
+"""The emulator's HTTP server: the aiohttp app and the API's request pipeline, start/stop helpers.
 
 Per API request, in this order:
     route match (wire.py; no match -> 404 UnknownOperationException, JSON)
