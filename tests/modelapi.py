@@ -23,6 +23,7 @@ from batchcopy.emulator.config import EmulatorConfig
 from batchcopy.emulator.errors import ServiceError
 from batchcopy.emulator.model import HealthImaging
 from batchcopy.emulator.seed import SeedSpec, seed
+from batchcopy.aws.api import ImagingApi
 from batchcopy.aws.ratelimit import RateLimiter
 from batchcopy.core.specs import CopyRequest
 
@@ -72,8 +73,14 @@ class ModelApi:
                              version: str) -> dict[str, Any]:
         return await self.get_image_set(datastore_id, image_set_id, version)
 
-    async def list_image_set_versions(self, datastore_id: str, image_set_id: str) -> list[dict]:
-        items: list[dict] = []
+    async def latest_version(self, datastore_id: str, image_set_id: str) -> tuple[str, str, str]:
+        found = await self.get_image_set(datastore_id, image_set_id)
+        return (str(found["versionId"]), str(found.get("imageSetState", "")),
+                str(found.get("imageSetWorkflowStatus", "")))
+
+    async def list_image_set_versions(self, datastore_id: str,
+                                      image_set_id: str) -> list[dict[str, Any]]:
+        items: list[dict[str, Any]] = []
         token = None
         while True:
             params: dict[str, Any] = {"datastoreId": datastore_id, "imageSetId": image_set_id}
@@ -85,9 +92,10 @@ class ModelApi:
             if not token:
                 return items
 
-    async def search_image_sets(self, datastore_id: str, criteria: dict) -> list[dict]:
-        plain = json.loads(json.dumps(criteria, default=_epoch))
-        items: list[dict] = []
+    async def search_image_sets(self, datastore_id: str,
+                                search_criteria: dict[str, Any]) -> list[dict[str, Any]]:
+        plain = json.loads(json.dumps(search_criteria, default=_epoch))
+        items: list[dict[str, Any]] = []
         token = None
         while True:
             params: dict[str, Any] = {"datastoreId": datastore_id, "searchCriteria": plain}
@@ -100,12 +108,13 @@ class ModelApi:
                 return items
 
     async def get_image_set_metadata(self, datastore_id: str, image_set_id: str,
-                                     version: str | None = None) -> dict:
+                                     version: str | None = None) -> dict[str, Any]:
         params = {"datastoreId": datastore_id, "imageSetId": image_set_id}
         if version is not None:
             params["versionId"] = version
         blob = self._call("GetImageSetMetadata", params)["imageSetMetadataBlob"]
-        return json.loads(gzip.decompress(blob))
+        document: dict[str, Any] = json.loads(gzip.decompress(blob))
+        return document
 
     # ---- plumbing ------------------------------------------------------------------
     def _call(self, operation: str, params: dict[str, Any]) -> dict[str, Any]:
@@ -118,7 +127,7 @@ class ModelApi:
             elif isinstance(verdict, BaseException):
                 raise verdict
         try:
-            result = self.model.call(operation, params)
+            result: dict[str, Any] = self.model.call(operation, params)
         except ServiceError as exc:
             raise ClientError({"Error": {"Code": exc.code, "Message": exc.message},
                                "ResponseMetadata": {"HTTPStatusCode": exc.status}},
@@ -162,3 +171,9 @@ def world(*, seed_spec: dict[str, Any] | None = None, age_s: float = 0.0,
     summary = seed(model, SeedSpec(**spec))
     clock.offset = 0.0
     return ModelApi(model, clock), summary["datastores"][0]
+
+
+def imaging_api(api: ModelApi) -> ImagingApi:
+    """ModelApi as the runner sees it: mypy (.ci/run checks this file) proves it implements
+    the ImagingApi protocol, signatures included."""
+    return api

@@ -93,6 +93,31 @@ def calls(emulator: Any, operation: str) -> int:
     return int(emulator.stats()["calls"].get(operation, 0))
 
 
+class StepClock:
+    """The waiter's clock and sleep, virtual: a pause is recorded and moves the clock at
+    once. With `end_after_s`, the pause that brings the clock there also moves the
+    emulator's clock far ahead, so the copies there end (the copy lasts exactly that long
+    on the waiter's clock, however slow the machine)."""
+
+    def __init__(self, emulator: Any, end_after_s: float | None = None) -> None:
+        self.emulator, self.end_after_s = emulator, end_after_s
+        self.t = 0.0
+        self.pauses: list[float] = []
+
+    def now(self) -> float:
+        return self.t
+
+    async def sleep(self, delay: float) -> None:
+        self.pauses.append(delay)
+        before, self.t = self.t, self.t + delay
+        if self.end_after_s is not None and before < self.end_after_s <= self.t + 1e-9:
+            self.emulator.set_clock(advance_s=LONG_COPY_S)
+        await asyncio.sleep(0)
+
+
+LONG_COPY_S = 10_000.0  # a copy the emulator's own time would not end during the test
+
+
 # --------------------------------------------------------------------- endpoint handling
 @aio
 async def test_the_host_prefix_is_botocores_to_decide(
@@ -266,7 +291,8 @@ async def test_typed_reads(emulator: Any, client_env: dict[str, str],
                                  source_version_id="1", destination_image_set_id=destination,
                                  destination_version_id="1",
                                  copiable_attributes=one_instance(sets[0]), force=True)
-        outcome = await CopyWaiter(api, first_poll_s=0.01).wait(datastore, destination, "2")
+        async with CopyWaiter(api, first_poll_s=0.01) as waiter:
+            outcome = await waiter.wait(datastore, destination, "2")
         assert outcome.succeeded
         version, state, workflow = await api.latest_version(datastore, destination)
         assert (version, state, workflow) == ("2", "ACTIVE", "COPIED")
@@ -295,8 +321,8 @@ async def test_waiter_sees_copied(emulator: Any, client_env: dict[str, str],
                                           source_image_set_id=sets[0]["imageSetId"],
                                           source_version_id="1")
         new = answer["destinationImageSetProperties"]
-        waiter = CopyWaiter(api, first_poll_s=0.01, backoff_factor=1.5, max_interval_s=0.2,
-                            timeout_s=30)
+        waiter = await CopyWaiter(api, first_poll_s=0.01, backoff_factor=1.5, max_interval_s=0.2,
+                                  timeout_s=30).start()
         outcome = await waiter.wait(datastore, new["imageSetId"], new["latestVersionId"],
                                     expected_s=0.02)
         await waiter.aclose()
@@ -320,39 +346,45 @@ async def test_waiter_sees_copy_failed_with_message(
                                           destination_version_id="1",
                                           copiable_attributes=one_instance(sets[0]))
         version = answer["destinationImageSetProperties"]["latestVersionId"]
-        outcome = await CopyWaiter(api, first_poll_s=0.01).wait(datastore, destination, version)
+        async with CopyWaiter(api, first_poll_s=0.01) as waiter:
+            outcome = await waiter.wait(datastore, destination, version)
     assert not outcome.succeeded
     assert outcome.workflow_status == "COPY_FAILED"
     assert outcome.image_set_state == "ACTIVE"
     assert outcome.message
 
 
-@pytest.mark.emulator_config(copy_base_s=80.0)  # 0.8 s at time_scale 0.01
+@pytest.mark.emulator_config(copy_base_s=LONG_COPY_S * 10)  # time_scale 0.01: ends when moved
 @aio
 async def test_waiter_polls_less_as_a_copy_drags_on(
         emulator: Any, client_env: dict[str, str], seeded: dict[str, Any]) -> None:
     datastore, sets = first_image_sets(seeded)
+    step = StepClock(emulator, end_after_s=0.8)  # the copy lasts 0.8 s on the waiter's clock
     async with imaging() as api:
         answer = await copy(api, datastore_id=datastore,
                                           source_image_set_id=sets[0]["imageSetId"],
                                           source_version_id="1")
         new = answer["destinationImageSetProperties"]
-        waiter = CopyWaiter(api, first_poll_s=0.02, backoff_factor=2.0, max_interval_s=0.25)
+        waiter = CopyWaiter(api, first_poll_s=0.02, backoff_factor=2.0, max_interval_s=0.25,
+                            clock=step.now, sleep=step.sleep)
         assert [round(d, 3) for d, _ in zip(waiter.intervals(), range(6))] == [
             0.02, 0.04, 0.08, 0.16, 0.25, 0.25]
         # a copy expected to be quick gets its first look sooner, then the same growth
         assert [round(d, 3) for d, _ in zip(waiter.intervals(expected_s=0.005), range(4))] == [
             0.005, 0.01, 0.02, 0.04]
         assert next(waiter.intervals(expected_s=60.0)) == 0.02
-        outcome = await waiter.wait(datastore, new["imageSetId"], new["latestVersionId"])
+        async with waiter:
+            outcome = await waiter.wait(datastore, new["imageSetId"], new["latestVersionId"])
     assert outcome.succeeded
-    assert outcome.waited_s >= 0.5
-    # a fixed 20 ms interval would have taken ~40 polls; the growing one takes ~7
-    assert 3 <= outcome.polls <= 15
-    assert calls(emulator, "GetImageSet") == outcome.polls
+    # the first look at 0.02 s, then pauses from the floor (20 ms) doubling up to the cap:
+    # looks at 0.02, 0.04, 0.08, 0.16, 0.32, 0.57 found it running, the one at 0.82 ended
+    assert [round(d, 3) for d in step.pauses] == [0.02, 0.02, 0.04, 0.08, 0.16, 0.25, 0.25]
+    assert outcome.waited_s == pytest.approx(0.82)  # on the waiter's clock
+    # a fixed 20 ms interval would have taken 41 looks; the growing one takes 7
+    assert outcome.polls == 7 == calls(emulator, "GetImageSet")
 
 
-@pytest.mark.emulator_config(copy_base_s=2000.0)  # 20 s: outlives the test
+@pytest.mark.emulator_config(copy_base_s=LONG_COPY_S * 10)  # outlives the test
 @aio
 async def test_waiter_timeout_and_close(emulator: Any, client_env: dict[str, str],
                                         seeded: dict[str, Any]) -> None:
@@ -364,21 +396,65 @@ async def test_waiter_timeout_and_close(emulator: Any, client_env: dict[str, str
                                   source_image_set_id=sets[1]["imageSetId"], source_version_id="1")
         one, two = (a["destinationImageSetProperties"] for a in (first, second))
 
-        short = CopyWaiter(api, first_poll_s=0.02, max_interval_s=0.05, timeout_s=0.3)
-        with pytest.raises(WaitTimeout) as info:
-            await short.wait(datastore, one["imageSetId"], one["latestVersionId"])
+        step = StepClock(emulator)
+        async with CopyWaiter(api, first_poll_s=0.02, max_interval_s=0.05, timeout_s=0.3,
+                              clock=step.now, sleep=step.sleep) as short:
+            with pytest.raises(WaitTimeout) as info:
+                await short.wait(datastore, one["imageSetId"], one["latestVersionId"])
         assert info.value.last_status == "COPYING"
-        assert info.value.waited_s >= 0.3  # never gives up before its timeout
+        # never gives up before its timeout (on its clock), and looks once more at the deadline:
+        # at 0.02, 0.04, 0.07, 0.115, then every 0.05 (the cap) to 0.265, and at 0.3
+        assert info.value.waited_s == pytest.approx(0.3)
+        assert [round(d, 3) for d in step.pauses] == [0.02, 0.02, 0.03, 0.045, 0.05, 0.05, 0.05,
+                                                      0.035]
+        looks = calls(emulator, "GetImageSet")
+        assert looks == len(step.pauses) == 8
 
-        waiter = CopyWaiter(api, first_poll_s=0.02, max_interval_s=0.05)
+        waiter = await CopyWaiter(api, first_poll_s=0.02, max_interval_s=0.05).start()
         pending = asyncio.create_task(
             waiter.wait(datastore, two["imageSetId"], two["latestVersionId"]))
-        await asyncio.sleep(0.15)
+        for _ in range(500):  # bounded: until it has looked once
+            if calls(emulator, "GetImageSet") > looks:
+                break
+            await asyncio.sleep(0.01)
         await waiter.aclose()
         with pytest.raises(WaiterClosed):
             await asyncio.wait_for(pending, timeout=5)
         with pytest.raises(WaiterClosed):
             await waiter.wait(datastore, two["imageSetId"], two["latestVersionId"])
+
+
+@pytest.mark.emulator_config(copy_base_s=2000.0)  # 20 s: outlives the test
+@aio
+async def test_waiter_owns_its_tasks_and_awaits_them_on_close(
+        emulator: Any, client_env: dict[str, str], seeded: dict[str, Any]) -> None:
+    """The poller and every look belong to the waiter's task group: aclose() cancels and
+    awaits them (a look held up by the service included), so none outlives the waiter; a
+    waiter never opened refuses to wait."""
+    datastore, sets = first_image_sets(seeded)
+    async with imaging() as api:
+        answer = await start_copy(api, datastore_id=datastore,
+                                  source_image_set_id=sets[0]["imageSetId"], source_version_id="1")
+        new = answer["destinationImageSetProperties"]
+        with pytest.raises(RuntimeError, match="start"):
+            await CopyWaiter(api).wait(datastore, new["imageSetId"], new["latestVersionId"])
+        # every GetImageSet now takes 30 s (time_scale 0.01): the look stays out
+        emulator.set_faults([FaultSpec(kind="latency", operation="GetImageSet", latency_s=3000.0)])
+        before = asyncio.all_tasks()
+        waiter = await CopyWaiter(api, first_poll_s=0.0).start()
+        pending = asyncio.create_task(
+            waiter.wait(datastore, new["imageSetId"], new["latestVersionId"]))
+        for _ in range(500):  # bounded: until the look has left
+            if waiter.looks_out:
+                break
+            await asyncio.sleep(0.01)
+        assert waiter.looks_out == 1
+        await waiter.aclose()
+        # at once, before anything else runs: nothing the waiter made is left
+        assert {task for task in asyncio.all_tasks() if not task.done()} - {pending} <= before
+        assert waiter.looks_out == 0
+        with pytest.raises(WaiterClosed):
+            await asyncio.wait_for(pending, timeout=5)
 
 
 # 0.4 s per copy; the service's GetImageSet quota at 36/s (burst 10): above the client's
@@ -405,8 +481,9 @@ async def test_many_waiters_share_the_get_image_set_quota(
                                       source_version_id="1")
             new = answer["destinationImageSetProperties"]
             targets.append((new["imageSetId"], new["latestVersionId"]))
-        waiter = CopyWaiter(api, first_poll_s=0.01, backoff_factor=1.0, max_interval_s=0.01)
-        outcomes = await asyncio.gather(*(waiter.wait(datastore, i, v) for i, v in targets))
+        async with CopyWaiter(api, first_poll_s=0.01, backoff_factor=1.0,
+                              max_interval_s=0.01) as waiter:
+            outcomes = await asyncio.gather(*(waiter.wait(datastore, i, v) for i, v in targets))
     assert all(o.succeeded for o in outcomes)  # every copy got its turn
     polls = calls(emulator, "GetImageSet")
     assert polls == sum(o.polls for o in outcomes)

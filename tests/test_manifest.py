@@ -10,6 +10,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from batchcopy.core.limits import COPIABLE_ATTRIBUTES_CHARS
 from batchcopy.manifest.scan import (
     COLUMNS,
     ManifestError,
@@ -19,7 +20,10 @@ from batchcopy.manifest.scan import (
     validate,
 )
 from batchcopy.core.specs import CopySpec
-from batchcopy.manifest.rules import MAX_ATTRIBUTES_CHARS, canonical_attributes, parse_copiable_attributes
+from batchcopy.manifest.attributes import (
+    canonical_attributes,
+    parse_copiable_attributes,
+)
 
 DS = "d" * 32
 DS2 = "e" * 32
@@ -370,12 +374,12 @@ def test_copiable_attributes_length_limit() -> None:
     def attrs(n: int) -> str:
         return canonical_attributes({"1.2": [f"1.2.{i:060d}" for i in range(n)]})
     n = 1
-    while len(attrs(n)) <= MAX_ATTRIBUTES_CHARS:
+    while len(attrs(n)) <= COPIABLE_ATTRIBUTES_CHARS:
         n *= 2
     lo, hi = n // 2, n  # lo fits, hi does not
     while hi - lo > 1:
         mid = (lo + hi) // 2
-        lo, hi = (mid, hi) if len(attrs(mid)) <= MAX_ATTRIBUTES_CHARS else (lo, mid)
+        lo, hi = (mid, hi) if len(attrs(mid)) <= COPIABLE_ATTRIBUTES_CHARS else (lo, mid)
     assert parse_copiable_attributes(attrs(lo)) == attrs(lo)
     with pytest.raises(ValueError, match="too long"):
         parse_copiable_attributes(attrs(hi))

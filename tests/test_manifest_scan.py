@@ -14,15 +14,14 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from batchcopy.core.limits import COPIABLE_ATTRIBUTES_CHARS
 from batchcopy.manifest.scan import ManifestInvalid, ValidationReport, read_specs, scan_manifest, validate
 from batchcopy.core.specs import SPEC_FIELDS, CopySpec
-from batchcopy.manifest.rules import (
-    MAX_ATTRIBUTES_CHARS,
-    RuleError,
+from batchcopy.manifest.attributes import (
     canonical_attributes,
-    check_version,
     parse_copiable_attributes,
 )
+from batchcopy.manifest.cells import RuleError, check_version
 
 DS = "d" * 32
 A = "a" * 32
@@ -135,7 +134,7 @@ def test_no_pandas_is_imported(tmp_path: Path) -> None:
 
 def test_a_copiable_attributes_above_the_csv_module_field_limit(tmp_path: Path) -> None:
     attrs = canonical_attributes({"1.2": [f"1.2.{i:060d}" for i in range(2800)]})
-    assert 131_072 < len(attrs) <= MAX_ATTRIBUTES_CHARS  # 185,619 characters
+    assert 131_072 < len(attrs) <= COPIABLE_ATTRIBUTES_CHARS  # 185,619 characters
     head = "datastore_id,source_image_set_id,destination_image_set_id,copiable_attributes,force"
     # the second row is short (no force cell): it goes through the reader's padding path
     path = write(tmp_path, f"{head}\n{DS},{A},{B},{quoted(attrs)},1\n{DS},{C},{B},{quoted(attrs)}\n")

@@ -22,7 +22,7 @@ from batchcopy.plan.units import (
     plan,
 )
 from batchcopy.core.specs import CopySpec
-from batchcopy.manifest.rules import canonical_attributes, parse_copiable_attributes
+from batchcopy.manifest.attributes import canonical_attributes, parse_copiable_attributes
 
 DS = "d" * 32
 DS2 = "e" * 32

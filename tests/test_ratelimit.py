@@ -13,7 +13,8 @@ from typing import Any
 import pytest
 
 from batchcopy.aws.ratefile import load_rate_file, parse_rate
-from batchcopy.aws.ratelimit import DEFAULT_QUOTAS, RateLimiter, TokenBucket
+from batchcopy.aws.ratelimit import RateLimiter, TokenBucket
+from batchcopy.core.limits import REQUEST_QUOTAS
 
 
 def aio(fn: Callable[..., Coroutine[Any, Any, None]]) -> Callable[..., None]:
@@ -217,11 +218,11 @@ async def test_limiter_defaults_overrides_and_unknown_operations() -> None:
     get = limiter.bucket("GetImageSet")
     assert (get.rate, get.burst) == (3.0, 7.0)
     meta = limiter.bucket("GetImageSetMetadata")
-    assert (meta.rate, meta.burst) == DEFAULT_QUOTAS["GetImageSetMetadata"]
+    assert (meta.rate, meta.burst) == REQUEST_QUOTAS["GetImageSetMetadata"]
     configured = limiter.configured()
     assert configured["CopyImageSet"] == (5.0, 1.0)
     assert configured["ListDatastores"] == (5, 10)
-    assert set(DEFAULT_QUOTAS) <= set(configured)
+    assert set(REQUEST_QUOTAS) <= set(configured)
     tag = limiter.bucket("TagResource")  # no published quota: unlimited
     assert math.isinf(tag.rate)
     assert [await tag.acquire() for _ in range(1000)] == [0.0] * 1000
@@ -246,14 +247,33 @@ def test_limiter_paces_a_margin_under_the_quota_but_reports_the_quota() -> None:
 
 
 def test_default_quotas_match_the_published_table() -> None:
-    assert DEFAULT_QUOTAS["CopyImageSet"] == (0.25, 1)
-    assert DEFAULT_QUOTAS["GetImageSet"] == (25, 50)
-    assert DEFAULT_QUOTAS["SearchImageSets"] == (25, 50)
-    assert DEFAULT_QUOTAS["ListImageSetVersions"] == (25, 50)
-    assert DEFAULT_QUOTAS["GetImageSetMetadata"] == (50, 100)
-    assert DEFAULT_QUOTAS["GetDatastore"] == (10, 20)
-    assert DEFAULT_QUOTAS["ListDatastores"] == (5, 10)
-    assert DEFAULT_QUOTAS["DeleteImageSet"] == (0.25, 1)
+    assert REQUEST_QUOTAS["CopyImageSet"] == (0.25, 1)
+    assert REQUEST_QUOTAS["GetImageSet"] == (25, 50)
+    assert REQUEST_QUOTAS["SearchImageSets"] == (25, 50)
+    assert REQUEST_QUOTAS["ListImageSetVersions"] == (25, 50)
+    assert REQUEST_QUOTAS["GetImageSetMetadata"] == (50, 100)
+    assert REQUEST_QUOTAS["GetDatastore"] == (10, 20)
+    assert REQUEST_QUOTAS["ListDatastores"] == (5, 10)
+    assert REQUEST_QUOTAS["DeleteImageSet"] == (0.25, 1)
+
+
+def test_the_runner_and_the_emulator_read_the_same_limits() -> None:
+    """core/limits.py is the one place: the runner's defaults (pacing, merges, frames per
+    call, copies in flight) and the emulator's (the quotas and limits it enforces) agree."""
+    from batchcopy.core import limits
+    from batchcopy.emulator.config import DEFAULT_RATES, EmulatorConfig
+    from batchcopy.plan.units import MergeLimits
+    from batchcopy.run.context import RunSettings
+
+    assert {op: (q.rate, q.burst) for op, q in DEFAULT_RATES.items()} == dict(limits.REQUEST_QUOTAS)
+    assert RateLimiter(margin=0.0).configured() == dict(limits.REQUEST_QUOTAS)
+    emulated, run = EmulatorConfig(), RunSettings()
+    assert emulated.max_frames_per_copy == run.max_frames_per_copy == limits.FRAMES_PER_COPY
+    assert emulated.max_copiable_attributes_chars == MergeLimits().max_chars \
+        == limits.COPIABLE_ATTRIBUTES_CHARS
+    assert emulated.max_concurrent_copies_per_datastore == run.max_in_flight_per_datastore \
+        == limits.CONCURRENT_COPIES_PER_DATASTORE
+    assert MergeLimits().max_instances == limits.FRAMES_PER_COPY
 
 
 @pytest.mark.parametrize("text,expected", [
@@ -286,7 +306,7 @@ def test_parse_rate_rejects_with_clear_message(text: str, message: str) -> None:
 def test_unknown_operation_error_lists_every_known_one() -> None:
     with pytest.raises(ValueError) as info:
         parse_rate("GetImageSets=5")
-    for name in DEFAULT_QUOTAS:
+    for name in REQUEST_QUOTAS:
         assert name in str(info.value)
 
 

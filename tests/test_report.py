@@ -15,12 +15,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from batchcopy.report.parquet import (
-    REPORT_COLUMNS,
     REPORT_FORMAT_VERSION,
     report_metadata,
-    ReportCounts,
     ReportWriter,
-    RowResult,
     default_report_path,
     iter_report_rows,
     read_report,
@@ -29,6 +26,7 @@ from batchcopy.report.parquet import (
     report_schema,
     write_report,
 )
+from batchcopy.report.rows import REPORT_COLUMNS, ReportCounts, RowResult
 from batchcopy.core.specs import CopySpec, Status
 from batchcopy.report.summary import build_summary, summary_path, write_summary, write_summary_async
 

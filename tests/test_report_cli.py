@@ -166,7 +166,8 @@ def test_report_of_a_clean_run_says_nothing_went_wrong(ran: dict[str, Any]) -> N
 def test_report_groups_not_run_rows_by_cause(tmp_path: Path) -> None:
     import asyncio
 
-    from batchcopy.report.parquet import RowResult, write_report
+    from batchcopy.report.parquet import write_report
+    from batchcopy.report.rows import RowResult
 
     rows = [RowResult(i, f"r{i}", "NOT_RUN", error_message="run interrupted before this row was started")
             for i in range(1, 6)]

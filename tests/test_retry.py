@@ -13,6 +13,7 @@ from botocore.exceptions import ClientError
 
 from batchcopy.aws.retry import (
     NON_IDEMPOTENT,
+    THROTTLE_LIMIT,
     Backoff,
     ErrorKind,
     classify,
@@ -20,6 +21,7 @@ from batchcopy.aws.retry import (
     error_message,
     is_retryable,
 )
+from batchcopy.run.refusal import Refusal, refused, retry_passing
 
 URL = "http://127.0.0.1:9/datastore/x"
 T, A, C, R, F, TH = (ErrorKind.TRANSIENT, ErrorKind.AMBIGUOUS, ErrorKind.CONFLICT,
@@ -256,3 +258,31 @@ def test_through_locks_looks_again_while_the_read_answers_409() -> None:
     answers[:] = [client_error("ConflictException", 409)] * 50
     with pytest.raises(ClientError):  # the wait is bounded: the 409 comes back
         asyncio.run(through_locks(read, operation="GetImageSet", wait_s=0.0, sleep=sleep))
+
+
+# --- run/refusal.py: what a refused CopyImageSet means for its rows (pure) ----------------
+@pytest.mark.parametrize("code,rows,over,quota_refusals,spent,expected", [
+    # the concurrent-copy quota passes: send again while attempts are left, then NOT_RUN
+    ("ServiceQuotaExceededException", 1, None, 1, 1, Refusal.RETRY),
+    ("ServiceQuotaExceededException", 1, True, 5, 3, Refusal.NOT_RUN),
+    ("ServiceQuotaExceededException", 3, False, 1, 1, Refusal.RETRY),
+    # a merged call over the frames (by our count), or refused for the quota twice: split
+    ("ServiceQuotaExceededException", 3, True, 1, 1, Refusal.SPLIT),
+    ("ServiceQuotaExceededException", 3, False, 2, 1, Refusal.SPLIT),
+    ("ServiceQuotaExceededException", 3, None, 1, 1, Refusal.SPLIT),
+    # any other refusal: a merged call is split, a single row's is its final answer
+    ("ValidationException", 2, False, 0, 1, Refusal.SPLIT),
+    ("ValidationException", 1, False, 0, 1, Refusal.FAILED),
+])
+def test_a_refusal_is_retried_split_or_final(code: str, rows: int, over: bool | None,
+                                              quota_refusals: int, spent: int,
+                                              expected: Refusal) -> None:
+    assert refused(code, rows, over, quota_refusals, spent, max_attempts=3) is expected
+
+
+def test_a_passing_error_is_retried_until_the_attempts_or_the_throttles_run_out() -> None:
+    assert retry_passing(spent=2, throttles=0, max_attempts=3, throttled_out=False)
+    assert not retry_passing(spent=3, throttles=0, max_attempts=3, throttled_out=False)
+    assert not retry_passing(spent=0, throttles=THROTTLE_LIMIT, max_attempts=3,
+                             throttled_out=False)
+    assert not retry_passing(spent=0, throttles=1, max_attempts=3, throttled_out=True)

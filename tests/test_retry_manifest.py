@@ -83,9 +83,9 @@ def test_failed_manifest_in_the_form_of_its_manifest(tmp_path: Path) -> None:
     (one instance, whole series), else in copiable_attributes (added when missing);
     row_id and datastore_id added when the manifest had none; the curator's columns kept."""
     from batchcopy.core.specs import CopySpec
-    from batchcopy.manifest.rules import canonical_attributes
+    from batchcopy.manifest.attributes import canonical_attributes
     from batchcopy.manifest.scan import read_specs, validate
-    from batchcopy.report.parquet import RowResult
+    from batchcopy.report.rows import RowResult
 
     subsets = [canonical_attributes({"1.2": ["1.2.7"]}), canonical_attributes({"1.2": None, "1.3": None}),
                canonical_attributes({"1.2": ["1.2.7", "1.2.8"]}), None]

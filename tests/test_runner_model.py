@@ -16,7 +16,7 @@ from batchcopy.journal.journal import Journal
 from batchcopy.report.results import journal_results
 from batchcopy.run.runner import Runner, RunSettings
 from batchcopy.core.specs import CopySpec
-from batchcopy.manifest.rules import canonical_attributes
+from batchcopy.manifest.attributes import canonical_attributes
 from batchcopy.run.waiter import CopyWaiter
 from modelapi import LOST, ModelApi, once, service_error, world
 

@@ -350,10 +350,11 @@ def test_copiable_attributes_above_the_csv_field_limit_are_valid(emulator: Any, 
                                                          tmp_path: Path) -> None:
     """Not a mistake: above the csv module's 131,072-character field limit, within the
     service's 260,000 (issue 8: it was refused as 'cannot read the csv header')."""
-    from batchcopy.manifest.rules import MAX_ATTRIBUTES_CHARS, canonical_attributes
+    from batchcopy.core.limits import COPIABLE_ATTRIBUTES_CHARS
+    from batchcopy.manifest.attributes import canonical_attributes
 
     attrs = canonical_attributes({"1.2": {f"1.2.{i:060d}" for i in range(2800)}})
-    assert 131_072 < len(attrs) <= MAX_ATTRIBUTES_CHARS  # 196,066 characters
+    assert 131_072 < len(attrs) <= COPIABLE_ATTRIBUTES_CHARS  # 196,066 characters
     manifest = write_manifest(tmp_path / "big.csv", [{
         "row_id": "big", "datastore_id": "d" * 32, "source_image_set_id": "a" * 32,
         "destination_image_set_id": "b" * 32, "copiable_attributes": attrs}])

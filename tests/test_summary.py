@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from batchcopy.report.parquet import ReportCounts, RowResult, write_report
+from batchcopy.report.parquet import write_report
+from batchcopy.report.rows import ReportCounts, RowResult
 from batchcopy.core.specs import ExitCode, Status
 from batchcopy.report.summary import (
     build_summary,

@@ -152,8 +152,8 @@ def in_world(test: Callable[[World], Coroutine[Any, Any, None]], **waiter_kw: An
             settings = ClientSettings(endpoint_url=server.endpoint, region="us-east-1")
             async with open_client(settings) as client:
                 api = ImagingApi(client, RateLimiter(UNLIMITED))
-                waiter = CopyWaiter(api, clock=vt.now, sleep=vt.sleep, **{
-                    "first_poll_s": 5.0, "max_interval_s": 60.0, **waiter_kw})
+                waiter = await CopyWaiter(api, clock=vt.now, sleep=vt.sleep, **{
+                    "first_poll_s": 5.0, "max_interval_s": 60.0, **waiter_kw}).start()
                 driver = asyncio.ensure_future(vt.drive(lambda: waiter.looks_out == 0))
                 try:
                     await test(World(server, api, vt, waiter))

@@ -28,7 +28,6 @@ import random
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -46,6 +45,7 @@ from batchcopy.aws.retry import (
     error_code,
     is_retryable,
 )
+from batchcopy.aws.sendtimes import PACE, SENDING, SPACED, trace_writes, traced
 from batchcopy.aws.useragent import cache_user_agent
 from batchcopy.core.specs import CopyRequest
 
@@ -57,17 +57,6 @@ ANSWERS = {"GetImageSet": "versionId",
            "GetImageSetMetadata": "imageSetMetadataBlob", "GetDatastore": "datastoreProperties",
            "ListImageSetVersions": "imageSetPropertiesList",
            "SearchImageSets": "imageSetsMetadataSummaries"}
-# Set by the before-send hook in the task that makes the call: the request left through
-# the bucket's space() (so a throttle of it may be jitter, not a quota).
-_SPACED: ContextVar[bool] = ContextVar("batchcopy_spaced", default=False)
-# Set by the same hook: (bucket, send number) of the request about to be written, for
-# the aiohttp trace that sees its headers and body reach the connection (see _trace_writes;
-# the task aiohttp writes a body in inherits it).
-_SENDING: ContextVar[tuple[TokenBucket, int] | None] = ContextVar("batchcopy_sending",
-                                                                  default=None)
-# Set by the same hook when the client's sessions carry the trace: the bucket to space the
-# request with once aiohttp has its connection ready (see _ready).
-_PACE: ContextVar[TokenBucket | None] = ContextVar("batchcopy_pace", default=None)
 
 
 @dataclass(frozen=True)
@@ -138,67 +127,6 @@ def light_calls(client: Any) -> LightCalls | None:
 Reader = Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]
 
 
-async def _ready(*_: Any) -> None:
-    """aiohttp trace: the request is about to be written on its connection. When the
-    before-send hook left its spacing to us, space it now: aiohttp has connected it by
-    then, and requests spaced before they waited for new connections would leave
-    together (a run's first hundred version reads did, and the service refused some)."""
-    bucket = _PACE.get()
-    if bucket is None:
-        await _written()
-        return
-    _PACE.set(None)
-    if await bucket.space() is not None:
-        _SENDING.set((bucket, bucket.sends))
-
-
-async def _written(*_: Any) -> None:
-    """aiohttp trace: the request's headers, then each chunk of its body, are written to
-    the connection. Tell its bucket when, if that is later than the before-send hook stamped
-    it. aiohttp (3.10 and later) holds the headers back to send them with the body, which
-    a task of its own writes a turn of the event loop later: a request with a body leaves
-    at its first chunk."""
-    sending = _SENDING.get()
-    if sending is not None:
-        bucket, send = sending
-        bucket.left(send, bucket.now())
-
-
-_TRACE: Any = None
-
-
-def _trace_writes(client: Any) -> None:
-    """Best effort: add a trace of request writes to the client's aiohttp sessions, so a
-    request the event loop held up between before-send and the socket spaces the next
-    one from when it really left. aiobotocore makes its sessions on first use and offers
-    no trace option, so this reaches into them; if that ever fails, pacing keeps the
-    before-send stamps (as with a session made after this call, until the next one)."""
-    global _TRACE
-    try:
-        import aiohttp
-
-        if _TRACE is None:
-            _TRACE = aiohttp.TraceConfig()
-            _TRACE.on_request_headers_sent.append(_ready)
-            _TRACE.on_request_chunk_sent.append(_written)
-            _TRACE.freeze()
-        for session in client._endpoint.http_session._sessions.values():
-            traces = session._trace_configs
-            if _TRACE not in traces:
-                traces.append(_TRACE)
-    except (AttributeError, ImportError, TypeError):
-        return
-
-
-def _traced(client: Any) -> bool:
-    """Whether the client has an aiohttp session, and each carries the trace."""
-    try:
-        sessions = list(client._endpoint.http_session._sessions.values())
-        return bool(sessions) and all(_TRACE in s._trace_configs for s in sessions)
-    except (AttributeError, TypeError):
-        return False
-
-
 def _register_send_hook(client: Any, hook: Callable[..., Awaitable[None]]) -> bool:
     """Register `hook` on the client's `before-send.medical-imaging` events (every
     operation: botocore's emitter matches by prefix); False for a client without
@@ -256,12 +184,12 @@ class ImagingApi:
         operation = event_name.rsplit(".", 1)[-1]
         bucket = self.limiter.bucket(operation)
         if not bucket.unlimited:
-            _trace_writes(self.client)
-            if _traced(self.client):
-                _PACE.set(bucket)
+            trace_writes(self.client)
+            if traced(self.client):
+                PACE.set(bucket)
             elif await bucket.space() is not None:
-                _SENDING.set((bucket, bucket.sends))
-        _SPACED.set(True)
+                SENDING.set((bucket, bucket.sends))
+        SPACED.set(True)
 
     # ---------------------------------------------------------------- core
     async def _attempt(self, operation: str, bucket: TokenBucket, params: dict[str, Any],
@@ -277,8 +205,8 @@ class ImagingApi:
         if not self._hooked:  # a client without botocore events: space before the call
             await bucket.space()
         self.stats.calls[operation] += 1
-        spaced = _SPACED.set(not self._hooked)
-        pace = _PACE.set(None)
+        spaced = SPACED.set(not self._hooked)
+        pace = PACE.set(None)
         try:
             response: dict[str, Any] = await (
                 light.call(operation, params, before_send=self._before_send)
@@ -292,7 +220,7 @@ class ImagingApi:
             self.stats.errors[error_code(exc)] += 1
             if classify(exc, operation=operation) is ErrorKind.THROTTLE:
                 self.stats.throttles[operation] += 1
-                halved = bucket.on_throttle(spaced=_SPACED.get())
+                halved = bucket.on_throttle(spaced=SPACED.get())
                 if not halved and not bucket.unlimited:
                     self.stats.jitter[operation] += 1
                 self.quota.throttled(operation, halved=halved,
@@ -300,8 +228,8 @@ class ImagingApi:
                                          operation, (math.inf, 1.0))[0])
             raise
         finally:
-            _SPACED.reset(spaced)
-            _PACE.reset(pace)  # set and left unused: the request never reached a connection
+            SPACED.reset(spaced)
+            PACE.reset(pace)  # set and left unused: the request never reached a connection
         bucket.on_success()
         self.quota.accepted(operation, bucket.now())
         return response
@@ -376,8 +304,8 @@ class ImagingApi:
         return (str(found["versionId"]), str(found.get("imageSetState", "")),
                 str(found.get("imageSetWorkflowStatus", "")))
 
-    async def _pages(self, operation: str, params: dict[str, Any], key: str) -> list[dict]:
-        items: list[dict] = []
+    async def _pages(self, operation: str, params: dict[str, Any], key: str) -> list[dict[str, Any]]:
+        items: list[dict[str, Any]] = []
         seen: set[str] = set()
         token: str | None = None
         while True:
@@ -391,18 +319,18 @@ class ImagingApi:
                 return items
             seen.add(token)
 
-    async def list_image_set_versions(self, datastore_id: str, image_set_id: str) -> list[dict]:
+    async def list_image_set_versions(self, datastore_id: str, image_set_id: str) -> list[dict[str, Any]]:
         return await self._pages(
             "ListImageSetVersions",
             {"datastoreId": datastore_id, "imageSetId": image_set_id},
             "imageSetPropertiesList")
 
-    async def search_image_sets(self, datastore_id: str, search_criteria: dict) -> list[dict]:
+    async def search_image_sets(self, datastore_id: str, search_criteria: dict[str, Any]) -> list[dict[str, Any]]:
         return [found async for page in self.search_pages(datastore_id, search_criteria)
                 for found in page]
 
-    async def search_pages(self, datastore_id: str, search_criteria: dict,
-                           page_size: int = PAGE_SIZE) -> AsyncIterator[list[dict]]:
+    async def search_pages(self, datastore_id: str, search_criteria: dict[str, Any],
+                           page_size: int = PAGE_SIZE) -> AsyncIterator[list[dict[str, Any]]]:
         """SearchImageSets page by page (the summaries of each). Two filters the service
         refuses together (which pairs it takes is not documented) are sent as one, the
         other checked on each summary (aws/search.py); once refused, a pair is not sent
@@ -412,7 +340,7 @@ class ImagingApi:
         from batchcopy.aws import search
 
         filters = list(search_criteria.get("filters") or [])
-        local: list[dict] = []
+        local: list[dict[str, Any]] = []
         if len(filters) == 2 and self._pairs_refused:
             filters, local = search.split(filters)
         token: str | None = None
@@ -442,7 +370,7 @@ class ImagingApi:
             seen.add(token)
 
     async def get_image_set_metadata(self, datastore_id: str, image_set_id: str,
-                                     version: str | None = None) -> dict:
+                                     version: str | None = None) -> dict[str, Any]:
         """The image set's metadata document, gunzipped and decoded.
 
         The body is read inside the retried attempt, so a connection lost
@@ -464,5 +392,5 @@ class ImagingApi:
         data = raw["document"]
         if raw.get("contentEncoding") == "gzip" or data[:2] == b"\x1f\x8b":
             data = gzip.decompress(data)
-        document: dict = json.loads(data)
+        document: dict[str, Any] = json.loads(data)
         return document

@@ -8,12 +8,12 @@ import json
 import math
 from pathlib import Path
 
-from batchcopy.aws.ratelimit import DEFAULT_QUOTAS
+from batchcopy.core.limits import REQUEST_QUOTAS
 
 
 def _known_operation(name: str) -> str:
-    if name not in DEFAULT_QUOTAS:
-        known = ", ".join(sorted(DEFAULT_QUOTAS))
+    if name not in REQUEST_QUOTAS:
+        known = ", ".join(sorted(REQUEST_QUOTAS))
         raise ValueError(f"unknown operation {name!r}; known operations: {known}")
     return name
 

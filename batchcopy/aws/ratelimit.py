@@ -64,7 +64,7 @@ Semantics of `TokenBucket` (the edge cases are the point):
   AIMD is a no-op.
 
 `RateLimiter` holds one bucket per operation name, created on first use from
-`DEFAULT_QUOTAS` (the published defaults) or the caller's overrides. An
+`core.limits.REQUEST_QUOTAS` (the published defaults) or the caller's overrides. An
 operation with no published quota and no override gets an unlimited bucket:
 the service does not document a quota for it, and guessing one would only
 slow down calls (a throttle is still retried with backoff by the caller).
@@ -78,23 +78,8 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
 
-# Published HealthImaging request quotas per account and region: (rate/s, burst).
-# Kept here (not imported from the emulator): the runner never imports the emulator.
-DEFAULT_QUOTAS: dict[str, tuple[float, float]] = {
-    "CopyImageSet": (0.25, 1),
-    "UpdateImageSetMetadata": (0.25, 1),
-    "DeleteImageSet": (0.25, 1),
-    "GetImageSet": (25, 50),
-    "SearchImageSets": (25, 50),
-    "ListImageSetVersions": (25, 50),
-    "GetDICOMImportJob": (25, 50),
-    "GetImageSetMetadata": (50, 100),
-    "GetImageFrame": (1000, 2000),
-    "GetDatastore": (10, 20),
-    "ListDatastores": (5, 10),
-    "CreateDatastore": (0.085, 1),
-    "DeleteDatastore": (0.085, 1),
-}
+from batchcopy.core.limits import REQUEST_QUOTAS
+
 
 Clock = Callable[[], float]
 Sleep = Callable[[float], Awaitable[object]]
@@ -417,11 +402,11 @@ class RateLimiter:
         self._sleep = sleep
         self._scale = rate_scale
         self._config: dict[str, tuple[float, float]] = {
-            op: (rate * rate_scale, burst) for op, (rate, burst) in DEFAULT_QUOTAS.items()
+            op: (rate * rate_scale, burst) for op, (rate, burst) in REQUEST_QUOTAS.items()
         }
         for op, (rate, burst) in (overrides or {}).items():
             if burst is None:
-                burst = DEFAULT_QUOTAS.get(op, (rate, 1.0))[1]
+                burst = REQUEST_QUOTAS.get(op, (rate, 1.0))[1]
             self._config[op] = (rate * rate_scale, burst)
         self._buckets: dict[str, TokenBucket] = {}
 

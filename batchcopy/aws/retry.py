@@ -357,7 +357,7 @@ class Backoff:
 
     def ceiling(self, attempt: int) -> float:
         attempt = max(0, min(int(attempt), 64))  # 2**64 * base exceeds any cap
-        return min(self.cap, self.base * (2 ** attempt))
+        return float(min(self.cap, self.base * (2 ** attempt)))
 
     def delay(self, attempt: int, rng: random.Random | None = None) -> float:
         draw: Any = (rng or random).uniform

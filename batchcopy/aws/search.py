@@ -47,7 +47,7 @@ def epoch(value: Any) -> float:
     if isinstance(value, datetime):
         if value.tzinfo is None:
             value = value.replace(tzinfo=timezone.utc)
-        return value.timestamp()
+        return float(value.timestamp())
     if isinstance(value, str):
         return epoch(datetime.fromisoformat(value.replace("Z", "+00:00")))
     return float(value)
@@ -95,7 +95,7 @@ def matches(summary: dict[str, Any], search_filter: Filter) -> bool:
     if search_filter.get("operator") == "BETWEEN":
         return bool(values[0] <= got <= values[1])
     if attr in _TIMES:
-        return abs(got - values[0]) < 0.0005
+        return bool(abs(got - values[0]) < 0.0005)
     if attr == "DICOMStudyDateAndTime":
         wanted_time = search_filter["values"][0][attr].get("DICOMStudyTime")
         return got[0] == values[0][0] and (not wanted_time or got[1] == values[0][1])

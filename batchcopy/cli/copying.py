@@ -9,6 +9,7 @@ from typing import Optional
 import typer
 
 from batchcopy.cli import help as H
+from batchcopy.core.limits import CONCURRENT_COPIES_PER_DATASTORE
 from batchcopy.cli.options import (
     ExtraColumns,
     LogFormat,
@@ -58,9 +59,10 @@ def run(
     profile: Optional[str] = profile_opt(),
     rate: list[str] = rate_opt(),
     rate_file: Optional[Path] = rate_file_opt(),
-    max_in_flight: int = typer.Option(100, min=1, metavar="N", rich_help_panel=H.PACING,
+    max_in_flight: int = typer.Option(CONCURRENT_COPIES_PER_DATASTORE, min=1, metavar="N",
+                                      rich_help_panel=H.PACING,
                                       help="Copies in progress at once per data store (the "
-                                           "service allows 100)."),
+                                           f"service allows {CONCURRENT_COPIES_PER_DATASTORE})."),
     merge: bool = merge_opt(),
     on_conflict: OnConflict = typer.Option(
         OnConflict.refresh, rich_help_panel=H.RETRIES,
@@ -206,7 +208,7 @@ def validate(
         local = local_manifest(manifest, tmp)
         try:
             result = check(local, display_name=manifest, default_datastore_id=datastore_id,
-                           delimiter=delimiter, extra_columns=extra_columns.value)  # type: ignore[arg-type]
+                           delimiter=delimiter, extra_columns=extra_columns.value)
         except FileNotFoundError:
             fail(f"manifest not found: {manifest}")
         except ManifestInvalid as exc:

@@ -13,18 +13,45 @@ import typer
 from batchcopy.cli import help as H
 
 
-def choices(name: str, *values: str) -> Any:
-    """A str Enum of `values`: typer shows them as [a|b] and refuses anything else."""
-    return Enum(name, {v: v for v in values}, type=str)
+# Choices: str Enums, which typer shows as [a|b] and which refuse anything else.
+class OnConflict(str, Enum):
+    refresh = "refresh"
+    fail = "fail"
 
 
-OnConflict = choices("OnConflict", "refresh", "fail")
-ProgressMode = choices("ProgressMode", "auto", "bar", "log", "off")
-ExtraColumns = choices("ExtraColumns", "error", "ignore")
-Pins = choices("Pins", "strict", "hint")
-LogFormat = choices("LogFormat", "text", "json")
-LogLevel = choices("LogLevel", "error", "warning", "notice", "info", "debug")
-Output = choices("Output", "text", "json")
+class ProgressMode(str, Enum):
+    auto = "auto"
+    bar = "bar"
+    log = "log"
+    off = "off"
+
+
+class ExtraColumns(str, Enum):
+    error = "error"
+    ignore = "ignore"
+
+
+class Pins(str, Enum):
+    strict = "strict"
+    hint = "hint"
+
+
+class LogFormat(str, Enum):
+    text = "text"
+    json = "json"
+
+
+class LogLevel(str, Enum):
+    error = "error"
+    warning = "warning"
+    notice = "notice"
+    info = "info"
+    debug = "debug"
+
+
+class Output(str, Enum):
+    text = "text"
+    json = "json"
 
 
 def fail(message: str, code: int = 2) -> None:

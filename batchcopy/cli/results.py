@@ -40,7 +40,8 @@ def report_cmd(
     out: Optional[str] = typer.Option(None, help="From a journal: (re)write the Parquet report here (default reports/<journal name>.parquet)."),
 ) -> None:
     """Show what a run did and what went wrong; rebuild its report from the journal; list the rows to retry."""
-    from batchcopy.commands.report import Options, ReportError, run as show
+    from batchcopy.commands.report import Options, run as show
+    from batchcopy.report.source import ReportError
 
     try:
         code = show(Options(source=source, output=output.value, html=html, limit=limit,
@@ -95,7 +96,7 @@ def verify_cmd(
     version it named plus the copied instances, nothing else. Exit 0: all verified; 1: some
     rows did not verify (FAILED, with the series and instances named) or could not be checked.
     """
-    from batchcopy.commands.report import ReportError
+    from batchcopy.report.source import ReportError
     from batchcopy.commands.verify import VerifyOptions, run as check
 
     try:

@@ -85,7 +85,7 @@ def _usage_errors() -> tuple[type[Exception], type[Exception]]:
     try:
         from typer._click import exceptions
     except ImportError:  # typer < 0.20
-        from click import exceptions
+        from click import exceptions  # type: ignore[no-redef]  # click's own classes
     return exceptions.UsageError, exceptions.NoArgsIsHelpError
 
 
@@ -123,4 +123,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+    main()

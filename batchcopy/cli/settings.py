@@ -35,10 +35,11 @@ from typing import Any, Optional
 from batchcopy.cli.help import ENV_PREFIX
 
 try:  # typer >= 0.20 vendors click
-    from typer._click.exceptions import BadParameter
+    from typer._click.exceptions import BadParameter as BadParameter
     from typer._click.globals import get_current_context
 except ImportError:  # pragma: no cover - older typer
-    from click import BadParameter, get_current_context  # type: ignore[no-redef]
+    from click import BadParameter as BadParameter  # type: ignore[assignment]
+    from click import get_current_context  # type: ignore[no-redef]
 
 CONFIG_ENV = f"{ENV_PREFIX}CONFIG"
 GLOBAL = "global"
@@ -58,7 +59,8 @@ def long_name(param: Any) -> str | None:
     names = [o for o in param.opts if o.startswith("--")]
     if not names or names[0] in PER_INVOCATION:
         return None
-    return names[0]
+    result: str | None = names[0]
+    return result
 
 
 def env_name(option: str) -> str:

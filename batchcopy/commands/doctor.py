@@ -105,7 +105,8 @@ async def diagnose(opts: DoctorOptions) -> list[Check]:
     found, who = await asyncio.to_thread(aws.identity, opts.profile, region)
     checks.append(found)
     await _service(opts, region, endpoint, target, checks)
-    ds = target.first[0] if target.first else (target.datastores or [None])[0]
+    ds = target.first[0] if target.first else (
+        target.datastores[0] if target.datastores else None)
     decisions = await asyncio.to_thread(aws.simulated, opts.profile, region, who, ds)
     checks.append(_copy_permission(decisions))
     from batchcopy.aws.ratelimit import RateLimiter

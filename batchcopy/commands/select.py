@@ -58,7 +58,7 @@ class SelectSetupError(Exception):
 def run_select(opts: SelectOptions, *, stream: TextIO | None = None) -> int:
     from batchcopy.aws import preflight
     from batchcopy.console import logs
-    from batchcopy.manifest.rules import ID_RE
+    from batchcopy.manifest.cells import ID_RE
     from batchcopy.query.where import WhereError, parse
 
     err = stream or sys.stderr

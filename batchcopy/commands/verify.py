@@ -7,6 +7,7 @@ and print what did not verify.
 from __future__ import annotations
 
 import asyncio
+import logging
 import shutil
 import sys
 import tempfile
@@ -18,7 +19,7 @@ from typing import Any
 
 from batchcopy.console import logs
 from batchcopy.core.specs import ExitCode
-from batchcopy.report.parquet import RowResult
+from batchcopy.report.rows import RowResult
 
 
 @dataclass
@@ -49,7 +50,7 @@ def run(opts: VerifyOptions) -> int:
     """`batchcopy verify`: 0 every checked row verified, 1 some did not, 2 setup or source
     error, 3 credentials or access refused."""
     from batchcopy.aws import preflight
-    from batchcopy.commands.report import ReportError, open_source
+    from batchcopy.report.source import ReportError, open_source
 
     try:
         preflight.check_endpoint(opts.endpoint_url)
@@ -82,8 +83,7 @@ async def verify_source(rows: Callable[[], Iterator[RowResult]], source: str,
     from batchcopy.aws.ratelimit import RateLimiter
     from batchcopy.report.files import is_s3
     from batchcopy.report.parquet import ReportWriter
-    from batchcopy.commands.report import default_limit, show
-    from batchcopy.report.view import collect
+    from batchcopy.report.view import collect, default_limit, show
     from batchcopy.report.retry_manifest import write_failed_manifest
     from batchcopy.report.runinfo import package_versions
     from batchcopy.report.summary import build_summary, summary_path, write_summary_async
@@ -118,7 +118,7 @@ async def verify_source(rows: Callable[[], Iterator[RowResult]], source: str,
                 except VerifyAborted as exc:
                     writer.abort()
                     logs.say(f"batchcopy verify: stopped: {exc} (nothing more can be checked "
-                             "with these credentials)", level=logs.logging.ERROR,
+                             "with these credentials)", level=logging.ERROR,
                              event="aborted")
                     return int(ExitCode.ABORTED)
                 finally:
@@ -150,7 +150,7 @@ async def verify_source(rows: Callable[[], Iterator[RowResult]], source: str,
         print(headline, file=out)
     show(view, opts.output, extra, notes, out=out)
     if setup is not None and setup.to_file:  # the terminal has the table above
-        logs.emit(logs.NOTICE if view.ok else logs.logging.WARNING, "verify_summary",
+        logs.emit(logs.NOTICE if view.ok else logging.WARNING, "verify_summary",
                   f"{headline}; verify's report: {dest}", summary=summary, **extra)
     return int(ExitCode.OK if view.ok else ExitCode.ROWS_FAILED)
 
@@ -174,7 +174,7 @@ def _log_checked(checked: list[RowResult], display: Any) -> None:
         status = row.status.value
         display.finished(status)
         good = status == "SUCCEEDED"
-        level = logs.logging.INFO if good else logs.logging.WARNING
+        level = logging.INFO if good else logging.WARNING
         logs.emit(level, "verified", f"row {row.row_id}: "
                   + ("verified" if good else f"{status}: {row.error_code}: {row.error_message}"),
                   row_id=row.row_id, manifest_row=row.manifest_row, status=status,

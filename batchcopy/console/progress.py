@@ -36,6 +36,7 @@ from collections import Counter, deque
 from collections.abc import Callable, Mapping
 from typing import Any, TextIO
 
+from batchcopy.core.limits import COPY_RATE
 from batchcopy.console import logs
 from batchcopy.console.tally import Ticker, terminal_columns
 from batchcopy.core.durations import human_duration
@@ -51,7 +52,7 @@ _BAR_FORMAT = "{l_bar}{bar}| {n_fmt}/{total_fmt} rows [{elapsed}{postfix}]"
 
 class Progress:
     def __init__(self, total: int, *, mode: str = "log", interval_s: float = 30.0,
-                 copy_rate: float = 0.25, stream: TextIO | None = None, done: int = 0,
+                 copy_rate: float = COPY_RATE, stream: TextIO | None = None, done: int = 0,
                  to_run: int | None = None, stats: Any = None, stats_lines: bool | None = None,
                  console: Any = None, clock: Callable[[], float] = time.monotonic) -> None:
         """mode: "bar" (tqdm on `stream`) or "log" (no bar). stats_lines: a stats record

@@ -46,7 +46,7 @@ def detach(fds: list[int]) -> None:
 
 
 @contextmanager
-def stop_on_signals(loop: asyncio.AbstractEventLoop, stop: Callable[[], None], message: str,
+def stop_on_signals(loop: asyncio.AbstractEventLoop, stop: Callable[[], object], message: str,
                     announce: Callable[[str, str], None] | None = None) -> Iterator[None]:
     """While inside: the first signal announces `message` (with the signal's name; to
     stderr unless `announce(text, signal name)` is given) and calls `stop`; a second exits

@@ -19,11 +19,16 @@ Layout (service semantics apart from the wire format):
     faults.py       injected throttles, 5xx, resets, latency, lost responses
     auth.py         optional SigV4 verification (real time), deny lists
     wire.py         restJson1 routing and (de)serialisation built from botocore's model
-    server.py       aiohttp app, control routes under /_emulator (reset, seed, stats,
-                    faults, config, assumptions, clock), start/stop helpers
+    shapes.py       request values read and checked against botocore's shapes
+    server.py       aiohttp app (the API's request pipeline), start/stop helpers
+    control.py      control routes under /_emulator (reset, seed, stats, faults, config,
+                    assumptions, clock)
     cli.py          `batchcopy emulator serve | seed | stats | assumptions`
     ASSUMPTIONS.md  every reading the emulator makes where the docs are silent, as tables,
                     with the tests of each
 
-The runner (batchcopy.runner and friends) never imports this package.
+The product never imports this package (only `batchcopy demo`, the CLI's `emulator`
+group and the tests do); this package imports one module of the product,
+`batchcopy.core.limits` (numbers only: the published limits and quotas), so that the
+runner and the emulator read the same figures.
 """

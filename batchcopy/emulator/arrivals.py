@@ -43,7 +43,8 @@ def _stamp(ancillary: list[tuple[int, int, bytes]]) -> float | None:
     for level, kind, data in ancillary:
         if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS and len(data) >= 16:
             seconds, nanoseconds = struct.unpack("qq", data[:16])
-            return seconds + nanoseconds / 1e9 - time.time() + time.monotonic()
+            result: float | None = seconds + nanoseconds / 1e9 - time.time() + time.monotonic()
+            return result
     return None
 
 
@@ -119,7 +120,7 @@ class _Watched:
 
 
 async def serve(runner: web.AppRunner, host: str, port: int,
-                ssl_context: ssl.SSLContext | None = None) -> asyncio.AbstractServer:
+                ssl_context: ssl.SSLContext | None = None) -> asyncio.Server:
     """Listen on host:port with the (set up) runner's server, every connection watched
     (over TLS, `ssl_context`, connections are not stamped: `waited()` is 0.0); close it
     before `runner.cleanup()`."""

@@ -12,6 +12,14 @@ import json
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from batchcopy.core.limits import (
+    CONCURRENT_COPIES_PER_DATASTORE,
+    CONCURRENT_DELETES_PER_DATASTORE,
+    CONCURRENT_UPDATES_PER_DATASTORE,
+    COPIABLE_ATTRIBUTES_CHARS,
+    FRAMES_PER_COPY,
+    REQUEST_QUOTAS,
+)
 from batchcopy.emulator import assumptions
 
 
@@ -21,22 +29,10 @@ class RateQuota:
     burst: float  # bucket size
 
 
-# Published default request quotas per account and region (rate, burst).
+# Published default request quotas per account and region (rate, burst): the product's
+# core/limits.py, the one module of the product the emulator reads.
 DEFAULT_RATES: dict[str, RateQuota] = {
-    "CopyImageSet": RateQuota(0.25, 1),
-    "UpdateImageSetMetadata": RateQuota(0.25, 1),
-    "DeleteImageSet": RateQuota(0.25, 1),
-    "GetImageSet": RateQuota(25, 50),
-    "SearchImageSets": RateQuota(25, 50),
-    "ListImageSetVersions": RateQuota(25, 50),
-    "GetDICOMImportJob": RateQuota(25, 50),
-    "GetImageSetMetadata": RateQuota(50, 100),
-    "GetImageFrame": RateQuota(1000, 2000),
-    "GetDatastore": RateQuota(10, 20),
-    "ListDatastores": RateQuota(5, 10),
-    "CreateDatastore": RateQuota(0.085, 1),
-    "DeleteDatastore": RateQuota(0.085, 1),
-}
+    operation: RateQuota(rate, burst) for operation, (rate, burst) in REQUEST_QUOTAS.items()}
 
 
 FAULT_KINDS = ("throttle", "internal", "unavailable", "reset", "latency", "lost_response",
@@ -97,16 +93,16 @@ class EmulatorConfig:
     # stamp, arrivals.py), not when the handler runs (False: the handler's clock)
     kernel_arrivals: bool = True
     rates: dict[str, RateQuota] = field(default_factory=dict)  # overrides of DEFAULT_RATES
-    max_concurrent_copies_per_datastore: int = 100
-    max_frames_per_copy: int = 1000
-    max_copiable_attributes_chars: int = 260_000
+    max_concurrent_copies_per_datastore: int = CONCURRENT_COPIES_PER_DATASTORE
+    max_frames_per_copy: int = FRAMES_PER_COPY
+    max_copiable_attributes_chars: int = COPIABLE_ATTRIBUTES_CHARS
     copy_base_s: float = 2.0  # modelled copy duration = base + frames * per_frame
     copy_per_frame_s: float = 0.02
     study_consistency_s: float = 1.0  # UPDATING_FOR_STUDY_CONSISTENCY after a copy (assume it "on")
     update_s: float = 1.0  # modelled UpdateImageSetMetadata duration (LOCKED / UPDATING)
-    max_concurrent_updates_per_datastore: int = 100
+    max_concurrent_updates_per_datastore: int = CONCURRENT_UPDATES_PER_DATASTORE
     delete_s: float = 1.0  # modelled DeleteImageSet duration (LOCKED / DELETING meanwhile)
-    max_concurrent_deletes_per_datastore: int = 100
+    max_concurrent_deletes_per_datastore: int = CONCURRENT_DELETES_PER_DATASTORE
     faults: list[FaultSpec] = field(default_factory=list)
     fault_seed: int = 0
     auth: AuthConfig | None = None

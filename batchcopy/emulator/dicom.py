@@ -44,7 +44,8 @@ def make_content(patient: dict[str, Any], study: dict[str, Any],
 
 
 def series_of(content: Content) -> dict[str, Any]:
-    return content["Study"]["Series"]
+    result: dict[str, Any] = content["Study"]["Series"]
+    return result
 
 
 def clone(content: Content) -> Content:
@@ -421,8 +422,8 @@ def _attribute_equals(row: SearchRow, attr: str, wanted: Any) -> bool:
     if attr == "DICOMStudyDateAndTime":
         date_ok = actual.get("DICOMStudyDate") == wanted.get("DICOMStudyDate")
         if wanted.get("DICOMStudyTime") in (None, ""):
-            return date_ok
-        return date_ok and _comparable(attr, actual) == _comparable(attr, wanted)
+            return bool(date_ok)
+        return bool(date_ok and _comparable(attr, actual) == _comparable(attr, wanted))
     return bool(actual == wanted)
 
 
@@ -433,7 +434,8 @@ def find_frame(content: Content, frame_id: str) -> dict[str, Any] | None:
         for inst in s["Instances"].values():
             for frame in inst.get("ImageFrames", ()):
                 if frame.get("ID") == frame_id:
-                    return frame
+                    result: dict[str, Any] | None = frame
+                    return result
     return None
 
 

@@ -81,7 +81,7 @@ class FaultInjector:
         self._rng = random.Random(0)
         self.fired: Counter[str] = Counter()
         self.fired_by_operation: dict[str, Counter[str]] = {}
-        self.latency_s_by_operation: Counter[str] = Counter()
+        self.latency_s_by_operation: dict[str, float] = {}
         self.refusals_lost: Counter[str] = Counter()  # lost_response that dropped a refusal
 
     def refusal_lost(self, operation: str) -> None:
@@ -121,7 +121,8 @@ class FaultInjector:
 
     def _decided(self, operation: str, decision: FaultDecision) -> FaultDecision:
         if decision.latency_s > 0:  # the server sleeps every latency it is given
-            self.latency_s_by_operation[operation] += decision.latency_s
+            self.latency_s_by_operation[operation] = (
+                self.latency_s_by_operation.get(operation, 0.0) + decision.latency_s)
         return decision
 
     def restart(self, counters: bool = True) -> None:

@@ -20,8 +20,6 @@ where a client could tell readings apart, is a switch in assumptions.py.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import hashlib
 import json
 from collections.abc import Callable
@@ -218,26 +216,6 @@ class HealthImaging(Copying, Updating, Extras):
             self._finish_delete(work)
         else:
             super()._finish(work)
-
-    # ---- pagination: opaque, signed, bound to operation and scope
-    def _token(self, operation: str, scope: str, key: Any) -> str:
-        payload = json.dumps([operation, scope, key], separators=(",", ":"))
-        sig = hashlib.sha256((self._token_secret + payload).encode()).hexdigest()[:16]
-        return base64.urlsafe_b64encode(payload.encode()).decode().rstrip("=") + "." + sig
-
-    def _untoken(self, token: str | None, operation: str, scope: str) -> Any:
-        if token is None:
-            return None
-        try:
-            b64, sig = token.rsplit(".", 1)
-            payload = base64.urlsafe_b64decode(b64 + "=" * (-len(b64) % 4)).decode()
-            expected = hashlib.sha256((self._token_secret + payload).encode()).hexdigest()[:16]
-            op, sc, key = json.loads(payload)
-        except (ValueError, binascii.Error, UnicodeDecodeError, TypeError):
-            raise ValidationException("Invalid nextToken") from None
-        if sig != expected or op != operation or sc != scope:
-            raise ValidationException("Invalid nextToken")
-        return key
 
     @staticmethod
     def _page_size(params: dict[str, Any]) -> int:

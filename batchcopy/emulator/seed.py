@@ -65,9 +65,9 @@ def seed(model: "HealthImaging", spec: SeedSpec) -> dict[str, Any]:
             targets.append((spec.datastore_id, spec.datastore_id, None))
         else:
             for d in range(spec.datastores):
-                name = spec.datastore_name if spec.datastores == 1 else f"{spec.datastore_name}-{d + 1}"
-                ds_id = model.add_datastore(name, _hex(spec.seed, gen, "datastore", d))
-                targets.append((ds_id, f"ds{d}", name))
+                named = spec.datastore_name if spec.datastores == 1 else f"{spec.datastore_name}-{d + 1}"
+                ds_id = model.add_datastore(named, _hex(spec.seed, gen, "datastore", d))
+                targets.append((ds_id, f"ds{d}", named))
         per_series = model.config.reading("image_set_model") == "series"
         for ds_id, ds_key, name in targets:
             image_sets = [entry for p in range(spec.patients) for s in range(spec.studies_per_patient)

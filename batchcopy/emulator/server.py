@@ -1,4 +1,4 @@
-"""The emulator's HTTP server: aiohttp app, control routes, start/stop helpers.
+"""The emulator's HTTP server: the aiohttp app and the API's request pipeline, start/stop helpers.
 
 Per API request, in this order:
     route match (wire.py; no match -> 404 UnknownOperationException, JSON)
@@ -10,39 +10,16 @@ Every answer carries `x-amzn-RequestId`; every error is JSON with `x-amzn-ErrorT
 An unexpected exception in the model answers 500 InternalServerException and its
 traceback goes to stderr (logger "batchcopy.emulator.server").
 
-Control routes under /_emulator/ are never authenticated, throttled or faulted:
-    POST /_emulator/reset                 forget data, counters, bucket and fault state, clock offset
-    POST /_emulator/seed                  body: SeedSpec fields -> seed summary
-    GET  /_emulator/stats                 model stats + calls/throttled/faults_fired,
-                                          latency_added_s_by_operation,
-                                          refusals_lost_by_operation (lost_response that
-                                          dropped a refusal), and
-                                          latest_version_reads (GetImageSet without a version)
-    POST /_emulator/faults                body: {"faults": [FaultSpec...], "fault_seed"?: n}
-    GET  /_emulator/config                the live EmulatorConfig as JSON
-    POST /_emulator/config                partial update (see `apply_config_update`)
-    GET  /_emulator/imagesets/{datastoreId}/{imageSetId}   model.snapshot_image_set
-    GET  /_emulator/assumptions           every assumption switch: readings, default, evidence,
-                                          current value (set them with POST /_emulator/config
-                                          {"assume": {NAME: VALUE or null}})
-    GET  /_emulator/clock                 {"offset_s", "now"}: the emulated clock
-    POST /_emulator/clock                 body {"offset_s"?: X, "advance_s"?: N}: set the offset to
-                                          X, then add N; pending work now due completes
-    GET  /_emulator/copies                every accepted copy's life (timeline.py): accepted_at,
-                                          ended_at, seen_ended_at (the first GetImageSet that
-                                          showed it ended), reads_running
-    GET  /_emulator/health                {"ok": true}
+The control routes under /_emulator/ (reset, seed, stats, faults, config, clock...) are
+control.py's.
 """
 
 from __future__ import annotations
 
 import asyncio
-import dataclasses
-import json
 import logging
 import threading
 import time
-import uuid
 from collections import Counter
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -50,16 +27,16 @@ from urllib.parse import parse_qsl
 
 from aiohttp import web
 
-from batchcopy.emulator import arrivals, assumptions
+from batchcopy.emulator import arrivals
 from batchcopy.emulator.auth import SignedRequest, authenticate, check_allowed
 from batchcopy.emulator.config import EmulatorConfig, FaultSpec
-from batchcopy.emulator.errors import InternalServerException, ServiceError, ValidationException
+from batchcopy.emulator.control import ControlRoutes, apply_config_update, to_aiohttp
+from batchcopy.emulator.errors import InternalServerException, ServiceError
 from batchcopy.emulator.faults import HTML_503, FaultInjector
 from batchcopy.emulator.quotas import QuotaEnforcer
 from batchcopy.emulator.wire import (
     RestJsonWire,
     UnknownOperationException,
-    WireResponse,
     error_response,
 )
 
@@ -78,46 +55,6 @@ def _new_model(config: EmulatorConfig) -> "HealthImaging":
     from batchcopy.emulator.model import HealthImaging
 
     return HealthImaging(config)
-
-
-def apply_config_update(config: EmulatorConfig, update: dict[str, Any]) -> None:
-    """Apply a partial update to a live config, in place (everything holds this object).
-
-    Keys are EmulatorConfig fields. `rates` is merged per operation
-    ({"CopyImageSet": {"rate": 1, "burst": 2}}) and `assume` per switch
-    ({"stale_version": "validation"}); in both null removes an override. Every other
-    key replaces the field (`faults` the whole list, `auth` the whole AuthConfig or null).
-    Raises ValueError/TypeError on bad input, leaving the config untouched.
-    """
-    merged = config.to_dict()
-    update = dict(update)
-    for key in ("rates", "assume"):
-        if key in update:
-            merged[key] = _merge_overrides(merged.get(key) or {}, update.pop(key) or {}, key)
-    merged.update(update)
-    fresh = EmulatorConfig.from_dict(merged)
-    for f in dataclasses.fields(EmulatorConfig):
-        setattr(config, f.name, getattr(fresh, f.name))
-
-
-def _merge_overrides(current: dict[str, Any], changes: Any, key: str) -> dict[str, Any]:
-    if not isinstance(changes, dict):
-        raise ValueError(f"{key} must be an object, not {changes!r}")
-    merged = dict(current)
-    for name, value in changes.items():
-        if value is None:
-            merged.pop(name, None)
-        else:
-            merged[name] = value
-    return merged
-
-
-def public_config(config: EmulatorConfig) -> dict[str, Any]:
-    """The config as JSON for the control route, secret access keys redacted."""
-    data = config.to_dict()
-    if data.get("auth"):
-        data["auth"]["keys"] = {key: "<redacted>" for key in data["auth"]["keys"]}
-    return data
 
 
 class EmulatorService:
@@ -174,18 +111,7 @@ class EmulatorService:
     def build_app(self) -> web.Application:
         app = web.Application(client_max_size=CLIENT_MAX_SIZE, middlewares=[self._json_errors])
         r = app.router
-        r.add_post("/_emulator/reset", self._ctl_reset)
-        r.add_post("/_emulator/seed", self._ctl_seed)
-        r.add_get("/_emulator/stats", self._ctl_stats)
-        r.add_post("/_emulator/faults", self._ctl_faults)
-        r.add_get("/_emulator/config", self._ctl_config_get)
-        r.add_post("/_emulator/config", self._ctl_config_post)
-        r.add_get("/_emulator/imagesets/{datastoreId}/{imageSetId}", self._ctl_snapshot)
-        r.add_get("/_emulator/health", self._ctl_health)
-        r.add_get("/_emulator/copies", self._ctl_copies)
-        r.add_get("/_emulator/assumptions", self._ctl_assumptions)
-        r.add_get("/_emulator/clock", self._ctl_clock_get)
-        r.add_post("/_emulator/clock", self._ctl_clock_post)
+        ControlRoutes(self).add_to(r)
         r.add_route("*", "/{tail:.*}", self._api)
         return app
 
@@ -193,19 +119,20 @@ class EmulatorService:
     async def _json_errors(self, request: web.Request, handler: Callable[..., Any]) -> web.StreamResponse:
         """aiohttp's own errors (413, 405...) as JSON, never HTML."""
         try:
-            return await handler(request)
+            result: web.StreamResponse = await handler(request)
+            return result
         except web.HTTPException as exc:
             if exc.status < 400:
                 raise
             code = "RequestEntityTooLargeException" if exc.status == 413 else "BadRequestException"
-            return _to_aiohttp(error_response(exc.status, code, exc.reason or "Bad request"))
+            return to_aiohttp(error_response(exc.status, code, exc.reason or "Bad request"))
 
     async def _api(self, request: web.Request) -> web.StreamResponse:
         raw_path = request.rel_url.raw_path
         match = self.wire.match(request.method, raw_path)
         if match is None:
             err = UnknownOperationException(f"No operation matches {request.method} {request.rel_url.path}")
-            return _to_aiohttp(self.wire.serialize_error(err))
+            return to_aiohttp(self.wire.serialize_error(err))
         op = match.operation
         with self._calls_lock:
             self._calls[op] += 1
@@ -253,107 +180,8 @@ class EmulatorService:
         except Exception:
             logger.exception("emulator: unexpected error in %s", op)
             answer = self.wire.serialize_error(InternalServerException("Internal server error"))
-        return _to_aiohttp(answer)
+        return to_aiohttp(answer)
 
-    # ------------------------------------------------------------------ control routes
-    async def _ctl_health(self, request: web.Request) -> web.StreamResponse:
-        return _json({"ok": True})
-
-    async def _ctl_reset(self, request: web.Request) -> web.StreamResponse:
-        self.reset()
-        return _json({"ok": True})
-
-    async def _ctl_stats(self, request: web.Request) -> web.StreamResponse:
-        return _json(self.stats())
-
-    async def _ctl_copies(self, request: web.Request) -> web.StreamResponse:
-        return _json({"copies": self.model.copies()})
-
-    async def _ctl_seed(self, request: web.Request) -> web.StreamResponse:
-        from batchcopy.emulator.seed import SeedSpec, seed
-
-        try:
-            body = await _json_body(request)
-            spec = SeedSpec(**body)
-        except (TypeError, ValueError) as exc:
-            return _ctl_error(ValidationException(f"Bad seed spec: {exc}"))
-        try:
-            return _json(seed(self.model, spec))
-        except ServiceError as exc:
-            return _ctl_error(exc)
-
-    async def _ctl_faults(self, request: web.Request) -> web.StreamResponse:
-        try:
-            body = await _json_body(request)
-            faults = [FaultSpec(**f) for f in body.get("faults") or []]
-            # validate kinds the way EmulatorConfig.from_dict does
-            EmulatorConfig.from_dict({"faults": [dataclasses.asdict(f) for f in faults]})
-            seed = body.get("fault_seed")
-            self.set_faults(faults, None if seed is None else int(seed))
-        except (TypeError, ValueError, AttributeError) as exc:
-            return _ctl_error(ValidationException(f"Bad fault spec: {exc}"))
-        return _json({"faults": [dataclasses.asdict(f) for f in self.config.faults],
-                      "fault_seed": self.config.fault_seed})
-
-    async def _ctl_config_get(self, request: web.Request) -> web.StreamResponse:
-        return _json(public_config(self.config))
-
-    async def _ctl_config_post(self, request: web.Request) -> web.StreamResponse:
-        try:
-            body = await _json_body(request)
-            self.update_config(body)
-        except (TypeError, ValueError, AttributeError) as exc:
-            return _ctl_error(ValidationException(f"Bad config update: {exc}"))
-        return _json(public_config(self.config))
-
-    async def _ctl_assumptions(self, request: web.Request) -> web.StreamResponse:
-        return _json({"assumptions": assumptions.describe(self.config.assume)})
-
-    async def _ctl_clock_get(self, request: web.Request) -> web.StreamResponse:
-        return _json(self.model.clock())
-
-    async def _ctl_clock_post(self, request: web.Request) -> web.StreamResponse:
-        try:
-            body = await _json_body(request)
-            unknown = sorted(set(body) - {"offset_s", "advance_s"})
-            if unknown:
-                raise ValueError(f"unknown keys {unknown}; expected offset_s and/or advance_s")
-            return _json(self.set_clock(body.get("offset_s"), body.get("advance_s")))
-        except (TypeError, ValueError) as exc:
-            return _ctl_error(ValidationException(f"Bad clock setting: {exc}"))
-
-    async def _ctl_snapshot(self, request: web.Request) -> web.StreamResponse:
-        try:
-            snap = self.model.snapshot_image_set(request.match_info["datastoreId"],
-                                                 request.match_info["imageSetId"])
-        except ServiceError as exc:
-            return _ctl_error(exc)
-        return _json(snap)
-
-
-async def _json_body(request: web.Request) -> dict[str, Any]:
-    raw = await request.read()
-    if not raw.strip():
-        return {}
-    data = json.loads(raw)
-    if not isinstance(data, dict):
-        raise ValueError("body must be a JSON object")
-    return data
-
-
-def _json(document: Any, status: int = 200) -> web.Response:
-    return _to_aiohttp(WireResponse(status, {"Content-Type": "application/json"},
-                                    json.dumps(document).encode("utf-8")))
-
-
-def _ctl_error(exc: ServiceError) -> web.Response:
-    return _to_aiohttp(RestJsonWire.serialize_error(exc))
-
-
-def _to_aiohttp(answer: WireResponse) -> web.Response:
-    headers = dict(answer.headers)
-    headers["x-amzn-RequestId"] = str(uuid.uuid4())
-    return web.Response(status=answer.status, body=answer.body, headers=headers)
 
 
 def _drop_connection(request: web.Request) -> web.StreamResponse:
@@ -379,7 +207,7 @@ class EmulatorServer:
         self.endpoint = ""
         self._loop: asyncio.AbstractEventLoop | None = None
         self._runner: web.AppRunner | None = None
-        self._listener: asyncio.AbstractServer | None = None
+        self._listener: asyncio.Server | None = None
         self._thread: threading.Thread | None = None
 
     @property

@@ -10,6 +10,7 @@ per the output shape: header members as headers, a blob payload as the raw body
 (GetImageSetMetadata's gzip document, GetImageFrame's bytes), everything else as
 a JSON body with timestamps as epoch seconds and None omitted.
 
+Reading values against their shapes (types, constraints, AWS's messages) is shapes.py's.
 This module knows nothing of aiohttp: it works on method, raw (still
 percent-encoded) path, decoded query pairs, a header mapping and body bytes,
 and returns `WireResponse` values. server.py does the HTTP.
@@ -18,7 +19,6 @@ and returns `WireResponse` values. server.py does the HTTP.
 from __future__ import annotations
 
 import base64
-import binascii
 import datetime as dt
 import json
 import re
@@ -28,14 +28,13 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote
 
 from batchcopy.emulator.errors import ServiceError, ValidationException
+from batchcopy.emulator.shapes import ShapeReader, validation_message
 
 if TYPE_CHECKING:  # pragma: no cover
     from botocore.model import OperationModel, ServiceModel, Shape
 
 SERVICE_NAME = "medical-imaging"
 _LABEL = re.compile(r"\{([A-Za-z0-9_]+)(\+?)\}")
-# Members whose value is omitted from validation messages (PHI, long documents).
-_MAX_SHOWN_VALUE = 200
 
 
 class SerializationException(ServiceError):
@@ -131,15 +130,6 @@ def _label_member_pattern(input_shape: "Shape | None", label: str) -> str:
     return ""
 
 
-def _translate_pattern(pattern: str) -> re.Pattern[str] | None:
-    """Smithy/Java regex -> Python; None when Python cannot express it."""
-    translated = pattern.replace(r"\p{ASCII}", r"[\x00-\x7F]")
-    try:
-        return re.compile(translated, re.DOTALL)
-    except re.error:
-        return None
-
-
 class RestJsonWire:
     """Route table, request parser/validator and response writer of one service model."""
 
@@ -149,7 +139,7 @@ class RestJsonWire:
             _compile_route(self.service_model.operation_model(name))
             for name in self.service_model.operation_names
         )
-        self._patterns: dict[str, re.Pattern[str] | None] = {}
+        self.shapes = ShapeReader()
 
     @property
     def operations(self) -> tuple[str, ...]:
@@ -204,7 +194,7 @@ class RestJsonWire:
             wire_name = ser.get("name", name)
             if location == "uri":
                 if wire_name in match.uri_params:
-                    params[name] = self._scalar_from_text(member, match.uri_params[wire_name], name, errors)
+                    params[name] = self.shapes.from_text(member, match.uri_params[wire_name], name, errors)
             elif location == "querystring":
                 if member.type_name == "map":
                     continue  # filled below from the unclaimed keys
@@ -214,14 +204,14 @@ class RestJsonWire:
                     continue
                 if member.type_name == "list":
                     params[name] = [
-                        self._scalar_from_text(member.member, v, f"{name}.member", errors) for v in values
+                        self.shapes.from_text(member.member, v, f"{name}.member", errors) for v in values
                     ]
                 else:
-                    params[name] = self._scalar_from_text(member, values[0], name, errors)
+                    params[name] = self.shapes.from_text(member, values[0], name, errors)
             elif location == "header":
                 value = headers.get(wire_name)
                 if value is not None:
-                    params[name] = self._scalar_from_text(member, value, name, errors, header=True)
+                    params[name] = self.shapes.from_text(member, value, name, errors, header=True)
             elif location == "headers":
                 prefix = wire_name.lower()
                 found = {k[len(prefix):]: v for k, v in headers.items() if k.lower().startswith(prefix)}
@@ -241,7 +231,7 @@ class RestJsonWire:
                     params[payload_name] = body if member.type_name == "blob" else body.decode("utf-8")
             elif body.strip():
                 document = self._load_json(body)
-                value = self._from_json(member, document, payload_name, errors)
+                value = self.shapes.from_json(member, document, payload_name, errors)
                 if value is not None:
                     params[payload_name] = value
         elif body_members and body.strip():
@@ -251,13 +241,13 @@ class RestJsonWire:
             for name, member in body_members.items():
                 wire_name = member.serialization.get("name", name)
                 if wire_name in document and document[wire_name] is not None:
-                    value = self._from_json(member, document[wire_name], name, errors)
+                    value = self.shapes.from_json(member, document[wire_name], name, errors)
                     if value is not None:
                         params[name] = value
         if not errors:
-            self._validate(shape, params, "", errors)
+            self.shapes.validate(shape, params, "", errors)
         if errors:
-            raise ValidationException(_validation_message(errors))
+            raise ValidationException(validation_message(errors))
         return params
 
     @staticmethod
@@ -266,192 +256,6 @@ class RestJsonWire:
             return json.loads(body)
         except (ValueError, UnicodeDecodeError) as exc:
             raise SerializationException(f"Malformed JSON request body: {exc.__class__.__name__}") from None
-
-    def _scalar_from_text(
-        self, shape: "Shape", text: str, path: str, errors: list[str], header: bool = False
-    ) -> Any:
-        t = shape.type_name
-        if t == "boolean":
-            low = text.strip().lower()
-            if low in ("true", "false"):
-                return low == "true"
-            errors.append(_constraint(shape, text, path, "Member must be a boolean (true or false)"))
-            return None
-        if t in ("integer", "long"):
-            try:
-                return int(text.strip())
-            except ValueError:
-                errors.append(_constraint(shape, text, path, "Member must be an integer"))
-                return None
-        if t in ("float", "double"):
-            try:
-                return float(text.strip())
-            except ValueError:
-                errors.append(_constraint(shape, text, path, "Member must be a number"))
-                return None
-        if t == "timestamp":
-            return self._timestamp(shape, text, path, errors)
-        if t == "blob":
-            return text.encode("utf-8")
-        if t == "string" and header and shape.serialization.get("jsonvalue"):
-            try:
-                return json.loads(base64.b64decode(text))
-            except (ValueError, binascii.Error):
-                errors.append(_constraint(shape, None, path, "Member must be base64-encoded JSON"))
-                return None
-        return text
-
-    def _timestamp(self, shape: "Shape", value: Any, path: str, errors: list[str]) -> float | None:
-        if isinstance(value, bool):
-            errors.append(_constraint(shape, value, path, "Member must be a timestamp"))
-            return None
-        if isinstance(value, (int, float)):
-            return float(value)
-        if isinstance(value, str):
-            try:
-                return float(value)
-            except ValueError:
-                pass
-            from botocore.utils import parse_timestamp
-
-            try:
-                parsed = parse_timestamp(value)
-            except (ValueError, TypeError):
-                errors.append(_constraint(shape, value, path, "Member must be a timestamp"))
-                return None
-            return parsed.timestamp()
-        errors.append(_constraint(shape, None, path, "Member must be a timestamp"))
-        return None
-
-    def _from_json(self, shape: "Shape", value: Any, path: str, errors: list[str]) -> Any:
-        """JSON value -> Python value of `shape` (timestamps float, blobs bytes)."""
-        if value is None:
-            return None
-        t = shape.type_name
-        if t == "structure":
-            if not isinstance(value, dict):
-                errors.append(_constraint(shape, None, path, "Member must be a structure"))
-                return None
-            out: dict[str, Any] = {}
-            for name, member in shape.members.items():
-                wire_name = member.serialization.get("name", name)
-                if wire_name in value and value[wire_name] is not None:
-                    converted = self._from_json(member, value[wire_name], _join(path, name), errors)
-                    if converted is not None:
-                        out[name] = converted
-            return out
-        if t == "list":
-            if not isinstance(value, list):
-                errors.append(_constraint(shape, None, path, "Member must be a list"))
-                return None
-            return [self._from_json(shape.member, item, f"{path}.{i + 1}.member", errors)
-                    for i, item in enumerate(value)]
-        if t == "map":
-            if not isinstance(value, dict):
-                errors.append(_constraint(shape, None, path, "Member must be a map"))
-                return None
-            return {k: self._from_json(shape.value, v, f"{path}.{k}", errors) for k, v in value.items()}
-        if t == "string":
-            if not isinstance(value, str):
-                errors.append(_constraint(shape, value, path, "Member must be a string"))
-                return None
-            return value
-        if t == "boolean":
-            if not isinstance(value, bool):
-                errors.append(_constraint(shape, value, path, "Member must be a boolean"))
-                return None
-            return value
-        if t in ("integer", "long"):
-            if isinstance(value, bool) or not isinstance(value, int):
-                errors.append(_constraint(shape, value, path, "Member must be an integer"))
-                return None
-            return value
-        if t in ("float", "double"):
-            if isinstance(value, bool) or not isinstance(value, (int, float)):
-                errors.append(_constraint(shape, value, path, "Member must be a number"))
-                return None
-            return float(value)
-        if t == "timestamp":
-            return self._timestamp(shape, value, path, errors)
-        if t == "blob":
-            if not isinstance(value, str):
-                errors.append(_constraint(shape, None, path, "Member must be a base64 string"))
-                return None
-            try:
-                return base64.b64decode(value, validate=True)
-            except (binascii.Error, ValueError):
-                errors.append(_constraint(shape, None, path, "Member must be a base64 string"))
-                return None
-        return value  # document and anything newer: as is
-
-    def _pattern(self, pattern: str) -> re.Pattern[str] | None:
-        if pattern not in self._patterns:
-            self._patterns[pattern] = _translate_pattern(pattern)
-        return self._patterns[pattern]
-
-    def _validate(self, shape: "Shape", value: Any, path: str, errors: list[str]) -> None:
-        t = shape.type_name
-        meta = shape.metadata
-        if t == "structure":
-            for name in shape.required_members:
-                if value.get(name) is None:
-                    errors.append(f"Value null at '{_join(path, name)}' failed to satisfy constraint: "
-                                  "Member must not be null")
-            if meta.get("union"):
-                present = [n for n in shape.members if value.get(n) is not None]
-                if len(present) != 1:
-                    errors.append(_constraint(shape, None, path or shape.name,
-                                              "Union member must have exactly one member set"))
-            for name, member in shape.members.items():
-                if value.get(name) is not None:
-                    self._validate(member, value[name], _join(path, name), errors)
-            return
-        if t == "list":
-            self._check_length(shape, value, len(value), path, errors)
-            for i, item in enumerate(value):
-                if item is not None:
-                    self._validate(shape.member, item, f"{path}.{i + 1}.member", errors)
-            return
-        if t == "map":
-            self._check_length(shape, value, len(value), path, errors)
-            for k, v in value.items():
-                self._validate(shape.key, k, f"{path}.{k}.member.key", errors)
-                if v is not None:
-                    self._validate(shape.value, v, f"{path}.{k}.member.value", errors)
-            return
-        if t == "string":
-            self._check_length(shape, value, len(value), path, errors)
-            enum = shape.enum if hasattr(shape, "enum") else meta.get("enum")
-            if enum and value not in enum:
-                errors.append(_constraint(shape, value, path,
-                                          f"Member must satisfy enum value set: [{', '.join(enum)}]"))
-            pattern = meta.get("pattern")
-            if pattern:
-                compiled = self._pattern(pattern)
-                if compiled is not None and compiled.fullmatch(value) is None:
-                    errors.append(_constraint(shape, value, path,
-                                              f"Member must satisfy regular expression pattern: {pattern}"))
-            return
-        if t == "blob":
-            self._check_length(shape, value, len(value), path, errors)
-            return
-        if t in ("integer", "long", "float", "double"):
-            if "min" in meta and value < meta["min"]:
-                errors.append(_constraint(shape, value, path,
-                                          f"Member must have value greater than or equal to {meta['min']}"))
-            if "max" in meta and value > meta["max"]:
-                errors.append(_constraint(shape, value, path,
-                                          f"Member must have value less than or equal to {meta['max']}"))
-
-    @staticmethod
-    def _check_length(shape: "Shape", value: Any, length: int, path: str, errors: list[str]) -> None:
-        meta = shape.metadata
-        if "min" in meta and length < meta["min"]:
-            errors.append(_constraint(shape, value, path,
-                                      f"Member must have length greater than or equal to {meta['min']}"))
-        if "max" in meta and length > meta["max"]:
-            errors.append(_constraint(shape, value, path,
-                                      f"Member must have length less than or equal to {meta['max']}"))
 
     # ------------------------------------------------------------------ responses
     def serialize_result(self, operation: str, result: Mapping[str, Any] | None) -> WireResponse:
@@ -517,7 +321,7 @@ def _epoch(value: Any) -> float:
     if isinstance(value, dt.datetime):
         if value.tzinfo is None:
             value = value.replace(tzinfo=dt.timezone.utc)
-        return round(value.timestamp(), 3)
+        return float(round(value.timestamp(), 3))
     return round(float(value), 3)
 
 
@@ -556,28 +360,3 @@ def _to_json(shape: "Shape", value: Any) -> Any:
     if t in ("float", "double"):
         return float(value)
     return value
-
-
-def _join(path: str, name: str) -> str:
-    return f"{path}.{name}" if path else name
-
-
-def _constraint(shape: "Shape", value: Any, path: str, rule: str) -> str:
-    return f"{_shown(shape, value)}at '{path}' failed to satisfy constraint: {rule}"
-
-
-def _shown(shape: "Shape", value: Any) -> str:
-    """'Value 'x' ' -- or just 'Value ' for sensitive members and non-scalars."""
-    if value is None or shape.metadata.get("sensitive") or isinstance(value, (dict, list, bytes)):
-        return "Value "
-    if isinstance(value, str):
-        text = value if len(value) <= _MAX_SHOWN_VALUE else value[:_MAX_SHOWN_VALUE] + "..."
-        return f"Value '{text}' "
-    if isinstance(value, bool):
-        return f"Value '{str(value).lower()}' "
-    return f"Value '{value}' "
-
-
-def _validation_message(errors: list[str]) -> str:
-    n = len(errors)
-    return f"{n} validation error{'s' if n != 1 else ''} detected: " + "; ".join(errors)

@@ -122,7 +122,8 @@ class CsvSource:
         for magic, message in _MAGIC:
             if head.startswith(magic):
                 raise SourceError(message)
-        return head
+        result: bytes = head
+        return result
 
     def _head_text(self, head: bytes) -> tuple[str, str]:
         """(the head as text, its first line), or SourceError for what is not CSV text."""

@@ -1,7 +1,7 @@
 """Parquet manifests (.parquet, .pq): pyarrow record batches, columns as typed.
 
 Columns may be typed (bool or 0/1 ints for the flags, ints for versions and row_id;
-manifest/rules.py says what each column takes). Text cells get the same checks as CSV
+manifest/cells.py says what each column takes). Text cells get the same checks as CSV
 cells (UTF-8, control characters). A file that is not Parquet, or is cut short, or
 whose data cannot be decoded is a SourceError, never a pyarrow exception.
 """
@@ -80,6 +80,7 @@ class ParquetSource:
 
 def _pylist(array: Any) -> list[Any]:
     try:
-        return array.to_pylist()
+        result: list[Any] = array.to_pylist()
+        return result
     except (ValueError, OverflowError) as exc:  # e.g. a date out of Python's range
         raise SourceError(f"a column of type {array.type} holds a value Python cannot read ({exc})") from None

@@ -19,7 +19,6 @@ a bad row. None of them holds more than one batch of rows at a time.
 
 from __future__ import annotations
 
-import difflib
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -28,22 +27,12 @@ from typing import Any, Literal
 
 from batchcopy.manifest.source import SourceError, Source
 from batchcopy.core.specs import CopySpec
-from batchcopy.manifest.rules import (
-    BOOL_COLUMNS,
-    ID_RE,
-    TEXT_COLUMNS,
-    CrossRowChecker,
-    RowContext,
-    control_problems,
-    convert_row,
-    show,
-)
+from batchcopy.manifest.cells import control_problems
+from batchcopy.manifest.header import COLUMNS, EXTRA_COLUMNS_MODES, header_problems, unnamed_cells
+from batchcopy.manifest.rules import CrossRowChecker, RowContext, convert_row
 
-COLUMNS = TEXT_COLUMNS + BOOL_COLUMNS  # every column a manifest may have
-REQUIRED_COLUMNS = ("source_image_set_id",)  # plus datastore_id without a default
-EXTRA_COLUMNS_MODES = ("error", "ignore")
 _MAX_LISTED = 20
-_TYPO_CUTOFF = 0.85  # with extra_columns="ignore", a name this close to a known column is a typo
+
 
 
 @dataclass(frozen=True)
@@ -137,7 +126,7 @@ class ManifestScan:
         self._source = self._open(delimiter, batch_size)
         self._extras_allowed = extra_columns == "ignore"
         self.header: list[str] = list(self._source.header)
-        fatal, other, self._extras = _header_problems(
+        fatal, other, self._extras = header_problems(
             self.header, default_datastore_id, extra_columns, self._source)
         if fatal:
             raise ManifestInvalid([self._error(col, msg) for col, msg in fatal + other])
@@ -256,7 +245,7 @@ class ManifestScan:
                         cells = {name: cols[pos][i] for name, pos in known}
                         own = {name: cols[pos][i] for pos, name in extras} if extras else None
                         bad = control_problems({**cells, **(own or {})}) if i in raw.suspect else ()
-                        bad = (*bad, *_unnamed_cells(cols, unnamed, i))
+                        bad = (*bad, *unnamed_cells(cols, unnamed, i))
                         result = convert_row(cells, row, self._ctx, bad=bad,
                                              extras=None if own is None else _extras_json(own))
                         if isinstance(result, CopySpec):
@@ -325,91 +314,11 @@ def _blank_row(cols: list[list[Any]], i: int) -> bool:
     return True
 
 
-def _unnamed_cells(cols: list[list[Any]], unnamed: list[int], i: int) -> list[tuple[str | None, str]]:
-    """Cells in columns the header leaves unnamed (a spreadsheet's empty trailing columns
-    are fine while they stay empty): each a problem of the row, saying what to do."""
-    out: list[tuple[str | None, str]] = []
-    for pos in unnamed:
-        value = cols[pos][i]
-        if value is None or value != value or (isinstance(value, str) and not value.strip()):
-            continue
-        out.append((None, f"header column {pos + 1} has no name, but this row has "
-                          f"{show(str(value))} in it: name the column (and pass --extra-columns "
-                          "ignore to keep it) or empty the cell"))
-    return out
-
-
 def _extras_json(own: dict[str, Any]) -> str:
     """The row's own columns as compact JSON text (column -> cell as text, "" if empty)."""
     text = {name: "" if v is None else ("true" if v else "false") if isinstance(v, bool) else str(v)
             for name, v in own.items()}
     return json.dumps(text, ensure_ascii=False, separators=(",", ":"))
-
-
-def _header_problems(
-    header: list[str], default_datastore_id: str | None, extra_columns: str, source: Any,
-) -> tuple[list[tuple[str | None, str]], list[tuple[str | None, str]], list[tuple[int, str]]]:
-    """(fatal problems: the columns cannot be read; other problems; the extra columns
-    carried in CopySpec.extras as (position, name))."""
-    fatal: list[tuple[str | None, str]] = []
-    other: list[tuple[str | None, str]] = []
-    extras: list[tuple[int, str]] = []
-    hint = _delimiter_hint(header, source)
-    if hint:
-        return [(None, hint)], [], []
-    seen: set[str] = set()
-    for i, name in enumerate(header, start=1):
-        if not name:  # a spreadsheet's empty column: skipped (a cell in it is a row's problem)
-            continue
-        if name in seen:
-            fatal.append((name, "appears twice in the header"))
-        elif name not in COLUMNS:
-            guess = _close_column(name, 0.6)
-            if extra_columns == "ignore":
-                typo = _close_column(name, _TYPO_CUTOFF)
-                if typo:
-                    other.append((name, f"unknown column, too close to {typo!r} to be carried as a column "
-                                        "of your own: rename it"))
-                else:
-                    extras.append((i - 1, name))
-            else:
-                said = f"did you mean {guess!r}?" if guess else f"accepted: {', '.join(COLUMNS)}"
-                other.append((name, f"unknown column ({said}); to keep columns of your own, pass "
-                                    "--extra-columns ignore"))
-        seen.add(name)
-    for name in REQUIRED_COLUMNS:
-        if name not in seen:
-            fatal.append((name, "required column is missing"))
-    if "datastore_id" not in seen and not default_datastore_id:
-        fatal.append(("datastore_id", "column is missing (add it, or pass --datastore-id)"))
-    if default_datastore_id is not None and not ID_RE.fullmatch(default_datastore_id):
-        fatal.append(("datastore_id", f"--datastore-id is not a data store id (expected 32 characters "
-                                      f"[0-9a-z]): {show(default_datastore_id)}"))
-    return fatal, other, extras
-
-
-def _close_column(name: str, cutoff: float) -> str | None:
-    normal = name.strip().lower().replace(" ", "_").replace("-", "_")
-    if normal in COLUMNS:
-        return normal
-    guess = difflib.get_close_matches(normal, COLUMNS, n=1, cutoff=cutoff)
-    return guess[0] if guess else None
-
-
-def _delimiter_hint(header: list[str], source: Any) -> str | None:
-    """For a CSV header read as one unknown column holding another delimiter: what to pass."""
-    used = getattr(source, "delimiter", None)
-    if used is None or len(header) != 1 or header[0] in COLUMNS:
-        return None
-    from batchcopy.manifest.csvfile import DELIMITERS, delimiter_option
-
-    found = [d for d in DELIMITERS if d != used and d in header[0]]
-    if not found:
-        return None
-    how = "sniffed" if source.sniffed else "given"
-    return (f"the header reads as one column {show(header[0])} with the delimiter {delimiter_option(used)} "
-            f"({how}): if the delimiter is {delimiter_option(found[0])}, pass --delimiter "
-            f"{delimiter_option(found[0])}")
 
 
 def scan_manifest(

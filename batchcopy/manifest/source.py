@@ -51,7 +51,7 @@ class Source(Protocol):
 def _is_text(array: Any) -> bool:
     import pyarrow as pa
 
-    return pa.types.is_string(array.type) or pa.types.is_large_string(array.type)
+    return bool(pa.types.is_string(array.type) or pa.types.is_large_string(array.type))
 
 
 def first_invalid_utf8(columns: Sequence[Any]) -> tuple[int, int, str] | None:
@@ -100,7 +100,8 @@ def suspect_records(columns: Sequence[Any]) -> list[int]:
         mask = hits if mask is None else pc.or_kleene(mask, hits)
     if mask is None or not pc.any(mask).as_py():
         return []
-    return pc.indices_nonzero(mask.fill_null(False)).to_pylist()
+    result: list[int] = pc.indices_nonzero(mask.fill_null(False)).to_pylist()
+    return result
 
 
 def _suspect_small(columns: Sequence[Any]) -> list[int]:

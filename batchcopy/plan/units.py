@@ -39,14 +39,15 @@ import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 
+from batchcopy.core.limits import COPIABLE_ATTRIBUTES_CHARS, FRAMES_PER_COPY
 from batchcopy.core.specs import CopyRequest, CopySpec
-from batchcopy.manifest.rules import SeriesMap, canonical_attributes, series_map
+from batchcopy.manifest.attributes import SeriesMap, canonical_attributes, series_map
 
 
 @dataclass(frozen=True)
 class MergeLimits:
-    max_chars: int = 260_000  # copiableAttributes length
-    max_instances: int = 1000  # proxy for 1,000 frames (each instance has >= 1 frame)
+    max_chars: int = COPIABLE_ATTRIBUTES_CHARS  # copiableAttributes length
+    max_instances: int = FRAMES_PER_COPY  # proxy for the frames (each instance has >= 1)
     max_rows: int = 1000
 
 

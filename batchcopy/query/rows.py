@@ -16,7 +16,9 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
-MAX_PER_CALL = 1000  # image frames per CopyImageSet (quota page); instances, read strictly
+
+from batchcopy.core.limits import FRAMES_PER_COPY  # instances, read strictly
+
 COLUMNS = ("row_id", "datastore_id", "source_image_set_id", "source_version_id",
            "destination_image_set_id", "series_instance_uid", "sop_instance_uid", "force")
 _ATTRIBUTES = ("Modality", "BodyPartExamined", "SeriesDescription", "SeriesInstanceUID")
@@ -52,7 +54,7 @@ def series_of(document: dict[str, Any]) -> list[SeriesInfo]:
         attributes.setdefault("SeriesInstanceUID", uid)
         instances = body.get("Instances") or {}
         frames = sum(max(1, len((inst or {}).get("ImageFrames") or ())) for inst in instances.values())
-        big = frames > MAX_PER_CALL or len(instances) > MAX_PER_CALL
+        big = frames > FRAMES_PER_COPY or len(instances) > FRAMES_PER_COPY
         out.append(SeriesInfo(uid, attributes, len(instances), frames,
                               tuple(instances) if big else ()))
     return out
@@ -70,7 +72,7 @@ class Chosen:
 
 def rows_for(datastore_id: str, source: str, version: str, series: Iterable[SeriesInfo], *,
              into: str | None = None, force: bool = False, pin: bool = False,
-             limit: int = MAX_PER_CALL) -> Chosen:
+             limit: int = FRAMES_PER_COPY) -> Chosen:
     """The manifest rows copying exactly `series` (the matching ones) of `source`."""
     chosen = Chosen()
     groups: list[list[SeriesInfo]] = []

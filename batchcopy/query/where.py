@@ -316,5 +316,5 @@ def _holds(c: Condition, got: Any) -> bool:
 
 
 def _compare(got: Any, op: str, value: Any) -> bool:
-    return {"<": got < value, "<=": got <= value, ">": got > value, ">=": got >= value}[op]
+    return bool({"<": got < value, "<=": got <= value, ">": got > value, ">=": got >= value}[op])
 

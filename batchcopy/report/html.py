@@ -31,7 +31,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from batchcopy.commands.report import ReportError
+from batchcopy.report.source import ReportError
 from batchcopy.report.view import PROBLEM_STATUSES, RunView, percentiles, run_line
 from batchcopy.core.specs import Status
 

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from batchcopy.journal.journal import OUTCOME_COLUMNS, Journal
-from batchcopy.report.parquet import RowResult
+from batchcopy.report.rows import RowResult
 from batchcopy.core.specs import SPEC_FIELDS, CopySpec, Status
 
 OPEN_CALL_EVIDENCE = ("its CopyImageSet call was sent but the run ended before it was "

@@ -17,9 +17,10 @@ from pathlib import Path
 from typing import Any
 
 from batchcopy.report.files import fsync_file, tmp_path
-from batchcopy.report.parquet import RowResult
+from batchcopy.report.rows import RowResult
 from batchcopy.core.specs import Status
-from batchcopy.manifest.rules import BOOL_COLUMNS, TEXT_COLUMNS, series_map
+from batchcopy.manifest.attributes import series_map
+from batchcopy.manifest.cells import BOOL_COLUMNS, TEXT_COLUMNS
 
 # Columns of a retry manifest (write_failed_manifest), in the manifest's own names.
 FAILED_MANIFEST_COLUMNS: tuple[str, ...] = tuple(

@@ -47,6 +47,6 @@ def run_options(opts: Any) -> dict[str, Any]:
     options["rates"] = {op: {"rate": r, "burst": b}
                         for op, (r, b) in (options.get("rates") or {}).items()}
     settings = getattr(opts, "settings", None)
-    if settings is not None and dataclasses.is_dataclass(settings):
+    if dataclasses.is_dataclass(settings) and not isinstance(settings, type):
         options["settings"] = dataclasses.asdict(settings)
     return options

@@ -21,7 +21,7 @@ from typing import Any
 
 from batchcopy.core.durations import human_duration
 from batchcopy.report.files import is_s3, s3_basename, write_local_atomic
-from batchcopy.report.parquet import ReportCounts, to_utc
+from batchcopy.report.rows import ReportCounts, to_utc
 from batchcopy.core.specs import ExitCode, Status
 
 
@@ -68,7 +68,8 @@ def build_summary(counts: ReportCounts, run_stats: dict[str, Any]) -> dict[str, 
     clash = sorted(set(base) & set(run_stats))
     if clash:
         raise ValueError(f"run_stats may not set {', '.join(clash)}")
-    return _jsonable({**base, **run_stats})
+    result: dict[str, Any] = _jsonable({**base, **run_stats})
+    return result
 
 
 def _summary_bytes(summary: dict[str, Any]) -> bytes:
@@ -111,7 +112,8 @@ def write_summary(summary: dict[str, Any], destination: str | Path) -> None:
 
 def read_summary(path: Path | str) -> dict[str, Any]:
     """Read a local summary JSON."""
-    return json.loads(Path(path).read_text(encoding="utf-8"))
+    result: dict[str, Any] = json.loads(Path(path).read_text(encoding="utf-8"))
+    return result
 
 
 def _fmt_int(n: Any) -> str:
@@ -164,8 +166,8 @@ def human_summary(summary: dict[str, Any], *, top_errors: int = 5,
 
     earlier = summary.get("earlier_runs_left") or {}
     if earlier:
-        parts = ", ".join(f"{_fmt_int(n)} {k}" for k, n in earlier.items() if n)
-        lines.append(f"{parts} from earlier runs: not retried, not in the exit code (the "
+        left = ", ".join(f"{_fmt_int(n)} {k}" for k, n in earlier.items() if n)
+        lines.append(f"{left} from earlier runs: not retried, not in the exit code (the "
                      "report says why)")
 
     codes: dict[str, int] = summary.get("by_error_code") or {}
@@ -175,7 +177,8 @@ def human_summary(summary: dict[str, Any], *, top_errors: int = 5,
         more = f", and {len(ranked) - top_errors} more" if len(ranked) > top_errors else ""
         lines.append(f"errors: {shown}{more}")
 
-    api = summary.get("api") if isinstance(summary.get("api"), dict) else {}
+    found_api = summary.get("api")
+    api: dict[str, Any] = found_api if isinstance(found_api, dict) else {}
     work: list[str] = []
     calls = _first(summary, "calls")
     calls = calls if calls is not None else api.get("calls")

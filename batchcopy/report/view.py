@@ -8,19 +8,22 @@ per status) and one number per row for the charts. No pyarrow, pandas or plottin
 
 from __future__ import annotations
 
+import json
 import math
+import sys
 from array import array
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
-from batchcopy.report.parquet import ReportCounts, RowResult
+from batchcopy.report.rows import ReportCounts, RowResult
 from batchcopy.core.specs import ExitCode, Status
 
 PROBLEM_STATUSES = (Status.FAILED, Status.CONFLICT, Status.UNKNOWN)
 ACCEPTED_CALL_STATES = frozenset({"ANSWERED", "ADOPTED", "DONE"})
 SAMPLE_IDS = 10  # row ids shown per NOT_RUN cause
+TABLE_LIMIT = 50  # rows listed per status in the table (--limit)
 MAX_LISTED = 1000  # failure groups, created image sets and skip reasons held (then counted)
 
 # What each status means for the next run (the report's one-line legend).
@@ -118,13 +121,13 @@ class RunView:
     limit: int | None = None
     meaning: dict[Any, str] = field(default_factory=lambda: MEANING)  # status -> legend, "ok"
     # one number per row or call of the run shown (epoch seconds / seconds), for charts
-    finished_at: array = field(default_factory=lambda: array("d"))
-    finished_ok: array = field(default_factory=lambda: array("b"))
-    sent_at: array = field(default_factory=lambda: array("d"))  # CopyImageSet calls
-    call_accepted: array = field(default_factory=lambda: array("b"))
-    copy_durations: array = field(default_factory=lambda: array("d"))  # SUCCEEDED rows
-    detection_delays: array = field(default_factory=lambda: array("d"))  # their ends seen
-    queue_waits: array = field(default_factory=lambda: array("d"))
+    finished_at: array[float] = field(default_factory=lambda: array("d"))
+    finished_ok: array[int] = field(default_factory=lambda: array("b"))
+    sent_at: array[float] = field(default_factory=lambda: array("d"))  # CopyImageSet calls
+    call_accepted: array[int] = field(default_factory=lambda: array("b"))
+    copy_durations: array[float] = field(default_factory=lambda: array("d"))  # SUCCEEDED rows
+    detection_delays: array[float] = field(default_factory=lambda: array("d"))  # their ends seen
+    queue_waits: array[float] = field(default_factory=lambda: array("d"))
     causes: dict[tuple[str, str], int] = field(default_factory=dict)  # (status, cause): rows
     calls_from_journal: bool = False
     earlier_rows: int = 0  # rows whose status an earlier run decided (left off the timeline)
@@ -402,3 +405,26 @@ def render_table(view: RunView) -> str:
                          f"{_fmt_s(waits['p50'])}, p90 {_fmt_s(waits['p90'])}, "
                          f"max {_fmt_s(waits['max'])}")
     return "\n".join(lines)
+
+
+def default_limit(output: str, limit: int | None) -> int | None:
+    """Rows listed per status: --limit, else 50 in a table and all in JSON (0 = all)."""
+    chosen = limit if limit is not None else (TABLE_LIMIT if output == "table" else 0)
+    return chosen or None
+
+
+def show(view: RunView, output: str, extra: dict[str, Any], notes: list[str], *,
+         out: Any = None) -> None:
+    """Print the view as a table (then the notes) or as JSON (the notes to stderr)."""
+    out = out or sys.stdout
+    if output == "json":
+        json.dump(as_json(view, extra), out, indent=2, default=str)
+        out.write("\n")
+        for note in notes:
+            print(note, file=sys.stderr)
+        return
+    print(render_table(view), file=out)
+    if notes:
+        print(file=out)
+    for note in notes:
+        print(note, file=out)

@@ -16,6 +16,8 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from batchcopy.aws.api import ImagingApi
+from batchcopy.core.limits import CONCURRENT_COPIES_PER_DATASTORE, FRAMES_PER_COPY
 from batchcopy.console import logs
 from batchcopy.journal.journal import Journal, RowOutcome
 from batchcopy.plan.units import MergeLimits
@@ -30,8 +32,8 @@ BAD_STATUSES = frozenset({Status.FAILED, Status.CONFLICT, Status.UNKNOWN, Status
 class RunSettings:
     merge: bool = True
     merge_limits: MergeLimits = field(default_factory=MergeLimits)
-    max_frames_per_copy: int = 1000
-    max_in_flight_per_datastore: int = 100
+    max_frames_per_copy: int = FRAMES_PER_COPY
+    max_in_flight_per_datastore: int = CONCURRENT_COPIES_PER_DATASTORE
     max_attempts: int = 5
     on_conflict: str = "refresh"  # refresh | fail
     max_conflict_refreshes: int = 3
@@ -137,7 +139,7 @@ STOP_TEXT = {
 
 
 class RunContext:
-    def __init__(self, *, journal: Journal, api: Any, waiter: Any, settings: RunSettings,
+    def __init__(self, *, journal: Journal, api: ImagingApi, waiter: Any, settings: RunSettings,
                  run_id: int, observer: Observer | None = None,
                  clock: Callable[[], float] = time.time) -> None:
         self.journal = journal
@@ -229,7 +231,7 @@ class RunContext:
         if not logs.enabled(logging.INFO if status in logs.GOOD else logging.WARNING):
             return
         if rows is not None:
-            names = [(r.row_id, r.manifest_row) for r in rows]
+            names: list[tuple[str, int | None]] = [(r.row_id, r.manifest_row) for r in rows]
         else:  # a call settled for an earlier run: the journal knows its rows
             known = self.journal.row_names(keys)
             names = [known.get(k, (k, None)) for k in keys]

@@ -55,11 +55,11 @@ class CopyTimes:
         group = self._known_group(size_group(size))
         if group is False:
             return None
-        found = self._cache.get(group)  # type: ignore[arg-type]
+        found = self._cache.get(group)
         if found is None:
-            ordered = sorted(self._seen[group])  # type: ignore[index]
+            ordered = sorted(self._seen[group])
             at = min(len(ordered) - 1, int(self.quantile * len(ordered)))
-            found = self._cache[group] = (ordered[at], ordered[0])  # type: ignore[index]
+            found = self._cache[group] = (ordered[at], ordered[0])
         return found
 
     def _known_group(self, group: int | None) -> int | None | bool:

@@ -35,20 +35,13 @@ from batchcopy.journal.journal import RowOutcome
 from batchcopy.plan.units import CopyUnit
 from batchcopy.run.precheck import SUBSET_NOT_IN_SOURCE, MetadataCache, check_rows, frames, pack_by_frames
 from batchcopy.run.present import Busy, PresenceFinder
-from batchcopy.aws.retry import (
-    THROTTLE_LIMIT,
-    ErrorKind,
-    classify,
-    error_code,
-    error_message,
-    fatal_text,
-)
+from batchcopy.aws.retry import ErrorKind, classify, error_code, error_message, fatal_text
 from batchcopy.core.specs import CopySpec, Status
+from batchcopy.run.refusal import (QUOTA_CODE, Datastores, Refusal, no_copy, refused,
+                                   retry_passing, throttled_out)
 from batchcopy.run.versions import StalePin, VersionBook
 
-QUOTA_CODE = "ServiceQuotaExceededException"
 BUSY_CODE = "ImageSetBusy"  # the presence check met an image set being written
-NOT_FOUND = "ResourceNotFoundException"
 RETRY = object()  # _after(): send the same part again
 
 
@@ -91,7 +84,7 @@ class Executor:
         self.versions = versions
         self.metadata = metadata
         self.presence = presence
-        self._datastores: dict[str, bool] = {}  # data store -> the endpoint has it
+        self.datastores = Datastores(ctx.api)
 
     async def run(self, unit: CopyUnit, handle: UnitHandle) -> None:
         parts = [unit]
@@ -246,7 +239,7 @@ class Executor:
                      settled: Settled) -> Any:
         ctx = self.ctx
         ds, src, dst = unit.datastore_id, unit.source_image_set_id, unit.destination_image_set_id
-        call = {"call_id": settled.call_id}
+        call_id = settled.call_id
         if settled.ended is Ended.DONE:
             result = {"result_image_set_id": settled.result_image_set_id,
                       "result_version_id": settled.result_version_id,
@@ -257,7 +250,7 @@ class Executor:
             if settled.copied:
                 self._carry(unit, settled)
                 await self._finish(rows, tally, Status.SUCCEEDED, done_call=done,
-                                   evidence=settled.evidence, **call, **result)
+                                   evidence=settled.evidence, call_id=call_id, **result)
                 return []
             why = await self.driver.stale_or_none(settled)
             if why is not None:
@@ -267,14 +260,14 @@ class Executor:
             self._carry(unit, settled)
             await self._finish(rows, tally, Status.FAILED, done_call=done,
                                error_code=settled.workflow_status, error_message=settled.message,
-                               evidence=settled.evidence, **call, **result)
+                               evidence=settled.evidence, call_id=call_id, **result)
             return []
         if settled.ended is Ended.UNKNOWN:
             self.versions.forget(ds, src, dst)
             await self._finish(rows, tally, Status.UNKNOWN, error_code=settled.error_code,
                                error_message=settled.error_message, evidence=settled.evidence,
                                result_image_set_id=settled.result_image_set_id,
-                               result_version_id=settled.result_version_id, **call)
+                               result_version_id=settled.result_version_id, call_id=call_id)
             if settled.run_fatal:
                 ctx.abort(f"{settled.error_code}: {settled.error_message}")
             return []
@@ -283,8 +276,8 @@ class Executor:
                 await self._backoff(tally)
                 return RETRY
             await self._finish(rows, tally, Status.NOT_RUN, error_code=settled.error_code,
-                               error_message=_no_copy(settled.error_message, tally),
-                               evidence=settled.evidence, **call)
+                               error_message=no_copy(settled.error_message, tally.attempts),
+                               evidence=settled.evidence, call_id=call_id)
             return []
         return await self._rejected(unit, rows, tally, settled)
 
@@ -295,22 +288,22 @@ class Executor:
         if kind in (ErrorKind.THROTTLE, ErrorKind.TRANSIENT):
             if kind is ErrorKind.THROTTLE:
                 tally.throttles += 1
-            if (tally.spent < ctx.s.max_attempts and tally.throttles < THROTTLE_LIMIT
-                    and not _throttled_out(ctx.api)):
+            if retry_passing(tally.spent, tally.throttles, ctx.s.max_attempts,
+                             throttled_out(ctx.api)):
                 if not (kind is ErrorKind.THROTTLE and tally.throttles == 1):
                     await self._backoff(tally)
                 # a call's first throttle: the limiter has emptied its bucket (and halved the
                 # rate if throttles persist), so the next token is the wait; no backoff on top
                 return RETRY
             await self._finish(rows, tally, Status.NOT_RUN, error_code=code,
-                               error_message=_no_copy(msg, tally), call_id=settled.call_id)
+                               error_message=no_copy(msg, tally.attempts), call_id=settled.call_id)
             return []
         if kind is ErrorKind.CONFLICT:
             return await self._conflict(rows, tally, unit, code, msg)
-        if kind is ErrorKind.RUN_FATAL or await self._datastore_missing(unit, code):
+        if kind is ErrorKind.RUN_FATAL or await self.datastores.missing(unit.datastore_id, code):
             await self._finish(rows, tally, Status.NOT_RUN, error_code=code,
-                               error_message=_no_copy(msg, tally), call_id=settled.call_id)
-            ctx.abort(fatal_text(code, msg, self._datastores))
+                               error_message=no_copy(msg, tally.attempts), call_id=settled.call_id)
+            ctx.abort(fatal_text(code, msg, self.datastores.seen))
             return []
         # REFUSED. A conflict in disguise first (a service that answers a stale version or a
         # locked image set with a ValidationException): refreshing is all it takes.
@@ -320,18 +313,18 @@ class Executor:
         over = await self._over_frame_limit(unit, tally)
         if code == QUOTA_CODE:
             tally.quota_refusals += 1
-        if code == QUOTA_CODE and (over is False or len(rows) == 1) and (
-                len(rows) == 1 or tally.quota_refusals < 2):
-            # within the frames a copy may carry (by our count): the concurrent-copy quota,
-            # whatever its wording says, which passes. A merged call refused twice may meet a
-            # lower per-copy limit than ours: it is split below.
-            if tally.spent < ctx.s.max_attempts:
-                await self._backoff(tally)
-                return RETRY
+        # the concurrent-copy quota passes; a merged call refused for another reason (or for
+        # the quota twice: a lower per-copy limit than ours?) is split (run/refusal.py)
+        step = refused(code, len(rows), over, tally.quota_refusals, tally.spent,
+                       ctx.s.max_attempts)
+        if step is Refusal.RETRY:
+            await self._backoff(tally)
+            return RETRY
+        if step is Refusal.NOT_RUN:
             await self._finish(rows, tally, Status.NOT_RUN, error_code=code,
-                               error_message=_no_copy(msg, tally), call_id=settled.call_id)
+                               error_message=no_copy(msg, tally.attempts), call_id=settled.call_id)
             return []
-        if len(rows) > 1:  # it may belong to one row of the merged call: split, resend halves
+        if step is Refusal.SPLIT:
             ctx.outcome.splits += 1
             half = (len(rows) + 1) // 2
             return self._parts(unit, [rows[:half], rows[half:]])
@@ -412,32 +405,16 @@ class Executor:
             if tally.read_failures < self.ctx.s.max_attempts:
                 await asyncio.sleep(self.ctx.s.backoff.delay(tally.read_failures))
                 return RETRY
-        fatal = kind is ErrorKind.RUN_FATAL or await self._datastore_missing(unit, code)
+        fatal = kind is ErrorKind.RUN_FATAL or await self.datastores.missing(unit.datastore_id,
+                                                                             code)
         if kind is ErrorKind.REFUSED and not fatal:  # e.g. the image set does not exist
             await self._finish(rows, tally, Status.FAILED, error_code=code, error_message=msg)
             return []
         await self._finish(rows, tally, Status.NOT_RUN, error_code=code,
                            error_message=f"{msg} (reading versions or metadata; no copy was made)")
         if fatal:
-            self.ctx.abort(fatal_text(code, msg, self._datastores))
+            self.ctx.abort(fatal_text(code, msg, self.datastores.seen))
         return []
-
-    async def _datastore_missing(self, unit: CopyUnit, code: str) -> bool:
-        """For a ResourceNotFoundException: is it the data store (a set-up mistake: the wrong
-        region, account or endpoint; never the row's final answer) rather than an image set?
-        One GetDatastore per data store and run; a data store seen once is taken as there."""
-        ds = unit.datastore_id
-        if code != NOT_FOUND or self._datastores.get(ds):
-            return False
-        try:
-            await self.ctx.api.call("GetDatastore", datastoreId=ds)
-        except Exception as exc:
-            if error_code(exc) == NOT_FOUND:
-                self._datastores[ds] = False
-                return True
-            return False  # cannot tell: the image set's not-found stands
-        self._datastores[ds] = True
-        return False
 
     async def _backoff(self, tally: Tally) -> None:
         await asyncio.sleep(self.ctx.s.backoff.delay(tally.attempts))
@@ -450,14 +427,3 @@ class Executor:
                              destination_version_used=tally.dst_v, started_at=tally.started_at,
                              sent_at=tally.sent_at, **fields)
         await self.ctx.finish([r.key for r in rows], outcome, done_call=done_call, rows=rows)
-
-
-def _throttled_out(api: Any) -> bool:
-    """The service refused every recent CopyImageSet (aws/quotawatch.py STREAK_LIMIT)."""
-    out = getattr(api, "throttled_out", None)
-    return bool(out("CopyImageSet")) if out is not None else False
-
-
-def _no_copy(message: str | None, tally: Tally) -> str:
-    return (f"{message or 'no answer'} (after {tally.attempts} attempt(s); no copy was made: the "
-            f"next run retries this row)")

@@ -23,17 +23,18 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from batchcopy.aws.api import ImagingApi
+from batchcopy.core.limits import FRAMES_PER_COPY
 from batchcopy.core.specs import CopySpec
-from batchcopy.manifest.rules import series_map
+from batchcopy.manifest.attributes import series_map
 
-MAX_FRAMES_PER_COPY = 1000
 SUBSET_NOT_IN_SOURCE = "SubsetNotInSource"
 
 
 class MetadataCache:
     """GetImageSetMetadata documents by (data store, image set, version), LRU-bounded."""
 
-    def __init__(self, api: Any, size: int = 32) -> None:
+    def __init__(self, api: ImagingApi, size: int = 32) -> None:
         self.api = api
         self.size = size
         self._docs: OrderedDict[tuple[str, str, str], dict[str, Any]] = OrderedDict()
@@ -90,7 +91,7 @@ def frames(doc: dict[str, Any], attrs: str | None) -> int:
 
 
 def pack_by_frames(rows: Sequence[CopySpec], doc: dict[str, Any],
-                   limit: int = MAX_FRAMES_PER_COPY) -> list[list[CopySpec]]:
+                   limit: int = FRAMES_PER_COPY) -> list[list[CopySpec]]:
     """Consecutive groups of rows whose union stays within `limit` frames (a row alone over
     the limit forms its own group)."""
     groups: list[list[CopySpec]] = []

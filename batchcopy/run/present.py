@@ -40,6 +40,7 @@ from collections.abc import Awaitable, Callable, Container, Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from batchcopy.aws.api import ImagingApi
 from batchcopy.run.precheck import selection
 
 Digest = tuple[str, int]  # (sha256 of the content's canonical JSON, instances)
@@ -91,7 +92,7 @@ class PresenceFinder:
     made (read only when something matched); `own` holds those this run's calls are
     writing or reading now, or made lately (context.OwnImageSets): never read."""
 
-    def __init__(self, api: Any, *, known: Callable[[str], Iterable[str]],
+    def __init__(self, api: ImagingApi, *, known: Callable[[str], Iterable[str]],
                  own: Container[tuple[str, str]] = frozenset(), lock_wait_s: float = 120.0,
                  sleep: Callable[[float], Awaitable[object]] = asyncio.sleep) -> None:
         self.api = api

@@ -44,6 +44,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
+from batchcopy.aws.api import ImagingApi
 from batchcopy.aws.retry import is_locked_read, through_locks
 from batchcopy.core.specs import CopyRequest
 
@@ -77,7 +78,7 @@ class Reconciler:
     """The checks above over an ImagingApi-like object (get_image_set,
     list_image_set_versions, get_image_set_metadata, search_image_sets)."""
 
-    def __init__(self, api: Any, *, skew_s: float = CLOCK_SKEW_S, lock_wait_s: float = 120.0,
+    def __init__(self, api: ImagingApi, *, skew_s: float = CLOCK_SKEW_S, lock_wait_s: float = 120.0,
                  now: Callable[[], float] | None = None,
                  sleep: Callable[[float], Awaitable[object]] = asyncio.sleep) -> None:
         self.api = api
@@ -281,7 +282,8 @@ class Reconciler:
                 return False, None
             status = str(got.get("imageSetWorkflowStatus") or "")
             return status not in IN_PROGRESS, status
-        return await self._wait(probe)
+        result: str | None = await self._wait(probe)
+        return result
 
     async def _settled_latest(self, ds: str, image_set_id: str) -> tuple[str, str] | None:
         """(latest version, its workflow status) once the image set is not LOCKED."""
@@ -291,7 +293,8 @@ class Reconciler:
                 return False, None
             settled = got.get("imageSetState") != "LOCKED"
             return settled, (str(got["versionId"]), str(got.get("imageSetWorkflowStatus")))
-        return await self._wait(probe)
+        result: tuple[str, str] | None = await self._wait(probe)
+        return result
 
 
 def _number(version: dict[str, Any]) -> int:

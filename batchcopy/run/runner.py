@@ -23,6 +23,7 @@ import traceback
 from collections.abc import Callable
 from typing import Any
 
+from batchcopy.aws.api import ImagingApi
 from batchcopy.core.callstate import CallRecord
 from batchcopy.run.calls import CallDriver, Ended, Settled
 from batchcopy.run.context import Observer, RunContext, RunOutcome, RunSettings
@@ -40,7 +41,7 @@ __all__ = ["Runner", "RunSettings", "RunOutcome", "summary_stats", "dumps"]
 
 
 class Runner:
-    def __init__(self, *, journal: Journal, api: Any, waiter: Any, settings: RunSettings,
+    def __init__(self, *, journal: Journal, api: ImagingApi, waiter: Any, settings: RunSettings,
                  run_id: int, observer: Observer | None = None,
                  clock: Callable[[], float] = time.time) -> None:
         self.journal = journal
@@ -69,24 +70,25 @@ class Runner:
                 max(0.0, ctx.s.max_duration_s), ctx.request_stop, "time-limit")
         unwritable = False
         try:
-            try:
-                await self.settle_open_calls()
-                if not ctx.stopping.is_set():
-                    dispatcher = Dispatcher(ctx, self.executor)
-                    await dispatcher.run(self.journal.iter_manifest())
-                    if dispatcher.canary is not None and dispatcher.canary.left_out \
-                            and ctx.outcome.stop_reason is None:
-                        ctx.outcome.stop_reason = "limit"
-            except* JournalUnwritable as group:
-                # nothing more can be recorded, so nothing more is sent; calls out stay open
-                # in the journal (SENT or ANSWERED): the next run settles them
-                unwritable = True
-                ctx.abort(str(_first(group)))
-            except* Exception as group:
-                ctx.outcome.internal_error = _describe(group)
-                ctx.request_stop("internal-error")
-                if not unwritable:
-                    await self._settle_after_internal_error()
+            async with ctx.waiter.running():  # its poller and looks live while the run does
+                try:
+                    await self.settle_open_calls()
+                    if not ctx.stopping.is_set():
+                        dispatcher = Dispatcher(ctx, self.executor)
+                        await dispatcher.run(self.journal.iter_manifest())
+                        if dispatcher.canary is not None and dispatcher.canary.left_out \
+                                and ctx.outcome.stop_reason is None:
+                            ctx.outcome.stop_reason = "limit"
+                except* JournalUnwritable as group:
+                    # nothing more can be recorded, so nothing more is sent; calls out stay
+                    # open in the journal (SENT or ANSWERED): the next run settles them
+                    unwritable = True
+                    ctx.abort(str(_first(group)))
+                except* Exception as group:
+                    ctx.outcome.internal_error = _describe(group)
+                    ctx.request_stop("internal-error")
+                    if not unwritable:
+                        await self._settle_after_internal_error()
         finally:
             if timer is not None:
                 timer.cancel()
@@ -145,7 +147,7 @@ class Runner:
         again (void, or a conflict in disguise) go back to PENDING for the dispatcher."""
         ctx, req = self.ctx, call.request
         keys = list(call.row_keys)
-        base = dict(attempts=1, call_id=call.call_id, source_version_used=req.source_version_id,
+        base: dict[str, Any] = dict(attempts=1, call_id=call.call_id, source_version_used=req.source_version_id,
                     destination_version_used=req.destination_version_id, sent_at=call.sent_at,
                     started_at=call.sent_at, evidence=settled.evidence,
                     result_image_set_id=settled.result_image_set_id,

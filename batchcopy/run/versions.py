@@ -18,8 +18,8 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
-from typing import Any
 
+from batchcopy.aws.api import ImagingApi
 from batchcopy.aws.retry import is_locked_read
 
 
@@ -34,7 +34,7 @@ class StalePin(Exception):
 
 
 class VersionBook:
-    def __init__(self, api: Any, *, strict_pins: bool = True, lock_wait_s: float = 600.0,
+    def __init__(self, api: ImagingApi, *, strict_pins: bool = True, lock_wait_s: float = 600.0,
                  sleep: Callable[[float], Awaitable[object]] = asyncio.sleep) -> None:
         self.api = api
         self.strict_pins = strict_pins

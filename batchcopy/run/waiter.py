@@ -18,7 +18,13 @@ answer one) means "look again when due"; any other error ends that wait.
 Each outcome carries the copy's duration as the service has it (end minus start
 `updatedAt`) and how long after that end the waiter saw it (`detection_delay_s`: the
 time since the answer, on our clock, less the service's duration; no clock skew
-enters). `aclose()` ends every pending wait with `WaiterClosed`.
+enters).
+
+Every task the waiter makes (the poller, each look) belongs to its task group: `start()`
+opens it, `aclose()` ends every pending wait with `WaiterClosed`, cancels the tasks and
+awaits them; `async with waiter` does both. `running()` opens it for a block unless it is
+open already (the Runner and the undo runner use it, so a waiter they were given is open
+while they run). `wait()` on a waiter never opened is a programming error.
 """
 
 from __future__ import annotations
@@ -26,12 +32,13 @@ from __future__ import annotations
 import asyncio
 import itertools
 import time
-from collections.abc import Awaitable, Callable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from batchcopy.aws.client import ImagingApi
+from batchcopy.aws.api import ImagingApi
 from batchcopy.aws.retry import classify, is_locked_read, is_retryable
 from batchcopy.run.copytimes import CopyTimes
 from batchcopy.run.lookplan import LookPlan, Watch
@@ -102,22 +109,6 @@ class CopyOutcome:
         return self.workflow_status == "COPIED"
 
 
-@dataclass
-class _Looks:
-    """The poller's tasks: each look runs on its own, owned here."""
-
-    tasks: set[asyncio.Task[None]] = field(default_factory=set)
-
-    def start(self, coro: Awaitable[None]) -> None:
-        task = asyncio.ensure_future(coro)
-        self.tasks.add(task)
-        task.add_done_callback(self.tasks.discard)
-
-    def cancel(self) -> None:
-        for task in list(self.tasks):
-            task.cancel()
-
-
 class CopyWaiter:
     """Looks at copies until they end, one poller for all (see module doc).
 
@@ -152,8 +143,9 @@ class CopyWaiter:
         self._closed = False
         self._seq = itertools.count()
         self._wake = asyncio.Event()
+        self._group: asyncio.TaskGroup | None = None  # owns the poller and the looks
         self._poller: asyncio.Task[None] | None = None
-        self._looks = _Looks()
+        self._looks: set[asyncio.Task[None]] = set()
         self.early_looks = 0  # looks made because a slot was wanted (diagnostics)
 
     def now(self) -> float:
@@ -162,7 +154,42 @@ class CopyWaiter:
     @property
     def looks_out(self) -> int:
         """Looks sent and not answered yet."""
-        return len(self._looks.tasks)
+        return len(self._looks)
+
+    # ---------------------------------------------------------------- its life
+    async def start(self) -> CopyWaiter:
+        """Open the task group the poller and the looks run in (call aclose() from the
+        same task to end it)."""
+        if self._closed:
+            raise WaiterClosed("waiter closed")
+        if self._group is None:
+            group = asyncio.TaskGroup()
+            await group.__aenter__()
+            self._group = group
+        return self
+
+    async def __aenter__(self) -> CopyWaiter:
+        return await self.start()
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    @asynccontextmanager
+    async def running(self) -> AsyncIterator[CopyWaiter]:
+        """The waiter open for the block: started here and closed at its end, unless it
+        is open already (then whoever opened it closes it)."""
+        if self._group is not None:
+            yield self
+            return
+        async with self:
+            yield self
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+        if self._group is None:
+            coro.close()
+            raise RuntimeError("CopyWaiter used before start(): open it with `async with "
+                               "waiter` or `waiter.running()`")
+        return self._group.create_task(coro)
 
     def intervals(self, expected_s: float | None = None) -> Iterator[float]:
         """The pause before each look without a prediction: an endless generator (first,
@@ -200,6 +227,9 @@ class CopyWaiter:
         service's stamp of the copy's start (the answer's destination updatedAt)."""
         if self._closed:
             raise WaiterClosed("waiter closed")
+        if self._group is None:
+            raise RuntimeError("CopyWaiter.wait() before start(): open it with `async with "
+                               "waiter` or `waiter.running()`")
         now = self._clock()
         answered = now if answered_at is None else min(answered_at, now)
         watch = Watch(
@@ -212,9 +242,10 @@ class CopyWaiter:
         self.plan.add(watch)
         self._wake.set()
         if self._poller is None or self._poller.done():
-            self._poller = asyncio.ensure_future(self._poll_loop())
+            self._poller = self._spawn(self._poll_loop())
         try:
-            return await watch.future
+            result: CopyOutcome = await watch.future
+            return result
         finally:
             self.plan.remove(watch)
             self._wake.set()
@@ -233,7 +264,9 @@ class CopyWaiter:
                 picked = plan.pick(self._clock(), take=True)
                 if picked is not None:
                     self.early_looks += picked[1]
-                    self._looks.start(self._look(*picked))
+                    look = self._spawn(self._look(*picked))
+                    self._looks.add(look)
+                    look.add_done_callback(self._looks.discard)
                 await asyncio.sleep(0)  # let the look leave before the next token
         except BaseException as exc:  # noqa: BLE001 - every wait hears of it
             for watch in list(self.plan.watches.values()):
@@ -251,13 +284,14 @@ class CopyWaiter:
         delay = at - self._clock()
         if delay <= 0:
             return
-        waker = asyncio.ensure_future(self._wake.wait())
-        sleeper = asyncio.ensure_future(self._sleep(delay))
-        try:
-            await asyncio.wait({waker, sleeper}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            waker.cancel()
-            sleeper.cancel()
+        async with asyncio.TaskGroup() as race:  # whichever comes first: a nudge, or the time
+            waker = race.create_task(self._wake.wait())
+            sleeper = race.create_task(_awaited(self._sleep(delay)))
+            try:
+                await asyncio.wait({waker, sleeper}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                waker.cancel()
+                sleeper.cancel()
 
     # ---------------------------------------------------------------- one look
     async def _look(self, watch: Watch, early: bool) -> None:
@@ -310,16 +344,21 @@ class CopyWaiter:
             detection_delay_s=None if duration is None else round(waited - duration, 3)))
 
     async def aclose(self) -> None:
-        """End every pending wait (they raise WaiterClosed); later waits fail at once."""
+        """End every pending wait (they raise WaiterClosed), cancel the poller and the
+        looks and await them (the group's end: a task's failure is raised here); later
+        waits fail at once."""
         self._closed = True
         for watch in list(self.plan.watches.values()):
             if not watch.future.done():
                 watch.future.set_exception(WaiterClosed("waiter closed"))
-        self._looks.cancel()
-        if self._poller is not None and not self._poller.done():
-            self._poller.cancel()
-            try:
-                await self._poller
-            except BaseException:  # noqa: BLE001 - it was cancelled
-                pass
+        for task in [*self._looks, *([self._poller] if self._poller is not None else [])]:
+            task.cancel()
+        group, self._group = self._group, None
         self._wake.set()
+        if group is not None:
+            await group.__aexit__(None, None, None)
+
+
+async def _awaited(awaitable: Awaitable[Any]) -> None:
+    """An awaitable (the injected sleep may return any) as a coroutine for a task group."""
+    await awaitable

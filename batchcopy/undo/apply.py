@@ -119,7 +119,7 @@ class UndoRunner:
 
     async def run(self, actions: Sequence[StoredAction]) -> None:
         todo = [a for a in actions if a.state not in ("DONE", "FAILED", "CONFLICT")]
-        async with asyncio.TaskGroup() as tg:
+        async with self.waiter.running(), asyncio.TaskGroup() as tg:
             for stored in todo:
                 tg.create_task(self._one(stored))
 
@@ -312,7 +312,7 @@ class UndoRunner:
                 operation="GetImageSetMetadata", wait_s=self.s.lock_wait_s)
 
         made, target = await doc(version), await doc(a.target_version)
-        return _content(made) == _content(target)
+        return bool(_content(made) == _content(target))
 
 
 def _content(doc: dict[str, Any]) -> Any:

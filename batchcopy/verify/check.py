@@ -33,9 +33,10 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
+from batchcopy.aws.api import ImagingApi
 from batchcopy.aws.retry import through_locks
 from batchcopy.run.precheck import missing_from, selection
-from batchcopy.report.parquet import RowResult
+from batchcopy.report.rows import RowResult
 from batchcopy.core.specs import Status
 
 CHECKED = (Status.SUCCEEDED, Status.SKIPPED)
@@ -143,7 +144,7 @@ class Documents:
     that asked first: a row that stops waiting does not cancel what others wait for, and
     the group sees every read end."""
 
-    def __init__(self, api: Any, size: int = 64) -> None:
+    def __init__(self, api: ImagingApi, size: int = 64) -> None:
         self.api = api
         self.size = size
         self.owner: asyncio.TaskGroup | None = None
@@ -170,16 +171,19 @@ class Documents:
             raise
 
     async def doc(self, ds: str, image_set: str, version: str) -> dict[str, Any]:
-        return await self._once(self._docs, (ds, image_set, version), lambda: through_locks(
-            lambda: self.api.get_image_set_metadata(ds, image_set, version),
-            operation="GetImageSetMetadata", wait_s=LOCK_WAIT_S))
+        found: dict[str, Any] = await self._once(
+            self._docs, (ds, image_set, version), lambda: through_locks(
+                lambda: self.api.get_image_set_metadata(ds, image_set, version),
+                operation="GetImageSetMetadata", wait_s=LOCK_WAIT_S))
+        return found
 
     async def latest(self, ds: str, image_set: str) -> str:
         async def read() -> str:
-            return (await self.api.latest_version(ds, image_set))[0]
+            return str((await self.api.latest_version(ds, image_set))[0])
 
-        return await self._once(self._latest, (ds, image_set), lambda: through_locks(
+        version: str = await self._once(self._latest, (ds, image_set), lambda: through_locks(
             read, operation="GetImageSet", wait_s=LOCK_WAIT_S))
+        return version
 
 
 # ---------------------------------------------------------------- one row

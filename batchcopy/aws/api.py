@@ -1,0 +1,58 @@
+"""The HealthImaging calls the stages make, as one Protocol: what the runner (versions,
+prechecks, the send, reconciliation, refusals), the copy waiter, the presence check and
+verify ask of the service. aws/client.ImagingApi implements it over botocore; the tests'
+double (tests/modelapi.py ModelApi) over the emulator's model, in process. The seams are
+typed with it (mypy checks them), so a double that drifts from the client is caught.
+
+Every call is paced by `limiter` (the caller takes a token where it says so:
+poll_image_set's, and a copy sent with paced=False) and retried as the client's own rules
+say; CopyImageSet is never retried blindly.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol, runtime_checkable
+
+from batchcopy.aws.ratelimit import RateLimiter
+from batchcopy.core.specs import CopyRequest
+
+
+@runtime_checkable
+class ImagingApi(Protocol):
+    limiter: RateLimiter
+
+    async def call(self, operation: str, **params: Any) -> dict[str, Any]:
+        """Any operation by name (e.g. GetDatastore), paced and retried."""
+        ...
+
+    async def copy_image_set(self, request: CopyRequest, *,
+                             paced: bool = True) -> dict[str, Any]:
+        """One CopyImageSet request (paced=False: the caller holds its token)."""
+        ...
+
+    async def get_image_set(self, datastore_id: str, image_set_id: str,
+                            version: str | None = None) -> dict[str, Any]:
+        ...
+
+    async def poll_image_set(self, datastore_id: str, image_set_id: str,
+                             version: str) -> dict[str, Any]:
+        """One GetImageSet attempt whose token the caller has taken; never retried."""
+        ...
+
+    async def latest_version(self, datastore_id: str,
+                             image_set_id: str) -> tuple[str, str, str]:
+        """(versionId, imageSetState, imageSetWorkflowStatus) of the latest version."""
+        ...
+
+    async def list_image_set_versions(self, datastore_id: str,
+                                      image_set_id: str) -> list[dict[str, Any]]:
+        ...
+
+    async def search_image_sets(self, datastore_id: str,
+                                search_criteria: dict[str, Any]) -> list[dict[str, Any]]:
+        ...
+
+    async def get_image_set_metadata(self, datastore_id: str, image_set_id: str,
+                                     version: str | None = None) -> dict[str, Any]:
+        """The metadata document, gunzipped and decoded."""
+        ...
