@@ -101,7 +101,7 @@ def manifest_uri(manifest: str) -> str:
 def resolve_journal_path(opts: JobOptions) -> Path:
     """--journal, or the default journal of this manifest's identity (URI + data store)."""
     from batchcopy.journal.holds import state_dir
-    from batchcopy.journal.journal import Identity
+    from batchcopy.journal.legacy import Identity
     from batchcopy.aws.preflight import check_journal_path
 
     if opts.journal:
@@ -155,7 +155,8 @@ async def _run_job(opts: JobOptions, tmp: Path, setup: logs.LogSetup) -> int:
 
 def _open_journal(path: Path, opts: JobOptions) -> tuple[Any, bool] | int:
     """(the locked journal, whether this run created it), or an exit code."""
-    from batchcopy.journal.journal import Identity, Journal, JournalError, JournalLocked, inspect
+    from batchcopy.journal.journal import Journal, JournalError, JournalLocked, inspect
+    from batchcopy.journal.legacy import Identity
 
     state = inspect(path)
     if opts.resume and state in ("missing", "empty"):

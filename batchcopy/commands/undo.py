@@ -92,7 +92,7 @@ async def _run(opts: UndoOptions) -> int:
         except JournalLocked as exc:
             say(f"batchcopy undo: {exc}; not starting")
             return ExitCode.LOCKED
-        from batchcopy.undo.store import UndoStore
+        from batchcopy.journal.undo import UndoStore
 
         store = UndoStore(journal)
         targets = {(c.request.datastore_id, c.result_image_set_id) for c in store.done_calls()}

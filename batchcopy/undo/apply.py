@@ -4,7 +4,7 @@
               wrote (GetImageSet) -> undo_plan.plan_undo: one revert per destination
               (UpdateImageSetMetadata revertToVersionId), one delete per new image set
               (DeleteImageSet), or a CONFLICT when another writer has written since
-    store     the plan in the journal (undo/store.py); an unfinished plan is resumed as it is
+    store     the plan in the ledger (journal/undo.py); an unfinished plan is resumed as it is
     execute   each action: check the image set is still where the plan left it, journal
               SENT, send (one attempt; paced by the operation's quota), wait for the end
               (UPDATED / DELETED); retry throttles and 5xx; a call without a usable answer
@@ -24,7 +24,7 @@ from typing import Any
 
 from batchcopy.aws.retry import Backoff, ErrorKind, classify, error_code, error_message
 from batchcopy.undo.plan import DELETE, REVERT, Latest, plan_undo
-from batchcopy.undo.store import OPEN, StoredAction, UndoStore
+from batchcopy.journal.undo import OPEN, StoredAction, UndoStore
 
 DELETED_STATES = frozenset({"DELETED"})
 UPDATE_ENDED = frozenset({"UPDATED", "UPDATE_FAILED"})
