@@ -17,7 +17,7 @@ INPUT = "Input"
 AWS = "AWS"
 PACING = "Pacing"
 RETRIES = "Conflicts and retries"
-RESUME = "Journal and resume"
+RESUME = "State and resume"
 LIMITS = "Limits and stops"
 OUTPUT = "Report and progress"
 LOGGING = "Logging"
@@ -35,9 +35,11 @@ EXAMPLES: dict[str, str] = {
   batchcopy run manifest.csv --datastore-id 0123456789abcdef0123456789abcdef
   batchcopy run s3://bucket/nightly.csv --rate CopyImageSet=5 --max-duration 6h
   batchcopy run manifest.csv --log-format json --log-file run.jsonl -v
+  batchcopy run s3://bucket/nightly.csv --state s3://bucket/batchcopy-state/
 
 Run the same command again to continue: rows done are skipped with no API call, rows
-not run are run, UNKNOWN rows are checked against the service before anything is resent.""",
+not run are run, UNKNOWN rows are checked against the service before anything is resent.
+Any manifest run against the same state skips the copies done before, whatever its name.""",
     "validate": """Examples:
   batchcopy validate manifest.csv
   batchcopy validate export.csv --delimiter ';' --extra-columns ignore""",
@@ -47,7 +49,8 @@ not run are run, UNKNOWN rows are checked against the service before anything is
   batchcopy plan manifest.csv --output json > plan.json""",
     "report": """Examples:
   batchcopy report reports/manifest-20260101T000000Z.parquet
-  batchcopy report ~/.local/state/batchcopy/journals/manifest-1a2b3c.journal.sqlite
+  batchcopy report                                     the default state's latest run
+  batchcopy report s3://bucket/batchcopy-state/
   batchcopy report reports/manifest-20260101T000000Z.parquet --failed-manifest retry.csv
   batchcopy report reports/curated.parquet --html curated.html    charts, for a browser""",
     "verify": """Examples:
@@ -56,7 +59,7 @@ not run are run, UNKNOWN rows are checked against the service before anything is
     "undo": """Examples:
   batchcopy undo reports/manifest-20260101T000000Z.parquet --dry-run    the plan; nothing changes
   batchcopy undo reports/manifest-20260101T000000Z.parquet              asks first on a terminal
-  batchcopy undo ~/.local/state/batchcopy/journals/manifest-1a2b3c.journal.sqlite --yes""",
+  batchcopy undo --state s3://bucket/batchcopy-state/ --yes""",
     "demo": """Examples:
   batchcopy demo
   batchcopy demo --rows 200 --keep-running""",

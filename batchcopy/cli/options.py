@@ -151,6 +151,12 @@ def rate_opt() -> Any:
                              "Repeatable. Default: the published quotas (CopyImageSet 0.25/s).")
 
 
+def state_opt(help_text: str) -> Any:
+    """--state URL (a directory or s3://bucket/prefix/); BATCHCOPY_STATE when not given is
+    read by the command, so that --journal given with it is not a contradiction."""
+    return typer.Option(None, "--state", metavar="URL", rich_help_panel=H.RESUME, help=help_text)
+
+
 def rate_file_opt() -> Any:
     return typer.Option(None, "--rate-file", metavar="FILE", rich_help_panel=H.PACING,
                         help='JSON file of rates: {"CopyImageSet": 5} or '

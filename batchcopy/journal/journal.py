@@ -50,7 +50,6 @@ from typing import Any, TypeVar
 
 from batchcopy.core.specs import CopySpec, Status
 from batchcopy.journal.calls import OUTCOME_COLUMNS, CallLedger, RowOutcome
-from batchcopy.journal.legacy import Identity
 from batchcopy.journal.locks import LockedError, take_lock
 from batchcopy.journal.schema import SCHEMA_VERSION, create_ledger, inspect, migrate
 from batchcopy.journal.writer import Committer, GroupWriter, LocalCommitter, Recorder, Write
@@ -189,15 +188,6 @@ class Journal(CallLedger):
         """Return once every write queued before it is committed (or dropped)."""
         await self.write(lambda db: None, flush=True)
 
-    # ---- identity (journals of earlier versions: journal/legacy.py) ---------
-    def identity(self) -> Identity | None:
-        found = self.db.execute("SELECT value FROM meta WHERE key='identity'").fetchone()
-        return None if found is None else Identity.from_json(found[0])
-
-    def set_identity(self, identity: Identity) -> None:
-        self.write_now(lambda db: db.execute("INSERT OR REPLACE INTO meta VALUES ('identity', ?)",
-                                             (identity.to_json(),)))
-
     # ---- runs --------------------------------------------------------------
     def start_run(self, manifest: str) -> int:
         def write(db: Any) -> int:
@@ -286,6 +276,11 @@ class Journal(CallLedger):
         digest = self._digest.hexdigest() if self._digest is not None else ""
         found = self._wdb.execute("SELECT value FROM meta WHERE key='manifest_digest'").fetchone()
         return self._inserted > 0 or found is None or found[0] != digest
+
+    def staged_known(self) -> int:
+        """Rows of the staged manifest (distinct copies) the ledger knew before staging."""
+        distinct = self._wdb.execute("SELECT count(DISTINCT key) FROM manifest").fetchone()[0]
+        return int(distinct) - self._inserted
 
     def staged_image_sets(self) -> list[tuple[str, str]]:
         """`held_image_sets()` as the open staging transaction sees it."""

@@ -29,6 +29,7 @@ from typing import Any
 from batchcopy.run.calls import CallDriver, Ended, Settled
 from batchcopy.run.context import RunContext
 from batchcopy.journal.journal import RowOutcome
+from batchcopy.journal.s3io import StateUnavailable
 from batchcopy.plan.units import CopyUnit
 from batchcopy.run.precheck import SUBSET_NOT_IN_SOURCE, MetadataCache, check_rows, frames, pack_by_frames
 from batchcopy.aws.retry import ErrorKind, classify, error_code, error_message
@@ -121,7 +122,12 @@ class Executor:
             handle.phase = Phase.COMMITTING
             request = unit.request(tally.src_v, tally.dst_v)
             sent_at = ctx.clock()
-            call_id = await ctx.journal.call_sent(ctx.run_id, request, [r.key for r in rows], sent_at)
+            try:
+                call_id = await ctx.journal.call_sent(ctx.run_id, request, [r.key for r in rows],
+                                                      sent_at)
+            except StateUnavailable as exc:  # not recorded where the state lives: not sent
+                ctx.abort(f"the state cannot be written ({exc}); stopped sending")
+                return []
             tally.attempts += 1
             tally.sent_at = sent_at
             if ctx.stopping.is_set():
