@@ -46,10 +46,12 @@ def machine_env(base: dict[str, str], tmp: Path, name: str, s3_endpoint: str) ->
             "AWS_ENDPOINT_URL_S3": s3_endpoint}
 
 
-def state_calls(url: str, tmp: Path, monkeypatch: Any) -> tuple[Counter[str], Counter[str]]:
+def state_calls(url: str, tmp: Path, monkeypatch: Any,
+                endpoint: str) -> tuple[Counter[str], Counter[str]]:
     """(calls by state, rows by status) of the ledger in S3, read from an empty cache."""
     from batchcopy.journal.state import open_for_reading, resolve
 
+    monkeypatch.setenv("AWS_ENDPOINT_URL_S3", endpoint)
     monkeypatch.setenv("BATCHCOPY_STATE_DIR", str(tmp / f"reader-{uuid.uuid4().hex[:6]}"))
     opened = open_for_reading(resolve(url))
     try:

@@ -137,7 +137,7 @@ class S3:
             try:
                 return self._put(key, body, IfMatch=etag)
             except _Refused:
-                return self._ours(key, body)
+                return self._ours(key, body, unchanged=etag)
             except _Missing:  # gone (deleted): not ours to replace any more
                 return None
 
@@ -258,13 +258,19 @@ class S3:
         now = _http_date(headers.get("date")) or time.time()
         return Obj(body, str(got["ETag"]), got["LastModified"].timestamp(), now)
 
-    def _ours(self, key: str, body: bytes) -> str | None:
+    def _ours(self, key: str, body: bytes, unchanged: str | None = None) -> str | None:
         """After a refused conditional PUT: the ETag if the object holds our bytes (an
-        earlier attempt of ours landed), else None."""
+        earlier attempt of ours landed), else None (someone else's). A refusal that the
+        object does not explain (it is not there; it is still the `unchanged` version the
+        PUT named) is tried again."""
         found = self._get(key)
         if found is None:
             raise _Transient("the precondition failed but the object is not there")
-        return found.etag if found.body == body else None
+        if found.body == body:
+            return found.etag
+        if unchanged is not None and found.etag == unchanged:
+            raise _Transient("the precondition failed but the object has not changed")
+        return None
 
     def _call(self, fn: Callable[[], T]) -> T:
         from botocore.exceptions import BotoCoreError, ClientError
