@@ -13,6 +13,8 @@ pip install -e . && python benchmarks/run_all.py`. The AWS CLI baseline runs whe
   capacity  4. quotas off, instant copies, 20,000 rows: rows/s, CPU ms/row, RSS, profile
   scale     5. 1M-row validate and plan; a 100,000-row run with RSS sampled
   startup   6. --help, run --help, validate of a 3-row manifest
+  state     7. --state s3:// beside a local state at 10 copies/s (600 rows, twice each): wall
+               ratio, S3 requests per copy; a 1M-row state opened on an empty machine
 
 --quick runs tiny sizes (a minute or so; the figures then say little). --repeat N repeats
 pacing and curation (min / median reported); the others run once.
@@ -32,9 +34,10 @@ import curation  # noqa: E402
 import pacing  # noqa: E402
 import scale  # noqa: E402
 import startup  # noqa: E402
+import state_s3  # noqa: E402
 from common import RESULTS  # noqa: E402
 
-NAMES = ("startup", "pacing", "curation", "capacity", "scale")
+NAMES = ("startup", "pacing", "curation", "capacity", "scale", "state")
 
 
 def plan(quick: bool, repeat: int, hogs: int, results: Path) -> dict[str, Callable[[], Any]]:
@@ -46,6 +49,7 @@ def plan(quick: bool, repeat: int, hogs: int, results: Path) -> dict[str, Callab
             "curation": lambda: curation.run(2, 10.0, 1, repeat, results_dir=results),
             "capacity": lambda: capacity.run(100, 40, results_dir=results),
             "scale": lambda: scale.run(2000, 200, results_dir=results),
+            "state": lambda: state_s3.run(10, 10.0, 1, 2000, 20, results_dir=results),
         }
     return {
         "startup": lambda: startup.run(max(5, repeat), results_dir=results),

@@ -144,8 +144,8 @@ MISTAKES = [
             ("batchcopy run:", "No such option: --no-merges", "--no-merge")),
     Mistake("cli-unknown-command", "cli", lambda s: ["rnu", str(s.manifest)],
             ("batchcopy:", "No such command 'rnu'", "batchcopy --help")),
-    Mistake("cli-missing-argument", "cli", lambda s: ["report"],
-            ("batchcopy report:", "Missing argument", "SOURCE")),
+    Mistake("cli-missing-argument", "cli", lambda s: ["run", "--quiet"],
+            ("batchcopy run:", "Missing argument", "MANIFEST")),
     # ---- AWS settings
     Mistake("aws-no-region-anywhere", "aws", lambda s: run_args(s), ("no AWS region", "--region"),
             env=without_region),

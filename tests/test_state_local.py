@@ -8,6 +8,7 @@ emulator; a live run is a subprocess."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import sqlite3
@@ -29,6 +30,8 @@ SEED = {"seed": 43, "datastores": 1, "patients": 6, "studies_per_patient": 1,
 def run_here(*args: str) -> tuple[int, str]:
     """`batchcopy run ...` in this process: (exit code, what it printed)."""
     result = CliRunner().invoke(cli.app, ["run", *args, *FAST], prog_name="batchcopy")
+    if result.exception is not None and not isinstance(result.exception, SystemExit):
+        raise result.exception
     return result.exit_code, result.output
 
 
@@ -62,6 +65,13 @@ def test_a_manifest_under_a_new_name_makes_no_call(emulator: Any, client_env: di
     assert w.copy_calls() == copies
     assert [r["row_id"] for r in read_report(tmp_path / "regenerated.parquet")] == \
         [r["row_id"] for r in regenerated]
+    # the default state, read with no SOURCE: its latest run's manifest
+    shown = CliRunner().invoke(cli.app, ["report", "-o", "json"])
+    assert shown.exit_code == 0, shown.output
+    assert json.loads(shown.stdout)["by_status"]["SKIPPED"] == 6
+    seen = CliRunner().invoke(cli.app, ["status"])
+    assert seen.exit_code == 0 and "held by: nobody" in seen.output, seen.output
+    assert "run 3 of " + str(other) in seen.output
 
 
 # copies that last until the test moves the emulator's clock: the first run is surely live
@@ -85,6 +95,10 @@ def test_fresh_beside_a_live_run_exits_4_and_touches_nothing(
     assert w.copy_calls() == copies and not (tmp_path / "fresh.parquet").exists()
     assert sorted(journal_rows(ledger, "SELECT key, status, call_id FROM rows")) == before
     assert not list(ledger.parent.glob("*.old*"))  # nothing set aside under the live run
+    seen = CliRunner().invoke(cli.app, ["status", str(ledger), "-o", "json"])
+    assert seen.exit_code == 0, seen.output
+    live_status = json.loads(seen.output)
+    assert live_status["holder"]["pid"] == live.proc.pid and live_status["calls_open"] == 6
     emulator.set_clock(advance_s=1e7)  # the live run's copies end
     emulator.update_config({"copy_base_s": 2.0})
     assert live.wait() == 0, live.stderr()

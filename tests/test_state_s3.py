@@ -36,6 +36,12 @@ def job(emulator: Any, client_env: dict[str, str], tmp: Path, moto: str,
     return w, manifest, f"s3://{new_bucket(moto)}/batchcopy/"
 
 
+def copied_once(w: Any, n: int) -> None:
+    """Every copy the emulator was asked for has ended, and each of the n rows made one."""
+    w.wait_idle()
+    assert w.copies_requested() == n and w.stats()["copies_succeeded"] == n
+
+
 def run_args(manifest: Path, state: str, report: Path, *extra: str) -> list[str]:
     ttl = () if "--lease-ttl" in extra else TTL
     return ["run", str(manifest), "--state", state, "--report", str(report), *FAST, *ttl, *extra]
@@ -82,9 +88,7 @@ def test_kill_9_then_an_empty_machine_finishes_after_the_lease_expires(
     assert "took over the expired lease" in second.stderr
     rows = read_report(tmp_path / "b.parquet")
     assert len(rows) == 9 and {r["status"] for r in rows} <= {"SUCCEEDED", "SKIPPED"}
-    w.wait_idle()
-    assert w.copies_requested() == 9  # CopyImageSet calls accepted = rows: none twice
-    assert w.stats()["copies_succeeded"] == 9
+    copied_once(w, 9)  # CopyImageSet calls accepted = rows: none twice
     calls, statuses = state_calls(state, tmp_path, monkeypatch, moto_endpoint)
     assert statuses == Counter({"SUCCEEDED": 9}) and set(calls) <= {"DONE", "REJECTED", "VOID"}
 
@@ -109,8 +113,7 @@ def test_two_machines_started_together_one_runs_the_other_exits_4(
     emulator.set_clock(advance_s=1e7)
     emulator.update_config({"copy_base_s": 2.0})
     assert winner.wait() == 0, winner.stderr()
-    w.wait_idle()
-    assert w.copies_requested() == 9 and w.stats()["copies_succeeded"] == 9
+    copied_once(w, 9)
 
 
 @pytest.mark.emulator_config(copy_base_s=20.0)
@@ -131,8 +134,7 @@ def test_s3_faults_of_every_kind_lose_nothing_and_copy_nothing_twice(
         assert len(injected) >= 4, injected
         rows = read_report(tmp_path / "a.parquet")
         assert len(rows) == 18 and {r["status"] for r in rows} == {"SUCCEEDED"}
-        w.wait_idle()
-        assert w.copies_requested() == 18 and w.stats()["copies_succeeded"] == 18
+        copied_once(w, 18)
         # another machine, through the same faults: everything is known, 0 calls
         calls = w.copy_calls()
         env_b = {**env, "BATCHCOPY_STATE_DIR": str(tmp_path / "machine-b")}
@@ -176,8 +178,7 @@ def test_s3_gone_mid_run_exits_3_naming_it_and_sends_nothing_it_does_not_record(
     again = run_cli(run_args(manifest, state, tmp_path / "b.parquet"),
                     machine_env(w.env, tmp_path, "b", moto_endpoint), cwd=tmp_path)
     assert again.returncode == 0, again.stderr
-    w.wait_idle()
-    assert w.copies_requested() == 18 and w.stats()["copies_succeeded"] == 18
+    copied_once(w, 18)
 
 
 @pytest.mark.emulator_config(copy_base_s=1e6)
@@ -196,3 +197,51 @@ def test_a_run_whose_lease_is_taken_stops_at_once_with_exit_3(
     copies = w.copy_calls()
     calls, _ = state_calls(state, tmp_path, monkeypatch, moto_endpoint)
     assert copies <= sum(calls.values()) and w.copies_requested() < 9
+
+
+@pytest.mark.emulator_config(copy_base_s=1e6)
+def test_status_report_verify_and_undo_read_the_state_from_any_machine(
+        emulator: Any, client_env: dict[str, str], moto_endpoint: str, tmp_path: Path) -> None:
+    import json
+
+    w, manifest, state = job(emulator, client_env, tmp_path, moto_endpoint)
+    run = Running(run_args(manifest, state, tmp_path / "a.parquet"),
+                  machine_env(w.env, tmp_path, "a", moto_endpoint), tmp_path, "a")
+    assert run.wait_until(lambda: w.copies_requested() >= 9)
+    elsewhere = machine_env(w.env, tmp_path, "b", moto_endpoint)
+
+    def status() -> dict[str, Any]:
+        proc = run_cli(["status", state, "--output", "json"], elsewhere, cwd=tmp_path)
+        assert proc.returncode == 0, proc.stderr
+        return json.loads(proc.stdout)  # type: ignore[no-any-return]
+
+    deadline = time.monotonic() + 30
+    while (live := status())["calls_open"] < 9:  # answers reach S3 within half a second
+        assert time.monotonic() < deadline, live
+    assert live["holder"]["live"] and live["holder"]["pid"] == run.proc.pid
+    assert live["holder"]["renewed_at"] and live["holder"]["expires_at"]
+    assert live["rows"] == 9 and live["rows_left"] == 9 and live["copy_rate_per_s"] > 0
+    assert live["time_left_s"] is not None and live["run"]["finished_at"] is None
+    emulator.set_clock(advance_s=1e7)
+    emulator.update_config({"copy_base_s": 2.0})
+    assert run.wait() == 0, run.stderr()
+    done = status()
+    assert done["holder"] is None and done["by_status"] == {"SUCCEEDED": 9}
+    assert done["calls_open"] == 0 and done["run"]["exit_code"] == 0
+    text = run_cli(["status", state], elsewhere, cwd=tmp_path)
+    assert "held by: nobody" in text.stdout and "9 SUCCEEDED" in text.stdout, text.stdout
+
+    shown = run_cli(["report", state, "-o", "json"], elsewhere, cwd=tmp_path)
+    assert shown.returncode == 0, shown.stderr
+    assert json.loads(shown.stdout)["by_status"]["SUCCEEDED"] == 9
+    checked = run_cli(["verify", "--state", state, "--out", str(tmp_path / "v.parquet")],
+                      elsewhere, cwd=tmp_path)
+    assert checked.returncode == 0, checked.stderr
+    # undo from a third machine, through the report's summary (it names the state)
+    third = machine_env(w.env, tmp_path, "c", moto_endpoint)
+    undone = run_cli(["undo", str(tmp_path / "a.parquet"), "--yes", "--lease-ttl", "5",
+                      "--rate", "DeleteImageSet=20", "--poll-first", "0.02"], third, cwd=tmp_path)
+    assert undone.returncode == 0, undone.stderr
+    assert w.stats()["deletes_requested"] == 9
+    after = run_cli(["status", state, "-o", "json"], elsewhere, cwd=tmp_path)
+    assert json.loads(after.stdout)["by_status"] == {"NOT_RUN": 9}  # the next run copies again

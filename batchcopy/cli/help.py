@@ -53,6 +53,10 @@ Any manifest run against the same state skips the copies done before, whatever i
   batchcopy report s3://bucket/batchcopy-state/
   batchcopy report reports/manifest-20260101T000000Z.parquet --failed-manifest retry.csv
   batchcopy report reports/curated.parquet --html curated.html    charts, for a browser""",
+    "status": """Examples:
+  batchcopy status                                     the default state
+  batchcopy status s3://bucket/batchcopy-state/        from any machine
+  batchcopy status s3://bucket/batchcopy-state/ -o json | jq .time_left_s""",
     "verify": """Examples:
   batchcopy verify reports/curated.parquet
   batchcopy verify reports/curated.parquet --failed-manifest recopy.csv""",

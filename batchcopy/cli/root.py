@@ -13,7 +13,7 @@ from typing import Any
 
 import typer
 
-from batchcopy.cli import copying, help as H, results
+from batchcopy.cli import copying, help as H, results, status
 
 app = typer.Typer(
     no_args_is_help=True, add_completion=True, pretty_exceptions_enable=False,
@@ -60,6 +60,7 @@ app.command(no_args_is_help=True)(copying.run)
 app.command(no_args_is_help=True)(copying.validate)
 app.command(no_args_is_help=True)(copying.plan)
 app.command("report")(results.report_cmd)
+app.command("status")(status.status)
 app.command("verify", no_args_is_help=True)(results.verify_cmd)
 app.command(no_args_is_help=True)(results.undo)
 app.command()(demo)

@@ -1,10 +1,11 @@
-"""`batchcopy report SOURCE`: read a journal or a report (local or s3://), print what went
-wrong (a table, or JSON), and on request write the retry manifest, the Parquet report
-(rebuilt from a journal) and the HTML page.
+"""`batchcopy report [SOURCE]`: read a state (its ledger: a directory, a journal file, or
+s3://bucket/prefix/; by default --state, BATCHCOPY_STATE or the state directory) or a report
+(local or s3://), print what went wrong (a table, or JSON), and on request write the retry
+manifest, the Parquet report (rebuilt from a ledger) and the HTML page.
 
-    journal  rows derived from the ledger (report/results.py), the latest run's context and
-             calls from its `runs` / `calls` tables; the report is rebuilt (--out, or
-             reports/<journal>.parquet)
+    state    rows derived from the ledger (report/results.py) for its current manifest (the
+             latest run's), the latest run's context and calls from its `runs` / `calls`
+             tables; the report is rebuilt (--out, or reports/<state name>.parquet)
     report   the rows as written, the run's context from the file's metadata (format 2)
              or the summary JSON beside it
 """
@@ -34,16 +35,24 @@ class ReportError(Exception):
 
 @dataclass
 class Options:
-    source: str
+    source: str | None  # None: the state (--state, BATCHCOPY_STATE, the state directory)
     output: str = "table"  # table | json
     html: Path | None = None
     limit: int | None = None  # None: the default for the output; 0: all
     failed_manifest: Path | None = None
     out: str | None = None
+    state: str | None = None
 
 
-def is_journal(source: str) -> bool:
-    return source.endswith(".sqlite") or source.endswith(".journal")
+def locate(source: str | None, state: str | None = None) -> Any:
+    """The state SOURCE names (None: SOURCE is a report); with no SOURCE, --state /
+    BATCHCOPY_STATE / the state directory."""
+    from batchcopy.journal.state import StateError, resolve, source_location
+
+    try:
+        return source_location(source) if source else resolve(state)
+    except StateError as exc:
+        raise ReportError(str(exc)) from None
 
 
 def journal_context(journal: Any) -> dict[str, Any] | None:
@@ -74,43 +83,47 @@ class Source:
     context, and (from a journal) the run's calls and the journal itself."""
 
     name: str
-    kind: str  # "journal" | "report"
+    kind: str  # "journal" (a state's ledger) | "report"
     run: dict[str, Any] | None
     rows: Callable[[], Iterator[RowResult]]
     calls: list[tuple[float, str, str | None]] | None = None
     journal: Any = None
     report_version: str | None = None
+    location: Any = None  # the state, for a ledger
 
 
 @contextmanager
-def open_source(source: str) -> Iterator[Source]:
-    """Open a journal (by its name: .sqlite / .journal) or a report (local or s3://); a
-    source that cannot be read is a ReportError."""
-    if is_journal(source):
-        with _journal(source) as found:
+def open_source(source: str | None, state: str | None = None) -> Iterator[Source]:
+    """Open a state's ledger or a report (local or s3://); a source that cannot be read is
+    a ReportError."""
+    location = locate(source, state)
+    if location is not None:
+        with _ledger(location) as found:
             yield found
     else:
+        assert source is not None
         with _local_report(source) as local:
             yield _report(source, local)
 
 
 @contextmanager
-def _journal(source: str) -> Iterator[Source]:
-    from batchcopy.journal.journal import Journal, JournalError
+def _ledger(location: Any) -> Iterator[Source]:
+    from batchcopy.journal.state import StateError, StateUnavailable, open_for_reading
     from batchcopy.report.results import journal_results
 
-    if not Path(source).exists():
-        raise ReportError(f"journal not found: {source}")
     try:
-        journal = Journal(Path(source), create=False)
-    except JournalError as exc:
+        opened = open_for_reading(location)
+    except (StateError, StateUnavailable) as exc:
         raise ReportError(str(exc)) from None
     try:
+        journal = opened.journal
+        name = location.url if location.kind == "s3" else str(journal.path)
         run = journal_context(journal)
         calls = journal.run_calls(run["run_id"]) if run else None
-        yield Source(source, "journal", run, lambda: journal_results(journal), calls, journal)
+        yield Source(name, "journal", run, lambda: journal_results(journal), calls, journal,
+                     location=location)
     finally:
-        journal.close()
+        opened.close()
 
 
 def _report(source: str, local: Path) -> Source:
@@ -180,11 +193,11 @@ def run(opts: Options) -> int:
         from batchcopy.report.html import require_plotting
 
         require_plotting()  # before any work: the install hint, exit 2
-    if opts.out is not None and not is_journal(opts.source):
+    if opts.out is not None and locate(opts.source, opts.state) is None:
         raise ReportError("--out rebuilds a report from a journal; SOURCE is already a report")
     extra: dict[str, Any] = {}
     notes: list[str] = []
-    with open_source(opts.source) as src:
+    with open_source(opts.source, opts.state) as src:
         if src.journal is not None:
             _rebuild(src, opts, extra, notes)
         if src.report_version is not None:
@@ -209,8 +222,7 @@ def _rebuild(src: Source, opts: Options, extra: dict[str, Any], notes: list[str]
     """From a journal: write the Parquet report and its summary again."""
     from batchcopy.commands.run import write_outputs
 
-    dest = opts.out or str(Path("reports") / (
-        Path(src.name).name.removesuffix(".journal.sqlite").removesuffix(".sqlite") + ".parquet"))
+    dest = opts.out or str(Path("reports") / f"{src.location.name}.parquet")
     stats = {k: v for k, v in (src.run or {}).items()
              if k not in ("rows", "by_status", "by_error_code")}
     summary = asyncio.run(write_outputs(src.journal, dest, {**stats, "journal": src.name,

@@ -297,6 +297,8 @@ async def _execute(opts: JobOptions, opened: Any, report_dest: str, region: str,
     exit_code = decide_exit(outcome.stop_reason, journal)
     run_stats.update(exit_code=int(exit_code), manifest=opts.manifest, report=report_dest,
                      journal=where, state=opened.location.url, run_id=run_id)
+    if opened.log is not None:  # what the s3:// state cost (the last writes come after)
+        run_stats["state_figures"] = opened.figures()
     run_stats.update(_context(opts, started_wall))
     if opts.command:
         run_stats["command"] = opts.command
@@ -324,7 +326,7 @@ async def _execute(opts: JobOptions, opened: Any, report_dest: str, region: str,
     if opts.verify and not outcome.internal_error:
         from batchcopy.commands.verify import verify_after_run
 
-        verified = await verify_after_run(opts, region, journal, report_dest)
+        verified = await verify_after_run(opts, region, journal, report_dest, where)
         if exit_code == ExitCode.OK and verified:
             exit_code = ExitCode(verified)
     return exit_code

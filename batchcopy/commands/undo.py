@@ -1,6 +1,9 @@
 """`batchcopy undo`: wire the undo together, like commands/run.py does a run.
 
-    journal   the one given, or the one a report's summary names; locked (exit 4)
+    state     the one given (a state, a journal), or the one a report's summary names, or
+              --state / BATCHCOPY_STATE / the state directory; its lock or lease (exit 4).
+              The undo takes back the rows of the state's current manifest (its latest
+              run's): a report of another manifest is refused (exit 2)
     preflight endpoint, profile, region, credentials (exit 2)
     holds     the image sets the undo will write, machine-wide (exit 4)
     plan      resume an unfinished plan as it is, or make one (reads only); --dry-run stops
@@ -28,7 +31,7 @@ from batchcopy.core.specs import ExitCode
 
 @dataclass
 class UndoOptions:
-    source: str  # a journal, or a report whose summary names its journal
+    source: str | None  # a state, a journal, or a report whose summary names its state
     report: str | None = None
     dry_run: bool = False
     yes: bool = False
@@ -43,6 +46,8 @@ class UndoOptions:
     poll_max_s: float = 30.0
     quiet: bool = False
     reports_dir: Path = Path("reports")
+    state: str | None = None
+    lease_ttl_s: float = 120.0
 
 
 def say(msg: str) -> None:
@@ -57,41 +62,63 @@ def run_undo(opts: UndoOptions) -> int:
         return ExitCode.USAGE
 
 
-def journal_of(source: str) -> Path:
-    """The journal to undo: SOURCE itself, or the one a report's summary JSON names."""
+def state_of(source: str | None, state: str | None) -> tuple[Any, str | None]:
+    """(the state to undo, the manifest a report SOURCE is of, if it says)."""
+    from batchcopy.commands.report import ReportError, locate
+    from batchcopy.journal.state import source_location
     from batchcopy.report.summary import summary_path
 
-    if source.lower().endswith((".parquet", ".pq")):
+    if source and source.lower().endswith((".parquet", ".pq")):
         summary = Path(summary_path(source))
         try:
-            named = json.loads(summary.read_text(encoding="utf-8")).get("journal")
+            found = json.loads(summary.read_text(encoding="utf-8"))
         except (OSError, ValueError):
-            named = None
-        if not named:
-            raise SetupError(f"{source}: its summary ({summary}) does not name the run's journal; "
-                             "give the journal (.journal.sqlite) instead")
-        return Path(named)
-    return Path(source)
+            found = {}
+        named = found.get("state") or found.get("journal")
+        location = source_location(named) if named else None
+        if location is None:
+            raise SetupError(f"{source}: its summary ({summary}) does not name the run's state; "
+                             "give the state (or journal) instead")
+        return location, found.get("manifest")
+    try:
+        location = locate(source, state)
+    except ReportError as exc:
+        raise SetupError(str(exc)) from None
+    if location is None:
+        raise SetupError(f"{source} is neither a state nor a report")
+    return location, None
 
 
 async def _run(opts: UndoOptions) -> int:
     from batchcopy.aws import preflight
     from batchcopy.journal.holds import HeldElsewhere, Holds
-    from batchcopy.journal.journal import Journal, JournalError, JournalLocked
+    from batchcopy.journal.lease import Holder
+    from batchcopy.journal.state import (StateError, StateLocked, StateUnavailable,
+                                         open_for_writing)
 
     preflight.check_endpoint(opts.endpoint_url)
     region = preflight.check_aws(opts.profile, opts.region)
-    path = journal_of(opts.source)
+    location, manifest = state_of(opts.source, opts.state)
     try:
-        journal = Journal(path, create=False, check=True)
-    except JournalError as exc:
+        opened = open_for_writing(location, Holder("undo", manifest or str(location)),
+                                  lease_ttl_s=opts.lease_ttl_s, profile=opts.profile,
+                                  create=False)
+    except StateLocked as exc:
+        say(f"batchcopy undo: {exc}; not starting")
+        return ExitCode.LOCKED
+    except (StateError, StateUnavailable) as exc:
         raise SetupError(str(exc)) from None
+    journal = opened.journal
+    where = location.url if location.kind == "s3" else str(journal.path)
     try:
-        try:
-            journal.lock()
-        except JournalLocked as exc:
-            say(f"batchcopy undo: {exc}; not starting")
-            return ExitCode.LOCKED
+        latest = (journal.run_record() or {}).get("manifest")
+        if latest is None:
+            raise SetupError(f"the state {where} holds no run: nothing to undo")
+        if manifest is not None and manifest != latest:
+            raise SetupError(
+                f"the state {where} last ran {latest}, not {manifest} (the manifest of "
+                f"{opts.source}): undo takes back the rows of a state's latest manifest; run "
+                f"`batchcopy run {manifest}` against it first (rows done are not copied again)")
         from batchcopy.journal.undo import UndoStore
 
         store = UndoStore(journal)
@@ -104,21 +131,21 @@ async def _run(opts: UndoOptions) -> int:
         if not opts.dry_run:
             try:
                 holds.acquire(f"{region}|{opts.endpoint_url or 'aws'}", sorted(targets),
-                              manifest=f"undo of {path}", journal=str(path))
+                              manifest=f"undo of {where}", journal=where)
             except HeldElsewhere as exc:
                 say(f"batchcopy undo: another batchcopy run on this machine holds image sets this "
                     f"undo would change: {exc}. Not starting")
                 return ExitCode.LOCKED
         try:
-            return await _with_client(opts, journal, store, unfinished, region)
+            return await _with_client(opts, journal, store, unfinished, region, location)
         finally:
             holds.release()
     finally:
-        journal.close()
+        opened.close()
 
 
 async def _with_client(opts: UndoOptions, journal: Any, store: Any, unfinished: int | None,
-                       region: str) -> int:
+                       region: str, location: Any) -> int:
     from batchcopy.aws.client import ClientSettings, ImagingApi, open_client
     from batchcopy.aws.ratelimit import RateLimiter
     from batchcopy.undo.apply import UndoRunner, UndoSettings, make_plan
@@ -152,7 +179,7 @@ async def _with_client(opts: UndoOptions, journal: Any, store: Any, unfinished: 
                 say("batchcopy undo: an undo of this journal is unfinished; --dry-run: nothing "
                     "was changed")
                 return ExitCode.OK
-            say(f"batchcopy undo: resuming the unfinished undo of {journal.path}")
+            say(f"batchcopy undo: resuming the unfinished undo of {location}")
         counts: Counter[str] = Counter()
         waiter = CopyWaiter(api, first_poll_s=opts.poll_first_s, max_interval_s=opts.poll_max_s)
         runner = UndoRunner(api, store, waiter, settings, on_finished=counts.update)
@@ -166,8 +193,7 @@ async def _with_client(opts: UndoOptions, journal: Any, store: Any, unfinished: 
         finally:
             journal.stop_writer()
     report = opts.report or str(opts.reports_dir / (
-        f"{journal.path.name.removesuffix('.journal.sqlite').removesuffix('.sqlite')}-undo-"
-        f"{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}.parquet"))
+        f"{location.name}-undo-{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}.parquet"))
     by_status = write_undo_report(journal, store, plan_id, report)
     say(f"batchcopy undo: {sum(by_status.values())} rows: "
         + ", ".join(f"{n} {s}" for s, n in sorted(by_status.items()))
@@ -176,7 +202,8 @@ async def _with_client(opts: UndoOptions, journal: Any, store: Any, unfinished: 
         say(f"batchcopy undo: aborted: {runner.abort_message}")
         return ExitCode.ABORTED
     if runner.stop_reason == "interrupted":
-        say(f"batchcopy undo: interrupted; run `batchcopy undo {opts.source}` again to finish")
+        say(f"batchcopy undo: interrupted; run `batchcopy undo {opts.source or location}` again "
+            "to finish")
         return ExitCode.INTERRUPTED
     left = {s: n for s, n in by_status.items() if s not in ("SUCCEEDED", "SKIPPED")}
     if left:

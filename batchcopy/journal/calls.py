@@ -102,6 +102,20 @@ class CallLedger:
             "SELECT sent_at, state, error_code FROM calls WHERE run_id=? ORDER BY call_id",
             (run_id,))]
 
+    def accepted_sends(self, run_id: int, limit: int = 200) -> list[float]:
+        """When the run's latest accepted calls (not refused, not void) were sent, newest
+        first (for a copy rate)."""
+        return [r[0] for r in self.db.execute(
+            "SELECT sent_at FROM calls WHERE run_id=? AND state NOT IN ('REJECTED', 'VOID') "
+            "ORDER BY call_id DESC LIMIT ?", (run_id, limit))]
+
+    def rows_per_call(self, run_id: int) -> float | None:
+        """Rows the run's accepted calls carried, on average (merging makes it above 1)."""
+        found = self.db.execute(
+            "SELECT count(*), sum(json_array_length(row_keys)) FROM calls WHERE run_id=? "
+            "AND state NOT IN ('REJECTED', 'VOID')", (run_id,)).fetchone()
+        return found[1] / found[0] if found and found[0] else None
+
     def _by_keys(self, sql: str, keys: Iterable[str]) -> dict[str, Any]:
         keys = list(keys)
         out: dict[str, Any] = {}

@@ -55,3 +55,21 @@ def describe_holder(text: str) -> str:
         parts.append("since " + time.strftime("%Y-%m-%d %H:%M:%S UTC",
                                               time.gmtime(float(found["started_at"]))))
     return ", ".join(parts)
+
+
+def probe_lock(path: Path) -> str | None:
+    """The holder line of `path` if a live process holds its lock, else None. (A shared
+    probe: a run starting at this very instant may find the lock busy and exit 4.)"""
+    try:
+        fh = open(path)
+    except OSError:
+        return None
+    try:
+        try:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return fh.read().strip() or "?"
+        fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+        return None
+    finally:
+        fh.close()

@@ -129,11 +129,19 @@ class OpenState:
     created: bool = False  # the ledger did not exist before this open
     lease: Lease | None = None
     notes: list[str] = field(default_factory=list)  # things worth saying (a lease taken over...)
+    log: Any = None  # an s3:// state's S3Log (journal/s3log.py)
+    writer: bool = False
     _locks: list[Any] = field(default_factory=list)
 
-    @property
-    def writer(self) -> bool:
-        return bool(self._locks) or self.lease is not None
+    def figures(self) -> dict[str, Any]:
+        """What an s3:// state cost this process so far: requests, bytes, segments ({}
+        for a local state)."""
+        if self.log is None:
+            return {}
+        s3 = self.log.s3
+        return {"s3_requests": s3.requests, "bytes_up": s3.bytes_up, "bytes_down": s3.bytes_down,
+                "segment": self.log.seq, "segment_bytes": self.log.bytes_logged,
+                "compactions": self.log.compactions}
 
     def close(self) -> None:
         self.journal.stop_writer()
@@ -159,11 +167,13 @@ class OpenState:
 
 
 def open_for_writing(location: Location, holder: Holder, *, lease_ttl_s: float = DEFAULT_TTL_S,
-                     fresh: bool = False, profile: str | None = None) -> OpenState:
+                     fresh: bool = False, profile: str | None = None,
+                     create: bool = True) -> OpenState:
     """The state's lock (or lease) first, then its ledger: StateLocked if another run holds
-    it, StateError / StateUnavailable if it cannot be used (nothing touched)."""
+    it, StateError / StateUnavailable if it cannot be used (nothing touched). `create`:
+    a state with no ledger yet is made (else StateError)."""
     if location.kind == "s3":
-        return _open_s3(location, holder, lease_ttl_s, profile)
+        return _open_s3(location, holder, lease_ttl_s, profile, create)
     ledger = location.ledger
     option = "--journal" if location.kind == "file" else "--state"
     lock_path = Path(str(ledger) + ".lock")
@@ -178,6 +188,8 @@ def open_for_writing(location: Location, holder: Holder, *, lease_ttl_s: float =
                          f"{exc.strerror or exc}; choose another {option}") from None
     try:
         existed = inspect(ledger) not in ("missing", "empty")
+        if not existed and not create:
+            raise StateError(f"no ledger at {ledger}: nothing has run with this state")
         try:
             journal = Journal(ledger, create=True, check=existed)
         except JournalError as exc:
@@ -191,7 +203,7 @@ def open_for_writing(location: Location, holder: Holder, *, lease_ttl_s: float =
             note = f"--fresh: the unusable ledger is kept as {kept}"
         else:
             note = ""
-        opened = OpenState(location, journal, created=not existed, _locks=[lock])
+        opened = OpenState(location, journal, created=not existed, writer=True, _locks=[lock])
         if note:
             opened.notes.append(note)
         if opened.created and location.kind == "dir":
@@ -219,12 +231,15 @@ def _set_aside(ledger: Path) -> Path:
     return kept
 
 
-def _open_s3(location: Location, holder: Holder, ttl: float, profile: str | None) -> OpenState:
+def _open_s3(location: Location, holder: Holder, ttl: float, profile: str | None,
+             create: bool) -> OpenState:
     from batchcopy.journal.s3commit import S3Committer
     from batchcopy.journal.s3log import S3Log
 
     s3 = S3(location.url, profile=profile)
     s3.check_bucket()
+    if not create and not S3Log(s3, location.ledger.parent).exists():
+        raise StateError(f"no state at {location}: nothing has run there yet")
     lease = Lease(s3, holder, ttl)
     try:
         lease.acquire()
@@ -242,7 +257,8 @@ def _open_s3(location: Location, holder: Holder, ttl: float, profile: str | None
             fh.close()
         lease.release()
         raise
-    opened = OpenState(location, journal, created=log.seq == 0, lease=lease, _locks=locks)
+    opened = OpenState(location, journal, created=log.seq == 0, lease=lease, log=log,
+                       writer=True, _locks=locks)
     if lease.taken_over is not None:
         opened.notes.append(f"took over the expired lease of {lease.taken_over.holder.describe()} "
                             f"(last renewed {time.strftime('%H:%M:%S UTC', time.gmtime(lease.taken_over.renewed_at))}); "
@@ -287,10 +303,10 @@ def open_for_reading(location: Location, *, profile: str | None = None) -> OpenS
     try:
         lock = _cache_lock(location, wait_s=0.0)
     except StateError:  # a writer on this machine keeps the cache current: read it as it is
-        return OpenState(location, Journal(location.ledger, create=False))
+        return OpenState(location, Journal(location.ledger, create=False), log=log)
     try:
         log.sync(location.ledger)
-        return OpenState(location, Journal(location.ledger, create=False), _locks=[lock])
+        return OpenState(location, Journal(location.ledger, create=False), log=log, _locks=[lock])
     except BaseException:
         lock.close()
         raise

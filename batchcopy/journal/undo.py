@@ -49,7 +49,9 @@ class UndoStore:
 
     # ---- reading -------------------------------------------------------------------
     def done_calls(self) -> list[DoneCall]:
-        """Finished copy calls that made a version and that no finished undo took back."""
+        """Finished copy calls of the current manifest's rows (the state's latest run's
+        manifest: a state's ledger holds every manifest run against it) that made a
+        version and that no finished undo took back."""
         undone: set[int] = set()
         for (ids,) in self.journal.db.execute(
                 "SELECT call_ids FROM undo_actions WHERE state = 'DONE'"):
@@ -59,7 +61,9 @@ class UndoStore:
         for row in self.journal.db.execute(
                 f"SELECT call_id, row_keys, {fields}, result_image_set_id, result_version_id, "
                 f"workflow_status FROM calls WHERE state = 'DONE' AND result_image_set_id IS NOT "
-                f"NULL AND workflow_status IN ('COPIED', 'COPY_FAILED') ORDER BY call_id"):
+                f"NULL AND workflow_status IN ('COPIED', 'COPY_FAILED') AND EXISTS (SELECT 1 "
+                f"FROM json_each(calls.row_keys) j WHERE j.value IN (SELECT key FROM manifest)) "
+                f"ORDER BY call_id"):
             if row[0] in undone:
                 continue
             n = len(REQUEST_FIELDS)

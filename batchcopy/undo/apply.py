@@ -24,6 +24,7 @@ from typing import Any
 
 from batchcopy.aws.retry import Backoff, ErrorKind, classify, error_code, error_message
 from batchcopy.undo.plan import DELETE, REVERT, Latest, plan_undo
+from batchcopy.journal.s3io import StateUnavailable
 from batchcopy.journal.undo import OPEN, StoredAction, UndoStore
 
 DELETED_STATES = frozenset({"DELETED"})
@@ -103,7 +104,11 @@ class UndoRunner:
                 await self.api.limiter.bucket(_operation(stored)).acquire()
                 if self.stopping.is_set():
                     return
-                await self.store.sent(stored.action_id)
+                try:
+                    await self.store.sent(stored.action_id)
+                except StateUnavailable as exc:  # not recorded where the state lives: not sent
+                    self.request_stop("aborted", f"the state cannot be written: {exc}")
+                    return
                 attempts += 1
                 try:
                     answer = await self._send(stored)
