@@ -3,10 +3,11 @@ durable when its segment is in S3, and only then in the local cache.
 
     commit       BEGIN; every write of the batch, recorded; the segment PUT with
                  If-None-Match while the lease is valid (journal/s3log.py); the cache's
-                 last segment noted; COMMIT; the futures resolved. An urgent write (a call
-                 recorded before its request leaves) waits `linger_s` (0.1 s) for company,
-                 the others up to `max_delay_s` (0.5 s): at 10 copies/s a segment carries
-                 the records of one or two copies (BATCHCOPY_S3_LINGER, seconds).
+                 last segment noted; COMMIT; the futures resolved. A commit starts at least
+                 `interval_s` (0.15 s; BATCHCOPY_S3_INTERVAL) after the previous one ended,
+                 so a write that finds the writer idle goes at once, and under load
+                 segments carry what arrived meanwhile: at 10 copies/s, about one segment
+                 per 1.5 copies, each record waiting at most the interval.
     local only   once S3 cannot take a segment (errors and timeouts past the retry budget,
                  the lease lost, another writer): from then on urgent writes fail with
                  StateUnavailable (their call is never sent) and the others are applied to
@@ -30,11 +31,11 @@ from batchcopy.journal.s3log import S3Log
 from batchcopy.journal.writer import Applied, Write, apply_writes, fail_all, resolve, rollback
 
 
-def _linger() -> float:
+def _interval() -> float:
     try:
-        return max(0.0, float(os.environ.get("BATCHCOPY_S3_LINGER", "") or 0.1))
+        return max(0.0, float(os.environ.get("BATCHCOPY_S3_INTERVAL", "") or 0.15))
     except ValueError:
-        return 0.1
+        return 0.15
 
 
 class S3Committer:
@@ -43,8 +44,7 @@ class S3Committer:
     def __init__(self, log: S3Log, lease: Lease | None) -> None:
         self.log = log
         self.lease = lease
-        self.linger_s = _linger()
-        self.max_delay_s = max(self.linger_s, 0.5)
+        self.interval_s = _interval()
         self.local_only: str | None = None  # why S3 takes no more writes
         self.on_unavailable: list[Callable[[str], None]] = []
         if lease is not None:
@@ -156,11 +156,9 @@ class S3Committer:
             raise StateUnavailable(str(exc)) from None
 
     def close(self, db: sqlite3.Connection) -> None:
-        """At the end: snapshot if the log grew (the next machine opens it quickly)."""
+        """At the end: a compaction under way finishes (the log since the last snapshot is
+        at most two compaction periods: the next machine replays it in parallel)."""
         self.log.finish()
-        if self.local_only is None and self.log.segments_since >= max(
-                50, self.log.compact_every // 10):
-            self.log.compact(db, wait=True)
 
 
 def _refused(a: Applied, reason: str) -> Applied:

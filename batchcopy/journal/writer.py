@@ -4,9 +4,11 @@ committer makes a batch of them durable at once (group commit).
     Write        one write: `fn(db)`, the future its caller awaits, and how urgent it is
     Committer    makes a batch durable. LocalCommitter: one SQLite transaction, one fsync.
                  (journal/s3log.py's S3Committer also puts the batch in S3 first.)
-    GroupWriter  the writer thread: takes the writes queued so far (waiting up to the
-                 committer's linger for more), commits them together, and only then
-                 resolves the futures; writes commit in the order they were queued
+    GroupWriter  the writer thread: takes the writes queued so far, commits them together,
+                 and only then resolves the futures; writes commit in the order they were
+                 queued. A committer with an `interval_s` starts a commit no sooner than that
+                 after the previous one ended (what arrives meanwhile joins it): a bound on
+                 commits per second, and no wait at all for a write that finds it idle
     Recorder     what the S3 committer passes to `fn` instead of the connection: it runs
                  each statement and keeps the writes (INSERT, UPDATE, DELETE) with their
                  parameters, to be replayed elsewhere in the same order
@@ -17,8 +19,8 @@ task was cancelled before it began is dropped (every write is a consistent step 
 own); once running, it can no longer be cancelled.
 
 Urgency: an `urgent` write (a call recorded before its request leaves) must be durable
-where the state lives before its future resolves, or fail; the other writes may wait a
-little to share a commit (a committer's `max_delay`). `flush` writes commit at once.
+where the state lives before its future resolves, or fail (journal/s3commit.py lets the
+others be kept locally when S3 stops taking writes). `flush` writes commit at once.
 """
 
 from __future__ import annotations
@@ -40,7 +42,7 @@ class Write:
     fn: Callable[[Any], Any]
     future: concurrent.futures.Future[Any] = field(default_factory=concurrent.futures.Future)
     urgent: bool = False  # must be durable where the state lives before it resolves
-    flush: bool = False  # commit at once (no linger)
+    flush: bool = False  # commit at once (not after the interval)
 
 
 @dataclass
@@ -121,8 +123,7 @@ def fail_all(writes: Iterable[Write], exc: BaseException) -> None:
 
 
 class Committer(Protocol):
-    linger_s: float  # how long an urgent write waits for company
-    max_delay_s: float  # how long any other write may wait
+    interval_s: float  # the least time from the end of one commit to the start of the next
 
     def commit(self, db: sqlite3.Connection, writes: list[Write]) -> None:
         """Make `writes` durable and resolve their futures (each with its value or error)."""
@@ -131,8 +132,7 @@ class Committer(Protocol):
 class LocalCommitter:
     """The ledger is the SQLite file: one transaction, one commit (one fsync) per batch."""
 
-    linger_s = 0.0
-    max_delay_s = 0.0
+    interval_s = 0.0
 
     def commit(self, db: sqlite3.Connection, writes: list[Write]) -> None:
         try:
@@ -177,17 +177,14 @@ class GroupWriter:
         self._queue.put(self._STOP)
         self._thread.join()
 
-    def _delay(self, item: Any) -> float:
-        if item is self._STOP or item.flush:
-            return 0.0
-        return self.committer.linger_s if item.urgent else self.committer.max_delay_s
-
     def _loop(self) -> None:
+        ended = float("-inf")  # when the previous commit ended
         while True:
             item = self._queue.get()
             stop = item is self._STOP
             batch: list[Write] = [] if stop else [item]
-            deadline = time.monotonic() + self._delay(item)
+            now = time.monotonic()
+            deadline = now if stop or item.flush else max(now, ended + self.committer.interval_s)
             while True:
                 wait = deadline - time.monotonic()
                 try:
@@ -199,10 +196,12 @@ class GroupWriter:
                     deadline = time.monotonic()
                     continue
                 batch.append(nxt)
-                deadline = min(deadline, time.monotonic() + self._delay(nxt))
+                if nxt.flush:
+                    deadline = time.monotonic()
             batch = [w for w in batch if w.future.set_running_or_notify_cancel()]
             if batch:
                 self.committer.commit(self.db, batch)
                 self.commits += 1
+                ended = time.monotonic()
             if stop:
                 return
