@@ -245,3 +245,22 @@ def test_status_report_verify_and_undo_read_the_state_from_any_machine(
     assert w.stats()["deletes_requested"] == 9
     after = run_cli(["status", state, "-o", "json"], elsewhere, cwd=tmp_path)
     assert json.loads(after.stdout)["by_status"] == {"NOT_RUN": 9}  # the next run copies again
+
+
+@pytest.mark.parametrize("args,said", [
+    (["--state", "s3://no-such-bucket-here/p/"], ("no-such-bucket-here", "NoSuchBucket")),
+    (["--state", "STATE", "--journal", "j.sqlite"], ("--journal and --state",)),
+    (["--state", "m.csv"], ("--state", "is a file")),
+    (["--state", "ftp://host/x/"], ("--state", "s3://bucket/prefix/")),
+], ids=["no-bucket", "state-and-journal", "state-is-a-file", "not-s3"])
+def test_a_state_that_cannot_be_used_is_one_line_exit_2_and_nothing_sent(
+        emulator: Any, client_env: dict[str, str], moto_endpoint: str, tmp_path: Path,
+        args: list[str], said: tuple[str, ...]) -> None:
+    w, manifest, state = job(emulator, client_env, tmp_path, moto_endpoint, n=2)
+    args = [state if a == "STATE" else str(manifest) if a == "m.csv" else a for a in args]
+    proc = run_cli(["run", str(manifest), *args, "--quiet"],
+                   machine_env(w.env, tmp_path, "a", moto_endpoint), cwd=tmp_path)
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert proc.returncode == 2 and len(lines) == 1, proc.stderr
+    assert all(s in lines[0] for s in said) and "Traceback" not in proc.stderr, lines
+    assert w.api_calls() == 0

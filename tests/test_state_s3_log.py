@@ -108,6 +108,21 @@ def test_the_log_replays_into_the_same_ledger_on_an_empty_machine(
         assert other.journal.manifest_statuses() == {"SUCCEEDED": 1, "PENDING": 4}
     finally:
         other.close()
+    # another manifest: a snapshot, and a segment naming it (its blob is gone once copied)
+    monkeypatch.setenv("BATCHCOPY_STATE_DIR", str(tmp_path / "machine-c"))
+    opened = open_for_writing(location, Holder("run", "m2.csv"), lease_ttl_s=30)
+    try:
+        stage(opened.journal, specs(7))
+        asyncio.run(opened.journal.finish_rows(2, [specs(7)[6].key], RowOutcome(Status.FAILED)))
+    finally:
+        opened.close()
+    assert keys(state_endpoint(), bucket_of(state), "team/state/stage/") == []
+    monkeypatch.setenv("BATCHCOPY_STATE_DIR", str(tmp_path / "machine-b"))
+    other = open_for_reading(location)  # replays past the staged segment, from its snapshot
+    try:
+        assert other.journal.manifest_statuses() == {"SUCCEEDED": 1, "PENDING": 5, "FAILED": 1}
+    finally:
+        other.close()
 
 
 

@@ -148,8 +148,8 @@ def run(opts: StatusOptions) -> int:
                           f"{opts.source}` reads it")
     started = time.monotonic()
     try:
-        holder = holder_of(location, opts.profile)
         opened = open_for_reading(location, profile=opts.profile)
+        holder = holder_of(location, opts.profile)
     except (StateError, StateUnavailable) as exc:
         raise StatusError(str(exc)) from None
     try:

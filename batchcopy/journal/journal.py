@@ -283,7 +283,8 @@ class Journal(CallLedger):
         return int(distinct) - self._inserted
 
     def staged_image_sets(self) -> list[tuple[str, str]]:
-        """`held_image_sets()` as the open staging transaction sees it."""
+        """(data store, image set) of every row of the staged manifest that may still be
+        written, as the open staging transaction sees it (what the machine's holds take)."""
         return list(self._held(self._wdb))
 
     def commit_manifest(self, *, fresh: bool = False) -> None:
@@ -361,12 +362,9 @@ class Journal(CallLedger):
                               "WHERE key IN ({})", keys)
         return {k: (v.split("\x1f")[0], int(v.split("\x1f")[1])) for k, v in found.items()}
 
-    def held_image_sets(self) -> Iterator[tuple[str, str]]:
-        """(data store, image set) of every row of the manifest that may still be written."""
-        yield from self._held(self.db)
-
     @staticmethod
     def _held(db: sqlite3.Connection) -> Iterator[tuple[str, str]]:
+        """(data store, image set) of every row of the manifest that may still be written."""
         yield from db.execute(
             "SELECT DISTINCT r.datastore_id, r.source_image_set_id FROM manifest m JOIN rows r "
             "ON r.key = m.key WHERE r.status NOT IN ('SUCCEEDED', 'SKIPPED', 'FAILED') "

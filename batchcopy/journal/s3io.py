@@ -146,7 +146,8 @@ class S3:
     def get(self, key: str, *, until: float | None = None) -> Obj | None:
         return self._retry(lambda: self._get(key), f"read {self.where(key)}", until)
 
-    def keys(self, prefix: str, after: str | None = None) -> list[str]:
+    def keys(self, prefix: str, after: str | None = None, *,
+             until: float | None = None) -> list[str]:
         """Keys under `prefix` (relative to the state's prefix), after `after`, in order."""
         def page(token: str | None) -> dict[str, Any]:
             kw: dict[str, Any] = {"Bucket": self.bucket, "Prefix": self.prefix + prefix}
@@ -160,7 +161,7 @@ class S3:
         out: list[str] = []
         token: str | None = None
         while True:
-            found = self._retry(lambda: page(token), f"list {self.where(prefix)}", None)
+            found = self._retry(lambda: page(token), f"list {self.where(prefix)}", until)
             out.extend(o["Key"][len(self.prefix):] for o in found.get("Contents") or ())
             token = found.get("NextContinuationToken")
             if not found.get("IsTruncated") or not token:
@@ -230,9 +231,10 @@ class S3:
 
         self._retry(one, f"copy {self.where(src)}", None)
 
-    def check_bucket(self) -> None:
-        """StateError now if the bucket is missing or refused (a set-up mistake)."""
-        self.keys("lease")
+    def check_bucket(self, within_s: float = 10.0) -> None:
+        """StateError now if the bucket is missing or refused (a set-up mistake);
+        StateUnavailable if S3 does not answer within `within_s`."""
+        self.keys("lease", until=time.monotonic() + within_s)
 
     # ---- plumbing -------------------------------------------------------------------
     def _put(self, key: str, body: Any, **cond: str) -> str:

@@ -9,6 +9,8 @@ Layout under `s3://bucket/prefix/`:
     snapshots/000000000042.sqlite.gz      the whole ledger (gzip of the SQLite file) after
                                           segment 42
     stage/000000000007-<nonce>.sqlite.gz  a staged manifest's ledger, which segment 7 names
+                                          (copied to snapshots/000000000007.sqlite.gz once
+                                          segment 7 is claimed, then deleted)
 
 A segment is gzip'd JSON: `{"v": 1, "seq": n, "run": <holder's run id>, "statements":
 [[sql, params], [sql, [params, ...], 1], ...]}` -- the INSERT/UPDATE/DELETE statements the
@@ -137,7 +139,7 @@ class S3Log:
                     doc = json.loads(gzip.decompress(found.body))
                     if "snapshot" in doc:
                         db.close()
-                        self._load(str(doc["snapshot"]), cache, seq)
+                        self._load_staged(str(doc["snapshot"]), cache, seq)
                         db = _open(cache)
                         continue
                     db.execute("BEGIN IMMEDIATE")
@@ -147,13 +149,23 @@ class S3Log:
             finally:
                 db.close()
 
-    def _load(self, key: str, cache: Path, seq: int) -> None:
+    def _load_staged(self, blob: str, cache: Path, seq: int) -> None:
+        """A staged manifest's ledger: its blob, or (once the writer has copied it there
+        and deleted the blob) the snapshot of the same segment."""
+        try:
+            self._load(blob, cache, seq, missing_ok=True)
+        except FileNotFoundError:
+            self._load(snap_key(seq), cache, seq)
+
+    def _load(self, key: str, cache: Path, seq: int, *, missing_ok: bool = False) -> None:
         """Replace the cache with the snapshot `key` (the ledger after segment `seq`)."""
         packed, plain = self.workdir / ".snapshot.gz", self.workdir / ".snapshot.sqlite"
         try:
             try:
                 self.s3.download(key, packed)
             except FileNotFoundError:
+                if missing_ok:
+                    raise
                 raise StateError(f"{self.s3.where(key)} is missing: the state is damaged") from None
             with gzip.open(packed, "rb") as src, open(plain, "wb") as dst:
                 shutil.copyfileobj(src, dst, 1 << 20)
@@ -196,6 +208,7 @@ class S3Log:
             raise LogConflict(f"segment {seq} of {self.s3.where()} was written by another run")
         self.seq = seq
         self.s3.copy(blob, snap_key(seq))  # opening needs no detour through the log
+        self.s3.delete([blob])  # the segment's readers fall back on the snapshot
         self._snapshotted(seq)
 
     def maybe_compact(self, db: sqlite3.Connection) -> None:

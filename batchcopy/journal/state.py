@@ -297,6 +297,7 @@ def open_for_reading(location: Location, *, profile: str | None = None) -> OpenS
     from batchcopy.journal.s3log import S3Log
 
     s3 = S3(location.url, profile=profile)
+    s3.check_bucket()
     log = S3Log(s3, location.ledger.parent)
     if not log.exists():
         raise StateError(f"no state at {location}: nothing has run there yet")
