@@ -198,3 +198,23 @@ def test_journals_of_earlier_versions_are_imported_not_forgotten(
     assert w.copy_calls() == copies
     rows = read_report(tmp_path / "new.parquet")
     assert {r["status"] for r in rows} == {"SKIPPED"}
+
+
+def test_a_journal_of_the_previous_schema_is_brought_up_to_date_in_place(tmp_path: Path) -> None:
+    from batchcopy.journal.journal import Journal
+    from batchcopy.journal.schema import SCHEMA_VERSION
+
+    path = tmp_path / "old.journal.sqlite"
+    Journal(path).close()
+    db = sqlite3.connect(path)
+    db.executescript("ALTER TABLE runs DROP COLUMN host; DROP TABLE undo_actions; "
+                     "UPDATE meta SET value='2' WHERE key='schema_version';")
+    db.close()
+    with Journal(path) as journal:
+        assert journal.start_run("m.csv") == 1
+        assert journal.run_record()["host"]  # type: ignore[index]
+    db = sqlite3.connect(path)
+    assert db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()[0] == \
+        SCHEMA_VERSION
+    assert db.execute("SELECT count(*) FROM undo_actions").fetchone()[0] == 0
+    db.close()
