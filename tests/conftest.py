@@ -15,6 +15,8 @@
 from __future__ import annotations
 
 import json
+import os
+import tempfile
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -31,6 +33,10 @@ SMALL_SEED = {"seed": 7, "datastores": 1, "patients": 3, "studies_per_patient": 
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    # the developer's own config file and BATCHCOPY_CONFIG stay out of every test (and of
+    # the CLI processes tests start): settings come from flags, or from what a test sets
+    os.environ["XDG_CONFIG_HOME"] = tempfile.mkdtemp(prefix="batchcopy-xdg-")
+    os.environ.pop("BATCHCOPY_CONFIG", None)
     config.addinivalue_line(
         "markers", "emulator_config(**fields): EmulatorConfig fields for the `emulator` fixture")
 

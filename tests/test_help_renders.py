@@ -15,7 +15,7 @@ from runkit import run_cli
 
 
 def command_paths() -> list[list[str]]:
-    cli._mount_emulator()
+    cli.mount_emulator()
     root = typer.main.get_command(cli.app)
     paths: list[list[str]] = []
 

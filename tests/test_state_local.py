@@ -218,3 +218,18 @@ def test_a_journal_of_the_previous_schema_is_brought_up_to_date_in_place(tmp_pat
         SCHEMA_VERSION
     assert db.execute("SELECT count(*) FROM undo_actions").fetchone()[0] == 0
     db.close()
+
+
+def test_journal_on_the_command_line_wins_over_a_state_from_the_environment(
+        emulator: Any, client_env: dict[str, str], tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    w, manifest = world(emulator, client_env, tmp_path, n=2)
+    monkeypatch.setenv("BATCHCOPY_STATE", str(tmp_path / "from-env"))
+    ledger = tmp_path / "given.journal.sqlite"
+    code, out = run_here(str(manifest), "--journal", str(ledger), "--report",
+                         str(tmp_path / "r.parquet"))
+    assert code == 0, out
+    assert ledger.exists() and not (tmp_path / "from-env").exists()
+    code, out = run_here(str(manifest), "--journal", str(ledger), "--state",
+                         str(tmp_path / "also"))
+    assert code == 2 and "--journal and --state" in out, out

@@ -17,22 +17,36 @@ from batchcopy.cli.options import (
     Output,
     Pins,
     ProgressMode,
+    console_options,
     copy_rate_of,
     datastore_opt,
+    debug_opt,
     delimiter_opt,
+    endpoint_opt,
     extra_opt,
     fail,
     local_manifest,
+    log_file_opt,
+    log_format_opt,
+    log_interval_opt,
+    log_level_opt,
     manifest_arg,
     merge_opt,
+    notify_targets,
     parse_backoff,
     parse_duration_option,
     print_errors,
+    profile_opt,
+    progress_opt,
+    quiet_opt,
     rate_file_opt,
     rate_opt,
     rates_option,
+    region_opt,
     rerun_command,
+    one_ledger,
     state_opt,
+    verbose_opt,
 )
 
 
@@ -41,14 +55,9 @@ def run(
     datastore_id: Optional[str] = datastore_opt(),
     delimiter: Optional[str] = delimiter_opt(),
     extra_columns: ExtraColumns = extra_opt(),
-    endpoint_url: Optional[str] = typer.Option(
-        None, envvar="AWS_ENDPOINT_URL_MEDICAL_IMAGING", metavar="URL", rich_help_panel=H.AWS,
-        help="HealthImaging endpoint, e.g. the emulator's http://127.0.0.1:8787 (with it, the "
-             "runtime- host prefix is not added)."),
-    region: Optional[str] = typer.Option(None, metavar="REGION", rich_help_panel=H.AWS,
-                                         help="AWS region. Default: your AWS configuration."),
-    profile: Optional[str] = typer.Option(None, metavar="NAME", rich_help_panel=H.AWS,
-                                          help="AWS profile. Default: the default credential chain."),
+    endpoint_url: Optional[str] = endpoint_opt(),
+    region: Optional[str] = region_opt(),
+    profile: Optional[str] = profile_opt(),
     rate: list[str] = rate_opt(),
     rate_file: Optional[Path] = rate_file_opt(),
     max_in_flight: int = typer.Option(100, min=1, metavar="N", rich_help_panel=H.PACING,
@@ -115,32 +124,25 @@ def run(
         None, metavar="PATH", rich_help_panel=H.OUTPUT,
         help="Report (.parquet, local or s3://); the summary JSON goes beside it. Default: "
              "reports/<manifest>-<time>.parquet"),
-    progress: ProgressMode = typer.Option(
-        ProgressMode.auto, rich_help_panel=H.OUTPUT,
-        help="auto = a bar on a terminal, else a stats line every --log-interval; bar; log; off."),
-    log_interval: float = typer.Option(30.0, min=0.1, metavar="SECONDS", rich_help_panel=H.OUTPUT,
-                                       help="Seconds between stats lines (off a terminal, or "
-                                            "into --log-file)."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", rich_help_panel=H.OUTPUT,
-                               help="No progress bar or stats lines (the summary is still printed)."),
-    log_format: LogFormat = typer.Option(
-        LogFormat.text, rich_help_panel=H.LOGGING,
-        help="text = timestamped lines; json = one JSON object a line (time, level, event, "
-             "run_id, row_id, call_id, error_code, latency_ms...) for log shippers. Applies "
-             "to --log-file when given, else to stderr."),
-    log_file: Optional[Path] = typer.Option(
-        None, metavar="PATH", rich_help_panel=H.LOGGING,
-        help="Append the log here; the terminal keeps the bar, warnings and the summary."),
-    log_level: Optional[LogLevel] = typer.Option(
-        None, rich_help_panel=H.LOGGING,
-        help="notice (default): start, stats, summary, rows that did not succeed; info: "
-             "every row and call; debug: every API request (operation, status, latency; "
-             "never credentials or bodies)."),
-    verbose: int = typer.Option(0, "--verbose", "-v", count=True, rich_help_panel=H.LOGGING,
-                                show_default=False,
-                                help="-v = --log-level info, -vv = --log-level debug."),
-    debug: bool = typer.Option(False, "--debug", rich_help_panel=H.LOGGING,
-                               help="Same as --log-level debug."),
+    progress: ProgressMode = progress_opt(),
+    log_interval: float = log_interval_opt(),
+    quiet: bool = quiet_opt(),
+    log_format: LogFormat = log_format_opt(),
+    log_file: Optional[Path] = log_file_opt(),
+    log_level: Optional[LogLevel] = log_level_opt(),
+    verbose: int = verbose_opt(),
+    debug: bool = debug_opt(),
+    notify: list[str] = typer.Option(
+        [], "--notify", metavar="TARGET", rich_help_panel=H.NOTIFY,
+        help="When the run ends (finished, aborted, stopped), send its summary: "
+             "sns:arn:aws:sns:REGION:ACCOUNT:TOPIC, or a webhook URL (https://, or "
+             "http://127.0.0.1 for a local relay). Repeatable. A notification that cannot be "
+             "sent is one warning; the exit code stays the run's."),
+    metrics_file: Optional[Path] = typer.Option(
+        None, "--metrics-file", metavar="PATH", rich_help_panel=H.NOTIFY,
+        help="Write the run's numbers here in Prometheus text format (for node_exporter's "
+             "textfile collector: name it *.prom in its directory), every --log-interval "
+             "and at the end; replaced whole each time."),
     confirm_above: int = typer.Option(
         1000, min=0, metavar="ROWS", rich_help_panel=H.CONFIRM,
         help="On a terminal, show the plan and ask before running more rows than this. "
@@ -169,13 +171,9 @@ def run(
 
     if resume and fresh:
         fail("--resume and --fresh contradict each other: choose one")
-    if journal and state:
-        fail("--journal and --state both name where the ledger lives: give one")
-    level = log_level.value if log_level is not None else "notice"
-    if debug or verbose >= 2:
-        level = "debug"
-    elif verbose == 1 and level not in ("debug",):
-        level = "info"
+    journal, state = one_ledger(journal, state)
+    console = console_options(progress, log_interval, quiet, log_format, log_file, log_level,
+                              verbose, debug)
     settings = RunSettings(
         strict_pins=pins is Pins.strict, skip_present=skip_present,
         merge=merge, max_in_flight_per_datastore=max_in_flight, max_attempts=max_attempts,
@@ -189,11 +187,12 @@ def run(
         journal=journal, state=state, lease_ttl_s=lease_ttl, resume=resume, fresh=fresh,
         rates=rates_option(rate, rate_file),
         endpoint_url=endpoint_url, region=region, profile=profile,
-        progress="off" if quiet else progress.value, log_interval_s=log_interval,
+        progress=console.progress, log_interval_s=console.log_interval_s,
         poll_first_s=poll_first, poll_max_s=poll_max, settings=settings,
-        log_format=log_format.value, log_file=str(log_file) if log_file else None,
-        log_level=level, command=rerun_command(sys.argv[1:]),
-        confirm_above=None if yes else confirm_above, verify=verify)
+        log_format=console.log_format, log_file=console.log_file,
+        log_level=console.log_level, command=rerun_command(sys.argv[1:]),
+        confirm_above=None if yes else confirm_above, verify=verify,
+        notify=notify_targets(notify), metrics_file=str(metrics_file) if metrics_file else None)
     raise typer.Exit(run_job(opts))
 
 

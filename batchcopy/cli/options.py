@@ -28,6 +28,15 @@ Output = choices("Output", "text", "json")
 
 
 def fail(message: str, code: int = 2) -> None:
+    """One line on stderr, exit `code`. A message about an option (`--name: ...`) whose
+    value came from the environment or the config file says which (cli/settings.py)."""
+    option, colon, rest = message.partition(":")
+    if colon and option.startswith("--") and " " not in option:
+        from batchcopy.cli.settings import option_origin
+
+        where = option_origin(option)
+        if where:
+            message = f"{option} (from {where}):{rest}"
     typer.echo(f"batchcopy: {message}", err=True)
     raise typer.Exit(code)
 
@@ -84,6 +93,19 @@ def rates_option(rate: list[str], rate_file: Optional[Path]) -> dict[str, tuple[
     return out
 
 
+def notify_targets(texts: list[str]) -> list[Any]:
+    """--notify values -> console/notify.Target, each mistake one line (exit 2)."""
+    from batchcopy.console.notify import parse_target
+
+    targets = []
+    for text in texts:
+        try:
+            targets.append(parse_target(text))
+        except ValueError as exc:
+            fail(f"--notify: {exc}")
+    return targets
+
+
 def copy_rate_of(rates: dict[str, tuple[float, float | None]]) -> float:
     from batchcopy.aws.ratelimit import RateLimiter
 
@@ -109,7 +131,21 @@ def rerun_command(argv: list[str]) -> str:
     """The command a summary tells the user to run again: this one, minus --fresh (which
     would start over) and minus --yes (the question is theirs to answer)."""
     keep = [a for a in argv if a not in ("--fresh", "--yes", "-y")]
-    return shlex.join(["batchcopy", *keep])
+    return shlex.join(["batchcopy", *_hide_webhooks(keep)])
+
+
+def _hide_webhooks(argv: list[str]) -> list[str]:
+    """A --notify webhook's URL is its secret: the summary shows its host only."""
+    from batchcopy.console.notify import Target
+
+    out: list[str] = []
+    for arg in argv:
+        if out and out[-1] == "--notify" and not arg.startswith("sns:"):
+            arg = str(Target("webhook", arg))
+        elif arg.startswith("--notify=") and not arg.startswith("--notify=sns:"):
+            arg = "--notify=" + str(Target("webhook", arg[len("--notify="):]))
+        out.append(arg)
+    return out
 
 
 MANIFEST_HELP = "Manifest: CSV (.csv, .csv.gz) or Parquet (.parquet), a local path or s3://bucket/key."
@@ -152,15 +188,113 @@ def rate_opt() -> Any:
 
 
 def state_opt(help_text: str) -> Any:
-    """--state URL (a directory or s3://bucket/prefix/); BATCHCOPY_STATE when not given is
-    read by the command, so that --journal given with it is not a contradiction."""
+    """--state URL (a directory or s3://bucket/prefix/); BATCHCOPY_STATE like every option
+    (cli/settings.py)."""
     return typer.Option(None, "--state", metavar="URL", rich_help_panel=H.RESUME, help=help_text)
+
+
+def one_ledger(journal: str | None, state: str | None) -> tuple[str | None, str | None]:
+    """--journal or --state: the one given on the command line wins over the other from
+    the environment or a config file; both on the command line is a mistake."""
+    from batchcopy.cli.settings import option_origin
+
+    if not (journal and state):
+        return journal, state
+    if option_origin("--state") is not None and option_origin("--journal") is None:
+        return journal, None
+    if option_origin("--journal") is not None and option_origin("--state") is None:
+        return None, state
+    fail("--journal and --state both name where the ledger lives: give one")
+    return journal, state
 
 
 def rate_file_opt() -> Any:
     return typer.Option(None, "--rate-file", metavar="FILE", rich_help_panel=H.PACING,
                         help='JSON file of rates: {"CopyImageSet": 5} or '
                              '{"CopyImageSet": {"rate": 5, "burst": 5}}; --rate wins.')
+
+
+# ---- what every command that talks to AWS or runs long takes ----------------------------
+def endpoint_opt() -> Any:
+    return typer.Option(
+        None, "--endpoint-url", envvar="AWS_ENDPOINT_URL_MEDICAL_IMAGING", metavar="URL",
+        rich_help_panel=H.AWS,
+        help="HealthImaging endpoint, e.g. the emulator's http://127.0.0.1:8787 (with it, the "
+             "runtime- host prefix is not added).")
+
+
+def region_opt() -> Any:
+    return typer.Option(None, "--region", metavar="REGION", rich_help_panel=H.AWS,
+                        help="AWS region. Default: your AWS configuration.")
+
+
+def profile_opt() -> Any:
+    return typer.Option(None, "--profile", metavar="NAME", rich_help_panel=H.AWS,
+                        help="AWS profile. Default: the default credential chain.")
+
+
+def progress_opt() -> Any:
+    return typer.Option(
+        ProgressMode.auto, "--progress", rich_help_panel=H.OUTPUT,
+        help="auto = a bar on a terminal, else a stats line every --log-interval; bar; log; off.")
+
+
+def log_interval_opt() -> Any:
+    return typer.Option(30.0, "--log-interval", min=0.1, metavar="SECONDS", rich_help_panel=H.OUTPUT,
+                        help="Seconds between stats lines (off a terminal, or into --log-file).")
+
+
+def quiet_opt() -> Any:
+    return typer.Option(False, "--quiet", "-q", rich_help_panel=H.OUTPUT,
+                        help="No progress bar or stats lines (the summary is still printed).")
+
+
+def log_format_opt() -> Any:
+    return typer.Option(
+        LogFormat.text, "--log-format", rich_help_panel=H.LOGGING,
+        help="text = timestamped lines; json = one JSON object a line (time, level, event, "
+             "run_id, row_id, call_id, error_code, latency_ms...) for log shippers. Applies "
+             "to --log-file when given, else to stderr.")
+
+
+def log_file_opt() -> Any:
+    return typer.Option(None, "--log-file", metavar="PATH", rich_help_panel=H.LOGGING,
+                        help="Append the log here; the terminal keeps the bar, warnings and "
+                             "the summary.")
+
+
+def log_level_opt() -> Any:
+    return typer.Option(
+        None, "--log-level", rich_help_panel=H.LOGGING,
+        help="notice (default): start, stats, summary, rows that did not succeed; info: "
+             "every row and call; debug: every API request (operation, status, latency; "
+             "never credentials or bodies).")
+
+
+def verbose_opt() -> Any:
+    return typer.Option(0, "--verbose", "-v", count=True, rich_help_panel=H.LOGGING,
+                        show_default=False, help="-v = --log-level info, -vv = --log-level debug.")
+
+
+def debug_opt() -> Any:
+    return typer.Option(False, "--debug", rich_help_panel=H.LOGGING,
+                        help="Same as --log-level debug.")
+
+
+def console_options(progress: Any, log_interval: float, quiet: bool, log_format: Any,
+                    log_file: Optional[Path], log_level: Any, verbose: int,
+                    debug: bool) -> Any:
+    """The logging and progress options, settled (console/logs.ConsoleOptions)."""
+    from batchcopy.console.logs import ConsoleOptions
+
+    level = log_level.value if log_level is not None else "notice"
+    if debug or verbose >= 2:
+        level = "debug"
+    elif verbose == 1 and level != "debug":
+        level = "info"
+    return ConsoleOptions(progress="off" if quiet else progress.value, log_interval_s=log_interval,
+                          log_format=log_format.value, log_file=str(log_file) if log_file else None,
+                          log_level=level)
 
 
 def print_errors(result: Any) -> None:

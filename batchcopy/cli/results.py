@@ -9,15 +9,30 @@ import typer
 
 from batchcopy.cli import help as H
 from batchcopy.cli.options import (
+    LogFormat,
+    LogLevel,
+    ProgressMode,
     ReportOutput,
+    console_options,
+    debug_opt,
+    endpoint_opt,
     fail,
+    log_file_opt,
+    log_format_opt,
+    log_interval_opt,
+    log_level_opt,
+    profile_opt,
+    progress_opt,
+    quiet_opt,
     rate_file_opt,
     rates_option,
+    region_opt,
     state_opt,
+    verbose_opt,
 )
 
 STATE_HELP = ("The state to read when SOURCE is not given: a directory or s3://bucket/prefix/. "
-              "Env BATCHCOPY_STATE; default: the state directory.")
+              "Default: the state directory.")
 SOURCE_HELP = ("A state (a directory, s3://bucket/prefix/, a journal file) or a run's report "
                "(.parquet, local or s3://). Default: --state.")
 
@@ -68,13 +83,17 @@ def verify_cmd(
     concurrency: int = typer.Option(16, min=1, metavar="N", rich_help_panel=H.PACING,
                                     help="Rows checked at the same time (reads stay within "
                                          "their quotas)."),
-    endpoint_url: Optional[str] = typer.Option(
-        None, envvar="AWS_ENDPOINT_URL_MEDICAL_IMAGING", metavar="URL", rich_help_panel=H.AWS,
-        help="HealthImaging endpoint, e.g. the emulator's http://127.0.0.1:8787."),
-    region: Optional[str] = typer.Option(None, metavar="REGION", rich_help_panel=H.AWS,
-                                         help="AWS region. Default: your AWS configuration."),
-    profile: Optional[str] = typer.Option(None, metavar="NAME", rich_help_panel=H.AWS,
-                                          help="AWS profile. Default: the default credential chain."),
+    endpoint_url: Optional[str] = endpoint_opt(),
+    region: Optional[str] = region_opt(),
+    profile: Optional[str] = profile_opt(),
+    progress: ProgressMode = progress_opt(),
+    log_interval: float = log_interval_opt(),
+    quiet: bool = quiet_opt(),
+    log_format: LogFormat = log_format_opt(),
+    log_file: Optional[Path] = log_file_opt(),
+    log_level: Optional[LogLevel] = log_level_opt(),
+    verbose: int = verbose_opt(),
+    debug: bool = debug_opt(),
 ) -> None:
     """Check that each done row's destination holds what the row asked for, like rclone check.
 
@@ -87,10 +106,12 @@ def verify_cmd(
     from batchcopy.commands.verify import VerifyOptions, run as check
 
     try:
-        code = check(VerifyOptions(source=source, out=out, output=output.value, limit=limit,
-                                   failed_manifest=failed_manifest, rates=rates_option(rate, rate_file),
-                                   endpoint_url=endpoint_url, region=region, profile=profile,
-                                   concurrency=concurrency, state=state))
+        code = check(VerifyOptions(
+            source=source, out=out, output=output.value, limit=limit,
+            failed_manifest=failed_manifest, rates=rates_option(rate, rate_file),
+            endpoint_url=endpoint_url, region=region, profile=profile, concurrency=concurrency,
+            console=console_options(progress, log_interval, quiet, log_format, log_file,
+                                    log_level, verbose, debug), state=state))
     except ReportError as exc:
         fail(str(exc))
     raise typer.Exit(code)
@@ -128,13 +149,17 @@ def undo(
     stop_grace: float = typer.Option(60.0, min=0.0, metavar="SECONDS", rich_help_panel=H.LIMITS,
                                      help="After a stop, how long changes in flight get to "
                                           "finish."),
-    endpoint_url: Optional[str] = typer.Option(
-        None, envvar="AWS_ENDPOINT_URL_MEDICAL_IMAGING", metavar="URL", rich_help_panel=H.AWS,
-        help="HealthImaging endpoint, e.g. the emulator's http://127.0.0.1:8787."),
-    region: Optional[str] = typer.Option(None, metavar="REGION", rich_help_panel=H.AWS,
-                                         help="AWS region. Default: your AWS configuration."),
-    profile: Optional[str] = typer.Option(None, metavar="NAME", rich_help_panel=H.AWS,
-                                          help="AWS profile. Default: the default credential chain."),
+    endpoint_url: Optional[str] = endpoint_opt(),
+    region: Optional[str] = region_opt(),
+    profile: Optional[str] = profile_opt(),
+    progress: ProgressMode = progress_opt(),
+    log_interval: float = log_interval_opt(),
+    quiet: bool = quiet_opt(),
+    log_format: LogFormat = log_format_opt(),
+    log_file: Optional[Path] = log_file_opt(),
+    log_level: Optional[LogLevel] = log_level_opt(),
+    verbose: int = verbose_opt(),
+    debug: bool = debug_opt(),
     poll_first: float = typer.Option(1.0, min=0.001, metavar="SECONDS", rich_help_panel=H.TUNING,
                                      help="Wait before the first check that a revert or delete "
                                           "ended."),
@@ -155,4 +180,5 @@ def undo(
         yes=yes, force=force,
         rates=rates_option(rate, rate_file), endpoint_url=endpoint_url, region=region, profile=profile,
         max_attempts=max_attempts, stop_grace_s=stop_grace, poll_first_s=poll_first,
-        poll_max_s=poll_max)))
+        poll_max_s=poll_max, console=console_options(progress, log_interval, quiet, log_format,
+                                                     log_file, log_level, verbose, debug))))

@@ -14,17 +14,21 @@ from typing import Any
 import typer
 
 from batchcopy.cli import copying, help as H, results, status
+from batchcopy.cli import settings
+from batchcopy.cli.base import App, HelpGroup, help_only
 
-app = typer.Typer(
-    no_args_is_help=True, add_completion=True, pretty_exceptions_enable=False,
+app = App(
+    cls=HelpGroup, no_args_is_help=True, add_completion=True, pretty_exceptions_enable=False,
     rich_markup_mode="rich", context_settings={"help_option_names": ["-h", "--help"]})
 
 
-def _mount_emulator() -> None:
+def mount_emulator() -> None:
+    """Add the `emulator` command group (once), for the console script and help walkers."""
     from batchcopy.emulator.cli import emulator_app
     if any(group.typer_instance is emulator_app for group in app.registered_groups):
         return
-    app.add_typer(emulator_app, name="emulator",
+    help_only(emulator_app)
+    app.add_typer(emulator_app, name="emulator", cls=HelpGroup,
                   help="Run or seed the local HealthImaging emulator.")
 
 
@@ -68,7 +72,7 @@ app.command()(demo)
 
 def build() -> Any:
     """The click command tree of `batchcopy`, with its help tidied (cli_help.tidy)."""
-    _mount_emulator()
+    mount_emulator()
     command = typer.main.get_command(app)
     H.tidy(command)
     return command
@@ -95,6 +99,7 @@ def main() -> None:
         exc.ctx.get_help()  # type: ignore[attr-defined]  # typer prints its rich help here
         sys.exit(2)
     except usage_error as exc:
+        settings.explain(exc)
         ctx = exc.ctx  # type: ignore[attr-defined]
         where = ctx.command_path if ctx is not None else "batchcopy"
         message = " ".join(exc.format_message().split())  # type: ignore[attr-defined]

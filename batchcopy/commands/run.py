@@ -27,6 +27,8 @@ from pathlib import Path
 from typing import Any
 
 from batchcopy.console import logs
+from batchcopy.console.confirm import confirm_run
+from batchcopy.console.outlets import Outlets
 from batchcopy.aws.preflight import SetupError
 from batchcopy.console.stopsignals import stop_on_signals
 from batchcopy.core.specs import ExitCode, Status
@@ -62,6 +64,8 @@ class JobOptions:
     log_file: str | None = None
     command: str | None = None  # the command line, for the summary's next steps
     confirm_above: int | None = None  # ask on a terminal above this many rows (None: never)
+    notify: list[Any] = field(default_factory=list)  # console/notify.Target: told when it ends
+    metrics_file: str | None = None  # console/metrics.py, rewritten every log_interval_s
 
 
 def say(msg: str, *, level: int = logs.NOTICE, event: str = "message", **fields: Any) -> None:
@@ -125,6 +129,9 @@ async def _run_job(opts: JobOptions, tmp: Path, setup: logs.LogSetup) -> int:
     report_dest = opts.report or str(opts.reports_dir / (
         f"{manifest_stem(opts.manifest)}-{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}.parquet"))
     preflight.check_report_destination(report_dest)
+    if opts.metrics_file:
+        preflight.writable_dir(Path(opts.metrics_file).expanduser().absolute().parent,
+                               f"--metrics-file's directory ({opts.metrics_file})")
     location = resolve_location(opts)
     try:
         local = await storage.download(opts.manifest, tmp)
@@ -159,7 +166,7 @@ async def _run_job(opts: JobOptions, tmp: Path, setup: logs.LogSetup) -> int:
         dirs = [journal.path.parent] + ([] if storage.is_s3(report_dest)
                                         else [Path(report_dest).parent])
         preflight.check_space(dirs, rows)
-        _confirm(opts, journal)
+        confirm_run(opts, journal)
         keep = True
         return await _execute(opts, opened, report_dest, region, rows, setup)
     finally:
@@ -189,50 +196,6 @@ def _open_state(location: Any, opts: JobOptions) -> Any:
     return opened
 
 
-def _confirm(opts: JobOptions, journal: Any) -> None:
-    """Above --confirm-above rows to run, on a terminal: show the plan, ask. SetupError if
-    the answer is not yes (nothing was sent)."""
-    if opts.confirm_above is None or not (_isatty(sys.stdin) and _isatty(sys.stderr)):
-        return
-    pending = journal.manifest_statuses().get("PENDING", 0)
-    if pending <= opts.confirm_above:
-        return
-    from batchcopy.plan.forecast import Forecaster
-    from batchcopy.commands.plan import confirmation_text
-    from batchcopy.aws.ratelimit import RateLimiter
-
-    settings = opts.settings
-    forecaster = Forecaster(merge=settings.merge if settings else True)
-    for batch in journal.iter_manifest():
-        forecaster.add_batch([r.spec for r in batch], [r.status == "PENDING" for r in batch])
-    rate = RateLimiter(opts.rates).configured()["CopyImageSet"][0]
-    print(f"batchcopy: {opts.manifest}: "
-          f"{confirmation_text(forecaster.figures(), rate)}.", file=sys.stderr, flush=True)
-    try:
-        answer = input_line("Start copying? [y/N] ")
-    except EOFError:
-        answer = ""
-    if answer.strip().lower() not in ("y", "yes"):
-        raise SetupError("not confirmed: nothing was sent (--yes runs without asking; "
-                         "`batchcopy plan` shows the plan)")
-
-
-def input_line(prompt: str) -> str:
-    """One line from stdin, the prompt on stderr (stdout may be a pipe)."""
-    print(prompt, end="", file=sys.stderr, flush=True)
-    line = sys.stdin.readline()
-    if not line:
-        raise EOFError
-    return line
-
-
-def _isatty(stream: Any) -> bool:
-    try:
-        return bool(stream.isatty())
-    except (AttributeError, ValueError):
-        return False
-
-
 async def _execute(opts: JobOptions, opened: Any, report_dest: str, region: str,
                    total_rows: int, setup: logs.LogSetup) -> int:
     from batchcopy.aws.client import CallStats, ClientSettings, ImagingApi, open_client
@@ -258,14 +221,16 @@ async def _execute(opts: JobOptions, opened: Any, report_dest: str, region: str,
         manifest=opts.manifest, rows=total_rows, done_before=done, copy_rate_per_s=copy_rate,
         journal=where, report=report_dest)
     progress = None
-    if opts.progress != "off":
-        mode = opts.progress
-        if mode == "auto":  # a bar where a person watches, unless JSON goes to the same place
-            mode = "bar" if setup.console_is_terminal and not setup.console_json else "log"
+    if opts.progress != "off" or opts.metrics_file:  # the metrics file reads its numbers
+        shown = opts.progress != "off"
+        mode = logs.display_mode(opts.progress, setup) if shown else "log"
         progress = Progress(total_rows, mode=mode, interval_s=opts.log_interval_s,
                             copy_rate=copy_rate, done=done, to_run=statuses.get("PENDING", 0),
-                            stats=stats, stats_lines=mode == "log" or setup.to_file,
+                            stats=stats, stats_lines=shown and (mode == "log" or setup.to_file),
                             console=setup.console)
+    outlets = Outlets(notify=opts.notify, metrics_file=opts.metrics_file, profile=opts.profile,
+                      interval_s=opts.log_interval_s, manifest=opts.manifest, run_id=run_id,
+                      progress=progress)
     started, started_wall = time.monotonic(), time.time()
     loop = asyncio.get_running_loop()
     journal.start_writer()
@@ -274,6 +239,7 @@ async def _execute(opts: JobOptions, opened: Any, report_dest: str, region: str,
             logs.attach_api_logging(client)
             if progress is not None:
                 progress.start(loop)
+            outlets.start()
             api = ImagingApi(client, limiter, stats=stats, max_attempts=settings.max_attempts,
                              backoff=settings.backoff)
             waiter = CopyWaiter(api, first_poll_s=opts.poll_first_s, max_interval_s=opts.poll_max_s)
@@ -289,9 +255,11 @@ async def _execute(opts: JobOptions, opened: Any, report_dest: str, region: str,
             finally:
                 await waiter.aclose()
     finally:
+        outlets.stop()
         journal.stop_writer()
+    final = journal.manifest_statuses()
     if progress is not None:
-        progress.close(journal.manifest_statuses())
+        progress.close(final)
     wall = time.monotonic() - started
     run_stats = summary_stats(outcome, stats.to_dict(), copy_rate, wall)
     exit_code = decide_exit(outcome.stop_reason, journal)
@@ -310,9 +278,11 @@ async def _execute(opts: JobOptions, opened: Any, report_dest: str, region: str,
             f"Every row's outcome is in the journal {where}: write the report with "
             f"`batchcopy report {where} --out PATH.parquet`",
             level=logging.ERROR, event="report_error")
-        return ExitCode.ABORTED
+        return await outlets.ended(ExitCode.ABORTED, f"batchcopy run {run_id} of "
+                                   f"{opts.manifest}: the report could not be written", run_stats, final)
     from batchcopy.report.summary import human_summary, next_steps
-    say(human_summary(summary), event="summary",
+    text = human_summary(summary)
+    say(text, event="summary",
         level=logs.NOTICE if exit_code == ExitCode.OK else logging.WARNING,
         summary=summary, next_steps=next_steps(summary))
     if outcome.internal_error:
@@ -329,7 +299,7 @@ async def _execute(opts: JobOptions, opened: Any, report_dest: str, region: str,
         verified = await verify_after_run(opts, region, journal, report_dest, where)
         if exit_code == ExitCode.OK and verified:
             exit_code = ExitCode(verified)
-    return exit_code
+    return await outlets.ended(exit_code, text.splitlines()[0], summary, final)
 
 
 def _stop_when_state_fails(opened: Any, runner: Any, loop: asyncio.AbstractEventLoop) -> None:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import sys
 import time
 from collections import Counter
@@ -25,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from batchcopy.aws.preflight import SetupError
+from batchcopy.console import logs
 from batchcopy.console.stopsignals import stop_on_signals
 from batchcopy.core.specs import ExitCode
 
@@ -44,22 +46,30 @@ class UndoOptions:
     stop_grace_s: float = 60.0
     poll_first_s: float = 1.0
     poll_max_s: float = 30.0
-    quiet: bool = False
     reports_dir: Path = Path("reports")
+    console: logs.ConsoleOptions = field(default_factory=logs.ConsoleOptions)
     state: str | None = None
     lease_ttl_s: float = 120.0
 
 
-def say(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
+def say(msg: str, *, level: int = logs.NOTICE, event: str = "message", **fields: Any) -> None:
+    logs.say(msg, level=level, event=event, **fields)
 
 
 def run_undo(opts: UndoOptions) -> int:
     try:
-        return asyncio.run(_run(opts))
-    except SetupError as exc:
-        say(f"batchcopy undo: {exc}")
+        setup = opts.console.configure()
+    except OSError as exc:
+        print(f"batchcopy undo: --log-file: cannot open {opts.console.log_file}: "
+              f"{exc.strerror or exc}", file=sys.stderr, flush=True)
         return ExitCode.USAGE
+    try:
+        return asyncio.run(_run(opts, setup))
+    except SetupError as exc:
+        say(f"batchcopy undo: {exc}", level=logging.ERROR, event="setup_error")
+        return ExitCode.USAGE
+    finally:
+        setup.close()
 
 
 def state_of(source: str | None, state: str | None) -> tuple[Any, str | None]:
@@ -89,7 +99,7 @@ def state_of(source: str | None, state: str | None) -> tuple[Any, str | None]:
     return location, None
 
 
-async def _run(opts: UndoOptions) -> int:
+async def _run(opts: UndoOptions, setup: logs.LogSetup) -> int:
     from batchcopy.aws import preflight
     from batchcopy.journal.holds import HeldElsewhere, Holds
     from batchcopy.journal.lease import Holder
@@ -104,7 +114,7 @@ async def _run(opts: UndoOptions) -> int:
                                   lease_ttl_s=opts.lease_ttl_s, profile=opts.profile,
                                   create=False)
     except StateLocked as exc:
-        say(f"batchcopy undo: {exc}; not starting")
+        say(f"batchcopy undo: {exc}; not starting", level=logging.ERROR, event="locked")
         return ExitCode.LOCKED
     except (StateError, StateUnavailable) as exc:
         raise SetupError(str(exc)) from None
@@ -134,10 +144,11 @@ async def _run(opts: UndoOptions) -> int:
                               manifest=f"undo of {where}", journal=where)
             except HeldElsewhere as exc:
                 say(f"batchcopy undo: another batchcopy run on this machine holds image sets this "
-                    f"undo would change: {exc}. Not starting")
+                    f"undo would change: {exc}. Not starting", level=logging.ERROR, event="locked")
                 return ExitCode.LOCKED
         try:
-            return await _with_client(opts, journal, store, unfinished, region, location)
+            return await _with_client(opts, journal, store, unfinished, region, location,
+                                      setup)
         finally:
             holds.release()
     finally:
@@ -145,7 +156,7 @@ async def _run(opts: UndoOptions) -> int:
 
 
 async def _with_client(opts: UndoOptions, journal: Any, store: Any, unfinished: int | None,
-                       region: str, location: Any) -> int:
+                       region: str, location: Any, setup: logs.LogSetup) -> int:
     from batchcopy.aws.client import ClientSettings, ImagingApi, open_client
     from batchcopy.aws.ratelimit import RateLimiter
     from batchcopy.undo.apply import UndoRunner, UndoSettings, make_plan
@@ -180,30 +191,52 @@ async def _with_client(opts: UndoOptions, journal: Any, store: Any, unfinished: 
                     "was changed")
                 return ExitCode.OK
             say(f"batchcopy undo: resuming the unfinished undo of {location}")
+        from batchcopy.console.tally import Tally
+
+        actions = store.actions(plan_id)
+        display = Tally(len(actions), noun="changes", verb="made",
+                        mode=logs.display_mode(opts.console.progress, setup),
+                        interval_s=opts.console.log_interval_s, console=setup.console)
+        for stored in actions:  # done by an earlier, interrupted undo
+            if stored.state in ("DONE", "FAILED", "CONFLICT"):
+                display.finished(stored.state)
         counts: Counter[str] = Counter()
+
+        def finished(state: str) -> None:
+            counts.update([state])
+            display.finished(state)
+
         waiter = CopyWaiter(api, first_poll_s=opts.poll_first_s, max_interval_s=opts.poll_max_s)
-        runner = UndoRunner(api, store, waiter, settings, on_finished=counts.update)
+        runner = UndoRunner(api, store, waiter, settings, on_finished=finished)
         started = time.monotonic()
         journal.start_writer()
+        say(f"batchcopy undo: {len(actions)} change(s) to make, paced at "
+            f"UpdateImageSetMetadata {limiter.configured()['UpdateImageSetMetadata'][0]:g}/s and "
+            f"DeleteImageSet {limiter.configured()['DeleteImageSet'][0]:g}/s",
+            event="undo_started", changes=len(actions), journal=str(location))
+        display.start()
         try:
             with stop_on_signals(asyncio.get_running_loop(),
                                  lambda: runner.request_stop("interrupted"),
                                  "stopping; changes in flight finish"):
-                await runner.run(store.actions(plan_id))
+                await runner.run(actions)
         finally:
+            display.close()
             journal.stop_writer()
     report = opts.report or str(opts.reports_dir / (
         f"{location.name}-undo-{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}.parquet"))
     by_status = write_undo_report(journal, store, plan_id, report)
     say(f"batchcopy undo: {sum(by_status.values())} rows: "
         + ", ".join(f"{n} {s}" for s, n in sorted(by_status.items()))
-        + f"; {time.monotonic() - started:.1f}s\n  report: {report}")
+        + f"; {time.monotonic() - started:.1f}s\n  report: {report}", event="summary",
+        by_status=dict(by_status), report=report)
     if runner.stop_reason == "aborted":
-        say(f"batchcopy undo: aborted: {runner.abort_message}")
+        say(f"batchcopy undo: aborted: {runner.abort_message}", level=logging.ERROR,
+            event="aborted")
         return ExitCode.ABORTED
     if runner.stop_reason == "interrupted":
         say(f"batchcopy undo: interrupted; run `batchcopy undo {opts.source or location}` again "
-            "to finish")
+            "to finish", event="interrupted")
         return ExitCode.INTERRUPTED
     left = {s: n for s, n in by_status.items() if s not in ("SUCCEEDED", "SKIPPED")}
     if left:

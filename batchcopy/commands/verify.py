@@ -16,8 +16,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from batchcopy.report.parquet import RowResult
+from batchcopy.console import logs
 from batchcopy.core.specs import ExitCode
+from batchcopy.report.parquet import RowResult
 
 
 @dataclass
@@ -32,6 +33,7 @@ class VerifyOptions:
     region: str | None = None
     profile: str | None = None
     concurrency: int = 16
+    console: logs.ConsoleOptions = field(default_factory=logs.ConsoleOptions)
     state: str | None = None
 
 
@@ -57,19 +59,29 @@ def run(opts: VerifyOptions) -> int:
         preflight.check_report_destination(dest)
     except preflight.SetupError as exc:
         raise ReportError(str(exc)) from None
-    with open_source(opts.source, opts.state) as src:
-        return asyncio.run(verify_source(src.rows, src.name, src.run, dest, opts, region))
+    try:
+        setup = opts.console.configure()
+    except OSError as exc:
+        raise ReportError(f"--log-file: cannot open {opts.console.log_file}: "
+                          f"{exc.strerror or exc}") from None
+    try:
+        with open_source(opts.source, opts.state) as src:
+            return asyncio.run(verify_source(src.rows, src.name, src.run, dest, opts, region,
+                                             setup=setup))
+    finally:
+        setup.close()
 
 
 async def verify_source(rows: Callable[[], Iterator[RowResult]], source: str,
                         of_run: dict[str, Any] | None, dest: str, opts: VerifyOptions,
-                        region: str, *, err: bool = False) -> int:
+                        region: str, *, err: bool = False, setup: Any = None) -> int:
     """Check `rows()` (read twice: merged calls first), write verify's report to `dest`,
-    print the outcome (to stderr with err=True, as `run --verify` does). Returns the exit
-    code."""
+    print the outcome (to stderr with err=True, as `run --verify` does). With `setup` (the
+    command's logging), progress as --progress says. Returns the exit code."""
     from batchcopy.aws.client import CallStats, ClientSettings, ImagingApi, open_client
     from batchcopy.aws.ratelimit import RateLimiter
-    from batchcopy.report.parquet import ReportWriter, _is_s3
+    from batchcopy.report.files import is_s3
+    from batchcopy.report.parquet import ReportWriter
     from batchcopy.commands.report import default_limit, show
     from batchcopy.report.view import collect
     from batchcopy.report.retry_manifest import write_failed_manifest
@@ -84,8 +96,11 @@ async def verify_source(rows: Callable[[], Iterator[RowResult]], source: str,
         "kind": "verify", "verified": source, "started_at": now_iso(),
         "of_run": {k: (of_run or {}).get(k) for k in ("run_id", "manifest", "journal", "report")},
         "versions": package_versions()}
+    display = _display(rows, opts, setup)
+    logs.say(f"batchcopy verify: checking the done rows of {source}", event="verify_started",
+             source=source, report=dest, rows=display.total)
     staging = Path(tempfile.mkdtemp(prefix="batchcopy-verify-"))
-    local = staging / "verify.parquet" if _is_s3(dest) else Path(dest)
+    local = staging / "verify.parquet" if is_s3(dest) else Path(dest)
     try:
         settings = ClientSettings(endpoint_url=opts.endpoint_url, region=region,
                                   profile=opts.profile,
@@ -94,19 +109,24 @@ async def verify_source(rows: Callable[[], Iterator[RowResult]], source: str,
             api = ImagingApi(client, RateLimiter(opts.rates), stats=stats)
             verifier = Verifier(Documents(api), call_attributes(rows()))
             with ReportWriter(local, run=context) as writer:
+                display.start()
                 try:
                     async for checked in verify_rows(rows(), verifier, tally,
                                                      concurrency=opts.concurrency):
                         writer.write(checked)
+                        _log_checked(checked, display)
                 except VerifyAborted as exc:
                     writer.abort()
-                    print(f"batchcopy verify: stopped: {exc} (nothing more can be checked with "
-                          "these credentials)", file=sys.stderr)
+                    logs.say(f"batchcopy verify: stopped: {exc} (nothing more can be checked "
+                             "with these credentials)", level=logs.logging.ERROR,
+                             event="aborted")
                     return int(ExitCode.ABORTED)
+                finally:
+                    display.close()
                 context.update(finished_at=now_iso(), rows_checked=tally.checked,
                                rows_not_checked=tally.not_checked, api=stats.to_dict())
                 counts = writer.close()
-        if _is_s3(dest):
+        if is_s3(dest):
             from batchcopy.aws import storage
 
             await storage.upload(local, dest)
@@ -125,10 +145,40 @@ async def verify_source(rows: Callable[[], Iterator[RowResult]], source: str,
                          "(a manifest: `batchcopy run` it to copy them again)")
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+    headline = _headline(source, tally, stats.to_dict())
     if opts.output == "table":
-        print(_headline(source, tally, stats.to_dict()), file=out)
+        print(headline, file=out)
     show(view, opts.output, extra, notes, out=out)
+    if setup is not None and setup.to_file:  # the terminal has the table above
+        logs.emit(logs.NOTICE if view.ok else logs.logging.WARNING, "verify_summary",
+                  f"{headline}; verify's report: {dest}", summary=summary, **extra)
     return int(ExitCode.OK if view.ok else ExitCode.ROWS_FAILED)
+
+
+def _display(rows: Callable[[], Iterator[RowResult]], opts: VerifyOptions, setup: Any) -> Any:
+    """verify's progress over the rows it will check (off for `run --verify`, whose own
+    progress has ended)."""
+    from batchcopy.console.tally import Tally
+    from batchcopy.verify.check import CHECKED
+
+    total = sum(1 for row in rows() if row.status in CHECKED)
+    mode = "off" if setup is None else logs.display_mode(opts.console.progress, setup)
+    return Tally(total, noun="rows", verb="checked", mode=mode,
+                 interval_s=opts.console.log_interval_s,
+                 console=None if setup is None else setup.console)
+
+
+def _log_checked(checked: list[RowResult], display: Any) -> None:
+    """One record per checked row: INFO when it verified, WARNING when it did not."""
+    for row in checked:
+        status = row.status.value
+        display.finished(status)
+        good = status == "SUCCEEDED"
+        level = logs.logging.INFO if good else logs.logging.WARNING
+        logs.emit(level, "verified", f"row {row.row_id}: "
+                  + ("verified" if good else f"{status}: {row.error_code}: {row.error_message}"),
+                  row_id=row.row_id, manifest_row=row.manifest_row, status=status,
+                  error_code=row.error_code)
 
 
 def _reread(path: Path) -> Iterator[RowResult]:

@@ -158,6 +158,29 @@ class LogSetup:
         LOG.propagate = self._saved[1]
 
 
+@dataclass(frozen=True)
+class ConsoleOptions:
+    """How a command logs and shows progress: --progress (auto | bar | log | off; --quiet is
+    off), --log-interval, --log-format, --log-file, --log-level (-v, --debug settled)."""
+
+    progress: str = "auto"
+    log_interval_s: float = 30.0
+    log_format: str = "text"
+    log_file: str | None = None
+    log_level: str = "notice"
+
+    def configure(self) -> "LogSetup":
+        return configure(level=self.log_level, fmt=self.log_format, file=self.log_file)
+
+
+def display_mode(requested: str, setup: "LogSetup") -> str:
+    """--progress auto: a bar where a person watches (unless JSON goes there too), else
+    stats lines."""
+    if requested != "auto":
+        return requested
+    return "bar" if setup.console_is_terminal and not setup.console_json else "log"
+
+
 def configure(*, level: str = "notice", fmt: str = "text", file: str | None = None,
               stream: TextIO | None = None) -> LogSetup:
     """Install the handlers of one run. `fmt` applies to --log-file when there is one (the

@@ -33,6 +33,7 @@ from collections.abc import Callable, Mapping
 from typing import Any, TextIO
 
 from batchcopy.console import logs
+from batchcopy.console.tally import Ticker
 from batchcopy.core.durations import human_duration
 from batchcopy.core.specs import Status
 
@@ -40,7 +41,6 @@ _DONE_ORDER = (Status.SUCCEEDED.value, Status.SKIPPED.value, Status.FAILED.value
 DONE = frozenset(_DONE_ORDER)
 LEFT = (Status.NOT_RUN.value, Status.CONFLICT.value, Status.UNKNOWN.value)
 _RATE_WINDOW = 100  # accepted calls the achieved rate is measured over
-_BAR_TICK_S = 1.0
 
 
 class Progress:
@@ -74,7 +74,7 @@ class Progress:
         self._clock = clock
         self._started = clock()
         self._last_line = self._started
-        self._timer: asyncio.TimerHandle | None = None
+        self._timer: Ticker | None = None
         self._console = console
         self._closed = False
         self._bar: Any = None
@@ -209,18 +209,9 @@ class Progress:
     # ---- display ---------------------------------------------------------------------
     def start(self, loop: asyncio.AbstractEventLoop | None = None) -> None:
         """Refresh the bar and write stats lines on a timer (call inside the run's loop)."""
-        if self.mode != "bar" and not self.stats_lines:
-            return
-        loop = loop or asyncio.get_running_loop()
-        tick = min(_BAR_TICK_S, self.interval_s) if self.mode == "bar" else self.interval_s
-        tick = max(tick, 0.05)
-
-        def fire() -> None:
-            self.refresh()
-            if not self._closed:
-                self._timer = loop.call_later(tick, fire)
-
-        self._timer = loop.call_later(tick, fire)
+        if self.mode == "bar" or self.stats_lines:
+            self._timer = Ticker(Ticker.tick_s(self.mode == "bar", self.interval_s),
+                                 self.refresh, loop)
 
     def refresh(self) -> None:
         if self._closed:

@@ -345,6 +345,6 @@ def render_html(view: RunView) -> str:
 
 def write_html(view: RunView, path: Path) -> None:
     """Write the page atomically (parents created)."""
-    from batchcopy.report.summary import _write_local_atomic
+    from batchcopy.report.files import write_local_atomic
 
-    _write_local_atomic(render_html(view).encode("utf-8"), Path(path))
+    write_local_atomic(render_html(view).encode("utf-8"), Path(path))

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from batchcopy.core.specs import TERMINAL_DONE, CopySpec, Status
+from batchcopy.report.files import fsync_dir, fsync_file, is_s3, s3_basename, tmp_path
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas
@@ -323,31 +324,6 @@ class ReportCounts:
         return {"rows": s.rows, "by_status": s.by_status, "by_error_code": s.by_error_code}
 
 
-def _tmp_path(path: Path) -> Path:
-    return path.with_name(path.name + ".tmp")
-
-
-def _fsync_file(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:  # pragma: no cover - platforms without directory fds
-        return
-    try:
-        os.fsync(fd)
-    except OSError:  # pragma: no cover
-        pass
-    finally:
-        os.close(fd)
-
-
 def _epoch_ms(value: datetime | None) -> int | None:
     if value is None:
         return None
@@ -370,7 +346,7 @@ class ReportWriter:
         if row_group_rows < 1:
             raise ValueError("row_group_rows must be >= 1")
         self.path = Path(path)
-        self.tmp_path = _tmp_path(self.path)
+        self.tmp_path = tmp_path(self.path)
         self.row_group_rows = row_group_rows
         self._schema = report_schema(run)
         self._buffer: list[RowResult] = []
@@ -435,9 +411,9 @@ class ReportWriter:
         try:
             self._flush()
             self._writer.close()
-            _fsync_file(self.tmp_path)
+            fsync_file(self.tmp_path)
             os.replace(self.tmp_path, self.path)
-            _fsync_dir(self.path.parent)
+            fsync_dir(self.path.parent)
         except BaseException:
             self.abort()
             raise
@@ -455,15 +431,6 @@ class ReportWriter:
         self.tmp_path.unlink(missing_ok=True)
 
 
-def _is_s3(url: str) -> bool:
-    """storage.is_s3, without importing storage (aioboto3) for plain local paths."""
-    if not url[:3].lower() == "s3:":
-        return False
-    from batchcopy.aws.storage import is_s3
-
-    return is_s3(url)
-
-
 class ReportUploadError(Exception):
     """The report was written locally but could not be uploaded; `local_path` keeps it."""
 
@@ -471,11 +438,6 @@ class ReportUploadError(Exception):
         super().__init__(f"could not upload the report to {url} ({cause}); kept at {local_path}")
         self.local_path = local_path
         self.url = url
-
-
-def _s3_basename(url: str) -> str:
-    name = url.rstrip("/").rsplit("/", 1)[-1]
-    return name or "report.parquet"
 
 
 async def write_report(
@@ -500,7 +462,7 @@ async def write_report(
     `run` (the run's context) goes into the file's metadata (see report_schema).
     """
     dest = str(destination)
-    if not _is_s3(dest):
+    if not is_s3(dest):
         with ReportWriter(Path(dest), row_group_rows=row_group_rows, run=run) as writer:
             writer.write(rows)
             return writer.close()
@@ -512,7 +474,7 @@ async def write_report(
         staging_dir = Path(tempfile.mkdtemp(prefix="batchcopy-report-"))
     else:
         staging_dir = Path(tmp_dir)
-    local = staging_dir / _s3_basename(dest)
+    local = staging_dir / s3_basename(dest)
     try:
         with ReportWriter(local, row_group_rows=row_group_rows, run=run) as writer:
             writer.write(rows)
@@ -566,7 +528,7 @@ def read_report(source: str | Path) -> pandas.DataFrame:
     import pandas as pd
 
     src = str(source)
-    if not _is_s3(src):
+    if not is_s3(src):
         return pd.read_parquet(src, engine="pyarrow")
     staging = Path(tempfile.mkdtemp(prefix="batchcopy-read-"))
     try:

@@ -13,7 +13,8 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from batchcopy.report.parquet import RowResult, _fsync_file, _tmp_path
+from batchcopy.report.files import fsync_file, tmp_path
+from batchcopy.report.parquet import RowResult
 from batchcopy.core.specs import Status
 from batchcopy.manifest.rules import BOOL_COLUMNS, TEXT_COLUMNS
 
@@ -59,7 +60,7 @@ def write_failed_manifest(
     wanted = {Status(s).value for s in statuses}
     out = Path(out_csv)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _tmp_path(out)
+    tmp = tmp_path(out)
     written = 0
     try:
         if out.name.lower().endswith(".gz"):
@@ -75,7 +76,7 @@ def write_failed_manifest(
                 spec = row.to_spec(keep_versions=keep_versions)
                 writer.writerow([_csv_cell(getattr(spec, c)) for c in FAILED_MANIFEST_COLUMNS])
                 written += 1
-        _fsync_file(tmp)
+        fsync_file(tmp)
         os.replace(tmp, out)
     except BaseException:
         tmp.unlink(missing_ok=True)

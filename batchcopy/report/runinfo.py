@@ -43,6 +43,7 @@ def run_options(opts: Any) -> dict[str, Any]:
     options = {f.name: getattr(opts, f.name) for f in dataclasses.fields(opts)
                if f.name != "settings"}
     options["endpoint_url"] = _no_userinfo(options.get("endpoint_url"))
+    options["notify"] = [str(t) for t in options.get("notify") or ()]  # a webhook's host only
     options["rates"] = {op: {"rate": r, "burst": b}
                         for op, (r, b) in (options.get("rates") or {}).items()}
     settings = getattr(opts, "settings", None)

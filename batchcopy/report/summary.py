@@ -11,7 +11,6 @@ import dataclasses
 import enum
 import json
 import math
-import os
 import shlex
 import shutil
 import tempfile
@@ -21,7 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from batchcopy.core.durations import human_duration
-from batchcopy.report.parquet import ReportCounts, _is_s3, _s3_basename, _tmp_path, to_utc
+from batchcopy.report.files import is_s3, s3_basename, write_local_atomic
+from batchcopy.report.parquet import ReportCounts, to_utc
 from batchcopy.core.specs import ExitCode, Status
 
 
@@ -75,32 +75,18 @@ def _summary_bytes(summary: dict[str, Any]) -> bytes:
     return (json.dumps(_jsonable(summary), indent=2) + "\n").encode("utf-8")
 
 
-def _write_local_atomic(data: bytes, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _tmp_path(path)
-    try:
-        with open(tmp, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
 async def write_summary_async(summary: dict[str, Any], destination: str | Path) -> None:
     """Write the summary JSON to a local path (atomic, parents created) or an s3:// URL."""
     dest = str(destination)
     data = _summary_bytes(summary)
-    if not _is_s3(dest):
-        _write_local_atomic(data, Path(dest))
+    if not is_s3(dest):
+        write_local_atomic(data, Path(dest))
         return
     from batchcopy.aws import storage
 
     staging = Path(tempfile.mkdtemp(prefix="batchcopy-summary-"))
     try:
-        local = staging / _s3_basename(dest)
+        local = staging / s3_basename(dest)
         local.write_bytes(data)
         await storage.upload(local, dest)
     finally:
@@ -112,8 +98,8 @@ def write_summary(summary: dict[str, Any], destination: str | Path) -> None:
     own event loop, so from inside a running loop (the runner) use write_summary_async
     (RuntimeError otherwise)."""
     dest = str(destination)
-    if not _is_s3(dest):
-        _write_local_atomic(_summary_bytes(summary), Path(dest))
+    if not is_s3(dest):
+        write_local_atomic(_summary_bytes(summary), Path(dest))
         return
     try:
         asyncio.get_running_loop()

@@ -89,8 +89,8 @@ class Runner:
             self.versions.forget(call.request.datastore_id, *call.request.image_sets())
         async with asyncio.TaskGroup() as tg:
             tasks = [tg.create_task(self._settle_one(call)) for call in calls]
-            stop = asyncio.ensure_future(ctx.stopping.wait() if honour_stop
-                                         else asyncio.Event().wait())
+            stop = tg.create_task(ctx.stopping.wait() if honour_stop
+                                  else asyncio.Event().wait())
             try:
                 await asyncio.wait([*tasks, stop], return_when=asyncio.FIRST_COMPLETED)
                 while not all(t.done() for t in tasks) and not stop.done():

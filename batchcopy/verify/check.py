@@ -133,18 +133,25 @@ def check_unchanged(before: Instances, after: Instances, copied: set[str], named
 
 class Documents:
     """Metadata documents by (data store, image set, version) and latest versions by
-    image set, each read once however many rows ask at the same time (LRU-bounded)."""
+    image set, each read once however many rows ask at the same time (LRU-bounded).
+
+    A read is a task of the task group the rows are checked in (`owner`), not of the row
+    that asked first: a row that stops waiting does not cancel what others wait for, and
+    the group sees every read end."""
 
     def __init__(self, api: Any, size: int = 64) -> None:
         self.api = api
         self.size = size
+        self.owner: asyncio.TaskGroup | None = None
         self._docs: OrderedDict[tuple[str, str, str], asyncio.Future[dict[str, Any]]] = OrderedDict()
         self._latest: dict[tuple[str, str], asyncio.Future[str]] = {}
 
     async def _once(self, table: Any, key: Any, make: Any) -> Any:
         fut = table.get(key)
         if fut is None:
-            fut = asyncio.ensure_future(make())
+            if self.owner is None:
+                raise RuntimeError("Documents read outside verify_rows' task group")
+            fut = self.owner.create_task(make())
             table[key] = fut
             if table is self._docs:
                 while len(self._docs) > self.size:
@@ -300,6 +307,7 @@ async def verify_rows(rows: Iterable[RowResult], verifier: Verifier, tally: Tall
             continue
         try:
             async with asyncio.TaskGroup() as group:
+                verifier.docs.owner = group
                 tasks = [group.create_task(one(r)) for r in todo]
         except BaseExceptionGroup as eg:
             aborted = eg.subgroup(VerifyAborted)

@@ -173,6 +173,8 @@ def test_rates_change_at_runtime_through_the_control_route(emulator: Any, boto3_
     assert status == 200 and got["enforce_rates"] is False and got["time_scale"] == 0.01
 
 
+# a token every 100 s (time-scaled): the second copy is throttled however slow the machine is
+@pytest.mark.emulator_config(rates={"CopyImageSet": RateQuota(0.0001, 1)})
 def test_stats_count_calls_and_throttles(emulator: Any, boto3_client: Any, control: Any, seeded: Any) -> None:
     store = seeded["datastores"][0]
     ds, src = store["datastoreId"], store["imageSets"][0]["imageSetId"]
