@@ -170,7 +170,7 @@ def test_snapshots_compact_the_log(state: str, tmp_path: Path,
         run = stage(journal, specs(10))
         for i in range(10):  # one segment each: a compaction every three
             asyncio.run(journal.finish_rows(run, [specs(10)[i].key], RowOutcome(Status.SUCCEEDED)))
-        opened.journal.committer.log.finish()
+            journal.committer.log.finish()  # (its upload, in a thread, done before the next)
         mine = dump(journal.db)
     finally:
         opened.close()

@@ -143,6 +143,9 @@ class Journal(CallLedger):
 
     def close(self) -> None:
         self.stop_writer()
+        finish = getattr(self.committer, "close", None)  # an s3:// state's compaction, if any
+        if finish is not None:
+            finish(self._wdb)
         self.db.close()
         self._wdb.close()
         if self._lock_fh is not None:

@@ -130,7 +130,6 @@ class OpenState:
     lease: Lease | None = None
     notes: list[str] = field(default_factory=list)  # things worth saying (a lease taken over...)
     log: Any = None  # an s3:// state's S3Log (journal/s3log.py)
-    writer: bool = False
     _locks: list[Any] = field(default_factory=list)
 
     def figures(self) -> dict[str, Any]:
@@ -144,13 +143,9 @@ class OpenState:
                 "compactions": self.log.compactions}
 
     def close(self) -> None:
-        self.journal.stop_writer()
         try:
-            close = getattr(self.journal.committer, "close", None)
-            if close is not None and self.writer:
-                close(self.journal._wdb)  # noqa: SLF001 - the state's own journal
-        finally:
             self.journal.close()
+        finally:
             if self.lease is not None:
                 self.lease.release()
             for fh in self._locks:
@@ -203,7 +198,7 @@ def open_for_writing(location: Location, holder: Holder, *, lease_ttl_s: float =
             note = f"--fresh: the unusable ledger is kept as {kept}"
         else:
             note = ""
-        opened = OpenState(location, journal, created=not existed, writer=True, _locks=[lock])
+        opened = OpenState(location, journal, created=not existed, _locks=[lock])
         if note:
             opened.notes.append(note)
         if opened.created and location.kind == "dir":
@@ -258,7 +253,7 @@ def _open_s3(location: Location, holder: Holder, ttl: float, profile: str | None
         lease.release()
         raise
     opened = OpenState(location, journal, created=log.seq == 0, lease=lease, log=log,
-                       writer=True, _locks=locks)
+                       _locks=locks)
     if lease.taken_over is not None:
         opened.notes.append(f"took over the expired lease of {lease.taken_over.holder.describe()} "
                             f"(last renewed {time.strftime('%H:%M:%S UTC', time.gmtime(lease.taken_over.renewed_at))}); "
