@@ -156,8 +156,8 @@ class S3Committer:
             raise StateUnavailable(str(exc)) from None
 
     def close(self, db: sqlite3.Connection) -> None:
-        """At the end: a compaction under way finishes (the log since the last snapshot is
-        at most two compaction periods: the next machine replays it in parallel)."""
+        """At the end: a compaction under way finishes (the log after the last snapshot is
+        about a compaction period: the next machine replays it in parallel)."""
         self.log.finish()
 
 

@@ -33,8 +33,9 @@ applied in order; a gap in the sequence is an error.
 Compaction: after `compact_every` segments (500; BATCHCOPY_S3_COMPACT_EVERY) the writer
 snapshots its cache at a segment boundary (SQLite's backup) and a helper thread uploads it
 and deletes what the snapshot before it made obsolete (segments, stage blobs, older
-snapshots): opening a state needs one snapshot and at most two compaction periods of
-segments, whatever its history.
+snapshots): opening a state needs one snapshot and the segments after it (a compaction
+period's, plus those written while the upload ran; a compaction due meanwhile waits for
+the running one), whatever its history.
 """
 
 from __future__ import annotations
