@@ -115,6 +115,71 @@ class Running:
         return False
 
 
+class OnATerminal(Running):
+    """`python -m batchcopy ...` as the session leader of a pseudo-terminal, its stdin,
+    stdout and stderr on it (what runs in an SSH session); `hang_up()` closes the
+    terminal's other side, as sshd does when the connection drops: the kernel sends SIGHUP
+    and the terminal reads as hung up. Output is drained meanwhile (a full terminal would
+    block the run)."""
+
+    def __init__(self, args: list[str], env: dict[str, str], cwd: Path) -> None:
+        import pty
+        import threading
+
+        self.err = cwd / "terminal.out"
+        self.master, slave = pty.openpty()
+        self.proc = subprocess.Popen([sys.executable, "-m", "batchcopy", *args], cwd=cwd,
+                                     env={**os.environ, **env}, stdin=slave, stdout=slave,
+                                     stderr=slave, start_new_session=True,
+                                     preexec_fn=_controlling_terminal)
+        os.close(slave)
+        self._stop = threading.Event()
+        self._drain = threading.Thread(target=self._read, daemon=True)
+        self._drain.start()
+
+    def _read(self) -> None:
+        """Drain the terminal; never blocked in read(): a read in progress would keep the
+        terminal open after hang_up() closes it (the kernel hangs up on the last close)."""
+        import select
+
+        with self.err.open("wb") as out:
+            while not self._stop.is_set():
+                ready, _, _ = select.select([self.master], [], [], POLL_S)
+                if not ready:
+                    continue
+                try:
+                    chunk = os.read(self.master, 4096)
+                except OSError:  # the other side is gone
+                    return
+                if not chunk:
+                    return
+                out.write(chunk)
+                out.flush()
+
+    def hang_up(self) -> None:
+        if self.master >= 0:
+            self._stop.set()
+            self._drain.join(timeout=10)
+            os.close(self.master)
+            self.master = -1
+
+    def __enter__(self) -> "OnATerminal":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.hang_up()
+        if self.alive:
+            self.kill()
+
+
+def _controlling_terminal() -> None:
+    """In the child, after setsid: make stdin (the terminal) its controlling terminal."""
+    import fcntl
+    import termios
+
+    fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+
+
 def run_args(manifest: Path, journal: Path, report: Path, *extra: str,
              resume: bool = False) -> list[str]:
     return ["run", str(manifest), "--journal", str(journal), "--report", str(report),

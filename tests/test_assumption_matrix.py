@@ -4,7 +4,8 @@ defaults, end to end over HTTP with the real CLI.
 
 For each reading, a run of a scene with chains, merges, a forced copy, a mismatch, a row
 naming an absent instance, a promote-to-primary copy and new image sets, under lost
-answers, killed after its first calls, resumed, then rerun; and a conflict scene (stale
+answers, killed after its first calls, resumed, then rerun, then rerun with its journal lost
+(the rows into new image sets find their copies); and a conflict scene (stale
 versions and locked image sets from an outside writer). Every report row is checked
 against the emulator's state read through the public API (GetImageSet,
 GetImageSetMetadata), and every copy the service executed must be one journaled call:
@@ -180,6 +181,19 @@ def test_scene_under_every_reading(emulator_factory: Any, client_env: dict[str, 
     assert again.code == 1, again.stderr
     assert w.copy_calls() == calls
     check_truth(w, read_report(report), expect)
+    # and with the journal lost: the rows into new image sets find their copies (run/present.py)
+    made = {r["row_id"]: r["result_image_set_id"] for r in out}
+    lost = run_manifest(manifest, w.env, tmp_path, journal=tmp_path / "lost.sqlite",
+                        report=tmp_path / "lost.parquet")
+    assert lost.code in (0, 1), lost.stderr
+    found = {}
+    for r in read_report(tmp_path / "lost.parquet"):
+        if r["row_id"].startswith("new-"):
+            assert r["status"] == "SKIPPED", (r["row_id"], r["status"], r["error_message"])
+            found[r["row_id"]] = r["result_image_set_id"]
+    # each matched with a copy of its own (when image sets are series, the whole copy and
+    # the series copy hold the same: either may be found for either)
+    assert sorted(found.values()) == sorted(made[k] for k in found)
 
 
 CONFLICT_SWITCHES = ("stale_version", "locked", "version_order", "version_timestamps")

@@ -63,6 +63,24 @@ def test_missing_local_file(emulator: Any, client_env: dict[str, str], tmp_path:
     assert_nothing_sent(emulator)
 
 
+@pytest.mark.parametrize("kind", ["fifo", "device"])
+def test_a_named_pipe_or_a_device_is_refused_at_once(kind: str, emulator: Any, client_env: dict[str, str],
+                                                     tmp_path: Path) -> None:
+    """Not files: a named pipe nobody writes to (reading it would wait for ever) and a
+    device (/dev/zero, under a .csv name)."""
+    target = tmp_path / "m.csv"
+    if kind == "fifo":
+        os.mkfifo(target)
+    else:
+        target.symlink_to("/dev/zero")
+    expect = ("a named pipe (FIFO)",) if kind == "fifo" else ("a device",)
+    for name, args in commands(str(target), tmp_path).items():
+        assert_refused(name, start(args, client_env, tmp_path), str(target),
+                       (*expect, "not a regular file", "save it to a file first"))
+    assert_nothing_sent(emulator)
+    assert not (tmp_path / "run.journal.sqlite").exists()
+
+
 def test_the_corpus_is_broad() -> None:
     kinds = {case.name.split("-")[0] for case in CASES}
     assert kinds == {"csv", "gz", "pq", "path"} and len(CASES) >= 45

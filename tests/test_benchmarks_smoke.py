@@ -90,6 +90,19 @@ def test_scale(results: Path) -> None:
         assert finite(run[key]), key
 
 
+def test_present(results: Path) -> None:
+    data = figures(results, "present")
+    assert [p["phase"] for p in data["phases"]] == ["first run", "journal", "no-state", "no-state-copy"]
+    for phase in data["phases"]:
+        assert finite(phase["wall_s"]) and finite(phase["all_calls_per_row"])
+    by = {p["phase"]: p for p in data["phases"]}
+    assert by["journal"]["all_calls_per_row"] == 0
+    assert data["no_state_copy_calls"] == 0  # the defence held: nothing copied again
+    assert by["no-state"]["rows_already_present"] == data["params"]["rows"]
+    assert by["no-state-copy"]["calls"]["CopyImageSet"] >= data["params"]["rows"]
+    assert all(finite(v) for v in data["ratios"].values())
+
+
 def test_state(results: Path) -> None:
     data = figures(results, "state_s3")
     sbs = data["side_by_side"]

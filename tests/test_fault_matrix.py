@@ -1,6 +1,7 @@
 """A run under every kind of fault a network or a struggling service produces, end to end
 over HTTP with the real CLI: throttles, 500/503 errors, connection resets, lost answers
-(the copy is executed, the answer dropped), latency spikes, and all of them at once.
+(the copy is executed, the answer dropped), latency spikes, all of them at once, and lost
+refusals (a 4xx whose answer never arrives).
 
 Each scenario runs the same seeded manifest of ~200 rows (BATCHCOPY_SOAK_ROWS for more):
 whole copies and series copies into new image sets, single-instance rows merged into
@@ -53,7 +54,12 @@ SCENARIOS: dict[str, list[FaultSpec]] = {
     "all-at-once": [FaultSpec("latency", "*", 0.05, latency_s=20.0), FaultSpec("throttle", "*", 0.20),
                     FaultSpec("internal", "*", 0.025), FaultSpec("unavailable", "*", 0.025),
                     FaultSpec("reset", "*", 0.02), FaultSpec("lost_response", "*", 0.01)],
+    # refusals lost too: a service allowing 4 copies at once refuses most of the client's 40
+    # (ServiceQuotaExceededException); a third of CopyImageSet answers, refusals included,
+    # never arrive: the runner cannot tell a lost refusal from a lost acceptance
+    "lost-refusals": [FaultSpec("lost_response", "CopyImageSet", 0.3)],
 }
+SERVICE = {"lost-refusals": {"max_concurrent_copies_per_datastore": 4}}
 
 
 def build_manifest(w: Any) -> tuple[list[dict[str, Any]], dict[str, set[tuple[str, str]]]]:
@@ -100,7 +106,7 @@ def requested(row: dict[str, Any], by_id: dict[str, dict[str, Any]]) -> set[tupl
 @pytest.mark.parametrize("scenario", list(SCENARIOS))
 def test_a_run_under_faults_loses_and_duplicates_nothing(
         emulator_factory: Any, client_env: dict[str, str], tmp_path: Path, scenario: str) -> None:
-    emulator = emulator_factory(**FAST_SERVICE)
+    emulator = emulator_factory(**FAST_SERVICE, **SERVICE.get(scenario, {}))
     w = seed_world(emulator, client_env, SEED)
     rows, must_hold = build_manifest(w)
     w.wait_idle()
@@ -111,11 +117,14 @@ def test_a_run_under_faults_loses_and_duplicates_nothing(
     emulator.set_faults(SCENARIOS[scenario], fault_seed=len(rows))
     res = run_manifest(manifest, w.env, tmp_path, *CLIENT, fast=False)
     fired = dict(emulator.stats()["faults_fired"])
+    lost_refusals = emulator.stats()["refusals_lost_by_operation"].get("CopyImageSet", 0)
     emulator.set_faults([])
     w.wait_idle()
 
     assert res.code == 0, res.stderr[-3000:]
     assert {f.kind for f in SCENARIOS[scenario]} <= set(fired), fired  # every kind of fault happened
+    if scenario == "lost-refusals":
+        assert lost_refusals > 0, fired
     report = read_report(res.report)
     # one report row per manifest row, in order, none lost
     assert [r["row_id"] for r in report] == [r["row_id"] for r in rows]

@@ -114,8 +114,26 @@ def test_a_lost_copy_that_failed_is_adopted_as_failed() -> None:
     req = into(ds, b, dest, latest(api, ds, dest), sops(b)[0])  # another study, no force
     v = verdict(api, req, lost(api, req))
     assert v.happened is True and "COPY_FAILED" in v.evidence
+    assert "this source's Patient attributes differ from the destination's" in v.evidence
     got = asyncio.run(api.get_image_set(ds, dest, v.version_id))
     assert got["imageSetWorkflowStatus"] == "COPY_FAILED"
+
+
+def test_another_writers_failed_copy_after_the_named_version_is_undecidable() -> None:
+    """The call named version v; an outside writer's copy got v+1 first and failed (another
+    patient, no force), so the call itself was refused. A failed copy writes no instances
+    and this call's own content explains nothing of the failure: never adopted (the row
+    would end FAILED with the other writer's message, never retried), never resent."""
+    api, store = world()
+    ds, a, b = store["datastoreId"], store["imageSets"][0], store["imageSets"][1]
+    dest = old_destination(api, ds, a)
+    named = latest(api, ds, dest)
+    copy(api, into(ds, b, dest, named, sops(b)[0]))  # the outside writer's: COPY_FAILED
+    req = into(ds, a, dest, named, sops(a)[1])  # ours: same patient, refused as stale
+    v = verdict(api, req, time.time() - 1)
+    assert v.happened is None, v.evidence
+    assert "ended COPY_FAILED (INVALID_REQUEST: Patient" in v.evidence
+    assert "may be this call's copy or another writer's" in v.evidence
 
 
 def test_a_lost_copy_into_a_new_image_set_is_found_and_a_twin_is_undecidable() -> None:

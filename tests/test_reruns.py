@@ -69,6 +69,50 @@ def test_lost_answers_into_hours_old_destinations_make_no_duplicate(
         assert set(sops(w.sets[k])[:4]) == held
 
 
+def test_a_lost_refusal_after_another_writers_failed_copy_is_unknown_not_failed(
+        emulator: Any, client_env: dict[str, str], tmp_path: Path) -> None:
+    """The row names version v of its destination (a pin used as a hint); an outside
+    writer's copy took v+1 and failed (another patient, no force), so the service refuses
+    the row's call as stale, and that refusal never arrives. The version after v is no
+    proof of the row's copy: the row is UNKNOWN with what was seen, not FAILED with the
+    other writer's message, and no run resends it blindly."""
+    from runkit import latest, patiently, wait_active
+
+    w = aged_world(emulator, client_env)
+    c, a, b, dest = w.client(), w.sets[0], w.sets[1], w.dests[0]
+    named = latest(c, w.ds, dest)
+    s, i = sops(b)[0]
+    patiently(lambda: c.copy_image_set(
+        datastoreId=w.ds, sourceImageSetId=b["imageSetId"], copyImageSetInformation={
+            "sourceImageSet": {"latestVersionId": latest(c, w.ds, b["imageSetId"]), "DICOMCopies": {
+                "copiableAttributes": json.dumps({"Study": {"Series": {s: {"Instances": {i: {}}}}}})}},
+            "destinationImageSet": {"imageSetId": dest, "latestVersionId": named}}))
+    assert wait_active(c, w.ds, dest)["imageSetWorkflowStatus"] == "COPY_FAILED"
+    w.wait_idle()
+    def sent() -> int:  # CopyImageSet requests the service looked at (not throttled)
+        stats = w.stats()
+        return int(stats["calls"].get("CopyImageSet", 0)) - int(stats["throttled"].get("CopyImageSet", 0))
+
+    before, calls = w.copies_requested(), sent()
+    s, i = sops(a)[1]
+    manifest = write_manifest(tmp_path / "m.csv", [{
+        "row_id": "r", "datastore_id": w.ds, "source_image_set_id": a["imageSetId"],
+        "destination_image_set_id": dest, "destination_version_id": named,
+        "series_instance_uid": s, "sop_instance_uid": i}])
+    emulator.set_faults([FaultSpec(kind="lost_response", operation="CopyImageSet", count=1)])
+    res = run_manifest(manifest, w.env, tmp_path, "--pins", "hint")
+    emulator.set_faults([])
+    assert emulator.stats()["refusals_lost_by_operation"] == {"CopyImageSet": 1}
+    assert res.code == 1, res.stderr
+    (row,) = res.rows()
+    assert row["status"] == "UNKNOWN", (row["status"], row["error_message"], row["evidence"])
+    assert "may be this call's copy or another writer's" in row["evidence"]
+    assert w.copies_requested() == before  # refused: nothing was copied
+    again = run_manifest(manifest, w.env, tmp_path, "--pins", "hint")
+    assert again.code == 1 and again.rows()[0]["status"] == "UNKNOWN"
+    assert sent() - calls == 1  # never resent
+
+
 def test_a_row_naming_an_absent_instance_fails_alone_without_a_copy_call(
         emulator: Any, client_env: dict[str, str], tmp_path: Path) -> None:
     w = aged_world(emulator, client_env)

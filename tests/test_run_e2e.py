@@ -341,12 +341,14 @@ def test_undecidable_lost_copy_is_unknown_and_never_resent(world: dict[str, Any]
     emu = world["emulator"]
     manifest = write_manifest(tmp_path / "m.csv", [
         {"row_id": "u", "datastore_id": ds, "source_image_set_id": src["imageSetId"]}])
+    # the first search is the presence check's, before the copy; the second reconciliation's
     emu.set_faults([FaultSpec(kind="lost_response", operation="CopyImageSet", count=1),
-                    FaultSpec(kind="latency", operation="SearchImageSets", count=1, latency_s=100)])
+                    FaultSpec(kind="latency", operation="SearchImageSets", count=1, after=1,
+                              latency_s=100)])
     before = emu.stats()["copies_requested"]
     run = start(manifest, world["env"], tmp_path, "undecidable", journal=tmp_path / "j.sqlite",
                 report=tmp_path / "r.parquet")
-    assert run.wait_until(lambda: emu.stats()["calls"].get("SearchImageSets", 0) >= 1)
+    assert run.wait_until(lambda: emu.stats()["calls"].get("SearchImageSets", 0) >= 2)
     wait_active(boto3_client, ds, src["imageSetId"])
     patiently(lambda: boto3_client.copy_image_set(  # the other writer's identical copy
         datastoreId=ds, sourceImageSetId=src["imageSetId"],

@@ -58,8 +58,9 @@ def test_concurrent_copy_quota_is_waited_out(emulator: Any, client_env: dict[str
     assert {r["status"] for r in res.rows()} == {"SUCCEEDED"}
     assert sum(r["attempts"] for r in res.rows()) > len(rows)  # the quota was hit and retried
     assert emulator.stats()["copies_executed"] == len(rows)
-    # with --max-in-flight at the service's number, the quota is never hit
-    res2 = run_manifest(manifest, client_env, tmp_path, "--max-in-flight", "1",
+    # with --max-in-flight at the service's number, the quota is never hit (a new journal,
+    # and --no-skip-present: the copies are there, this run makes them again)
+    res2 = run_manifest(manifest, client_env, tmp_path, "--max-in-flight", "1", "--no-skip-present",
                         report=tmp_path / "r2.parquet", journal=tmp_path / "j2.sqlite")
     assert res2.code == 0, res2.stderr
     assert sum(r["attempts"] for r in res2.rows()) == len(rows)

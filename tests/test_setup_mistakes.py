@@ -87,6 +87,32 @@ class Mistake:
     files_named: Callable[[Setup], str] | None = None  # a path the line must name
 
 
+def parquet_manifest(s: Setup) -> str:
+    """The setup's manifest as Parquet (a manifest a report could overwrite)."""
+    import pyarrow.csv as pacsv
+    import pyarrow.parquet as pq
+
+    path = s.tmp / "inputs" / "m.parquet"
+    if not path.exists():
+        pq.write_table(pacsv.read_csv(s.manifest), path)
+    return str(path)
+
+
+def link_to(s: Setup, name: str, target: Path) -> str:
+    """inputs/<name>, a symbolic link to `target` (which may not exist yet)."""
+    link = s.tmp / "inputs" / name
+    if not link.is_symlink():
+        link.symlink_to(target)
+    return str(link)
+
+
+def read_only_state(s: Setup) -> dict[str, str]:
+    """A state directory no process may write, root included: root ignores permission bits
+    and CI has no mounts to make, but sysfs refuses new files to everyone (EPERM, or EROFS
+    where /sys is mounted read-only), as a read-only state directory does."""
+    return {**s.env, "BATCHCOPY_STATE_DIR": "/sys/fs"}
+
+
 def _rate(value: str) -> Callable[[Setup], list[str]]:
     return lambda s: run_args(s, "--rate", value)
 
@@ -132,6 +158,12 @@ MISTAKES = [
             ("--retry-backoff", "'2/1'")),
     Mistake("cli-plan-rate-negative", "cli", lambda s: ["plan", str(s.manifest), "--rate", "CopyImageSet=-2"],
             ("--rate", "> 0", "'-2'")),
+    Mistake("cli-log-file-is-the-manifest", "cli",
+            lambda s: run_args(s, "--log-file", link_to(s, "run.log", s.manifest)),
+            ("the log file (--log-file)", "is the same file as the manifest", "after resolving symlinks",
+             "give another --log-file")),
+    Mistake("cli-log-file-is-the-report", "cli", lambda s: run_args(s, "--log-file", "report.parquet"),
+            ("the log file (--log-file) report.parquet is the same file as the report (--report)",)),
     Mistake("cli-log-file-under-a-file", "cli",
             lambda s: run_args(s, "--log-file", str(s.file("plain") / "run.log")),
             ("--log-file", "Not a directory"), files_named=lambda s: str(s.tmp / "inputs" / "plain")),
@@ -191,7 +223,29 @@ MISTAKES = [
     Mistake("journal-header-corrupted", "journal",
             _journal(lambda s: str(s.file("h.sqlite", (lambda d: d[:16] + b"\x00\x03" + d[18:])(s.journal_bytes())))),
             ("cannot be used", "not a database"), files_named=lambda s: str(s.tmp / "inputs" / "h.sqlite")),
+    Mistake("journal-is-the-report", "journal", lambda s: run_args(s, report="run.parquet", journal="run.parquet"),
+            ("the report (--report) run.parquet is the same file as the journal run.parquet",
+             "give another --report")),
+    Mistake("journal-is-the-log-file", "journal", lambda s: run_args(s, "--log-file", JOURNAL),
+            ("the log file (--log-file)", "is the same file as the journal", "give another --log-file")),
+    Mistake("journal-state-directory-read-only", "journal", lambda s: run_args(s),
+            ("the state directory /sys/fs cannot be written", "BATCHCOPY_STATE_DIR", "nothing was sent"),
+            env=read_only_state),
+    Mistake("journal-default-in-a-read-only-state-directory", "journal",
+            lambda s: ["run", str(s.manifest), "--report", "report.parquet", "--quiet"],
+            ("/sys/fs/journals", "cannot be"), env=read_only_state),
     # ---- report destinations
+    Mistake("report-is-the-parquet-manifest", "report",
+            lambda s: ["run", parquet_manifest(s), "--report", parquet_manifest(s), "--journal", JOURNAL,
+                       "--quiet"],
+            ("the report (--report)", "is the same file as the manifest", "give another --report"),
+            files_named=lambda s: str(s.tmp / "inputs" / "m.parquet")),
+    Mistake("report-is-a-link-to-the-journal", "report",
+            lambda s: run_args(s, report=link_to(s, "r.parquet", s.tmp / JOURNAL)),
+            ("the report (--report)", "is the same file as the journal", "after resolving symlinks")),
+    Mistake("report-summary-is-the-journal", "report",
+            lambda s: run_args(s, report="r.parquet", journal="r.summary.json"),
+            ("the report's summary r.summary.json is the same file as the journal", "give another --report")),
     Mistake("report-under-a-file", "report", _report(lambda s: str(s.file("plain") / "r.parquet")),
             ("report's directory", "is a file, not a directory"),
             files_named=lambda s: str(s.tmp / "inputs" / "plain")),

@@ -119,7 +119,9 @@ def test_fresh_starts_this_manifests_rows_over_and_leaves_the_others(
         code, out = run_here(str(m), "--report", str(tmp_path / f"{m.stem}.parquet"))
         assert code == 0, out
     copies = w.copies_requested()
-    code, out = run_here(str(mine), "--fresh", "--report", str(tmp_path / "fresh.parquet"))
+    # (--no-skip-present: else the presence check would find the copies made and skip them)
+    code, out = run_here(str(mine), "--fresh", "--no-skip-present", "--report",
+                         str(tmp_path / "fresh.parquet"))
     assert code == 0, out
     assert "--fresh: the rows of" in out
     assert w.copies_requested() == copies + 3

@@ -1,5 +1,6 @@
-"""The run lock (exit 4, no stale lock after kill -9) and graceful stops (SIGTERM: stop
-dispatching, let copies in flight finish, report, exit 130; a second signal exits at once).
+"""The run lock (exit 4, no stale lock after kill -9) and graceful stops (SIGTERM, or SIGHUP
+from a dropped terminal: stop dispatching, let copies in flight finish, report, exit 130; a
+second signal exits at once).
 
 The real CLI in a subprocess against the emulator in this process."""
 
@@ -15,8 +16,8 @@ from typing import Any
 import pytest
 
 from batchcopy.journal.journal import Journal
-from resumekit import (call_states, copy_job, distinct_copies, journal_rows, read_report,
-                       read_summary, runs_started, seed_world, start)
+from resumekit import (OnATerminal, call_states, copy_job, distinct_copies, journal_rows,
+                       read_report, read_summary, run_args, runs_started, seed_world, start)
 from conftest import control_call
 from runkit import run_cli, run_manifest, write_manifest
 
@@ -244,4 +245,36 @@ def test_a_report_that_cannot_be_written_at_the_end_is_one_error_and_the_journal
     assert res.returncode in (0, 1), res.stderr
     assert [r["row_id"] for r in read_report(fixed)] == [r["row_id"] for r in rows]
     assert {r["status"] for r in read_report(fixed)} == {"SUCCEEDED"}
+    assert w.copies_requested() - before == len(rows)
+
+
+@pytest.mark.emulator_config(copy_base_s=50.0)
+def test_a_dropped_terminal_sighup_stops_like_sigterm(
+        emulator: Any, client_env: dict[str, str], tmp_path: Path) -> None:
+    """The run's terminal goes away (an SSH session drops): the kernel sends SIGHUP and
+    writes to the terminal fail from then on. The run stops as on SIGTERM: nothing sent
+    after it, copies in flight finish, report written, exit 130; the next run completes."""
+    w, rows, manifest, journal, report, before = copy_job(
+        emulator, client_env, tmp_path, SEED, 18, "h")
+    log = tmp_path / "h.log"
+    # --verify: after the stop it checks the rows done, and says so on the (dead) terminal
+    with OnATerminal(run_args(manifest, journal, report, *PACED, "--log-file", str(log),
+                              "--progress", "bar", "--verify"), w.env, tmp_path) as run:
+        assert run.wait_until(lambda: w.copies_requested() >= before + 3)
+        run.hang_up()  # the terminal's master side closes: SIGHUP to the session
+        at_signal = w.copies_requested() - before
+        assert run.wait(timeout=60) == 130
+    text = log.read_text()
+    assert "SIGHUP: stopping" in text and "Traceback" not in text, text
+    out = read_report(report)
+    assert [r["row_id"] for r in out] == [r["row_id"] for r in rows]
+    statuses = Counter(r["status"] for r in out)
+    assert set(statuses) <= {"SUCCEEDED", "NOT_RUN"} and statuses["NOT_RUN"], statuses
+    assert statuses["SUCCEEDED"] <= at_signal + 1
+    w.wait_idle()
+    assert w.copies_requested() - before == statuses["SUCCEEDED"]
+    assert read_summary(report)["stop_reason"] == "interrupted"
+    res = run_manifest(manifest, w.env, tmp_path, "--resume", journal=journal, report=report)
+    assert res.code == 0, res.stderr
+    w.wait_idle()
     assert w.copies_requested() - before == len(rows)

@@ -11,11 +11,11 @@ from batchcopy.manifest.source import suspect_records
 
 def test_small_and_large_batches_find_the_same_records() -> None:
     cells = ["ok", "tab\tis fine", "line\nbreak", "bell\x07", None, "cr\r", "\x1f", "é", ""]
-    values = [cells[i % len(cells)] for i in range(3 * manifest_source._SMALL_BATCH)]
+    values = [cells[i % len(cells)] for i in range(3 * manifest_source.SMALL_BATCH)]
     other = ["x\x00" if i % 1000 == 0 else "y" for i in range(len(values))]
     columns = [pa.array(values, pa.string()), pa.array(other, pa.string())]
     large = suspect_records(columns)
-    assert len(columns[0]) > manifest_source._SMALL_BATCH  # the pyarrow.compute path
+    assert len(columns[0]) > manifest_source.SMALL_BATCH  # the pyarrow.compute path
     expected = sorted({i for i, v in enumerate(values) if v and any(
         ord(ch) < 32 and ch != "\t" for ch in v)} | set(range(0, len(values), 1000)))
     assert large == expected

@@ -85,8 +85,9 @@ def run(
              "starting points, refreshed on conflict."),
     skip_present: bool = typer.Option(
         True, "--skip-present/--no-skip-present", rich_help_panel=H.RETRIES,
-        help="Skip rows whose instances are already in their destination, identical to the "
-             "source (one metadata read per copy into an existing destination)."),
+        help="Skip rows whose copy is already there, journal or not: their instances in "
+             "their destination, or for a new image set a copy holding exactly them (README: "
+             "Already present)."),
     state: Optional[str] = state_opt(
         "Where the ledger of what was copied lives: a directory, or s3://bucket/prefix/ "
         "(then every machine continues where another stopped, one run at a time). Rows are "

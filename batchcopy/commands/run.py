@@ -31,6 +31,7 @@ from batchcopy.console.confirm import confirm_run
 from batchcopy.console.outlets import Outlets
 from batchcopy.aws.preflight import SetupError
 from batchcopy.console.stopsignals import stop_on_signals
+from batchcopy.run.files import run_clash
 from batchcopy.core.specs import ExitCode, Status
 
 MANIFEST_SUFFIXES = (".csv.gz", ".csv", ".parquet", ".pq")
@@ -73,16 +74,26 @@ def say(msg: str, *, level: int = logs.NOTICE, event: str = "message", **fields:
 
 
 def run_job(opts: JobOptions) -> int:
+    report_dest = opts.report or str(opts.reports_dir / (
+        f"{manifest_stem(opts.manifest)}-{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}.parquet"))
+    # before the log file opens: it may be the manifest
+    clash = run_clash(opts.manifest, report_dest, lambda: resolve_location(opts).ledger,
+                      opts.log_file, verify=opts.verify)
     try:
-        setup = logs.configure(level=opts.log_level, fmt=opts.log_format, file=opts.log_file)
+        setup = logs.configure(level=opts.log_level, fmt=opts.log_format,
+                               file=None if clash else opts.log_file)
     except OSError as exc:
         print(f"batchcopy: --log-file: cannot open {opts.log_file}: {exc.strerror or exc}",
               file=sys.stderr, flush=True)
         return ExitCode.USAGE
+    if clash:
+        say(f"batchcopy: {clash}", level=logging.ERROR, event="setup_error")
+        setup.close()
+        return ExitCode.USAGE
     try:
         with tempfile.TemporaryDirectory(prefix="batchcopy-") as tmp:
             try:
-                return asyncio.run(_run_job(opts, Path(tmp), setup))
+                return asyncio.run(_run_job(opts, report_dest, Path(tmp), setup))
             except SetupError as exc:
                 say(f"batchcopy: {exc}", level=logging.ERROR, event="setup_error")
                 return ExitCode.USAGE
@@ -120,14 +131,12 @@ def state_display(opened: Any) -> str:
     return opened.location.url if opened.location.kind == "s3" else str(opened.journal.path)
 
 
-async def _run_job(opts: JobOptions, tmp: Path, setup: logs.LogSetup) -> int:
+async def _run_job(opts: JobOptions, report_dest: str, tmp: Path, setup: logs.LogSetup) -> int:
     from batchcopy.aws import preflight
     from batchcopy.aws import storage
 
     preflight.check_endpoint(opts.endpoint_url)
     region = preflight.check_aws(opts.profile, opts.region)
-    report_dest = opts.report or str(opts.reports_dir / (
-        f"{manifest_stem(opts.manifest)}-{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}.parquet"))
     preflight.check_report_destination(report_dest)
     if opts.metrics_file:
         preflight.writable_dir(Path(opts.metrics_file).expanduser().absolute().parent,
@@ -142,10 +151,15 @@ async def _run_job(opts: JobOptions, tmp: Path, setup: logs.LogSetup) -> int:
     opened = _open_state(location, opts)
     if isinstance(opened, int):
         return opened
-    from batchcopy.journal.holds import HeldElsewhere, Holds
+    from batchcopy.journal.holds import HeldElsewhere, Holds, state_unwritable
     from batchcopy.run.stage import stage_manifest
 
-    holds, keep = Holds(), False
+    keep = False
+    try:
+        holds = Holds()
+    except OSError as exc:
+        opened.discard()
+        raise SetupError(state_unwritable(exc)) from None
     try:
         journal = opened.journal
         if opts.resume and (opened.created or not journal.has_rows()):
@@ -200,6 +214,7 @@ async def _execute(opts: JobOptions, opened: Any, report_dest: str, region: str,
                    total_rows: int, setup: logs.LogSetup) -> int:
     from batchcopy.aws.client import CallStats, ClientSettings, ImagingApi, open_client
     from batchcopy.console.progress import Progress
+    from batchcopy.journal.journal import JournalUnwritable
     from batchcopy.aws.ratelimit import RateLimiter
     from batchcopy.run.runner import Runner, RunSettings, summary_stats
     from batchcopy.run.waiter import CopyWaiter
@@ -214,7 +229,10 @@ async def _execute(opts: JobOptions, opened: Any, report_dest: str, region: str,
     client_settings = ClientSettings(
         endpoint_url=opts.endpoint_url, region=region, profile=opts.profile,
         max_pool_connections=max(10, min(200, settings.max_in_flight_per_datastore + 10)))
-    run_id = journal.start_run(opts.manifest)
+    try:
+        run_id = journal.start_run(opts.manifest)
+    except JournalUnwritable as exc:  # nothing was sent
+        raise SetupError(str(exc)) from None
     logs.RUN_ID.set(run_id)
     say(f"batchcopy: run {run_id} of {opts.manifest}: {total_rows:,} rows, {done:,} done "
         f"before; CopyImageSet at {copy_rate:g}/s; journal {where}", event="run_started",
@@ -270,7 +288,12 @@ async def _execute(opts: JobOptions, opened: Any, report_dest: str, region: str,
     run_stats.update(_context(opts, started_wall))
     if opts.command:
         run_stats["command"] = opts.command
-    journal.end_run(run_id, int(exit_code), run_stats)
+    try:
+        journal.end_run(run_id, int(exit_code), run_stats)
+    except JournalUnwritable as exc:  # the report still comes from what was recorded
+        if outcome.abort_message is None:
+            say(f"batchcopy: {exc}", level=logging.ERROR, event="journal_error")
+        exit_code = ExitCode.ABORTED
     try:
         summary = await write_outputs(journal, report_dest, run_stats)
     except OSError as exc:  # checked before the first call; a disk can still fill up since

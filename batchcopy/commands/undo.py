@@ -100,8 +100,10 @@ def state_of(source: str | None, state: str | None) -> tuple[Any, str | None]:
 
 
 async def _run(opts: UndoOptions, setup: logs.LogSetup) -> int:
+    import sqlite3
+
     from batchcopy.aws import preflight
-    from batchcopy.journal.holds import HeldElsewhere, Holds
+    from batchcopy.journal.holds import HeldElsewhere, Holds, state_unwritable
     from batchcopy.journal.lease import Holder
     from batchcopy.journal.state import (StateError, StateLocked, StateUnavailable,
                                          open_for_writing)
@@ -137,15 +139,17 @@ async def _run(opts: UndoOptions, setup: logs.LogSetup) -> int:
         if unfinished is not None:
             targets |= {(a.action.datastore_id, a.action.image_set_id)
                         for a in store.actions(unfinished)}
-        holds = Holds()
-        if not opts.dry_run:
-            try:
+        try:
+            holds = Holds()
+            if not opts.dry_run:
                 holds.acquire(f"{region}|{opts.endpoint_url or 'aws'}", sorted(targets),
                               manifest=f"undo of {where}", journal=where)
-            except HeldElsewhere as exc:
-                say(f"batchcopy undo: another batchcopy run on this machine holds image sets this "
-                    f"undo would change: {exc}. Not starting", level=logging.ERROR, event="locked")
-                return ExitCode.LOCKED
+        except (OSError, sqlite3.Error) as exc:
+            raise SetupError(state_unwritable(exc)) from None
+        except HeldElsewhere as exc:
+            say(f"batchcopy undo: another batchcopy run on this machine holds image sets this "
+                f"undo would change: {exc}. Not starting", level=logging.ERROR, event="locked")
+            return ExitCode.LOCKED
         try:
             return await _with_client(opts, journal, store, unfinished, region, location,
                                       setup)

@@ -52,7 +52,9 @@ class FaultSpec:
       unavailable    answer 503 ServiceUnavailableException (nothing executed)
       reset          drop the connection before executing (nothing executed)
       latency        sleep `latency_s` (scaled by time_scale) before executing
-      lost_response  execute the operation, then drop the connection before answering
+      lost_response  execute the operation, then drop the connection before answering,
+                     whatever the answer: a refusal (a 4xx: a conflict, a validation
+                     error, a quota) is lost like a success
     operation: an operation name or "*" for all (control routes are never faulted).
     probability: chance per matching request (a deterministic RNG seeded by `seed`).
     count: fire at most this many times (None = unlimited).

@@ -12,7 +12,8 @@ routes never are), after authentication and quotas:
 * the first other rule that fires decides the request and ends evaluation:
   throttle / internal / unavailable are answered as JSON errors without executing,
   reset drops the connection without executing, lost_response executes the
-  operation and then drops the connection before the answer is written.
+  operation and then drops the connection before the answer is written (a refusal
+  of the operation is dropped too: the client cannot tell either from a timeout).
 
 The rule state (seen/fired counters, RNG) starts afresh whenever the rule list or
 the seed changes. Fired faults are counted per kind and per operation, and the
@@ -75,6 +76,11 @@ class FaultInjector:
         self.fired: Counter[str] = Counter()
         self.fired_by_operation: dict[str, Counter[str]] = {}
         self.latency_s_by_operation: Counter[str] = Counter()
+        self.refusals_lost: Counter[str] = Counter()  # lost_response that dropped a refusal
+
+    def refusal_lost(self, operation: str) -> None:
+        with self._lock:
+            self.refusals_lost[operation] += 1
 
     def _sync(self) -> None:
         key = (self.config.fault_seed, tuple(tuple(sorted(asdict(f).items())) for f in self.config.faults))
@@ -120,6 +126,7 @@ class FaultInjector:
                 self.fired.clear()
                 self.fired_by_operation.clear()
                 self.latency_s_by_operation.clear()
+                self.refusals_lost.clear()
 
     def counts(self) -> dict[str, object]:
         with self._lock:
@@ -127,4 +134,5 @@ class FaultInjector:
                 "faults_fired": dict(self.fired),
                 "faults_fired_by_operation": {op: dict(c) for op, c in self.fired_by_operation.items()},
                 "latency_added_s_by_operation": dict(self.latency_s_by_operation),
+                "refusals_lost_by_operation": dict(self.refusals_lost),
             }

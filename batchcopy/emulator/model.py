@@ -177,16 +177,20 @@ class HealthImaging(Copying, Updating):
             return self._add_datastore(name, datastore_id).id
 
     def import_image_set(self, datastore_id: str, content: dicom.Content,
-                         image_set_id: str | None = None, is_primary: bool = True) -> str:
+                         image_set_id: str | None = None, is_primary: bool = True,
+                         workflow: str = "CREATED") -> str:
         """Store a copy of `content` (dicom.Content, JSON-able) as a new image set:
-        version 1, ACTIVE / CREATED."""
+        version 1, ACTIVE / `workflow` (an import job's image set reads IMPORTED; one
+        that duplicates a primary image set's instances stays non-primary)."""
         owned = json.loads(json.dumps(content))
         with self.lock:
             self._advance()
             ds = self._datastore(datastore_id)
             if image_set_id is not None and self._id_taken(image_set_id):
                 raise ConflictException(f"Image set {image_set_id} already exists")
-            return self._new_image_set(ds, self._now(), image_set_id, first=(owned, is_primary)).id
+            iset = self._new_image_set(ds, self._now(), image_set_id, first=(owned, is_primary))
+            iset.versions[0].workflow = workflow
+            return iset.id
 
     def exists(self, datastore_id: str, image_set_id: str | None = None) -> bool:
         with self.lock:

@@ -14,7 +14,9 @@ Control routes under /_emulator/ are never authenticated, throttled or faulted:
     POST /_emulator/reset                 forget data, counters, bucket and fault state, clock offset
     POST /_emulator/seed                  body: SeedSpec fields -> seed summary
     GET  /_emulator/stats                 model stats + calls/throttled/faults_fired,
-                                          latency_added_s_by_operation, and
+                                          latency_added_s_by_operation,
+                                          refusals_lost_by_operation (lost_response that
+                                          dropped a refusal), and
                                           latest_version_reads (GetImageSet without a version)
     POST /_emulator/faults                body: {"faults": [FaultSpec...], "fault_seed"?: n}
     GET  /_emulator/config                the live EmulatorConfig as JSON
@@ -205,6 +207,7 @@ class EmulatorService:
             self._calls[op] += 1
             if op == "GetImageSet" and "version" not in request.rel_url.query:
                 self._latest_reads += 1
+        decision = None
         try:
             body = await request.read()
             config = self.config
@@ -234,6 +237,9 @@ class EmulatorService:
                 return _drop_connection(request)
             answer = self.wire.serialize_result(op, result)
         except ServiceError as exc:
+            if decision is not None and decision.kind == "lost_response":
+                self.faults.refusal_lost(op)
+                return _drop_connection(request)  # a refusal can be lost on the way too
             answer = self.wire.serialize_error(exc)
         except web.HTTPException:
             raise

@@ -51,6 +51,14 @@ def state_dir() -> Path:
     return base / "batchcopy"
 
 
+def state_unwritable(exc: BaseException) -> str:
+    """The one line for a state directory where the holds cannot be written."""
+    why = getattr(exc, "strerror", None) or str(exc)
+    return (f"the state directory {state_dir()} cannot be written ({why}): it keeps the record "
+            "of this machine's live runs (holds.sqlite); make it writable, or set "
+            "BATCHCOPY_STATE_DIR to a directory that is (nothing was sent)")
+
+
 class HeldElsewhere(Exception):
     """Image sets of this manifest are held by another live run on this machine."""
 
@@ -131,19 +139,27 @@ class Holds:
         return held
 
     def release(self) -> None:
+        """Drop this run's holds. Best effort: should the state directory refuse the write
+        (it filled up, it became read-only), the next run sweeps them, as after a kill."""
         if self.owner is None:
             return
-        db = self._connect()
         try:
-            db.execute("BEGIN IMMEDIATE")
-            db.execute("DELETE FROM holds WHERE owner = ?", (self.owner.owner,))
-            db.execute("DELETE FROM owners WHERE owner = ?", (self.owner.owner,))
-            db.execute("COMMIT")
-        finally:
-            db.close()
+            db = self._connect()
+            try:
+                db.execute("BEGIN IMMEDIATE")
+                db.execute("DELETE FROM holds WHERE owner = ?", (self.owner.owner,))
+                db.execute("DELETE FROM owners WHERE owner = ?", (self.owner.owner,))
+                db.execute("COMMIT")
+            finally:
+                db.close()
+        except (OSError, sqlite3.Error):
+            pass
         lock = self.dir / "owners" / f"{self.owner.owner}.lock"
         self._lock_fh.close()
-        lock.unlink(missing_ok=True)
+        try:
+            lock.unlink(missing_ok=True)
+        except OSError:
+            pass
         self.owner, self._lock_fh = None, None
 
     def _sweep_dead(self, db: sqlite3.Connection) -> None:

@@ -37,6 +37,7 @@ lock.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import os
@@ -57,12 +58,35 @@ from batchcopy.journal.writer import Committer, GroupWriter, LocalCommitter, Rec
 # Ledger statuses a new run attempts again (with UNKNOWN rows once their call is settled).
 RETRY_STATUSES = (Status.NOT_RUN.value, Status.CONFLICT.value)
 T = TypeVar("T")
-__all__ = ["Journal", "JournalError", "JournalLocked", "ManifestRow", "OUTCOME_COLUMNS",
-           "RowOutcome", "create_ledger", "inspect"]
+__all__ = ["Journal", "JournalError", "JournalLocked", "JournalUnwritable", "ManifestRow",
+           "OUTCOME_COLUMNS", "RowOutcome", "create_ledger", "inspect", "storage_failure"]
 
 
 class JournalError(Exception):
     """The journal cannot be used (missing, empty, corrupt, foreign, unwritable)."""
+
+
+class JournalUnwritable(JournalError):
+    """A write to the journal failed for a reason of its storage: a full disk, an I/O
+    error, a file or directory that became read-only. Not a bug: the run stops (nothing is
+    sent that the journal could not record) and says so in one line."""
+
+    def __init__(self, path: Path, exc: BaseException) -> None:
+        why = getattr(exc, "strerror", None) or str(exc)
+        super().__init__(f"the journal {path} cannot be written ({why}): free space or make it "
+                         "writable (or move it with --journal), then run again; the next run "
+                         "settles the calls this one sent")
+
+
+# SQLite's primary result codes that mean "the storage refused", not "the program erred"
+_STORAGE_CODES = frozenset({8, 10, 13, 14})  # READONLY, IOERR, FULL, CANTOPEN
+
+
+def storage_failure(exc: BaseException) -> bool:
+    if isinstance(exc, OSError):
+        return True
+    code = getattr(exc, "sqlite_errorcode", None)
+    return isinstance(exc, sqlite3.Error) and code is not None and code & 0xFF in _STORAGE_CODES
 
 
 class JournalLocked(Exception):
@@ -170,22 +194,35 @@ class Journal(CallLedger):
             self._writer = None
 
     # ---- writes (inline, or through the group-commit writer) ----------------
+    @contextlib.contextmanager
+    def _storage(self) -> Iterator[None]:
+        """A write the storage refuses raises JournalUnwritable (other errors as they are)."""
+        try:
+            yield
+        except (sqlite3.Error, OSError) as exc:
+            if storage_failure(exc):
+                raise JournalUnwritable(self.path, exc) from None
+            raise
+
     async def write(self, fn: Callable[[Any], T], *, urgent: bool = False,
                     flush: bool = False) -> T:
         """Run `fn(db)` as one write: inline, or through the group-commit writer. `urgent`:
-        durable where the state lives before it returns, or an error (journal/writer.py)."""
+        durable where the state lives before it returns, or an error (journal/writer.py).
+        JournalUnwritable when the local storage refuses it."""
         w = Write(fn, urgent=urgent, flush=flush)
-        if self._writer is None:
-            self.committer.commit(self._wdb, [w])
-            return w.future.result()  # type: ignore[no-any-return]
-        return await asyncio.wrap_future(self._writer.submit(w))  # type: ignore[no-any-return]
+        with self._storage():
+            if self._writer is None:
+                self.committer.commit(self._wdb, [w])
+                return w.future.result()  # type: ignore[no-any-return]
+            return await asyncio.wrap_future(self._writer.submit(w))  # type: ignore[no-any-return]
 
     def write_now(self, fn: Callable[[Any], T]) -> T:
         """`write` for code outside the run's loop, before the writer thread starts."""
         assert self._writer is None, "write_now() while the group-commit writer runs"
         w = Write(fn)
-        self.committer.commit(self._wdb, [w])
-        return w.future.result()  # type: ignore[no-any-return]
+        with self._storage():
+            self.committer.commit(self._wdb, [w])
+            return w.future.result()  # type: ignore[no-any-return]
 
     async def flush(self) -> None:
         """Return once every write queued before it is committed (or dropped)."""

@@ -10,8 +10,10 @@
 - Records: no type or NA inference, no nulls; quoted cells may span lines; a record
   must fit in one read block (BLOCK_BYTES). A record with fewer cells than the header
   is padded with empty cells; a longer one, or one whose quote never closes, is
-  flagged (RawBatch.broken). A blank line is a record of empty cells (manifest/scan.py
-  skips it).
+  flagged (RawBatch.broken). pyarrow reads a blank line as a record of empty cells: in a
+  large batch such records are counted (for the lines of the ones after them) and dropped
+  before any cell becomes a Python object, so blank lines cost no memory; a few in a small
+  batch reach manifest/scan.py, which skips records of empty cells.
 - Lines: the file line each record starts on, exact: line breaks inside quoted cells
   are counted.
 """
@@ -28,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from batchcopy.manifest.source import (
+    SMALL_BATCH,
     RawBatch,
     SourceError,
     first_invalid_utf8,
@@ -265,9 +268,12 @@ class _Walk:
         self.line = 2  # the file line the next record starts on
 
     def batch(self, columns: list[Any], n: int) -> RawBatch:
+        kept = _kept_records(columns, n)
+        if kept is not None:  # blank lines: counted below, never turned into Python lists
+            columns = [c.take(kept) for c in columns]
         lists = [c.to_pylist() for c in columns]
         suspect = suspect_records(columns)
-        if not self.pending or self.pending[0][0] >= self.record + n:
+        if kept is None and (not self.pending or self.pending[0][0] >= self.record + n):
             # the usual case: no bad-length record among these; lines only move for line breaks
             if suspect:
                 steps = [1] * n
@@ -283,15 +289,29 @@ class _Walk:
         else:
             raw = RawBatch([[] for _ in range(self.width)], [], set())
             flagged = set(suspect)
-            for i in range(n):
+            before = -1  # the position (in the reader's batch) of the last record kept
+            for i, at in enumerate(range(n) if kept is None else kept.to_pylist()):
+                self._blank(raw, at - before - 1)
+                before = at
                 self._drain(raw)
                 for out, col in zip(raw.columns, lists):
                     out.append(col[i])
                 self._append_line(raw, 1 + (sum(line_breaks(col[i]) for col in lists) if i in flagged else 0),
                                   suspect=i in flagged)
                 self.record += 1
+            self._blank(raw, n - before - 1)
         self._drain(raw)  # bad-length records right after the last one
         return raw
+
+    def _blank(self, raw: RawBatch, count: int) -> None:
+        """Step over `count` blank lines (one line each), the bad-length records among
+        them in their places."""
+        while count > 0:
+            self._drain(raw)
+            step = count if not self.pending else min(count, max(1, self.pending[0][0] - self.record))
+            self.record += step
+            self.line += step
+            count -= step
 
     def rest(self) -> RawBatch:
         raw = RawBatch([[] for _ in range(self.width)], [], set())
@@ -319,6 +339,24 @@ class _Walk:
                 out.append(cell)
             self._append_line(raw, 1 + line_breaks(text), suspect=True)
             self.record += 1
+
+
+def _kept_records(columns: list[Any], n: int) -> Any:
+    """The positions of the records that are not blank lines (every cell empty), as an
+    Arrow array, or None when every record is kept (or the batch is small: a few blank
+    records are left to manifest/scan.py, which skips records of empty cells)."""
+    if n <= SMALL_BATCH or not columns:
+        return None
+    import pyarrow.compute as pc
+
+    total = None
+    for column in columns:
+        size = pc.binary_length(column)
+        total = size if total is None else pc.add(total, size)
+    filled = pc.greater(total, 0)
+    if pc.all(filled).as_py():
+        return None
+    return pc.indices_nonzero(filled)
 
 
 class _UndecodableRecords:

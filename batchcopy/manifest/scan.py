@@ -194,6 +194,10 @@ class ManifestScan:
             raise FileNotFoundError(f"manifest not found: {self.display}")
         if self.path.is_dir():
             raise self._invalid("is a directory, not a manifest file")
+        kind_of_file = _not_regular(self.path)
+        if kind_of_file:  # a pipe would block the read, and a manifest is read twice
+            raise self._invalid(f"is {kind_of_file}, not a regular file: a manifest is read "
+                                "more than once; save it to a file first")
         kind = _format(self.path)
         if not kind:
             raise self._invalid("unknown manifest format (expected .csv, .csv.gz, .parquet or .pq)")
@@ -287,6 +291,20 @@ class ManifestScan:
     def _source_error(self, exc: SourceError) -> ManifestError:
         row = self.rows + 1 if exc.next_row else None
         return ManifestError(self.display, row, exc.column, exc.message, exc.line)
+
+
+def _not_regular(path: Path) -> str | None:
+    """'a named pipe', 'a device', 'a socket' for what is not a regular file, else None."""
+    import stat
+
+    mode = path.stat().st_mode
+    if stat.S_ISREG(mode):
+        return None
+    if stat.S_ISFIFO(mode):
+        return "a named pipe (FIFO)"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "a device"
+    return "a socket" if stat.S_ISSOCK(mode) else "not a regular file"
 
 
 def _blank_row(cols: list[list[Any]], i: int) -> bool:

@@ -83,12 +83,12 @@ def first_invalid_utf8(columns: Sequence[Any]) -> tuple[int, int, str] | None:
     return found
 
 
-_SMALL_BATCH = 4096  # records: below this, Python's re (pyarrow.compute takes 0.2 s to import)
+SMALL_BATCH = 4096  # records: below this, Python's re (pyarrow.compute takes 0.2 s to import)
 
 
 def suspect_records(columns: Sequence[Any]) -> list[int]:
     """Records with a control character or a line break in a text cell."""
-    if columns and len(columns[0]) <= _SMALL_BATCH:
+    if columns and len(columns[0]) <= SMALL_BATCH:
         return _suspect_small(columns)
     import pyarrow.compute as pc
 

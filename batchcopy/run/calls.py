@@ -75,14 +75,17 @@ class CallDriver:
             logs.emit(logging.INFO, "call_sent", f"call {call_id} sent: {_describe(request)}",
                       call_id=call_id, source_image_set_id=request.source_image_set_id,
                       destination_image_set_id=request.destination_image_set_id)
+        held = self.ctx.hold(request.datastore_id, request.image_sets())
         try:
-            settled = await self._send(call_id, request, sent_at)
+            settled = await self._send(call_id, request, sent_at, held)
         finally:
             logs.CALL_ID.reset(token)
+            self.ctx.release(held)
         _log_settled(settled)
         return settled
 
-    async def _send(self, call_id: int, request: CopyRequest, sent_at: float) -> Settled:
+    async def _send(self, call_id: int, request: CopyRequest, sent_at: float,
+                    held: list[tuple[str, str]]) -> Settled:
         ctx = self.ctx
         try:
             answer = await ctx.api.copy_image_set(request, paced=False)
@@ -103,6 +106,8 @@ class CallDriver:
             return Settled(Ended.REJECTED, call_id, request, kind=kind, error_code=code,
                            error_message=msg)
         ctx.copy_call_made(accepted=True)
+        held += ctx.hold(request.datastore_id, [new_id])
+        ctx.own.made_one(request.datastore_id, new_id)
         await ctx.journal.call_answered(call_id, new_id, new_v)
         settled = await self.wait(call_id, request, new_id, new_v)
         return _with(settled, source_latest=source_latest)
@@ -110,10 +115,13 @@ class CallDriver:
     async def settle(self, call: CallRecord) -> Settled:
         """A call an earlier run (or a crash of this one) left open."""
         token = logs.CALL_ID.set(call.call_id)
+        held = self.ctx.hold(call.request.datastore_id,
+                             [*call.request.image_sets(), call.result_image_set_id])
         try:
             settled = await self._settle(call)
         finally:
             logs.CALL_ID.reset(token)
+            self.ctx.release(held)
         _log_settled(settled)
         return settled
 
@@ -142,8 +150,13 @@ class CallDriver:
                                                  evidence=verdict.evidence)
         if verdict.happened:
             assert verdict.image_set_id and verdict.version_id
-            return await self.wait(call.call_id, call.request, verdict.image_set_id,
-                                   verdict.version_id, evidence=verdict.evidence)
+            held = ctx.hold(call.request.datastore_id, [verdict.image_set_id])
+            ctx.own.made_one(call.request.datastore_id, verdict.image_set_id)
+            try:
+                return await self.wait(call.call_id, call.request, verdict.image_set_id,
+                                       verdict.version_id, evidence=verdict.evidence)
+            finally:
+                ctx.release(held)
         ended = Ended.VOID if verdict.happened is False else Ended.UNKNOWN
         return Settled(ended, call.call_id, call.request, error_code=code,
                        error_message=message, evidence=verdict.evidence)

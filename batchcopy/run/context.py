@@ -11,7 +11,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections import Counter, OrderedDict
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -90,6 +91,39 @@ class _Silent:
         pass
 
 
+class OwnImageSets:
+    """(data store, image set)s of this run's own calls: those they are writing or reading
+    now, and the last `recent` they wrote. Each is another row's copy (or its source):
+    the presence check (run/present.py) neither waits for nor reads them. Bounded: an
+    older result is read again, and the journal's known results leave it out anyway."""
+
+    def __init__(self, recent: int = 10_000) -> None:
+        self.writing: Counter[tuple[str, str]] = Counter()
+        self.made: OrderedDict[tuple[str, str], None] = OrderedDict()
+        self.recent = recent
+
+    def hold(self, datastore_id: str, image_sets: Iterable[str | None]) -> list[tuple[str, str]]:
+        keys = [(datastore_id, i) for i in image_sets if i]
+        self.writing.update(keys)
+        return keys
+
+    def release(self, keys: Iterable[tuple[str, str]]) -> None:
+        for key in keys:
+            self.writing[key] -= 1
+            if self.writing[key] <= 0:
+                del self.writing[key]
+
+    def made_one(self, datastore_id: str, image_set_id: str) -> None:
+        key = (datastore_id, image_set_id)
+        self.made[key] = None
+        self.made.move_to_end(key)
+        while len(self.made) > self.recent:
+            self.made.popitem(last=False)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self.writing or key in self.made
+
+
 STOP_TEXT = {
     "aborted": "run aborted before this row was started: {message}",
     "interrupted": "run interrupted before this row was started",
@@ -113,6 +147,7 @@ class RunContext:
         self.stopping = asyncio.Event()
         self.on_stop: list[Callable[[], None]] = []  # the dispatcher cancels unsent units
         self.open_calls = 0
+        self.own = OwnImageSets()
         self.finished_rows = 0
         self.bad_rows = 0
 
@@ -144,6 +179,13 @@ class RunContext:
     def call_closed(self) -> None:
         self.open_calls = max(0, self.open_calls - 1)
         self.observer.calls_open(self.open_calls)
+
+    def hold(self, datastore_id: str, image_sets: Iterable[str | None]) -> list[tuple[str, str]]:
+        """Note image sets one of this run's calls is writing (or copying from)."""
+        return self.own.hold(datastore_id, image_sets)
+
+    def release(self, keys: Iterable[tuple[str, str]]) -> None:
+        self.own.release(keys)
 
     def copy_call_made(self, accepted: bool) -> None:
         now = self.clock()

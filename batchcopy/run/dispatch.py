@@ -22,7 +22,7 @@ from collections.abc import Iterable
 
 from batchcopy.run.context import RunContext
 from batchcopy.run.execute import Executor, Phase, UnitHandle
-from batchcopy.journal.journal import ManifestRow
+from batchcopy.journal.journal import JournalUnwritable, ManifestRow
 from batchcopy.plan.units import CopyUnit, Planner
 from batchcopy.plan.schedule import Schedule
 
@@ -86,6 +86,9 @@ class Dispatcher:
         try:
             await self.executor.run(unit, handle)
         except asyncio.CancelledError:
+            raise
+        except JournalUnwritable as exc:  # a full disk is no bug: stop, exit 3
+            self.ctx.abort(str(exc))
             raise
         except BaseException:
             self.ctx.request_stop("internal-error")

@@ -2,7 +2,8 @@
 
     versions   carried, pinned (a stale pin: CONFLICT, nothing sent) or read
     prechecks  subset keys against the source (absent: FAILED), rows already present
-               (SKIPPED), merged units cut to the frames allowed per call
+               in their destination, or for a new image set anywhere in the data store
+               (run/present.py) (SKIPPED), merged units cut to the frames allowed per call
     send       the CopyImageSet token, the call journaled SENT, the request (run/calls.py)
     outcome    COPIED -> SUCCEEDED; COPY_FAILED -> FAILED, unless the versions it named had
                been overtaken (a conflict); throttles, 5xx, refused connections -> retried,
@@ -32,11 +33,13 @@ from batchcopy.journal.journal import RowOutcome
 from batchcopy.journal.s3io import StateUnavailable
 from batchcopy.plan.units import CopyUnit
 from batchcopy.run.precheck import SUBSET_NOT_IN_SOURCE, MetadataCache, check_rows, frames, pack_by_frames
+from batchcopy.run.present import Busy, PresenceFinder
 from batchcopy.aws.retry import ErrorKind, classify, error_code, error_message
 from batchcopy.core.specs import CopySpec, Status
 from batchcopy.run.versions import StalePin, VersionBook
 
 QUOTA_CODE = "ServiceQuotaExceededException"
+BUSY_CODE = "ImageSetBusy"  # the presence check met an image set being written
 RETRY = object()  # _after(): send the same part again
 
 
@@ -67,11 +70,12 @@ class Tally:
 
 class Executor:
     def __init__(self, ctx: RunContext, driver: CallDriver, versions: VersionBook,
-                 metadata: MetadataCache) -> None:
+                 metadata: MetadataCache, presence: PresenceFinder | None = None) -> None:
         self.ctx = ctx
         self.driver = driver
         self.versions = versions
         self.metadata = metadata
+        self.presence = presence
 
     async def run(self, unit: CopyUnit, handle: UnitHandle) -> None:
         parts = [unit]
@@ -151,7 +155,7 @@ class Executor:
         the rows that failed or were present are finished here."""
         ctx = self.ctx
         ds, src, dst = unit.datastore_id, unit.source_image_set_id, unit.destination_image_set_id
-        check_present = bool(dst) and ctx.s.skip_present
+        check_present = ctx.s.skip_present and (bool(dst) or self.presence is not None)
         if unit.copiable_attributes is None and not check_present:
             return rows, []
         assert tally.src_v is not None
@@ -160,6 +164,8 @@ class Executor:
         if check_present and dst and tally.dst_v:
             dest = await ctx.api.get_image_set_metadata(ds, dst, tally.dst_v)
         checked = check_rows(rows, source, dest)
+        if check_present and not dst and checked.send:
+            checked.send = await self._present_as_new(checked.send, tally, source)
         for row, what in checked.absent:
             ctx.outcome.precheck_failed += 1
             await self._finish([row], tally, Status.FAILED, error_code=SUBSET_NOT_IN_SOURCE,
@@ -177,6 +183,45 @@ class Executor:
                 ctx.outcome.splits += 1
                 return send, self._parts(unit, groups)
         return send, []
+
+    async def _present_as_new(self, rows: list[CopySpec], tally: Tally,
+                              source: dict[str, Any]) -> list[CopySpec]:
+        """Rows into new image sets whose copy the data store already holds are SKIPPED
+        (run/present.py); the rest are left to send."""
+        assert self.presence is not None and tally.src_v is not None
+        left: list[CopySpec] = []
+        for row in rows:
+            try:
+                found = await self.presence.find(
+                    row.datastore_id, row.source_image_set_id, tally.src_v, source,
+                    row.copiable_attributes, primary=row.promote_to_primary)
+            except Exception as exc:
+                await self._presence_failed(row, tally, exc)
+                continue
+            if found is None:
+                left.append(row)
+            elif isinstance(found, Busy):
+                await self._finish([row], tally, Status.NOT_RUN, error_code=BUSY_CODE,
+                                   error_message=found.evidence)
+            else:
+                self.ctx.outcome.present_skipped += 1
+                await self._finish([row], tally, Status.SKIPPED, evidence=found.evidence,
+                                   result_image_set_id=found.image_set_id,
+                                   result_version_id=found.version_id)
+        return left
+
+    async def _presence_failed(self, row: CopySpec, tally: Tally, exc: Exception) -> None:
+        """The presence check could not be made: no copy (one may exist); never FAILED."""
+        kind = classify(exc, operation="SearchImageSets")
+        if kind is ErrorKind.UNEXPECTED:
+            raise exc
+        code, msg = error_code(exc), error_message(exc)
+        await self._finish([row], tally, Status.NOT_RUN, error_code=code, error_message=(
+            f"{msg} (looking for an image set that already holds this row's copy, "
+            f"--skip-present: no copy was made; --no-skip-present copies without looking)"))
+        if kind is ErrorKind.RUN_FATAL:
+            self.ctx.abort(f"{code}: {msg} (the presence check needs SearchImageSets, "
+                           f"GetImageSet and GetImageSetMetadata; or pass --no-skip-present)")
 
     # ---- what a settled call means for its rows ----------------------------------
     async def _after(self, unit: CopyUnit, rows: list[CopySpec], tally: Tally,

@@ -9,7 +9,8 @@
 * **Already present** (`--skip-present`, on by default): a row copying into an existing
   destination whose every requested instance is already there, with the same DICOM
   attributes as in the source, is SKIPPED. It protects a rerun whose journal was lost and
-  a run on another machine that did the same rows.
+  a run on another machine that did the same rows. Rows into new image sets are looked
+  for in the whole data store (run/present.py).
 
 Metadata documents are read with GetImageSetMetadata (inside its own quota); a source's
 document is cached per version (an image set's version never changes), a few at a time.

@@ -14,7 +14,11 @@ set's creation on every version, so it says nothing about a version):
     was refused: it did not happen;
   - last updated before the call was sent (less a clock-skew margin; a version's
     `updatedAt` only ever moves forward, so this can only clear, never convict): not ours;
-  - COPY_FAILED: ours, and it failed (its content says nothing);
+  - COPY_FAILED: a failed copy writes no instances, so it may be ours or another writer's
+    (which got in first, and ours was refused). Ours only if what it holds or what it
+    failed on is this call's own: it holds the instances the call adds, or its message
+    names a level of the metadata this source and the named destination version disagree
+    on, or a SOP instance the call copies. Else undecidable;
   - COPIED: ours only if it holds every instance the call asked for (GetImageSetMetadata of
     that version against the source's metadata at the version the call named).
 * **For a new image set**: once the source is no longer LOCKED (a copy still running keeps
@@ -122,9 +126,7 @@ class Reconciler:
             return did_not(f"version {first} of {dest} was last updated before the call was "
                            f"sent: another writer made it")
         if status == "COPY_FAILED":
-            return Verdict(True, dest, first,
-                           f"version {first} of {dest}, the first after the {named} the call "
-                           f"named, is a copy that ended COPY_FAILED: the call made it")
+            return await self._failed_copy(request, first, later[0])
         expected = await self._expected(request)
         held = _instances(await self.api.get_image_set_metadata(ds, dest, first))
         missing = expected - held
@@ -135,6 +137,39 @@ class Reconciler:
                        f"version {first} of {dest}, the first after the {named} the call named, "
                        f"is a copy holding all {len(expected)} instance(s) it asked for: the "
                        f"copy happened")
+
+    async def _failed_copy(self, request: CopyRequest, first: str,
+                           version: dict[str, Any]) -> Verdict:
+        """The first version after the one the call named ended COPY_FAILED: this call's
+        copy, or another writer's (which got in first, so this call was refused)? A failed
+        copy writes no instances, so it is adopted only when what it holds or what it failed
+        on is this call's own: it holds the instances the call asked for, or its message
+        names what this call's own content would fail on (a level of the metadata this
+        source and this destination version disagree on, a SOP instance this call copies).
+        Else: undecidable."""
+        ds, dest = request.datastore_id, str(request.destination_image_set_id)
+        named = request.destination_version_id
+        where = (f"version {first} of {dest}, the first after the {named} the call named, is a "
+                 f"copy that ended COPY_FAILED")
+        message = str(version.get("message") or "")
+        if not message:
+            message = str((await self.api.get_image_set(ds, dest, first)).get("message") or "")
+        source = await self.api.get_image_set_metadata(ds, request.source_image_set_id,
+                                                       request.source_version_id)
+        before = await self.api.get_image_set_metadata(ds, dest, named)
+        expected = _expected_instances(source, request.copiable_attributes)
+        held = _instances(await self.api.get_image_set_metadata(ds, dest, first))
+        new = expected - _instances(before)
+        if new and new <= held:
+            return Verdict(True, dest, first, f"{where} and holds the {len(new)} instance(s) "
+                                              f"the call added: the call made it")
+        why = failure_explained(message, source, before, expected, request.force)
+        if why is not None:
+            return Verdict(True, dest, first, f"{where} ({message}); {why}: the call made it")
+        return undecided(f"{where} ({message or 'no message'}); a failed copy writes no "
+                         f"instances, and nothing in it is this call's own: it may be this "
+                         f"call's copy or another writer's. Not resent; look at "
+                         f"ListImageSetVersions of {dest}")
 
     # ---- into a new image set ---------------------------------------------------
     async def _new_image_set(self, request: CopyRequest, sent_at: float,
@@ -267,6 +302,38 @@ def _expected_instances(source_meta: dict[str, Any], attrs: str | None) -> Insta
         else:
             wanted.update(i for i in have if i[0] == series_uid)
     return wanted
+
+
+def _dicom(node: Any) -> dict[str, Any]:
+    return dict((node or {}).get("DICOM") or {})
+
+
+def failure_explained(message: str, source: dict[str, Any], dest: dict[str, Any],
+                      expected: Instances, force: bool) -> str | None:
+    """Why this call, copying `expected` of `source` into `dest` (the version it named),
+    would itself fail with `message`; None when its content does not explain it."""
+    for level in ("Patient", "Study", "Series"):
+        if f"{level} of SourceImageSet and DestinationImageSet don't match" not in message:
+            continue
+        if force:
+            return None  # a forced copy does not compare the levels
+        if level != "Series":
+            mine, theirs = _dicom(dest.get(level)), _dicom(source.get(level))
+            if mine and mine != theirs:
+                return f"this source's {level} attributes differ from the destination's"
+            return None
+        held = ((dest.get("Study") or {}).get("Series")) or {}
+        given = ((source.get("Study") or {}).get("Series")) or {}
+        series = {uid for uid, _ in expected}
+        if any(uid in held and _dicom(held[uid]) != _dicom(given.get(uid)) for uid in series):
+            return "a series this call copies has other attributes in the destination"
+        if held and series - set(held):
+            return "this call copies a series the destination (one series) does not hold"
+        return None
+    named = [sop for _, sop in expected if sop in message]
+    if named:
+        return f"the message names SOP instance {named[0]}, which this call copies"
+    return None
 
 
 def _epoch(value: Any) -> float | None:

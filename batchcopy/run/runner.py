@@ -27,8 +27,9 @@ from batchcopy.run.calls import CallDriver, Ended, Settled
 from batchcopy.run.context import Observer, RunContext, RunOutcome, RunSettings
 from batchcopy.run.dispatch import Dispatcher
 from batchcopy.run.execute import Executor
-from batchcopy.journal.journal import Journal, RowOutcome
+from batchcopy.journal.journal import Journal, JournalUnwritable, RowOutcome
 from batchcopy.run.precheck import MetadataCache
+from batchcopy.run.present import PresenceFinder
 from batchcopy.run.reconcile import Reconciler
 from batchcopy.core.specs import Status
 from batchcopy.run.versions import VersionBook
@@ -46,7 +47,10 @@ class Runner:
         self.versions = VersionBook(api, strict_pins=settings.strict_pins,
                                     lock_wait_s=settings.lock_wait_s)
         self.driver = CallDriver(self.ctx, Reconciler(api, lock_wait_s=min(120.0, settings.lock_wait_s)))
-        self.executor = Executor(self.ctx, self.driver, self.versions, MetadataCache(api))
+        presence = PresenceFinder(api, known=journal.known_results, own=self.ctx.own,
+                                  lock_wait_s=min(120.0, settings.lock_wait_s))
+        self.executor = Executor(self.ctx, self.driver, self.versions, MetadataCache(api),
+                                 presence if settings.skip_present else None)
 
     @property
     def outcome(self) -> RunOutcome:
@@ -61,19 +65,29 @@ class Runner:
         if ctx.s.max_duration_s is not None:
             timer = asyncio.get_running_loop().call_later(
                 max(0.0, ctx.s.max_duration_s), ctx.request_stop, "time-limit")
+        unwritable = False
         try:
             try:
                 await self.settle_open_calls()
                 if not ctx.stopping.is_set():
                     await Dispatcher(ctx, self.executor).run(self.journal.iter_manifest())
+            except* JournalUnwritable as group:
+                # nothing more can be recorded, so nothing more is sent; calls out stay open
+                # in the journal (SENT or ANSWERED): the next run settles them
+                unwritable = True
+                ctx.abort(str(_first(group)))
             except* Exception as group:
                 ctx.outcome.internal_error = _describe(group)
                 ctx.request_stop("internal-error")
-                await self._settle_after_internal_error()
+                if not unwritable:
+                    await self._settle_after_internal_error()
         finally:
             if timer is not None:
                 timer.cancel()
-        await self.journal.mark_pending_not_run(ctx.run_id, ctx.stop_text())
+        try:
+            await self.journal.mark_pending_not_run(ctx.run_id, ctx.stop_text())
+        except JournalUnwritable as exc:  # rows stay PENDING: the next run runs them
+            ctx.abort(str(exc))
         return ctx.outcome
 
     # ---- open calls -------------------------------------------------------------------
@@ -162,11 +176,16 @@ class Runner:
             pass  # the calls stay open: UNKNOWN in the report, settled by the next run
 
 
-def _describe(group: BaseExceptionGroup) -> str:
-    """The first real error of a group, with where it happened (for the summary and stderr)."""
-    exc: BaseException = group
+def _first(group: BaseException) -> BaseException:
+    exc = group
     while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
         exc = exc.exceptions[0]
+    return exc
+
+
+def _describe(group: BaseExceptionGroup) -> str:
+    """The first real error of a group, with where it happened (for the summary and stderr)."""
+    exc = _first(group)
     where = traceback.extract_tb(exc.__traceback__)[-1] if exc.__traceback__ else None
     at = f" at {where.filename.rsplit('/', 1)[-1]}:{where.lineno}" if where else ""
     return f"{type(exc).__name__}: {exc}{at}"

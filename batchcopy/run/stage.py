@@ -24,7 +24,7 @@ from typing import Any
 
 from batchcopy.aws.preflight import SetupError
 from batchcopy.console import logs
-from batchcopy.journal.holds import Holds
+from batchcopy.journal.holds import Holds, state_unwritable
 
 
 @dataclass(frozen=True)
@@ -71,7 +71,11 @@ def stage_manifest(journal: Any, local: Path, opts: Any, *, holds: Holds, scope:
                              f"{opts.manifest}: nothing to resume (run without --resume to "
                              "start, or give the right --state/--journal)")
         statements = journal.prepare_manifest(fresh=opts.fresh)
-        holds.acquire(scope, journal.staged_image_sets(), manifest=opts.manifest, journal=state)
+        try:
+            holds.acquire(scope, journal.staged_image_sets(), manifest=opts.manifest,
+                          journal=state)
+        except (OSError, sqlite3.Error) as exc:  # the holds' file, not the ledger
+            raise SetupError(state_unwritable(exc)) from None
         try:
             journal.commit_staged(statements)
         except StateUnavailable as exc:

@@ -77,6 +77,23 @@ def test_lost_response_executes_the_copy(emulator: Any, boto3_client: Any, seede
     assert info.value.response["Error"]["Code"] == "ConflictException"
 
 
+def test_lost_response_loses_a_refusal_too(emulator: Any, boto3_client: Any, seeded: Any) -> None:
+    """A 409 whose answer is dropped: the client sees what it sees after an accepted copy
+    whose answer was lost, and nothing was executed."""
+    ds, src, dst = ids(seeded)
+    emulator.set_faults([FaultSpec("lost_response", "CopyImageSet", count=1)])
+    with pytest.raises(ConnectionClosedError):
+        copy_into(boto3_client, ds, src, dst, "7")  # a stale version: refused
+    stats = emulator.stats()
+    assert stats["copies_requested"] == 0 and stats["faults_fired"] == {"lost_response": 1}
+    assert stats["refusals_lost_by_operation"] == {"CopyImageSet": 1}
+    props = boto3_client.get_image_set(datastoreId=ds, imageSetId=dst)
+    assert (props["versionId"], props["imageSetState"]) == ("1", "ACTIVE")
+    with pytest.raises(ClientError) as info:  # count=1: the next refusal is answered
+        copy_into(boto3_client, ds, src, dst, "7")
+    assert info.value.response["Error"]["Code"] == "ConflictException"
+
+
 def test_latency_is_scaled(emulator: Any, boto3_client: Any) -> None:
     emulator.set_faults([FaultSpec("latency", "ListDatastores", latency_s=30.0, count=1)])  # 0.3 s at 0.01
     boto3_client.list_datastores()
