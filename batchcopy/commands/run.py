@@ -77,7 +77,7 @@ def run_job(opts: JobOptions) -> int:
     report_dest = opts.report or str(opts.reports_dir / (
         f"{manifest_stem(opts.manifest)}-{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}.parquet"))
     # before the log file opens: it may be the manifest
-    clash = run_clash(opts.manifest, report_dest, lambda: resolve_location(opts).ledger,
+    clash = run_clash(opts.manifest, report_dest, lambda: ledger_path(opts),
                       opts.log_file, verify=opts.verify)
     try:
         setup = logs.configure(level=opts.log_level, fmt=opts.log_format,
@@ -124,6 +124,13 @@ def resolve_location(opts: JobOptions) -> Any:
         return resolve(opts.state)
     except StateError as exc:
         raise SetupError(str(exc)) from None
+
+
+def ledger_path(opts: JobOptions) -> Path:
+    """The ledger file this run will write, as given (--journal) or in its state."""
+    from batchcopy.aws.preflight import check_journal_path
+
+    return check_journal_path(opts.journal) if opts.journal else resolve_location(opts).ledger
 
 
 def state_display(opened: Any) -> str:
