@@ -233,7 +233,8 @@ MISTAKES = [
             env=read_only_state),
     Mistake("journal-default-in-a-read-only-state-directory", "journal",
             lambda s: ["run", str(s.manifest), "--report", "report.parquet", "--quiet"],
-            ("/sys/fs/journals", "cannot be"), env=read_only_state),
+            ("the state directory /sys/fs cannot be written", "--state", "nothing was sent"),
+            env=read_only_state),
     # ---- report destinations
     Mistake("report-is-the-parquet-manifest", "report",
             lambda s: ["run", parquet_manifest(s), "--report", parquet_manifest(s), "--journal", JOURNAL,

@@ -179,8 +179,13 @@ def open_for_writing(location: Location, holder: Holder, *, lease_ttl_s: float =
     except LockedError as exc:
         raise StateLocked(str(exc)) from None
     except OSError as exc:
-        raise StateError(f"{option} {location.url!r} cannot be created: "
-                         f"{exc.strerror or exc}; choose another {option}") from None
+        why = exc.strerror or str(exc)
+        if location.kind == "dir":
+            raise StateError(f"the state directory {location.url} cannot be written ({why}): it "
+                             f"holds the ledger ({LEDGER}); make it writable, or give another "
+                             "--state (or BATCHCOPY_STATE_DIR); nothing was sent") from None
+        raise StateError(f"{option} {location.url!r} cannot be created: {why}; choose another "
+                         f"{option}") from None
     try:
         existed = inspect(ledger) not in ("missing", "empty")
         if not existed and not create:
