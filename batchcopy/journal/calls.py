@@ -83,12 +83,16 @@ class CallLedger:
         """{row key: call id} of rows carried by a call that is not settled."""
         return {k: c.call_id for c in self.open_calls() for k in c.row_keys}
 
-    def known_results(self, datastore_id: str) -> set[str]:
-        """Image sets this ledger's calls are known to have created or written."""
-        cur = self.db.execute(
-            "SELECT DISTINCT result_image_set_id FROM calls WHERE datastore_id=? "
-            "AND result_image_set_id IS NOT NULL", (datastore_id,))
-        return {r[0] for r in cur.fetchall()}
+    def known_results(self, datastore_id: str, but_for: str | None = None) -> set[str]:
+        """Image sets this ledger's calls are known to have created or written; `but_for`
+        (a row's key): except the calls that carried that row (its own earlier copies)."""
+        sql = ("SELECT DISTINCT result_image_set_id FROM calls WHERE datastore_id=? "
+               "AND result_image_set_id IS NOT NULL")
+        params: tuple[str, ...] = (datastore_id,)
+        if but_for is not None:
+            sql += " AND NOT EXISTS (SELECT 1 FROM json_each(calls.row_keys) j WHERE j.value=?)"
+            params += (but_for,)
+        return {r[0] for r in self.db.execute(sql, params).fetchall()}
 
     def count_calls(self, state: str | None = None) -> int:
         if state is None:

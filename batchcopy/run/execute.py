@@ -194,7 +194,7 @@ class Executor:
             try:
                 found = await self.presence.find(
                     row.datastore_id, row.source_image_set_id, tally.src_v, source,
-                    row.copiable_attributes, primary=row.promote_to_primary)
+                    row.copiable_attributes, primary=row.promote_to_primary, key=row.key)
             except Exception as exc:
                 await self._presence_failed(row, tally, exc)
                 continue
