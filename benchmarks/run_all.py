@@ -15,7 +15,9 @@ pip install -e . && python benchmarks/run_all.py`. The AWS CLI baseline runs whe
   startup   6. --help, run --help, validate of a 3-row manifest
   present   7. a 1,000-row rerun of new-image-set rows with its state lost: CopyImageSet
                calls (0), calls per row by operation, wall, beside copying them again
-  state     8. --state s3:// beside a local state at 10 copies/s (600 rows, twice each): wall
+  selection 8. `select` over 2,000 image sets at the published quotas: cold, cached,
+               interrupted and resumed; extrapolated to 100,000
+  state     9. --state s3:// beside a local state at 10 copies/s (600 rows, twice each): wall
                ratio, S3 requests per copy; a 1M-row state opened on an empty machine
 
 --quick runs tiny sizes (a minute or so; the figures then say little). --repeat N repeats
@@ -36,11 +38,12 @@ import curation  # noqa: E402
 import pacing  # noqa: E402
 import present  # noqa: E402
 import scale  # noqa: E402
+import selection  # noqa: E402
 import startup  # noqa: E402
 import state_s3  # noqa: E402
 from common import RESULTS  # noqa: E402
 
-NAMES = ("startup", "pacing", "curation", "capacity", "scale", "present", "state")
+NAMES = ("startup", "pacing", "curation", "capacity", "scale", "present", "selection", "state")
 
 
 def plan(quick: bool, repeat: int, hogs: int, results: Path) -> dict[str, Callable[[], Any]]:
@@ -53,6 +56,7 @@ def plan(quick: bool, repeat: int, hogs: int, results: Path) -> dict[str, Callab
             "capacity": lambda: capacity.run(100, 40, results_dir=results),
             "scale": lambda: scale.run(2000, 200, results_dir=results),
             "present": lambda: present.run(3, 2, 10.0, results_dir=results),
+            "selection": lambda: selection.run(200, results_dir=results),
             "state": lambda: state_s3.run(10, 10.0, 1, 2000, 20, results_dir=results),
         }
     return {
@@ -62,6 +66,7 @@ def plan(quick: bool, repeat: int, hogs: int, results: Path) -> dict[str, Callab
         "capacity": lambda: capacity.run(20000, 5000, results_dir=results),
         "scale": lambda: scale.run(1_000_000, 100_000, results_dir=results),
         "present": lambda: present.run(200, 4, 10.0, results_dir=results),
+        "selection": lambda: selection.run(2000, results_dir=results),
         "state": lambda: state_s3.run(600, 10.0, max(2, repeat), 1_000_000, 400,
                                       results_dir=results),
     }

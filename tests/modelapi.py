@@ -54,6 +54,10 @@ class ModelApi:
     calls: Counter[str] = field(default_factory=Counter)
 
     # ---- the runner's calls -------------------------------------------------------
+    async def call(self, operation: str, **params: Any) -> dict[str, Any]:
+        """Any other operation (ImagingApi.call), e.g. GetDatastore."""
+        return self._call(operation, params)
+
     async def copy_image_set(self, request: CopyRequest, *, paced: bool = True) -> dict[str, Any]:
         return self._call("CopyImageSet", request.params())
 

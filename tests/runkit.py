@@ -103,11 +103,20 @@ def latest(client: Any, ds: str, image_set_id: str) -> str:
 
 
 def wait_active(client: Any, ds: str, image_set_id: str, limit_s: float = 30) -> dict[str, Any]:
+    """GetImageSet once the image set is ACTIVE (a 409, under reads_while_locked=conflict,
+    is LOCKED too); bounded."""
+    from botocore.exceptions import ClientError
+
     deadline = time.monotonic() + limit_s
     while True:
-        got = client.get_image_set(datastoreId=ds, imageSetId=image_set_id)
-        if got["imageSetState"] == "ACTIVE" or time.monotonic() > deadline:
-            return got
+        try:
+            got = client.get_image_set(datastoreId=ds, imageSetId=image_set_id)
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] != "ConflictException" or time.monotonic() > deadline:
+                raise
+        else:
+            if got["imageSetState"] == "ACTIVE" or time.monotonic() > deadline:
+                return got
         time.sleep(0.02)
 
 

@@ -103,6 +103,17 @@ def test_present(results: Path) -> None:
     assert all(finite(v) for v in data["ratios"].values())
 
 
+def test_selection(results: Path) -> None:
+    data = figures(results, "selection")
+    runs = data["runs"]
+    for name in ("fixed", "cold", "warm"):
+        for key in ("wall_s", "cpu_s", "peak_rss_mib", "image_sets_per_s"):
+            assert finite(runs[name][key]), (name, key)
+    assert runs["cold"]["metadata_reads"] >= data["image_sets"] and runs["warm"]["metadata_reads"] == 0
+    assert runs["resumed"]["interrupt_exit"] in (0, 130) and data["resumed_manifest_identical"]
+    assert finite(data["extrapolated_100k"]["cold_min"])
+
+
 def test_state(results: Path) -> None:
     data = figures(results, "state_s3")
     sbs = data["side_by_side"]

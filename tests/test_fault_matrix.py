@@ -18,6 +18,7 @@ destinations. Afterwards:
 
 from __future__ import annotations
 
+import json
 import os
 import random
 from collections import defaultdict
@@ -45,6 +46,11 @@ CLIENT = ["--rate", "CopyImageSet=200/20", "--rate", "GetImageSet=400/40", "--ma
           "--max-attempts", "25", "--retry-backoff", "0.02/0.2", "--poll-first", "0.02", "--poll-max", "0.1",
           "--quiet"]
 
+READS = ("GetImageSet", "GetImageSetMetadata", "ListImageSetVersions", "SearchImageSets",
+         "GetDatastore")
+HTML_PAGES = [*(FaultSpec("html503", op, 0.20) for op in READS),
+              FaultSpec("html503", "CopyImageSet", 0.10)]
+
 SCENARIOS: dict[str, list[FaultSpec]] = {
     "throttles-20pct": [FaultSpec("throttle", "*", 0.20)],
     "5xx-5pct": [FaultSpec("internal", "*", 0.025), FaultSpec("unavailable", "*", 0.025)],
@@ -58,8 +64,13 @@ SCENARIOS: dict[str, list[FaultSpec]] = {
     # (ServiceQuotaExceededException); a third of CopyImageSet answers, refusals included,
     # never arrive: the runner cannot tell a lost refusal from a lost acceptance
     "lost-refusals": [FaultSpec("lost_response", "CopyImageSet", 0.3)],
+    # a load balancer's HTML 503 page (nothing executed) for 20% of reads, 10% of copies;
+    # the same under --debug, which keeps the light request path on and logs every call
+    "html503-pages": HTML_PAGES,
+    "html503-pages-debug": HTML_PAGES,
 }
 SERVICE = {"lost-refusals": {"max_concurrent_copies_per_datastore": 4}}
+EXTRA = {"html503-pages-debug": ["--debug"]}
 
 
 def build_manifest(w: Any) -> tuple[list[dict[str, Any]], dict[str, set[tuple[str, str]]]]:
@@ -115,7 +126,7 @@ def test_a_run_under_faults_loses_and_duplicates_nothing(
     images_before = int(emulator.stats()["image_sets"])
 
     emulator.set_faults(SCENARIOS[scenario], fault_seed=len(rows))
-    res = run_manifest(manifest, w.env, tmp_path, *CLIENT, fast=False)
+    res = run_manifest(manifest, w.env, tmp_path, *CLIENT, *EXTRA.get(scenario, []), fast=False)
     fired = dict(emulator.stats()["faults_fired"])
     lost_refusals = emulator.stats()["refusals_lost_by_operation"].get("CopyImageSet", 0)
     emulator.set_faults([])
@@ -125,6 +136,9 @@ def test_a_run_under_faults_loses_and_duplicates_nothing(
     assert {f.kind for f in SCENARIOS[scenario]} <= set(fired), fired  # every kind of fault happened
     if scenario == "lost-refusals":
         assert lost_refusals > 0, fired
+    if scenario in EXTRA:  # --debug: the light path's own lines, the 503 pages among them
+        assert " DEBUG   api GetImageSet: HTTP 503 503 in " in res.stderr
+        assert " DEBUG   api CopyImageSet: HTTP 200 in " in res.stderr
     report = read_report(res.report)
     # one report row per manifest row, in order, none lost
     assert [r["row_id"] for r in report] == [r["row_id"] for r in rows]
@@ -136,8 +150,13 @@ def test_a_run_under_faults_loses_and_duplicates_nothing(
     assert w.copies_requested() - setup_copies == done == len({r["call_id"] for r in report})
     new_rows = [r for r in rows if not r.get("destination_image_set_id")]
     assert int(emulator.stats()["image_sets"]) - images_before == len(new_rows)
-    # merged calls really merged: fewer calls than rows
-    assert done == len(new_rows) + 3 * len(must_hold)
+    # merged calls really merged: fewer calls than rows. A merged call the quota refuses twice
+    # is split in halves (the service's per-copy limit may be lower than ours: execute.py),
+    # which the lost-refusals scenario's 4-copy service does now and then: one call more each
+    splits = json.loads(res.report.with_suffix(".summary.json").read_text())["split_calls"]
+    assert splits == 0 or scenario == "lost-refusals", splits
+    assert splits < len(must_hold) // 2, splits
+    assert done == len(new_rows) + 3 * len(must_hold) + splits
 
     # what each destination holds, read back through the public API
     c = w.client()

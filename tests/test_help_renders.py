@@ -33,7 +33,7 @@ PATHS = command_paths()
 
 def test_the_commands_are_all_there() -> None:
     names = {" ".join(p) for p in PATHS}
-    assert {"run", "validate", "plan", "report", "verify", "demo", "emulator"} <= names
+    assert {"select", "run", "validate", "plan", "report", "verify", "demo", "emulator"} <= names
 
 
 @pytest.mark.parametrize("path", PATHS, ids=lambda p: " ".join(p) or "batchcopy")

@@ -386,6 +386,8 @@ def test_copiable_attributes_length_limit() -> None:
     ("", "", "1.2.3", "sop_instance_uid", "needs series_instance_uid"),
     ("", "1.2.", "", "series_instance_uid", "not a DICOM series UID"),
     ("", "1.2", "abc", "sop_instance_uid", "not a DICOM SOP instance UID"),
+    ("", "1.2 1.3", "1.2.7", "sop_instance_uid", "needs a single series_instance_uid"),
+    ("", "1.2 1.x", "", "series_instance_uid", "characters): '1.x'"),
 ])
 def test_friendly_subset_columns(tmp_path: Path, attrs: str, series: str, sop: str, column: str,
                                  fragment: str) -> None:
@@ -465,3 +467,13 @@ def test_manifest_invalid_lists_twenty() -> None:
     assert text.splitlines()[0] == "m.csv: row 1 (line 2), column 'force': bad"
     assert str(ManifestError("m.csv", None, None, "no rows")) == "m.csv: no rows"
     assert str(ManifestError("m.csv", 4, None, "x")) == "m.csv: row 4: x"
+
+
+def test_several_whole_series_in_one_friendly_cell_are_one_subset(tmp_path: Path) -> None:
+    """`series_instance_uid` may list whole series separated by spaces: one row, one call,
+    one new image set holding all of them (rows making new image sets never merge)."""
+    attrs = csv_cell('{"Study":{"Series":{"1.3":{},"1.2":{}}}}')
+    path = write_csv(tmp_path, f"{SUB_HEAD}\n{DS},{A},,,1.2  1.3,\n{DS},{A},{B},{attrs},,\n")
+    listed, json_form = all_specs(path)
+    assert listed.copiable_attributes == json_form.copiable_attributes == canonical_attributes(
+        {"1.2": None, "1.3": None})

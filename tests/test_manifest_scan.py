@@ -400,7 +400,7 @@ def test_extra_columns_are_carried_as_json_in_file_order(tmp_path: Path) -> None
     assert json.loads(second.extras or "") == {"Patient Name": "", "notes": ""}
     # without the option: the same file is refused, and the message names the option
     report = validate(path)
-    assert {e.column for e in report.errors} == {"Patient Name", "notes", None}
+    assert {e.column for e in report.errors} == {"Patient Name", "notes"}  # the empty unnamed one is fine
     assert all("--extra-columns ignore" in e.message for e in report.errors if e.column)
 
 
@@ -438,3 +438,17 @@ def test_extras_field_keeps_old_constructors_and_spec_fields() -> None:
     assert "extras" not in SPEC_FIELDS and SPEC_FIELDS[-1] == "promote_to_primary"
     journal_row = {name: getattr(spec, name) for name in SPEC_FIELDS}  # what the journal stores
     assert CopySpec(**journal_row) == spec
+
+
+def test_a_spreadsheet_export_with_empty_trailing_columns_is_accepted(tmp_path: Path) -> None:
+    """Spreadsheets export the empty columns right of the data as unnamed ones ("A,B,,,")."""
+    path = write(tmp_path, f"datastore_id,source_image_set_id,force,,,\n{DS},{A},1,,,\n{DS},{B},,,,\n")
+    for mode in ("error", "ignore"):
+        scan = scan_manifest(path, extra_columns=mode)  # type: ignore[arg-type]
+        specs = [s for b in scan for s in b]
+        assert scan.report.ok, [str(e) for e in scan.report.errors]
+        assert [s.source_image_set_id for s in specs] == [A, B] and specs[0].force
+    # a value under an unnamed header is named, with the fix, on its row
+    path = write(tmp_path, f"datastore_id,source_image_set_id,,\n{DS},{A},,\n{DS},{B},,oops\n")
+    (err,) = validate(path).errors
+    assert err.row == 2 and "header column 4 has no name" in err.message and "'oops'" in err.message

@@ -19,6 +19,7 @@ import pytest
 from resumekit import seed_world
 from runkit import FAST, latest, patiently, run_cli, wait_active, write_manifest
 
+PRE_RUN_SEARCH = 1  # a run with rows to send reads one page of SearchImageSets first (preflight)
 SEED = {"seed": 61, "datastores": 1, "patients": 3, "studies_per_patient": 1,
         "series_per_study": 2, "instances_per_series": 2, "frames_per_instance": 1}
 
@@ -88,8 +89,9 @@ def test_a_rerun_with_its_state_directory_deleted_sends_no_copy(done: dict[str, 
         assert r["result_image_set_id"] == made[row_id]["result_image_set_id"], row_id
         assert f"image set {r['result_image_set_id']} version " in r["evidence"]
         assert "already holds exactly the" in r["evidence"]
-    # SearchImageSets on the study, one page a row: inside its own quota
-    assert w.stats()["calls"]["SearchImageSets"] - searches == len(rows)
+    # SearchImageSets on the study, one page a row: inside its own quota (and the pre-run
+    # check's one page)
+    assert w.stats()["calls"]["SearchImageSets"] - searches == len(rows) + PRE_RUN_SEARCH
     assert json.loads((tmp / "again.summary.json").read_text())["rows_already_present"] == len(rows)
     # the image sets found are what the rows asked for: verify reads them back
     checked = run_cli(["verify", str(tmp / "again.parquet"), "--out", str(tmp / "v.parquet")],
@@ -223,4 +225,5 @@ def test_no_skip_present_copies_without_looking(done: dict[str, Any]) -> None:
     again = run_with_state(w, done["manifest"], tmp / "again.parquet", tmp, "--no-skip-present")
     assert again.returncode == 0, again.stderr
     assert w.copies_requested() - copies == len(done["rows"])
-    assert w.stats()["calls"].get("SearchImageSets", 0) == searches
+    # one SearchImageSets: the pre-run check of the runtime host (aws/preflight.py), no row's
+    assert w.stats()["calls"].get("SearchImageSets", 0) == searches + PRE_RUN_SEARCH

@@ -245,7 +245,7 @@ def test_html_page_is_self_contained_and_renders_offline_in_chromium(ran: dict[s
     table = html[html.index('<table class="failures" data-status="FAILED"'):]
     table = table[:table.index("</table>")]
     failed = [r for r in ledger(ran["journal"]) if r["status"] == "FAILED"]
-    assert table.count("<tr>") == 1 + len(failed)
+    assert table.count('<tr class="group" data-rows="1">') == len(failed)  # all different
     for r in failed:
         assert f"<td>{r['row_id']}</td>" in table and r["error_code"] in table
     assert "notes: wrong patient" in table  # the curator's extra column
@@ -273,3 +273,91 @@ def test_html_without_matplotlib_says_how_to_install_it(ran: dict[str, Any], tmp
     assert proc.returncode == 2
     assert "pip install 'batchcopy[report]'" in proc.stderr and "Traceback" not in proc.stderr
     assert not (tmp_path / "p.html").exists()
+
+
+@pytest.mark.parametrize("source", ["report", "journal"])
+def test_failed_manifest_keeps_the_manifests_columns_and_form(ran: dict[str, Any], source: str) -> None:
+    """The rows to retry come back as the curator wrote them: the friendly series/SOP cells
+    (not a JSON blob), their own `notes`, the manifest's columns in its order."""
+    import csv
+
+    from runkit import COLUMNS
+
+    retry = ran["tmp"] / f"retry-{source}.csv"
+    proc = run_cli(["report", str(ran[source]), "--failed-manifest", str(retry),
+                    *(["--out", str(ran["tmp"] / "rebuilt-form.parquet")] if source == "journal" else [])],
+                   ran["env"], cwd=ran["tmp"])
+    assert proc.returncode == 0, proc.stderr
+    with retry.open(newline="", encoding="utf-8") as fh:
+        header, *lines = list(csv.reader(fh))
+    assert header == [*COLUMNS, "notes"]
+    got = {line[0]: dict(zip(header, line)) for line in lines}
+    assert sorted(got) == ["absent", "mismatch"]
+    asked = {r["row_id"]: r for r in ran["rows"]}
+    absent = got["absent"]
+    assert (absent["series_instance_uid"], absent["sop_instance_uid"], absent["copiable_attributes"]) == \
+        (asked["absent"]["series_instance_uid"], "1.2.3.999", "")
+    assert absent["notes"] == "typo" and got["mismatch"]["notes"] == "wrong patient"
+    assert got["mismatch"]["destination_image_set_id"] == asked["mismatch"]["destination_image_set_id"]
+    check = run_cli(["validate", str(retry), "--extra-columns", "ignore"], ran["env"], cwd=ran["tmp"])
+    assert check.returncode == 0 and "2 rows OK" in check.stdout, check.stderr
+
+
+MEASURE = ("<script>addEventListener('load', () => document.body.insertAdjacentHTML('beforeend',"
+           "'<p id=\"measured\">' + document.documentElement.scrollWidth + ' ' + innerWidth + "
+           "'</p>'))</script></body>")
+
+
+def test_html_groups_identical_failures_lists_created_and_skipped_and_fits_800_px(
+        emulator: Any, client_env: dict[str, str], boto3_client: Any, tmp_path: Path) -> None:
+    from runkit import new_subset_destination
+
+    status, seeded = control_call(emulator.endpoint, "POST", "/_emulator/seed",
+                                  {**SEED, "patients": 8})
+    assert status == 200, seeded
+    store = seeded["datastores"][0]
+    ds, sets = store["datastoreId"], store["imageSets"]
+    dest = new_subset_destination(boto3_client, ds, sets[0])  # holds sets[0]'s first instance
+    series, sops = next(iter(sets[0]["series"].items()))
+    rows = [{"row_id": f"new-{i}", "datastore_id": ds, "source_image_set_id": s["imageSetId"],
+             "notes": f"case {i}"} for i, s in enumerate(sets[:2])]
+    rows.append({"row_id": "present", "datastore_id": ds, "source_image_set_id": sets[0]["imageSetId"],
+                 "destination_image_set_id": dest, "series_instance_uid": series,
+                 "sop_instance_uid": sops[0], "notes": "there already"})
+    rows += [{"row_id": f"mismatch-{i}", "datastore_id": ds, "source_image_set_id": s["imageSetId"],
+              "destination_image_set_id": dest, "notes": "another patient"}  # no force
+             for i, s in enumerate(sets[2:8])]
+    manifest = write_manifest(tmp_path / "m.csv", rows, ("notes",))
+    proc = run_cli(["run", str(manifest), "--report", str(tmp_path / "r.parquet"), "--journal",
+                    str(tmp_path / "j.sqlite"), "--extra-columns", "ignore", *FAST],
+                   client_env, cwd=tmp_path)
+    assert proc.returncode == 1, proc.stderr
+    out = {r["row_id"]: r for r in pq.read_table(tmp_path / "r.parquet").to_pylist()}
+    assert {out[f"mismatch-{i}"]["status"] for i in range(6)} == {"FAILED"}
+    assert len({out[f"mismatch-{i}"]["error_message"] for i in range(6)}) == 1  # identical
+    page = tmp_path / "page.html"
+    proc = run_cli(["report", str(tmp_path / "r.parquet"), "--html", str(page)], client_env, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    text = page.read_text(encoding="utf-8")
+    assert EXTERNAL.findall(text) == []  # the page itself stays script-free
+    measured = tmp_path / "measured.html"
+    measured.write_text(text.replace("</body>", MEASURE), encoding="utf-8")
+    dom = render(measured, tmp_path, "--dump-dom", "--window-size=800,1000")
+    assert dom.returncode == 0, dom.stderr[-2000:]
+    html = dom.stdout
+    width, window = map(int, re.search(r'<p id="measured">(\d+) (\d+)</p>', html).groups())  # type: ignore[union-attr]
+    assert window == 800 and width <= window, (width, window)  # no sideways scroll
+    failures = html[html.index('<table class="failures" data-status="FAILED"'):]
+    failures = failures[:failures.index("</table>")]
+    assert failures.count('<tr class="group"') == 1 and 'data-rows="6"' in failures
+    assert "6 rows" in failures and "mismatch-0, mismatch-1" in failures
+    assert "FAILED (6 rows, 1 kind of failure)" in html
+    created = html[html.index('<table class="created"'):]
+    created = created[:created.index("</table>")]
+    for i in range(2):
+        assert out[f"new-{i}"]["result_image_set_id"] in created
+    assert "2 image set(s) created by this run" in html
+    skipped = html[html.index('<table class="skipped"'):]
+    skipped = skipped[:skipped.index("</table>")]
+    assert "already present in the destination" in skipped and "present" in skipped
+    assert out["present"]["evidence"].split(",")[0] in skipped

@@ -161,6 +161,22 @@ def test_rows_refused_for_access_run_on_the_next_run(emulator: Any, client_env: 
     rerun_succeeds(w, manifest, tmp_path, first, before)
 
 
+def refused_before_copying(w: Any, manifest: Path, tmp: Path, first: Any, before: int,
+                           *said: str) -> None:
+    """A set-up the pre-run checks refuse: one line naming the cause, exit 2, no copy sent,
+    no row recorded (the journal this run made is gone); the fixed set-up copies every row."""
+    lines = [line for line in first.stderr.splitlines() if line.strip()]
+    assert first.code == 2 and len(lines) == 1, first.stderr
+    assert all(part in lines[0] for part in said), lines[0]
+    assert "nothing was sent" in lines[0]
+    assert w.copy_calls() == 0 and not first.journal.exists() and not first.report.exists()
+    again = run_manifest(manifest, w.env, tmp)
+    assert again.code == 0, again.stderr
+    assert {r["status"] for r in again.rows()} == {"SUCCEEDED"}
+    w.wait_idle()
+    assert w.copies_requested() - before == len(again.rows())
+
+
 @pytest.mark.parametrize("problem", ["bad-secret", "expired-token"])
 @pytest.mark.emulator_config(auth={"keys": {"testing": "testing"}, "expired_tokens": ["old-token"]})
 def test_rows_stopped_by_credentials_run_once_they_are_fixed(
@@ -170,17 +186,19 @@ def test_rows_stopped_by_credentials_run_once_they_are_fixed(
     broken = dict(w.env, AWS_SECRET_ACCESS_KEY="wrong") if problem == "bad-secret" else \
         dict(w.env, AWS_SESSION_TOKEN="old-token")
     first = run_manifest(manifest, broken, tmp_path)
-    assert first.code == 3, first.stderr
-    assert ("InvalidSignature" if problem == "bad-secret" else "ExpiredToken") in first.stderr
-    rerun_succeeds(w, manifest, tmp_path, first, before)
+    refused_before_copying(w, manifest, tmp_path, first, before,
+                           "InvalidSignature" if problem == "bad-secret" else "ExpiredToken")
 
 
 def test_rows_that_exhausted_their_throttles_run_on_the_next_run(
         emulator: Any, client_env: dict[str, str], tmp_path: Path) -> None:
+    """Throttles use up no attempt, but a service that refuses every request ends the
+    run's calls once it has refused STREAK_LIMIT in a row: the rows are NOT_RUN."""
     w = seed_world(emulator, client_env, SEED)
     manifest, before = new_copies(w, tmp_path), w.copies_requested()
     emulator.set_faults([FaultSpec(kind="throttle", operation="CopyImageSet")])
-    first = run_manifest(manifest, w.env, tmp_path, "--max-attempts", "2")
+    first = run_manifest(manifest, w.env, tmp_path, "--max-attempts", "2",
+                         "--retry-backoff", "0.02/0.1")
     emulator.set_faults([])
     assert first.code == 1, first.stderr
     assert {r["error_code"] for r in first.rows()} == {"ThrottlingException"}
@@ -198,9 +216,9 @@ def test_rows_stopped_by_a_down_endpoint_run_once_it_is_back(
         down = f"http://127.0.0.1:{s.getsockname()[1]}"
     first = run_manifest(manifest, dict(w.env, AWS_ENDPOINT_URL_MEDICAL_IMAGING=down), tmp_path,
                          "--max-attempts", "2")
-    assert first.code == 1, first.stderr
-    assert {r["error_code"] for r in first.rows()} == {"EndpointConnectionError"}
-    rerun_succeeds(w, manifest, tmp_path, first, before)
+    # it cost three connection attempts, one line: not a run of warnings and retries
+    refused_before_copying(w, manifest, tmp_path, first, before, f"cannot reach {down}",
+                           "3 attempts")
 
 
 # ---- journals that are not what --resume needs ------------------------------------------

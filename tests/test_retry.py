@@ -80,6 +80,14 @@ SERVICE_TABLE = [
     (client_error("ServiceUnavailable", 503), T, T),
     (client_error("ServiceUnavailableException", 503), T, T),
     (client_error("", 503), T, T),
+    # answers that are not the service's (botocore names the bare status): the set-up
+    (client_error("404", 404), F, F),  # a web server's HTML 404 page
+    (client_error("403", 403), F, F),  # a WAF's HTML page
+    (client_error("400", 400), F, F),  # a proxy's text/plain Bad Request
+    (client_error("UnknownOperationException", 404), F, F),
+    (client_error("408", 408), T, T),
+    (client_error("503", 503), T, T),  # a load balancer's HTML 503 page
+    (client_error("502", 502), A, T),
 ]
 
 
@@ -217,3 +225,34 @@ def test_backoff_is_reproducible_and_survives_huge_attempts() -> None:
     assert Backoff(base=0.0).delay(5) == 0.0
     with pytest.raises(ValueError):
         Backoff(base=-1)
+
+
+def test_a_409_to_a_read_is_a_lock_and_to_a_write_a_conflict() -> None:
+    from batchcopy.aws.retry import is_locked_read
+
+    conflict = client_error("ConflictException", 409)
+    assert is_locked_read(conflict, "GetImageSet") and is_locked_read(conflict, "GetImageSetMetadata")
+    assert not is_locked_read(conflict, "CopyImageSet")
+    assert not is_locked_read(client_error("ValidationException", 400), "GetImageSet")
+
+
+def test_through_locks_looks_again_while_the_read_answers_409() -> None:
+    from batchcopy.aws.retry import through_locks
+
+    answers = [client_error("ConflictException", 409)] * 3 + ["read"]
+    pauses: list[float] = []
+
+    async def read() -> str:
+        got = answers.pop(0)
+        if isinstance(got, Exception):
+            raise got
+        return got
+
+    async def sleep(s: float) -> None:
+        pauses.append(s)
+
+    assert asyncio.run(through_locks(read, operation="GetImageSet", wait_s=60, sleep=sleep)) == "read"
+    assert pauses == [0.05, 0.1, 0.2]
+    answers[:] = [client_error("ConflictException", 409)] * 50
+    with pytest.raises(ClientError):  # the wait is bounded: the 409 comes back
+        asyncio.run(through_locks(read, operation="GetImageSet", wait_s=0.0, sleep=sleep))

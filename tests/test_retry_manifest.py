@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import csv
 import dataclasses
 import gzip
 from pathlib import Path
@@ -75,3 +76,37 @@ def test_failed_manifest_reads_back_as_the_same_specs(tmp_path: Path) -> None:
         report = validate(out)
         assert report.ok, [str(e) for e in report.errors]
         assert report.rows == n
+
+
+def test_failed_manifest_in_the_form_of_its_manifest(tmp_path: Path) -> None:
+    """Columns and delimiter of the manifest; subsets in the friendly cells when they fit
+    (one instance, whole series), else in copiable_attributes (added when missing);
+    row_id and datastore_id added when the manifest had none; the curator's columns kept."""
+    from batchcopy.core.specs import CopySpec
+    from batchcopy.manifest.rules import canonical_attributes
+    from batchcopy.manifest.scan import read_specs, validate
+    from batchcopy.report.parquet import RowResult
+
+    subsets = [canonical_attributes({"1.2": ["1.2.7"]}), canonical_attributes({"1.2": None, "1.3": None}),
+               canonical_attributes({"1.2": ["1.2.7", "1.2.8"]}), None]
+    rows = [RowResult.from_spec(CopySpec(manifest_row=i, row_id=str(i), datastore_id=DS,
+                                         source_image_set_id=f"{i:032x}", copiable_attributes=attrs,
+                                         extras='{"notes":"n%d","Patient Name":"Doe"}' % i),
+                                Status.FAILED)
+             for i, attrs in enumerate(subsets, start=1)]
+    form = {"columns": ["source_image_set_id", "notes", "series_instance_uid", "sop_instance_uid",
+                        "Patient Name", ""], "delimiter": ";"}
+    out = tmp_path / "retry.csv"
+    assert write_failed_manifest(rows, out, form=form) == 4
+    with out.open(newline="", encoding="utf-8") as fh:
+        header, *lines = list(csv.reader(fh, delimiter=";"))
+    assert header == ["row_id", "datastore_id", "source_image_set_id", "notes", "series_instance_uid",
+                      "sop_instance_uid", "Patient Name", "copiable_attributes"]
+    cells = [dict(zip(header, line)) for line in lines]
+    assert [(c["series_instance_uid"], c["sop_instance_uid"]) for c in cells] == \
+        [("1.2", "1.2.7"), ("1.2 1.3", ""), ("", ""), ("", "")]
+    assert [c["copiable_attributes"] for c in cells] == ["", "", subsets[2], ""]
+    assert [c["notes"] for c in cells] == ["n1", "n2", "n3", "n4"]
+    specs = [s for b in read_specs(out, extra_columns="ignore") for s in b]
+    assert [s.copiable_attributes for s in specs] == subsets
+    assert validate(out, extra_columns="ignore").ok

@@ -341,14 +341,16 @@ def test_undecidable_lost_copy_is_unknown_and_never_resent(world: dict[str, Any]
     emu = world["emulator"]
     manifest = write_manifest(tmp_path / "m.csv", [
         {"row_id": "u", "datastore_id": ds, "source_image_set_id": src["imageSetId"]}])
-    # the first search is the presence check's, before the copy; the second reconciliation's
+    # the run's first SearchImageSets is its pre-run check of the runtime host, the second
+    # the presence check's, before the copy; the third, the reconciliation's, is slowed down
+    searched = emu.stats()["calls"].get("SearchImageSets", 0)
     emu.set_faults([FaultSpec(kind="lost_response", operation="CopyImageSet", count=1),
-                    FaultSpec(kind="latency", operation="SearchImageSets", count=1, after=1,
+                    FaultSpec(kind="latency", operation="SearchImageSets", count=1, after=2,
                               latency_s=100)])
     before = emu.stats()["copies_requested"]
     run = start(manifest, world["env"], tmp_path, "undecidable", journal=tmp_path / "j.sqlite",
                 report=tmp_path / "r.parquet")
-    assert run.wait_until(lambda: emu.stats()["calls"].get("SearchImageSets", 0) >= 2)
+    assert run.wait_until(lambda: emu.stats()["calls"].get("SearchImageSets", 0) >= searched + 3)
     wait_active(boto3_client, ds, src["imageSetId"])
     patiently(lambda: boto3_client.copy_image_set(  # the other writer's identical copy
         datastoreId=ds, sourceImageSetId=src["imageSetId"],

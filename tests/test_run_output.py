@@ -114,6 +114,32 @@ def test_text_log_off_a_terminal_is_stamped_warns_per_failed_row_and_says_what_n
     assert "to continue" not in text  # nothing is left for a rerun
 
 
+def test_one_failed_row_is_at_most_two_warnings_and_an_earlier_failure_is_not_alerted_again(
+        emulator: Any, client_env: dict[str, str], tmp_path: Path) -> None:
+    w = seed_world(emulator, client_env, SEED)
+    rows = distinct_copies(w, 5)
+    rows.insert(2, {"row_id": "ghost", "datastore_id": w.ds, "source_image_set_id": "9" * 32})
+    manifest = write_manifest(tmp_path / "m.csv", rows)
+    res = run_manifest(manifest, w.env, tmp_path)
+    assert res.code == 1, res.stderr
+    warnings = [line for line in res.stderr.splitlines() if " WARNING " in line]
+    assert len(warnings) <= 2, warnings  # the row's own line, and the one line to alert on
+    assert "1 of 6 rows not done in this run (1 FAILED)" in warnings[-1]
+    assert f"batchcopy report {res.report}" in warnings[-1]
+    assert any(" NOTICE " in line and "6 rows from" in line for line in res.stderr.splitlines())
+    # the same command again (cron): no call, the old failure named but not alerted: exit 0
+    calls = w.api_calls()
+    log = tmp_path / "again.jsonl"
+    again = run_manifest(manifest, w.env, tmp_path, "--log-format", "json", "--log-file", str(log))
+    assert again.code == 0, again.stderr
+    assert w.api_calls() == calls
+    assert " WARNING " not in again.stderr
+    assert "1 FAILED from earlier runs: not retried, not in the exit code" in again.stderr
+    (summary,) = [r for r in records(log.read_text()) if r["event"] == "summary"]
+    assert summary["summary"]["earlier_runs_left"] == {"FAILED": 1}
+    assert summary["summary"]["exit_code"] == 0 and again.summary()["earlier_runs_left"] == {"FAILED": 1}
+
+
 @pytest.mark.emulator_config(copy_base_s=50.0)
 def test_a_stop_leaves_rows_not_run_out_of_the_done_count_and_says_how_to_continue(
         emulator: Any, client_env: dict[str, str], tmp_path: Path) -> None:
@@ -154,11 +180,12 @@ def test_a_stop_leaves_rows_not_run_out_of_the_done_count_and_says_how_to_contin
 
 # ---- confirmation ------------------------------------------------------------------------
 def on_terminal(args: list[str], env: dict[str, str], cwd: Path, *,
-                answer: str | None = None, limit_s: float = 90) -> tuple[int, str]:
-    """Run the CLI with stdin, stdout and stderr on a pseudo-terminal; type `answer` when
-    asked. The exit code and everything it wrote."""
+                answer: str | None = None, limit_s: float = 90,
+                size: tuple[int, int] = (40, 120)) -> tuple[int, str]:
+    """Run the CLI with stdin, stdout and stderr on a pseudo-terminal of `size` (lines,
+    columns); type `answer` when asked. The exit code and everything it wrote."""
     master, slave = os.openpty()
-    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", *size, 0, 0))
     proc = subprocess.Popen([sys.executable, "-m", "batchcopy", *args], stdin=slave,
                             stdout=slave, stderr=slave, cwd=cwd, env={**os.environ, **env})
     os.close(slave)
@@ -212,3 +239,59 @@ def test_no_question_off_a_terminal_or_with_yes_or_below_the_threshold(
                                   "--report", str(tmp_path / f"{journal}.parquet"), *FAST,
                                   "--fresh", *extra], w.env, tmp_path)
         assert code == 0 and "[y/N]" not in said, said
+
+
+# ---- the bar on a terminal of any size ----------------------------------------------------
+def bar_frames(said: str) -> list[str]:
+    """Every frame of the bar as drawn (tqdm redraws with a carriage return)."""
+    frames = re.split(r"[\r\n]", re.sub(r"\x1b\[[0-9;]*[A-Za-z]", "", said))
+    return [f for f in frames if "rows [" in f and f.count("|") >= 2]
+
+
+@pytest.mark.emulator_config(copy_base_s=30.0)
+def test_at_80_columns_the_bar_keeps_its_width_and_the_figures_give_way(
+        emulator: Any, client_env: dict[str, str], tmp_path: Path) -> None:
+    w, rows, manifest = job(emulator, client_env, tmp_path, 12)
+    args = ["run", str(manifest), "--journal", str(tmp_path / "b.sqlite"), "--report",
+            str(tmp_path / "b.parquet"), *FAST, "--rate", "CopyImageSet=4", "--progress", "bar"]
+    code, said = on_terminal(args, w.env, tmp_path, size=(24, 80))
+    assert code == 0, said
+    frames = bar_frames(said)
+    assert len(frames) >= 2, said
+    for frame in frames:
+        bar = frame.split("|")[1]
+        assert len(bar) >= 20 and len(frame.rstrip()) <= 80, frame
+    assert any("in flight" in f for f in frames)  # figures still shown where they fit
+
+
+def test_a_zero_size_terminal_gets_stats_lines(emulator: Any, client_env: dict[str, str],
+                                               tmp_path: Path) -> None:
+    """`docker exec -t`: a terminal, 0 columns and 0 lines until someone sets them."""
+    w, rows, manifest = job(emulator, client_env, tmp_path, 6)
+    args = ["run", str(manifest), "--journal", str(tmp_path / "z.sqlite"), "--report",
+            str(tmp_path / "z.parquet"), *FAST[:-4], "--log-interval", "0.2"]
+    code, said = on_terminal(args, {**w.env, "COLUMNS": "0", "LINES": "0"}, tmp_path, size=(0, 0))
+    assert code == 0, said
+    stats = [line for line in said.splitlines() if "rows done" in line]
+    assert stats and "6/6 rows done" in stats[-1] and STAMP.match(stats[-1].strip()), said
+    assert not bar_frames(said)
+
+
+def test_verify_and_undo_progress_on_a_zero_size_terminal_is_stats_lines(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from batchcopy.console.progress import Progress
+    from batchcopy.console.tally import Tally
+
+    master, slave = os.openpty()
+    try:
+        fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 0, 0, 0, 0))
+        monkeypatch.setenv("COLUMNS", "0")
+        with os.fdopen(os.dup(slave), "w") as stream:
+            assert Tally(3, noun="rows", verb="checked", mode="bar", stream=stream).mode == "log"
+            progress = Progress(3, mode="bar", stream=stream)
+            assert (progress.mode, progress.stats_lines) == ("log", True)
+            fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 80, 0, 0))
+            assert Tally(3, noun="rows", verb="checked", mode="bar", stream=stream).mode == "bar"
+    finally:
+        os.close(master)
+        os.close(slave)

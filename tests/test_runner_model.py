@@ -294,3 +294,46 @@ def test_a_copy_throttled_once_is_resent_on_the_next_token_without_a_backoff(
     assert statuses(rows) == {"r1": "SUCCEEDED"}
     assert executed(api) == 1
     assert len(asked) == waits
+
+
+@pytest.mark.parametrize("answer", ["html-404", "unknown-operation", "datastore-gone"])
+def test_a_set_up_that_turns_out_wrong_is_never_a_rows_final_answer(tmp_path: Path,
+                                                                    answer: str) -> None:
+    """Answers that say the endpoint or the data store is wrong, not the row: the run stops
+    (aborted, exit 3), the rows are NOT_RUN, and the next run, the set-up fixed, copies them."""
+    api, store = world()
+    ds = store["datastoreId"]
+    specs = [spec(k + 1, ds, s) for k, s in enumerate(store["imageSets"][:3])]
+    wrong = {"html-404": service_error("404", 404, "<html>Not Found</html>"),
+             "unknown-operation": service_error("UnknownOperationException", 404),
+             "datastore-gone": service_error("ResourceNotFoundException", 404,
+                                             f"Datastore {ds} not found")}[answer]
+    gone = {"n": 0}
+
+    def fault(operation: str, params: dict[str, Any]) -> Any:
+        if operation == "CopyImageSet" or (answer == "datastore-gone" and operation == "GetDatastore"):
+            gone["n"] += 1
+            return wrong
+        return None
+
+    api.faults.append(fault)
+    outcome, rows = run(api, specs, tmp_path / "j.sqlite", max_in_flight_per_datastore=1)
+    assert outcome.stop_reason == "aborted", outcome
+    assert set(statuses(rows).values()) == {"NOT_RUN"}
+    assert "the next run retries" in (outcome.abort_message or "")
+    assert executed(api) == 0
+    api.faults.clear()
+    _, rows = run(api, specs, tmp_path / "j.sqlite")
+    assert set(statuses(rows).values()) == {"SUCCEEDED"} and executed(api) == 3
+
+
+def test_an_image_set_not_found_in_a_data_store_that_is_there_is_the_rows_answer(
+        tmp_path: Path) -> None:
+    api, store = world()
+    ds = store["datastoreId"]
+    ghost = {"imageSetId": "f" * 32}
+    outcome, rows = run(api, [spec(1, ds, ghost), spec(2, ds, store["imageSets"][0])],
+                        tmp_path / "j.sqlite")
+    assert outcome.stop_reason is None
+    assert statuses(rows) == {"r1": "FAILED", "r2": "SUCCEEDED"}
+    assert api.calls["GetDatastore"] == 1  # asked once, then known to be there

@@ -29,7 +29,7 @@ def json_lines(text: str) -> list[dict[str, Any]]:
 def test_run_verify_and_undo_take_the_same_options_with_the_same_help() -> None:
     tree = build()
     helps: dict[str, set[str]] = {}
-    for name in ("run", "verify", "undo"):
+    for name in ("run", "verify", "undo", "select"):
         params = {opt: p for p in tree.commands[name].params for opt in p.opts}
         assert set(SHARED) <= set(params), (name, set(SHARED) - set(params))
         for opt in SHARED[:-1]:  # --config names the command's own section

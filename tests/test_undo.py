@@ -194,3 +194,21 @@ def test_kill_9_during_undo_then_again_reverts_nothing_twice(
     assert metadata(client, w.ds, scene.d1) == before["d1"]
     assert metadata(client, w.ds, scene.d2) == before["d2"]
     assert {r["status"] for r in read_report(tmp_path / "undo.parquet")} == {"SUCCEEDED"}
+
+
+def test_undo_off_a_terminal_without_yes_changes_nothing(
+        emulator: Any, client_env: dict[str, str], tmp_path: Path) -> None:
+    """Destructive commands never act off a terminal without --yes: exit 2, one line, not
+    a single request (the plan's reads included), nothing reverted or deleted."""
+    w, scene, before, journal = ran(emulator, client_env, tmp_path)
+    calls = w.api_calls()
+    res = undo(w, tmp_path, journal)  # a subprocess: stdin and stderr are pipes
+    assert res.returncode == 2, res.stderr
+    lines = [line for line in res.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "--yes" in lines[0] and "nothing was changed" in lines[0], lines
+    assert w.api_calls() == calls
+    assert w.stats()["updates_requested"] == w.stats()["deletes_requested"] == 0
+    assert not (tmp_path / "undo.parquet").exists()
+    # --dry-run needs no --yes: it changes nothing
+    assert undo(w, tmp_path, journal, "--dry-run").returncode == 0
+    assert w.stats()["updates_requested"] == w.stats()["deletes_requested"] == 0

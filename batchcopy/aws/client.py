@@ -22,7 +22,7 @@ from __future__ import annotations
 import asyncio
 import gzip
 import json
-import logging
+import math
 import os
 import random
 from collections import Counter
@@ -31,20 +31,32 @@ from contextlib import asynccontextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlparse
 
-from batchcopy.aws.ratelimit import RateLimiter, TokenBucket
-from batchcopy.aws.retry import NON_IDEMPOTENT, Backoff, ErrorKind, classify, error_code, is_retryable
-from batchcopy.core.specs import CopyRequest
 from batchcopy.aws.lightcalls import OPERATIONS as LIGHT_OPERATIONS
 from batchcopy.aws.lightcalls import LightCalls
+from batchcopy.aws.quotawatch import QuotaWatch
+from batchcopy.aws.ratelimit import RateLimiter, TokenBucket
+from batchcopy.aws.retry import (
+    NON_IDEMPOTENT,
+    THROTTLE_LIMIT,
+    Backoff,
+    ErrorKind,
+    UnreadableAnswer,
+    classify,
+    error_code,
+    is_retryable,
+)
 from batchcopy.aws.useragent import cache_user_agent
+from batchcopy.core.specs import CopyRequest
 
 SERVICE = "medical-imaging"
-ENDPOINT_ENV_VARS = ("AWS_ENDPOINT_URL_MEDICAL_IMAGING", "AWS_ENDPOINT_URL")
-_AWS_HOST_SUFFIXES = (".amazonaws.com", ".amazonaws.com.cn", ".api.aws", ".c2s.ic.gov",
-                      ".sc2s.sgov.gov")
 PAGE_SIZE = 50  # the service's maximum maxResults for both paginated reads
+# what each read always answers: a 2xx without it is not the service's (UnreadableAnswer);
+# a CopyImageSet answer that cannot be read is run/calls.py's (ambiguous, reconciled)
+ANSWERS = {"GetImageSet": "versionId",
+           "GetImageSetMetadata": "imageSetMetadataBlob", "GetDatastore": "datastoreProperties",
+           "ListImageSetVersions": "imageSetPropertiesList",
+           "SearchImageSets": "imageSetsMetadataSummaries"}
 # Set by the before-send hook in the task that makes the call: the request left through
 # the bucket's space() (so a throttle of it may be jitter, not a quota).
 _SPACED: ContextVar[bool] = ContextVar("batchcopy_spaced", default=False)
@@ -56,7 +68,7 @@ _SENDING: ContextVar[tuple[TokenBucket, int] | None] = ContextVar("batchcopy_sen
 
 @dataclass(frozen=True)
 class ClientSettings:
-    endpoint_url: str | None = None  # else botocore reads AWS_ENDPOINT_URL[_MEDICAL_IMAGING]
+    endpoint_url: str | None = None  # else botocore's: AWS_ENDPOINT_URL[_MEDICAL_IMAGING], profile
     region: str | None = None
     profile: str | None = None
     max_pool_connections: int = 50
@@ -64,66 +76,28 @@ class ClientSettings:
     read_timeout: float = 60.0
 
 
-def _truthy(value: str | None) -> bool:
-    return (value or "").strip().lower() in {"1", "true", "yes", "on"}
-
-
-def endpoint_overridden(settings: ClientSettings) -> bool:
-    """True when calls will not go to an AWS endpoint: host-prefix injection must be off.
-
-    Looks at the explicit setting and at the environment variables botocore
-    itself honours (unless AWS_IGNORE_CONFIGURED_ENDPOINT_URLS is set).
-    `open_client` also double-checks the endpoint botocore actually resolved,
-    which covers an `endpoint_url` in the shared config file.
-    """
-    if settings.endpoint_url:
-        return True
-    if _truthy(os.environ.get("AWS_IGNORE_CONFIGURED_ENDPOINT_URLS")):
-        return False
-    return any(os.environ.get(name, "").strip() for name in ENDPOINT_ENV_VARS)
-
-
-def _is_aws_endpoint(url: str) -> bool:
-    host = (urlparse(url).hostname or "").lower()
-    return any(host.endswith(suffix) for suffix in _AWS_HOST_SUFFIXES)
-
-
 @asynccontextmanager
 async def open_client(settings: ClientSettings) -> AsyncIterator[Any]:
-    """Yield one aiobotocore medical-imaging client; close it on exit."""
+    """Yield one aiobotocore medical-imaging client; close it on exit.
+
+    The endpoint and the runtime- host prefix are botocore's to decide, by its own rule
+    (aws/endpoints.py): nothing here depends on which route named the endpoint. TLS is
+    verified on every path, host name included, through proxies too (aws/tls.py)."""
     import aioboto3
     from aiobotocore.config import AioConfig
 
-    def config(no_host_prefix: bool) -> Any:
-        options: dict[str, Any] = dict(
-            retries={"total_max_attempts": 1, "mode": "standard"},
-            max_pool_connections=settings.max_pool_connections,
-            connect_timeout=settings.connect_timeout,
-            read_timeout=settings.read_timeout,
-        )
-        # Only ever pass False: an explicit True would override the user's
-        # AWS_DISABLE_HOST_PREFIX_INJECTION / config-file setting.
-        if no_host_prefix:
-            options["inject_host_prefix"] = False
-        return AioConfig(**options)
+    from batchcopy.aws.tls import VerifiedSession
 
+    config = AioConfig(
+        retries={"total_max_attempts": 1, "mode": "standard"},
+        max_pool_connections=settings.max_pool_connections,
+        connect_timeout=settings.connect_timeout,
+        read_timeout=settings.read_timeout,
+        http_session_cls=VerifiedSession,
+    )
     session = aioboto3.Session(profile_name=settings.profile)
-    no_prefix = endpoint_overridden(settings)
-
-    def make(no_host_prefix: bool) -> Any:
-        return session.client(SERVICE, region_name=settings.region,
-                              endpoint_url=settings.endpoint_url,
-                              config=config(no_host_prefix))
-
-    async with make(no_prefix) as client:
-        resolved = client.meta.endpoint_url
-        if no_prefix or _is_aws_endpoint(resolved) or not client.meta.config.inject_host_prefix:
-            cache_user_agent(client)
-            yield client
-            return
-    # botocore found a custom endpoint somewhere we did not look (config file):
-    # a "runtime-" host prefix would break it, so make the client again without.
-    async with make(True) as client:
+    async with session.client(SERVICE, region_name=settings.region,
+                              endpoint_url=settings.endpoint_url, config=config) as client:
         cache_user_agent(client)
         yield client
 
@@ -145,16 +119,16 @@ class CallStats:
 
 
 def light_calls(client: Any) -> LightCalls | None:
-    """The light path for `client`, or None: API logging at DEBUG hooks botocore's events,
-    a client without botocore's insides (a test double) has nothing to borrow, and
-    BATCHCOPY_LIGHT_CALLS=0 sends every call through botocore (a way out, should an
-    endpoint ever need something only botocore does)."""
+    """The light path for `client`, or None: a client without botocore's insides (a test
+    double) has nothing to borrow, and BATCHCOPY_LIGHT_CALLS=0 sends every call through
+    botocore (a way out, should an endpoint ever need something only botocore does). With
+    API logging on (DEBUG) the light path logs its own calls, as botocore's hooks do."""
     from batchcopy.console import logs
 
-    if (logs.LOG.isEnabledFor(logging.DEBUG) or not LightCalls.usable(client)
+    if (not LightCalls.usable(client)
             or os.environ.get("BATCHCOPY_LIGHT_CALLS", "").strip().lower() in {"0", "false", "no", "off"}):
         return None
-    return LightCalls(client)
+    return LightCalls(client, observer=logs.api_observer())
 
 
 Reader = Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]
@@ -220,9 +194,11 @@ class ImagingApi:
         rng: random.Random | None = None,
         sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
         light: bool = True,
+        quota: QuotaWatch | None = None,
     ) -> None:
         """light: GetImageSet and CopyImageSet without botocore's request machinery
-        (aws/lightcalls.py), where the client allows it and API logging is off."""
+        (aws/lightcalls.py), where the client allows it. quota: what throttles say about
+        the account's quota (aws/quotawatch.py): told of every acceptance and throttle."""
         if max_attempts < 1:
             raise ValueError("max_attempts must be >= 1")
         self.client = client
@@ -234,6 +210,13 @@ class ImagingApi:
         self._sleep = sleep
         self._light = light_calls(client) if light else None
         self._hooked = _register_send_hook(client, self._before_send)
+        self._pairs_refused = False  # SearchImageSets refused two filters together once
+        self.quota = quota if quota is not None else QuotaWatch()
+
+    def throttled_out(self, operation: str) -> bool:
+        """The service refused the last STREAK_LIMIT requests of `operation`, accepting none:
+        a throttled call gives up (its rows are NOT_RUN: the next run tries again)."""
+        return self.quota.exhausted(operation)
 
     async def _before_send(self, event_name: str = "", **_: Any) -> None:
         """botocore `before-send.medical-imaging.<Operation>`: space the send itself.
@@ -265,40 +248,55 @@ class ImagingApi:
             response: dict[str, Any] = await (
                 light.call(operation, params, before_send=self._before_send)
                 if light is not None else method(**params))
+            missing = ANSWERS.get(operation)
+            if missing is not None and missing not in response:
+                raise UnreadableAnswer(operation, missing)
             if read is not None:
                 response = await read(response)
         except Exception as exc:
             self.stats.errors[error_code(exc)] += 1
             if classify(exc, operation=operation) is ErrorKind.THROTTLE:
                 self.stats.throttles[operation] += 1
-                if not bucket.on_throttle(spaced=_SPACED.get()) and not bucket.unlimited:
+                halved = bucket.on_throttle(spaced=_SPACED.get())
+                if not halved and not bucket.unlimited:
                     self.stats.jitter[operation] += 1
+                self.quota.throttled(operation, halved=halved,
+                                     configured=self.limiter.configured().get(
+                                         operation, (math.inf, 1.0))[0])
             raise
         finally:
             _SPACED.reset(spaced)
         bucket.on_success()
+        self.quota.accepted(operation, bucket.now())
         return response
 
     async def _call(self, operation: str, params: dict[str, Any],
                     read: Reader | None = None) -> dict[str, Any]:
         bucket = self.limiter.bucket(operation)
         attempts = 1 if operation in NON_IDEMPOTENT else self.max_attempts
-        attempt = 0
+        failed = throttled = 0  # pacing owns throttles: they use up no attempt
         while True:
             try:
                 return await self._attempt(operation, bucket, params, read)
             except Exception as exc:
-                attempt += 1
-                if attempt >= attempts or not is_retryable(classify(exc, operation=operation)):
+                kind = classify(exc, operation=operation)
+                if kind is ErrorKind.THROTTLE:
+                    throttled += 1
+                else:
+                    failed += 1
+                if (not is_retryable(kind) or failed >= attempts or operation in NON_IDEMPOTENT
+                        or throttled >= THROTTLE_LIMIT or self.throttled_out(operation)):
                     raise
             self.stats.retries[operation] += 1
-            await self._sleep(self.backoff.delay(attempt - 1, self._rng))
+            await self._sleep(self.backoff.delay(max(failed, throttled) - 1, self._rng))
 
     async def call(self, operation: str, **params: Any) -> dict[str, Any]:
         """Call `operation` (botocore name, e.g. "GetImageSet") with its input members.
 
-        Idempotent operations are retried on THROTTLE / TRANSIENT errors up to
-        max_attempts; non-idempotent ones (NON_IDEMPOTENT) get one attempt.
+        Idempotent operations are retried on TRANSIENT errors up to max_attempts, and on
+        throttles (which pacing owns: they use up no attempt) up to THROTTLE_LIMIT, or
+        until the service has refused STREAK_LIMIT requests in a row (throttled_out);
+        non-idempotent ones (NON_IDEMPOTENT) get one attempt.
         Other errors, and the last one, are raised unchanged.
         """
         return await self._call(operation, params)
@@ -356,10 +354,48 @@ class ImagingApi:
             "imageSetPropertiesList")
 
     async def search_image_sets(self, datastore_id: str, search_criteria: dict) -> list[dict]:
-        return await self._pages(
-            "SearchImageSets",
-            {"datastoreId": datastore_id, "searchCriteria": search_criteria},
-            "imageSetsMetadataSummaries")
+        return [found async for page in self.search_pages(datastore_id, search_criteria)
+                for found in page]
+
+    async def search_pages(self, datastore_id: str, search_criteria: dict,
+                           page_size: int = PAGE_SIZE) -> AsyncIterator[list[dict]]:
+        """SearchImageSets page by page (the summaries of each). Two filters the service
+        refuses together (which pairs it takes is not documented) are sent as one, the
+        other checked on each summary (aws/search.py); once refused, a pair is not sent
+        again by this client."""
+        from botocore.exceptions import ClientError
+
+        from batchcopy.aws import search
+
+        filters = list(search_criteria.get("filters") or [])
+        local: list[dict] = []
+        if len(filters) == 2 and self._pairs_refused:
+            filters, local = search.split(filters)
+        token: str | None = None
+        seen: set[str] = set()
+        while True:
+            criteria = {k: v for k, v in search_criteria.items() if k != "filters"}
+            if filters:
+                criteria["filters"] = filters
+            params: dict[str, Any] = {"datastoreId": datastore_id, "maxResults": page_size,
+                                      "searchCriteria": criteria}
+            if token is not None:
+                params["nextToken"] = token
+            try:
+                page = await self._call("SearchImageSets", params)
+            except ClientError as exc:
+                if (token is None and len(filters) == 2 and not local
+                        and error_code(exc) == "ValidationException"):
+                    self._pairs_refused = True
+                    filters, local = search.split(filters)
+                    continue
+                raise
+            found = page.get("imageSetsMetadataSummaries") or []
+            yield [s for s in found if all(search.matches(s, f) for f in local)]
+            token = page.get("nextToken")
+            if not token or token in seen:  # a repeated token would loop forever
+                return
+            seen.add(token)
 
     async def get_image_set_metadata(self, datastore_id: str, image_set_id: str,
                                      version: str | None = None) -> dict:

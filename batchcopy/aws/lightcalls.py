@@ -7,14 +7,17 @@ HTTP exchange itself. These two operations have a fixed shape (a POST to a path 
 ids, at most two query flags, a small JSON body and a small JSON answer), so they are
 built here directly, signed with SigV4 (the signing key cached per day), and sent
 through the client's own aiohttp session (`http_session.send`), which keeps every
-network failure the same botocore exception that `retry.classify()` sorts. Answers are
-what botocore's parser would give: timestamps as datetimes, errors as `ClientError`
-with the code, message and HTTP status.
+network failure the same botocore exception that `retry.classify()` sorts. A JSON
+answer below 300 is read here (timestamps as datetimes, as botocore's parser gives them);
+every other answer (an error, an empty body, a load balancer's or a proxy's HTML page, a
+body that is not JSON) goes through the client's own botocore parser and is raised as the
+modelled exception botocore's client raises, so the code, message, status and modelled
+fields are botocore's own (an HTML 503 page is code "503", as botocore says it).
 
 The client's endpoint, host prefix ("runtime-" unless injection is off), region and
 credentials (refreshed like botocore's, via `get_frozen_credentials`) are used. Anything
-else, and every call when API logging is on (it hooks botocore's events), goes through
-botocore as before.
+else goes through botocore as before. `observer` (API logging at DEBUG) hears of every
+exchange: the operation, the HTTP status and error code or the exception, the latency.
 """
 
 from __future__ import annotations
@@ -23,7 +26,8 @@ import datetime as dt
 import hashlib
 import hmac
 import json
-from typing import Any, Awaitable, Callable
+import time
+from typing import Any, Awaitable, Callable, Protocol
 from urllib.parse import quote, urlsplit
 
 OPERATIONS = frozenset({"GetImageSet", "CopyImageSet"})
@@ -32,16 +36,28 @@ _SERVICE = "medical-imaging"
 _UA = "batchcopy"
 
 
+class Observer(Protocol):
+    """What API logging hears of each exchange (console/logs.py's api_* functions)."""
+
+    def answered(self, operation: str, status: int, code: str | None,
+                 latency_ms: float) -> None: ...
+
+    def failed(self, operation: str, exc: BaseException, latency_ms: float) -> None: ...
+
+
 class LightCalls:
-    def __init__(self, client: Any) -> None:
+    def __init__(self, client: Any, observer: Observer | None = None) -> None:
         from botocore.awsrequest import AWSPreparedRequest
-        from botocore.exceptions import ClientError
         from botocore.utils import parse_timestamp
 
         self._prepared = AWSPreparedRequest
-        self._client_error = ClientError
         self._parse_ts = parse_timestamp
+        self._observer = observer
+        self._exceptions = client.exceptions
+        self._parser = client._endpoint._response_parser_factory.create_parser(
+            client.meta.service_model.protocol)
         meta = client.meta
+        self._service_model = meta.service_model
         url = urlsplit(meta.endpoint_url)
         host = url.netloc
         for default in (":443", ":80"):  # what aiohttp sends as Host, and so what is signed
@@ -65,6 +81,7 @@ class LightCalls:
         """Whether the client has what this path needs (a botocore that still exposes it)."""
         try:
             return (client._endpoint.http_session is not None
+                    and client._endpoint._response_parser_factory is not None
                     and client._request_signer._credentials is not None
                     and client.meta.config.signature_version in (None, "v4"))
         except AttributeError:
@@ -97,17 +114,46 @@ class LightCalls:
         request = self._prepared("POST", url, headers, body, False)
         if before_send is not None:
             await before_send(event_name=f"before-send.{_SERVICE}.{operation}")
-        response = await self._send(request)
-        raw = await response.content
+        started = time.monotonic()
+        try:
+            response = await self._send(request)
+            raw = await response.content
+        except Exception as exc:
+            if self._observer is not None:
+                self._observer.failed(operation, exc, _ms(started))
+            raise
         status = int(response.status_code)
-        data = json.loads(raw) if raw else {}
-        meta = {"HTTPStatusCode": status, "HTTPHeaders": dict(response.headers),
-                "RequestId": response.headers.get("x-amzn-requestid", ""), "RetryAttempts": 0}
+        data = _json_object(raw) if status < 300 else None
+        if data is None:  # an error, or an answer only botocore's parser knows how to read
+            data = await self._botocore_parse(operation, response, raw)
+        else:
+            _timestamps(data, self._parse_ts)
+            data["ResponseMetadata"] = {
+                "RequestId": response.headers.get("x-amzn-requestid", ""),
+                "HTTPStatusCode": status, "HTTPHeaders": dict(response.headers),
+                "RetryAttempts": 0}
+        if self._observer is not None:
+            code = (data.get("Error") or {}).get("Code") if status >= 300 else None
+            self._observer.answered(operation, status, code, _ms(started))
         if status >= 300:
-            raise self._client_error(_error(status, response.headers, data, meta), operation)
-        _timestamps(data, self._parse_ts)
-        data["ResponseMetadata"] = meta
-        return data  # type: ignore[no-any-return]
+            error = data.get("Error") or {}
+            raise self._exceptions.from_code(error.get("QueryErrorCode") or error.get("Code"))(
+                data, operation)
+        return data
+
+    async def _botocore_parse(self, operation: str, response: Any, raw: bytes) -> dict[str, Any]:
+        """The answer as the client's botocore parser reads it, with the modelled error's
+        fields as botocore's endpoint adds them (aiobotocore's _add_modeled_error_fields)."""
+        model = self._service_model.operation_model(operation)
+        answer = {"headers": response.headers, "status_code": int(response.status_code),
+                  "body": raw, "context": {"operation_name": operation}}
+        parsed: dict[str, Any] = await self._parser.parse(answer, model.output_shape)
+        code = (parsed.get("Error") or {}).get("Code")
+        shape = self._service_model.shape_for_error_code(code) if code is not None else None
+        if shape is not None:
+            parsed.update(await self._parser.parse(answer, shape))
+        parsed.setdefault("ResponseMetadata", {})["RetryAttempts"] = 0
+        return parsed
 
     async def _signed_headers(self, path: str, qs: str, body: bytes) -> dict[str, str]:
         creds = await self._credentials.get_frozen_credentials()
@@ -147,14 +193,19 @@ class LightCalls:
         return key
 
 
-def _error(status: int, headers: Any, data: Any, meta: dict[str, Any]) -> dict[str, Any]:
-    """botocore's rest-json error parse: the code from x-amzn-errortype or the body."""
-    body = data if isinstance(data, dict) else {}
-    code = headers.get("x-amzn-errortype") or body.get("code") or body.get("__type") or ""
-    code = code.split(":")[0].rsplit("#", 1)[-1] or str(status)
-    message = body.get("message") or body.get("Message") or ""
-    return {"Error": {"Code": code, "Message": message}, "ResponseMetadata": meta, **{
-        k: v for k, v in body.items() if k not in ("message", "Message", "__type", "code")}}
+def _json_object(raw: bytes) -> dict[str, Any] | None:
+    """A JSON object body (what the service answers), else None (botocore's parser then)."""
+    if not raw:
+        return None
+    try:
+        data = json.loads(raw)
+    except ValueError:
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def _ms(started: float) -> float:
+    return round((time.monotonic() - started) * 1000, 1)
 
 
 def _timestamps(data: dict[str, Any], parse: Any) -> None:

@@ -1,7 +1,18 @@
-"""Everything that can be checked before the first API call, each failure one line (the
-cause and the next step): the endpoint URL, the profile, region and credentials, the
-report destination and free disk space. `run` calls these before it touches the journal,
-so a setup mistake sends nothing and leaves nothing behind.
+"""Everything that can be checked before the first copy, each failure one line (the cause
+and the next step), exit 2, nothing recorded as a row's answer.
+
+Locally, before the journal is touched: the endpoint URL, the profile, the region, the
+credentials (resolved *and* not expired: a credential_process, an SSO session or an
+assumed role is made to produce them now), the endpoint and host prefix botocore will
+use (aws/endpoints.py), the report destination and free disk space.
+
+Then, cheaply and read-only, once the manifest says what the run will touch
+(`check_service`): the endpoint answers as HealthImaging (GetDatastore on the control
+plane; one small SearchImageSets on the runtime host, which the run's calls use), and
+every data store of the rows to run exists and is ACTIVE there. A connection
+that is refused, a TLS certificate that does not verify, a web page instead of the API,
+expired or refused credentials: each is one line and a few attempts, not a run of
+warnings.
 """
 
 from __future__ import annotations
@@ -10,7 +21,9 @@ import os
 import re
 import shutil
 import tempfile
+from dataclasses import replace
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlparse
 
 from batchcopy.aws.storage import is_s3, parse_s3
@@ -64,7 +77,53 @@ def check_aws(profile: str | None, region: str | None) -> str:
     if credentials is None:
         raise SetupError("no AWS credentials found: configure a profile (aws configure), set "
                          "AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, or pass --profile")
+    check_fresh(credentials, profile)
     return str(resolved)
+
+
+def check_fresh(credentials: Any, profile: str | None) -> None:
+    """The credentials can be had now and are not expired: a credential_process, an SSO
+    session or an assumed role is asked for them here (botocore would ask at the first
+    call, and an expired answer then was a bug report, exit 70)."""
+    import datetime as dt
+
+    from botocore import exceptions as bx
+
+    from batchcopy.aws.retry import error_message
+
+    login = f"aws sso login{f' --profile {profile}' if profile else ''}"
+    try:
+        credentials.get_frozen_credentials()
+    except (bx.SSOError, bx.TokenRetrievalError, bx.NoAuthTokenError) as exc:
+        raise SetupError(f"the AWS SSO session is expired or missing ({type(exc).__name__}): "
+                         f"run `{login}`, then run again; nothing was sent") from None
+    except RuntimeError as exc:  # botocore: "refreshed credentials are still expired"
+        raise SetupError(f"the AWS credentials are expired ({error_message(exc)}): refresh "
+                         "them (the credential_process, `aws sso login`, a new session "
+                         "token), then run again; nothing was sent") from None
+    except bx.ClientError as exc:  # an assumed role refused
+        raise SetupError(f"the AWS credentials could not be obtained: {error_message(exc)} "
+                         "(the role to assume, or its source credentials); nothing was sent") from None
+    except bx.BotoCoreError as exc:
+        raise SetupError(f"the AWS credentials could not be obtained: {error_message(exc)}; "
+                         "nothing was sent") from None
+    expiry = getattr(credentials, "_expiry_time", None)
+    if expiry is not None and expiry <= dt.datetime.now(dt.timezone.utc):
+        raise SetupError(f"the AWS credentials expired at {expiry.isoformat()}: refresh them, "
+                         "then run again; nothing was sent")
+
+
+def resolve_endpoint(profile: str | None, region: str, endpoint_url: str | None) -> Any:
+    """The endpoint and host prefix botocore will use (aws/endpoints.py), refused in one
+    line when the prefix cannot work with it."""
+    from batchcopy.aws.endpoints import EndpointError, check, resolve
+
+    try:
+        endpoint = resolve(profile=profile, region=region, endpoint_url=endpoint_url)
+        check(endpoint)
+    except EndpointError as exc:
+        raise SetupError(str(exc)) from None
+    return endpoint
 
 
 def check_report_destination(dest: str) -> None:
@@ -107,7 +166,7 @@ def check_space(directories: list[Path], rows: int) -> None:
                              f"needs about {need >> 20} MiB for its journal and report")
 
 
-def _check_bucket(url: str) -> None:
+def _check_bucket(url: str, what: str = "the report's") -> None:
     try:
         bucket, _ = parse_s3(url)
     except ValueError as exc:
@@ -120,10 +179,25 @@ def _check_bucket(url: str) -> None:
     except bx.ClientError as exc:
         code = exc.response.get("Error", {}).get("Code")
         if code in ("404", "NoSuchBucket", "NotFound"):
-            raise SetupError(f"the report's bucket {bucket!r} does not exist") from None
-        raise SetupError(f"cannot use the report's bucket {bucket!r}: {code}") from None
+            raise SetupError(f"{what} bucket {bucket!r} does not exist") from None
+        raise SetupError(f"cannot use {what} bucket {bucket!r}: {code}") from None
     except bx.BotoCoreError as exc:
-        raise SetupError(f"cannot reach the report's bucket {bucket!r}: {exc}") from None
+        raise SetupError(f"cannot reach {what} bucket {bucket!r}: {exc}") from None
+
+
+def check_manifest_destination(out: str) -> None:
+    """`select --out`: a manifest name (.csv, .csv.gz, .parquet, .pq) in a writable
+    directory, or an s3:// object whose bucket answers."""
+    if not out.lower().endswith((".csv", ".csv.gz", ".parquet", ".pq")):
+        raise SetupError(f"--out {out!r}: the manifest's name must end in .csv, .csv.gz, "
+                         ".parquet or .pq (its format)")
+    if is_s3(out):
+        _check_bucket(out, "the manifest's")
+        return
+    path = Path(out).expanduser()
+    if path.is_dir():
+        raise SetupError(f"--out {out!r} is a directory; give a file name")
+    writable_dir(path.parent, f"the manifest's directory {str(path.parent)!r}")
 
 
 def check_journal_path(text: str) -> Path:
@@ -145,3 +219,144 @@ def check_journal_path(text: str) -> Path:
         raise SetupError(f"--journal {text!r} cannot be created: no permission to write in "
                          f"{str(ancestor)!r}; choose another --journal")
     return path
+
+
+# ---- the service, read-only, before the first copy -----------------------------------------
+PREFLIGHT_ATTEMPTS = 3  # a refused connection costs three tries, not a run of warnings
+
+
+async def service_checked(settings: Any, rates: dict[str, Any], endpoint: Any,
+                          datastores: list[str], probe: tuple[str, str] | None) -> list[str]:
+    """check_service over a client of its own (a few attempts, short timeouts); nothing to
+    check when the run has no data store to touch."""
+    from batchcopy.aws.client import ImagingApi, open_client
+    from batchcopy.aws.ratelimit import RateLimiter
+    from batchcopy.aws.retry import Backoff
+
+    if not datastores:
+        return []
+    async with open_client(replace(settings, connect_timeout=5.0, read_timeout=30.0)) as client:
+        api = ImagingApi(client, RateLimiter(rates), max_attempts=PREFLIGHT_ATTEMPTS,
+                         backoff=Backoff(0.2, 1.0))
+        return await check_service(api, endpoint, datastores, probe)
+
+
+async def check_service(api: Any, endpoint: Any, datastores: list[str],
+                        probe: tuple[str, str] | None) -> list[str]:
+    """GetDatastore of every data store the run touches (exists, ACTIVE), then one small
+    SearchImageSets in the first row's data store (the runtime host, where the run's calls
+    go, answers as HealthImaging; the run's own reads are not spent). Returns notes on
+    what could not be checked (a GetDatastore permission the run does not need); SetupError
+    on the first answer that says the set-up is wrong."""
+    from batchcopy.aws.retry import error_code
+
+    notes: list[str] = []
+    for ds in datastores:
+        try:
+            got = await api.call("GetDatastore", datastoreId=ds)
+            status = str(got["datastoreProperties"]["datastoreStatus"])
+        except Exception as exc:
+            note = _datastore_refusal(exc, ds, endpoint)
+            notes.append(note)
+            continue
+        if status != "ACTIVE":
+            raise SetupError(f"data store {ds} is {status}, not ACTIVE: copies into it would "
+                             "fail; wait for it, or fix the manifest's datastore_id")
+    if probe is not None:  # SearchImageSets: a runtime operation, one small page
+        ds = probe[0]
+        try:
+            got = await api.call("SearchImageSets", datastoreId=ds, searchCriteria={},
+                                 maxResults=1)
+            got["imageSetsMetadataSummaries"]
+        except Exception as exc:
+            if _answered_by_the_service(exc):
+                return notes
+            if error_code(exc) == "ResourceNotFoundException":
+                raise _missing(ds, endpoint) from None
+            raise _refusal(exc, f"SearchImageSets in {ds} (the runtime API)", endpoint,
+                           runtime=True) from None
+    return notes
+
+
+def _answered_by_the_service(exc: BaseException) -> bool:
+    """A modelled refusal (a validation error, a conflict): the runtime API is there. A data
+    store missing there too is the data store check's business."""
+    from batchcopy.aws.retry import ErrorKind, classify, error_code
+
+    return (classify(exc, operation="SearchImageSets") in (ErrorKind.REFUSED, ErrorKind.CONFLICT)
+            and error_code(exc) != "ResourceNotFoundException")
+
+
+def _datastore_refusal(exc: BaseException, ds: str, endpoint: Any) -> str:
+    """Why GetDatastore did not say ACTIVE: a note when the run may still go (the role may
+    not read data stores; a VPC endpoint of the runtime API may not serve the control
+    plane), else SetupError."""
+    from batchcopy.aws.retry import error_code, is_not_the_service
+
+    code = error_code(exc)
+    if code == "ResourceNotFoundException":
+        raise _missing(ds, endpoint) from None
+    if code in ("AccessDeniedException", "AccessDenied"):
+        return (f"GetDatastore is not allowed (the run does not need it): data store {ds} "
+                "was not checked to be ACTIVE")
+    if endpoint.kind == "vpc-endpoint" and is_not_the_service(code, None):
+        return (f"{endpoint.host} does not serve GetDatastore (a runtime VPC endpoint): data "
+                f"store {ds} was not checked to be ACTIVE")
+    raise _refusal(exc, f"GetDatastore of {ds}", endpoint, runtime=False)
+
+
+def _missing(ds: str, endpoint: Any) -> SetupError:
+    return SetupError(f"data store {ds} (of the manifest's rows) is not at {endpoint.url}: the "
+                      f"region, the account (profile) or the endpoint is wrong; nothing was "
+                      f"sent, no row was recorded (`batchcopy doctor MANIFEST` shows each "
+                      f"setting)")
+
+
+def _refusal(exc: BaseException, what: str, endpoint: Any, *, runtime: bool) -> SetupError:
+    """One line: what failed, why, and what to change."""
+    from botocore import exceptions as bx
+
+    from batchcopy.aws.retry import (
+        ErrorKind, classify, error_code, error_message, is_not_the_service, is_run_fatal_code)
+
+    url = endpoint.runtime_url if runtime else endpoint.url
+    code, message = error_code(exc), error_message(exc)
+    if isinstance(exc, bx.SSLError):
+        return SetupError(f"TLS: the certificate of {url} does not verify ({_ssl_reason(exc)}): "
+                          "nothing was sent; check the endpoint's host name, AWS_CA_BUNDLE, or "
+                          "a TLS-inspecting proxy")
+    if isinstance(exc, bx.ProxyConnectionError):
+        return SetupError(f"cannot reach the proxy for {url}: {message} (HTTPS_PROXY); nothing "
+                          "was sent")
+    if isinstance(exc, (bx.EndpointConnectionError, bx.ConnectTimeoutError,
+                        bx.ConnectionClosedError, bx.ReadTimeoutError)):
+        return SetupError(f"cannot reach {url} ({what}, {PREFLIGHT_ATTEMPTS} attempts): "
+                          f"{_reason(exc)}; check the endpoint (from {endpoint.source}), the "
+                          "region and the network; nothing was sent")
+    if is_not_the_service(code, None) or isinstance(exc, (KeyError, TypeError, ValueError)):
+        return SetupError(f"{url} does not answer as HealthImaging ({what}: {code}: {message}); "
+                          f"check the endpoint (from {endpoint.source}), its runtime- host "
+                          "prefix and any proxy; nothing was sent")
+    if is_run_fatal_code(code):
+        return SetupError(f"{what} was refused: {code}: {message} (the credentials or the "
+                          "role's permissions; `batchcopy doctor MANIFEST` checks each); "
+                          "nothing was sent")
+    kind = classify(exc, operation="GetImageSet")
+    if kind in (ErrorKind.THROTTLE, ErrorKind.TRANSIENT):
+        return SetupError(f"{url} answered {code} to {what} ({PREFLIGHT_ATTEMPTS} attempts): "
+                          "try again later; nothing was sent")
+    return SetupError(f"{what} failed: {code}: {message}; nothing was sent")
+
+
+def _reason(exc: BaseException) -> str:
+    inner = getattr(exc, "kwargs", {}).get("error")
+    text = str(inner) if inner is not None else str(exc)
+    return " ".join(text.split())[:300]
+
+
+def _ssl_reason(exc: BaseException) -> str:
+    """The verifier's own words ("Hostname mismatch, certificate is not valid for 'x'")."""
+    text = _reason(exc)
+    marker = "certificate verify failed:"
+    at = text.find(marker)
+    return text[at + len(marker):].split("(_ssl.c")[0].strip(" .") if at >= 0 else text

@@ -7,14 +7,21 @@ transport errors); each check can be tested alone.
 
 The kinds and what the runner does with them:
 
-THROTTLE    the service refused the call for rate; nothing executed. Slow down, retry.
+THROTTLE    the service refused the call for rate; nothing executed. Slow down, retry:
+            pacing owns throttles, they never use up a call's attempts (up to
+            THROTTLE_LIMIT in a row, so that a loop still ends).
 TRANSIENT   nothing executed (503, a connection never made), or the operation is
             idempotent: retry with backoff.
 CONFLICT    409: a stale version id or a LOCKED image set; nothing executed. Refresh.
+            On a read (`is_locked_read`) it means "still LOCKED": look again
+            (`through_locks`), never a final answer.
 REFUSED     the service refused the request itself (other 4xx): nothing executed. A
             final answer for that request (a merged call is split first).
-RUN_FATAL   credentials, signature, access: nothing executed, and every further call
-            would fail. Stop the run; the rows made no copy and the next run retries them.
+RUN_FATAL   credentials, signature, access, or a set-up that is wrong: an answer that
+            is not the service's (a 4xx page with no AWS error code: a web server's
+            HTML 404, a WAF's 403), an unknown operation. Nothing executed, and every
+            further call would fail. Stop the run; the rows made no copy and the next
+            run retries them.
 AMBIGUOUS   a non-idempotent call (CopyImageSet, DeleteImageSet, UpdateImageSetMetadata)
             may or may not have executed: 500, a connection lost after sending, a read
             timeout, an answer that cannot be read, or any error we cannot place. Find
@@ -51,8 +58,18 @@ import enum
 import random
 import re
 import socket
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
+
+
+class UnreadableAnswer(Exception):
+    """A 2xx answer without what the operation always answers (a proxy's or a captive
+    portal's page where the service should be): as a dropped answer, the request may have
+    executed. Reads are tried again; a CopyImageSet is reconciled."""
+
+    def __init__(self, operation: str, missing: str) -> None:
+        super().__init__(f"{operation} answered without {missing}: not the service's answer")
 
 
 class ErrorKind(enum.Enum):
@@ -83,7 +100,15 @@ RUN_FATAL_CODES = frozenset({
     "MissingAuthenticationTokenException", "MissingAuthenticationToken",
     "RequestExpired", "UnauthorizedOperation", "AuthFailure",
 })
+# An operation the endpoint does not know: not HealthImaging's runtime API (a wrong host,
+# a host prefix that should or should not be there).
+SETUP_CODES = frozenset({"UnknownOperationException", "UnknownOperation",
+                         "InvalidAction", "UnsupportedOperation"})
 CONFLICT_CODES = frozenset({"ConflictException"})
+# Throttles of one call before it gives up: pacing, not attempts, answers throttles (the
+# bucket halves on persistent ones), but a loop must end (at the default backoff cap, this
+# is about half an hour of refusals).
+THROTTLE_LIMIT = 100
 # Answered before anything executed: the front end was unavailable.
 UNAVAILABLE_CODES = frozenset({"ServiceUnavailable", "ServiceUnavailableException",
                                "RequestTimeout", "RequestTimeoutException"})
@@ -160,6 +185,25 @@ def is_run_fatal_code(code: str) -> bool:
     return code in RUN_FATAL_CODES
 
 
+def is_not_the_service(code: str, status: int | None) -> bool:
+    """An answer that cannot be HealthImaging's: an unknown operation, or a 4xx with no AWS
+    error code at all (botocore then names the HTTP status: "404" for a web server's HTML
+    page, "403" for a WAF's). The endpoint, its host prefix or a proxy is wrong: set-up,
+    not the row. (A bare 429 is a throttle, a bare 408 a timeout: both pass.)"""
+    if code in SETUP_CODES:
+        return True
+    bare = code.removeprefix("HTTP")
+    return bare.isdigit() and 400 <= int(bare) < 500 and int(bare) not in (408, 429)
+
+
+def is_locked_read(exc: BaseException, operation: str) -> bool:
+    """A 409 to a read: the image set is LOCKED (a copy, an update, a delete runs on it),
+    not a final answer. Look again later (`through_locks`)."""
+    parts = _client_error_parts(exc)
+    return (operation not in NON_IDEMPOTENT and parts is not None
+            and is_conflict(parts[0], parts[2]))
+
+
 def is_conflict(code: str, status: int | None) -> bool:
     return code in CONFLICT_CODES
 
@@ -230,17 +274,19 @@ def classify(exc: BaseException, *, operation: str,
         code, _message, status = parts
         if is_throttle(code, status):
             return ErrorKind.THROTTLE
-        if is_run_fatal_code(code):
+        if is_run_fatal_code(code) or is_not_the_service(code, status):
             return ErrorKind.RUN_FATAL
         if is_conflict(code, status):
             return ErrorKind.CONFLICT
-        if is_unavailable(code, status):
+        if is_unavailable(code, status) or (code.removeprefix("HTTP") == "408"):
             return ErrorKind.TRANSIENT
         if is_server_error(code, status):
             return maybe_executed
         return ErrorKind.REFUSED
     if _is_param_validation(exc):  # botocore refused to send it
         return ErrorKind.REFUSED
+    if isinstance(exc, UnreadableAnswer):
+        return maybe_executed
     if request_sent is False and (never_sent(exc) or maybe_sent(exc)):
         return ErrorKind.TRANSIENT
     if never_sent(exc) and request_sent is not True:
@@ -258,9 +304,39 @@ def _is_param_validation(exc: BaseException) -> bool:
     return isinstance(exc, (bx.ParamValidationError, bx.ValidationError))
 
 
+def raise_unless_passing(exc: BaseException, operation: str,
+                         fatal: type[Exception]) -> None:
+    """For a read that failed after the client's retries, inside its `except`: a bug is
+    raised again as it is; credentials or access refused as `fatal` ("code: message"),
+    since nothing more can be read; a passing failure returns, for the caller to count."""
+    kind = classify(exc, operation=operation)
+    if kind is ErrorKind.UNEXPECTED:
+        raise exc
+    if kind is ErrorKind.RUN_FATAL:
+        raise fatal(f"{error_code(exc)}: {error_message(exc)}") from None
+
+
 def is_retryable(kind: ErrorKind) -> bool:
     """Whether a call may simply be repeated after this kind of failure."""
     return kind in (ErrorKind.THROTTLE, ErrorKind.TRANSIENT)
+
+
+def fatal_text(code: str, message: str, datastores: dict[str, bool] | None = None) -> str:
+    """Why a run stops for a RUN_FATAL error (or a data store the endpoint does not have),
+    and what to do: one line for the summary and stderr."""
+    missing = sorted(ds for ds, there in (datastores or {}).items() if not there)
+    if missing and code == "ResourceNotFoundException":
+        return (f"{code}: data store {missing[0]} is not at this endpoint: the region, the "
+                "account or the endpoint is wrong, not the rows (`batchcopy doctor MANIFEST` "
+                "checks the set-up); the next run retries them")
+    if is_not_the_service(code, None):
+        return (f"{code}: {message or 'an answer that is not HealthImaging'}: the endpoint (its "
+                "URL, its runtime- host prefix, a proxy) is not HealthImaging's API; run "
+                "`batchcopy doctor MANIFEST`; the next run retries these rows")
+    if code in ("AccessDeniedException", "AccessDenied", "UnauthorizedOperation"):
+        return (f"{code}: {message} (a permission is missing: `batchcopy doctor MANIFEST` "
+                "checks each one; the next run retries these rows)")
+    return f"{code}: {message}"
 
 
 # ----------------------------------------------------------------- backoff
@@ -286,3 +362,25 @@ class Backoff:
     def delay(self, attempt: int, rng: random.Random | None = None) -> float:
         draw: Any = (rng or random).uniform
         return float(draw(0.0, self.ceiling(attempt)))
+
+
+# ----------------------------------------------------------------- reads of LOCKED image sets
+T = TypeVar("T")
+
+
+async def through_locks(read: Callable[[], Awaitable[T]], *, operation: str, wait_s: float,
+                        sleep: Callable[[float], Awaitable[object]] = asyncio.sleep) -> T:
+    """`read()`, looked at again while it answers 409 (`is_locked_read`: the image set is
+    LOCKED), with growing pauses (0.05 s doubling to 5 s), for at most about `wait_s`; then
+    the last 409 is raised. Any other outcome is returned or raised at once."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + wait_s
+    delay = 0.05
+    while True:
+        try:
+            return await read()
+        except Exception as exc:
+            if not is_locked_read(exc, operation) or loop.time() + delay > deadline:
+                raise
+        await sleep(delay)
+        delay = min(delay * 2, 5.0)

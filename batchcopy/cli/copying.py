@@ -114,6 +114,11 @@ def run(
     stop_grace: float = typer.Option(60.0, min=0.0, metavar="SECONDS", rich_help_panel=H.LIMITS,
                                      help="After a stop (Ctrl-C, SIGTERM, --max-duration), how "
                                           "long copies in flight get to finish."),
+    limit: Optional[int] = typer.Option(
+        None, min=1, metavar="N", rich_help_panel=H.LIMITS,
+        help="A canary: run only the first N rows still to run (in manifest order, with the "
+             "rest of any chain they start), then stop, exit 0. The same command without "
+             "--limit does the rest, nothing twice."),
     max_failure_rate: float = typer.Option(
         0.5, min=0.0, max=1.0, metavar="SHARE", rich_help_panel=H.LIMITS,
         help="Abort (exit 3) when more than this share of finished rows did not succeed, once "
@@ -164,9 +169,10 @@ def run(
     """Copy every row of MANIFEST not done yet; write one report row per manifest row.
 
     Nothing is sent until the manifest, the credentials, the state and the report
-    destination check out (exit 2 otherwise). Exit codes: 0 all rows done, 1 some rows did
-    not succeed, 2 usage or manifest error, 3 aborted (or the state stopped taking writes),
-    4 another run holds the state or the rows, 5 time limit, 70 a bug, 130 interrupted."""
+    destination check out (exit 2 otherwise). Exit codes: 0 all rows done (FAILED rows of
+    earlier runs are named, not counted), 1 rows of this run did not succeed, 2 usage or
+    manifest error, 3 aborted (or the state stopped taking writes), 4 another run holds the
+    state or the rows, 5 time limit, 70 a bug, 130 interrupted."""
     from batchcopy.commands.run import JobOptions, run_job
     from batchcopy.run.runner import RunSettings
 
@@ -181,7 +187,7 @@ def run(
         on_conflict=on_conflict.value, max_conflict_refreshes=max_conflict_refreshes,
         max_failure_rate=max_failure_rate, failure_min_rows=failure_min_rows,
         max_duration_s=parse_duration_option(max_duration), stop_grace_s=stop_grace,
-        backoff=parse_backoff(retry_backoff))
+        backoff=parse_backoff(retry_backoff), limit=limit)
     opts = JobOptions(
         manifest=manifest, datastore_id=datastore_id, report=report, delimiter=delimiter,
         extra_columns=extra_columns.value,

@@ -28,6 +28,12 @@ TUNING = "Tuning"
 
 ENV_PREFIX = "BATCHCOPY_"  # every option's environment variable: BATCHCOPY_<OPTION>
 
+ENDPOINT_HELP = ("HealthImaging endpoint, e.g. the emulator's http://127.0.0.1:8787. Default: "
+                 "AWS_ENDPOINT_URL_MEDICAL_IMAGING, AWS_ENDPOINT_URL, the profile's "
+                 "endpoint_url, else AWS's regional one. Image-set calls get the runtime- "
+                 "host prefix unless AWS_DISABLE_HOST_PREFIX_INJECTION=true (as in the AWS "
+                 "CLI).")
+
 
 @dataclass(frozen=True)
 class Examples:
@@ -44,10 +50,23 @@ def examples(*commands: tuple[str, str] | str, note: str = "") -> Examples:
 EXAMPLES: dict[str, Examples] = {
     "": examples(
         ("batchcopy demo", "try it against the bundled emulator"),
+        ("batchcopy select --datastore-id DS --where Modality=CT --out ct.csv",
+         "a manifest from a query"),
         ("batchcopy validate manifest.csv", "check a manifest, send nothing"),
         ("batchcopy plan manifest.csv --rows", "what each row will do, and how long"),
         ("batchcopy run manifest.csv", "copy; run it again to continue"),
         ("batchcopy report reports/manifest-*.parquet", "what happened")),
+    "select": examples(
+        ("batchcopy select --datastore-id DS -w Modality=CT -w 'StudyDate>=20190101' -o ct.csv",
+         "the CT series of the studies from 2019 on, each into a new image set"),
+        ("batchcopy select --datastore-id DS -w PatientID=@ids.txt -o s3://bucket/m.parquet",
+         "every image set of the patients listed in a file"),
+        ("batchcopy select --datastore-id DS -w 'SeriesDescription~*axial*' -o axial.csv",
+         "series by a description pattern"),
+        ("batchcopy select --datastore-id DS -w BodyPartExamined=KNEE --into ID --force -o k.csv",
+         "into one existing image set"),
+        note="Then `batchcopy plan FILE` and `batchcopy run FILE`. Stopped half-way, the same "
+             "command continues: what was read is not read again."),
     "run": examples(
         ("batchcopy run manifest.csv", "copy every row not done yet"),
         ("batchcopy run manifest.csv --datastore-id 0123456789abcdef0123456789abcdef",
@@ -95,6 +114,11 @@ EXAMPLES: dict[str, Examples] = {
         ("batchcopy undo reports/manifest-20260101T000000Z.parquet", "asks first on a terminal"),
         ("batchcopy undo --state s3://bucket/batchcopy-state/ --yes",
          "a state's latest manifest, no question")),
+    "doctor": examples(
+        ("batchcopy doctor manifest.csv", "before the first real run"),
+        ("batchcopy doctor manifest.csv --rate CopyImageSet=5", "is that quota really there?"),
+        ("batchcopy doctor --datastore-id 0123456789abcdef0123456789abcdef --output json",
+         "for scripts")),
     "demo": examples("batchcopy demo", "batchcopy demo --rows 200 --keep-running"),
     "emulator": examples(
         "batchcopy emulator serve --port 8787 --seed 1",

@@ -129,8 +129,17 @@ def local_manifest(manifest: str, tmp: str) -> Path:
 
 def rerun_command(argv: list[str]) -> str:
     """The command a summary tells the user to run again: this one, minus --fresh (which
-    would start over) and minus --yes (the question is theirs to answer)."""
-    keep = [a for a in argv if a not in ("--fresh", "--yes", "-y")]
+    would start over), minus --yes (the question is theirs to answer) and minus --limit N
+    (a canary's continuation runs the rest)."""
+    keep: list[str] = []
+    skip = False
+    for a in argv:
+        if skip:
+            skip = False
+        elif a == "--limit":
+            skip = True
+        elif a not in ("--fresh", "--yes", "-y") and not a.startswith("--limit="):
+            keep.append(a)
     return shlex.join(["batchcopy", *_hide_webhooks(keep)])
 
 
@@ -216,11 +225,10 @@ def rate_file_opt() -> Any:
 
 # ---- what every command that talks to AWS or runs long takes ----------------------------
 def endpoint_opt() -> Any:
-    return typer.Option(
-        None, "--endpoint-url", envvar="AWS_ENDPOINT_URL_MEDICAL_IMAGING", metavar="URL",
-        rich_help_panel=H.AWS,
-        help="HealthImaging endpoint, e.g. the emulator's http://127.0.0.1:8787 (with it, the "
-             "runtime- host prefix is not added).")
+    """No envvar: botocore reads AWS_ENDPOINT_URL_MEDICAL_IMAGING (and the rest) itself, by
+    its own rule (aws/endpoints.py)."""
+    return typer.Option(None, "--endpoint-url", metavar="URL", rich_help_panel=H.AWS,
+                        help=H.ENDPOINT_HELP)
 
 
 def region_opt() -> Any:

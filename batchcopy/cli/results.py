@@ -129,7 +129,8 @@ def undo(
     dry_run: bool = typer.Option(False, "--dry-run", rich_help_panel=H.CONFIRM,
                                  help="Show what would be reverted or deleted; change nothing."),
     yes: bool = typer.Option(False, "--yes", "-y", rich_help_panel=H.CONFIRM,
-                             help="Do not ask for confirmation on a terminal."),
+                             help="Go ahead without asking. Needed off a terminal (cron, "
+                                  "a pipe): without it undo changes nothing there, exit 2."),
     force: bool = typer.Option(False, "--force", rich_help_panel=H.CONFIRM,
                                help="Revert or delete even image sets written since the run "
                                     "(what that loses is said in the report)."),

@@ -13,7 +13,7 @@ from typing import Any
 
 import typer
 
-from batchcopy.cli import copying, help as H, results, status
+from batchcopy.cli import copying, doctor, help as H, results, select, status
 from batchcopy.cli import settings
 from batchcopy.cli.base import App, HelpGroup, help_only
 
@@ -60,6 +60,7 @@ def demo(
 
 
 # Commands, in the order --help lists them (each module holds its commands' options).
+app.command(no_args_is_help=True)(select.select)
 app.command(no_args_is_help=True)(copying.run)
 app.command(no_args_is_help=True)(copying.validate)
 app.command(no_args_is_help=True)(copying.plan)
@@ -67,6 +68,7 @@ app.command("report")(results.report_cmd)
 app.command("status")(status.status)
 app.command("verify", no_args_is_help=True)(results.verify_cmd)
 app.command(no_args_is_help=True)(results.undo)
+app.command("doctor")(doctor.doctor)
 app.command()(demo)
 
 
@@ -103,7 +105,13 @@ def main() -> None:
         ctx = exc.ctx  # type: ignore[attr-defined]
         where = ctx.command_path if ctx is not None else "batchcopy"
         message = " ".join(exc.format_message().split())  # type: ignore[attr-defined]
-        print(f"{where}: {message} (see '{where} --help')", file=sys.stderr)
+        line = f"{where}: {message} (see '{where} --help')"
+        if type(exc).__name__ == "NoSuchOption" and ctx is not None:
+            from batchcopy.cli.suggest import unknown_option_message
+
+            line = unknown_option_message(where, exc.option_name, [  # type: ignore[attr-defined]
+                o for p in ctx.command.params for o in (*p.opts, *p.secondary_opts)])
+        print(line, file=sys.stderr)
         sys.exit(2)
     except typer.Abort:
         print("Aborted.", file=sys.stderr)

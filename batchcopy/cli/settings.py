@@ -81,8 +81,8 @@ def settable(command: Any) -> dict[str, Any]:
 
 
 def install(command: Any) -> None:
-    """Give every option of `command` its BATCHCOPY_<OPTION> variable (before any it had:
-    `--endpoint-url` keeps AWS_ENDPOINT_URL_MEDICAL_IMAGING after it), and add `--config`."""
+    """Give every option of `command` its BATCHCOPY_<OPTION> variable (before any it had),
+    and add `--config`."""
     for param in command.params:
         name = long_name(param)
         if name is None:

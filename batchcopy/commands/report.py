@@ -205,7 +205,8 @@ def run(opts: Options) -> int:
         view = collect(src.rows(), source=src.name, kind=src.kind, run=src.run, calls=src.calls,
                        limit=default_limit(opts.output, opts.limit))
         if opts.failed_manifest is not None:
-            n = write_failed_manifest(src.rows(), opts.failed_manifest)
+            n = write_failed_manifest(src.rows(), opts.failed_manifest,
+                                      form=(src.run or {}).get("manifest_form"))
             extra["failed_manifest"] = {"path": str(opts.failed_manifest), "rows": n}
             notes.append(f"{n} row(s) to retry written to {opts.failed_manifest}")
     if opts.html is not None:

@@ -1,11 +1,14 @@
 """`batchcopy run`: wire the pipeline together for one run.
 
-    preflight     endpoint, profile, region, credentials, report destination   (exit 2)
+    preflight     endpoint, profile, region, credentials (not expired), the endpoint
+                  and host prefix botocore will use, report destination          (exit 2)
     manifest      downloaded if s3://
     state         --journal, --state or the default state directory: its lock or lease
                   first (exit 4), then its ledger (journal/state.py)           (exit 2)
     stage         the manifest read once into the ledger; this machine's other live runs
                   must not hold its image sets (run/stage.py)                   (exit 2, 4)
+    service       read-only: the endpoint answers as HealthImaging, the rows' data
+                  stores exist and are ACTIVE (only when there is work)         (exit 2)
     run           settle open calls, dispatch, sweep (run/runner.py)
     report        derived from the ledger; summary JSON; a line on stderr
 
@@ -144,6 +147,7 @@ async def _run_job(opts: JobOptions, report_dest: str, tmp: Path, setup: logs.Lo
 
     preflight.check_endpoint(opts.endpoint_url)
     region = preflight.check_aws(opts.profile, opts.region)
+    endpoint = preflight.resolve_endpoint(opts.profile, region, opts.endpoint_url)
     preflight.check_report_destination(report_dest)
     if opts.metrics_file:
         preflight.writable_dir(Path(opts.metrics_file).expanduser().absolute().parent,
@@ -172,7 +176,7 @@ async def _run_job(opts: JobOptions, report_dest: str, tmp: Path, setup: logs.Lo
         if opts.resume and (opened.created or not journal.has_rows()):
             raise SetupError(f"--resume: the state {location} holds no run to resume (run "
                              "without --resume to start, or give the right --state/--journal)")
-        scope = f"{region}|{opts.endpoint_url or 'aws'}"
+        scope = f"{region}|{endpoint.url}"
         try:
             staged = stage_manifest(journal, local, opts, holds=holds, scope=scope,
                                     state=state_display(opened))
@@ -187,6 +191,7 @@ async def _run_job(opts: JobOptions, report_dest: str, tmp: Path, setup: logs.Lo
         dirs = [journal.path.parent] + ([] if storage.is_s3(report_dest)
                                         else [Path(report_dest).parent])
         preflight.check_space(dirs, rows)
+        await _check_service(opts, journal, region, endpoint)
         confirm_run(opts, journal)
         keep = True
         return await _execute(opts, opened, report_dest, region, rows, setup)
@@ -217,9 +222,22 @@ def _open_state(location: Any, opts: JobOptions) -> Any:
     return opened
 
 
+async def _check_service(opts: JobOptions, journal: Any, region: str, endpoint: Any) -> None:
+    """Read-only calls before the first copy, when the run has rows to send or calls to
+    settle (a rerun of a finished manifest stays at zero calls)."""
+    from batchcopy.aws.client import ClientSettings
+    from batchcopy.aws.preflight import service_checked
+
+    datastores, probe = journal.to_run()
+    settings = ClientSettings(endpoint_url=opts.endpoint_url, region=region, profile=opts.profile)
+    for note in await service_checked(settings, opts.rates, endpoint, datastores, probe):
+        say(f"batchcopy: {note}", event="preflight_note")
+
+
 async def _execute(opts: JobOptions, opened: Any, report_dest: str, region: str,
                    total_rows: int, setup: logs.LogSetup) -> int:
     from batchcopy.aws.client import CallStats, ClientSettings, ImagingApi, open_client
+    from batchcopy.aws.quotawatch import QuotaWatch
     from batchcopy.console.progress import Progress
     from batchcopy.journal.journal import JournalUnwritable
     from batchcopy.aws.ratelimit import RateLimiter
@@ -229,6 +247,7 @@ async def _execute(opts: JobOptions, opened: Any, report_dest: str, region: str,
     journal, where = opened.journal, state_display(opened)
     settings = opts.settings or RunSettings()
     limiter = RateLimiter(opts.rates)
+    quota = QuotaWatch(on_lower=_quota_looks_lower)
     copy_rate = limiter.configured()["CopyImageSet"][0]
     stats = CallStats()
     statuses = journal.manifest_statuses()
@@ -266,7 +285,7 @@ async def _execute(opts: JobOptions, opened: Any, report_dest: str, region: str,
                 progress.start(loop)
             outlets.start()
             api = ImagingApi(client, limiter, stats=stats, max_attempts=settings.max_attempts,
-                             backoff=settings.backoff)
+                             backoff=settings.backoff, quota=quota)
             waiter = CopyWaiter(api, first_poll_s=opts.poll_first_s, max_interval_s=opts.poll_max_s)
             runner = Runner(journal=journal, api=api, waiter=waiter, settings=settings,
                             run_id=run_id, observer=progress)
@@ -287,11 +306,15 @@ async def _execute(opts: JobOptions, opened: Any, report_dest: str, region: str,
         progress.close(final)
     wall = time.monotonic() - started
     run_stats = summary_stats(outcome, stats.to_dict(), copy_rate, wall)
-    exit_code = decide_exit(outcome.stop_reason, journal)
+    exit_code = decide_exit(outcome.stop_reason, journal, run_id, outcome.left_by_limit)
     run_stats.update(exit_code=int(exit_code), manifest=opts.manifest, report=report_dest,
-                     journal=where, state=opened.location.url, run_id=run_id)
+                     journal=where, state=opened.location.url, run_id=run_id,
+                     earlier_runs_left=journal.statuses_before(run_id),
+                     manifest_form=journal.manifest_form())
     if opened.log is not None:  # what the s3:// state cost (the last writes come after)
         run_stats["state_figures"] = opened.figures()
+    if quota.lower:
+        run_stats["quota_looks_lower"] = {op: round(r, 3) for op, r in quota.lower.items()}
     run_stats.update(_context(opts, started_wall))
     if opts.command:
         run_stats["command"] = opts.command
@@ -310,11 +333,13 @@ async def _execute(opts: JobOptions, opened: Any, report_dest: str, region: str,
             level=logging.ERROR, event="report_error")
         return await outlets.ended(ExitCode.ABORTED, f"batchcopy run {run_id} of "
                                    f"{opts.manifest}: the report could not be written", run_stats, final)
-    from batchcopy.report.summary import human_summary, next_steps
+    from batchcopy.report.summary import alert_line, human_summary, next_steps
     text = human_summary(summary)
-    say(text, event="summary",
-        level=logs.NOTICE if exit_code == ExitCode.OK else logging.WARNING,
-        summary=summary, next_steps=next_steps(summary))
+    say(text, event="summary", summary=summary, next_steps=next_steps(summary))
+    alert = alert_line(summary)
+    if alert is not None:  # the one line log alerting needs: rows this run did not get done
+        say(alert, level=logging.WARNING, event="rows_not_done", run_id=run_id,
+            report=summary.get("report"))
     if outcome.internal_error:
         say(f"batchcopy: internal error (a bug in batchcopy, please report it): "
             f"{outcome.internal_error}. The run stopped; every call it sent is settled or "
@@ -350,6 +375,15 @@ def _stop_when_state_fails(opened: Any, runner: Any, loop: asyncio.AbstractEvent
         abort(opened.journal.committer.local_only)
 
 
+def _quota_looks_lower(operation: str, accepted: float, configured: float) -> None:
+    """Said once per operation and run (aws/quotawatch.py decides when)."""
+    from batchcopy.aws.quotawatch import lower_text
+
+    say(f"batchcopy: {lower_text(operation, accepted, configured)}", level=logging.WARNING,
+        event="quota_looks_lower", operation=operation, accepted_per_s=round(accepted, 3),
+        configured_per_s=configured)
+
+
 def _context(opts: JobOptions, started_wall: float) -> dict[str, Any]:
     """When, with which options and package versions (the summary JSON's context)."""
     from batchcopy.report.runinfo import package_versions, run_options
@@ -359,7 +393,12 @@ def _context(opts: JobOptions, started_wall: float) -> dict[str, Any]:
             "options": run_options(opts), "versions": package_versions()}
 
 
-def decide_exit(stop_reason: str | None, journal: Any) -> ExitCode:
+def decide_exit(stop_reason: str | None, journal: Any, run_id: int | None = None,
+                left_by_limit: int = 0) -> ExitCode:
+    """The run's exit code. Rows that did not succeed count only when this run (`run_id`,
+    default the latest) decided them: a FAILED row of an earlier run, which no rerun
+    touches, is named in the summary, not alerted again. Rows a --limit canary left for
+    the next run are no failure: a canary whose rows all succeeded exits 0."""
     if stop_reason == "internal-error":
         return ExitCode.INTERNAL
     if stop_reason == "aborted":
@@ -372,8 +411,11 @@ def decide_exit(stop_reason: str | None, journal: Any) -> ExitCode:
     if stop_reason == "time-limit" and left:
         return ExitCode.TIME_LIMIT  # rows left for the next run
     bad = sum(n for s, n in statuses.items()
-              if s not in (Status.SUCCEEDED.value, Status.SKIPPED.value))
-    return ExitCode.ROWS_FAILED if bad else ExitCode.OK
+              if s not in (Status.SUCCEEDED.value, Status.SKIPPED.value)) - left_by_limit
+    run_id = run_id if run_id is not None else journal.latest_run()
+    if run_id is not None:
+        bad -= sum(journal.statuses_before(run_id).values())
+    return ExitCode.ROWS_FAILED if bad > 0 else ExitCode.OK
 
 
 async def write_outputs(journal: Any, report_dest: str, run_stats: dict[str, Any]) -> dict[str, Any]:

@@ -7,7 +7,8 @@
     preflight endpoint, profile, region, credentials (exit 2)
     holds     the image sets the undo will write, machine-wide (exit 4)
     plan      resume an unfinished plan as it is, or make one (reads only); --dry-run stops
-              here; on a terminal, ask before changing anything (--yes skips)
+              here; on a terminal, ask before changing anything (--yes skips); off a
+              terminal without --yes: exit 2 before anything is read or changed
     execute   undo.UndoRunner, paced, journaled, signals as `run`
     report    one row per manifest row (undo/report.py)
 """
@@ -103,13 +104,19 @@ async def _run(opts: UndoOptions, setup: logs.LogSetup) -> int:
     import sqlite3
 
     from batchcopy.aws import preflight
+    from batchcopy.console.confirm import at_terminal
     from batchcopy.journal.holds import HeldElsewhere, Holds, state_unwritable
     from batchcopy.journal.lease import Holder
     from batchcopy.journal.state import (StateError, StateLocked, StateUnavailable,
                                          open_for_writing)
 
+    if not (opts.dry_run or opts.yes or at_terminal()):
+        raise SetupError("undo reverts and deletes image sets, and off a terminal it cannot "
+                         "ask: pass --yes to go ahead (see the plan first with --dry-run); "
+                         "nothing was changed")
     preflight.check_endpoint(opts.endpoint_url)
     region = preflight.check_aws(opts.profile, opts.region)
+    endpoint = preflight.resolve_endpoint(opts.profile, region, opts.endpoint_url)
     location, manifest = state_of(opts.source, opts.state)
     try:
         opened = open_for_writing(location, Holder("undo", manifest or str(location)),
@@ -142,7 +149,7 @@ async def _run(opts: UndoOptions, setup: logs.LogSetup) -> int:
         try:
             holds = Holds()
             if not opts.dry_run:
-                holds.acquire(f"{region}|{opts.endpoint_url or 'aws'}", sorted(targets),
+                holds.acquire(f"{region}|{endpoint.url}", sorted(targets),
                               manifest=f"undo of {where}", journal=where)
         except (OSError, sqlite3.Error) as exc:
             raise SetupError(state_unwritable(exc)) from None
@@ -182,13 +189,15 @@ async def _with_client(opts: UndoOptions, journal: Any, store: Any, unfinished: 
             if not actions:
                 say("batchcopy undo: nothing to undo")
                 return ExitCode.OK
-            if not opts.yes and sys.stdin.isatty() and sys.stderr.isatty():
-                if input("Proceed? [y/N] ").strip().lower() not in ("y", "yes"):
+            if not opts.yes:  # on a terminal (checked before anything was read)
+                from batchcopy.console.confirm import asked
+
+                if not asked("Proceed? [y/N] "):
                     say("batchcopy undo: not confirmed; nothing was changed")
                     return ExitCode.USAGE
             plan_id = store.store_plan(actions)
         else:
-            plan_id = unfinished
+            plan_id = unfinished  # asked when it was made
             if opts.dry_run:
                 say(describe_plan([a.action for a in store.actions(plan_id)]))
                 say("batchcopy undo: an undo of this journal is unfinished; --dry-run: nothing "
@@ -245,5 +254,7 @@ async def _with_client(opts: UndoOptions, journal: Any, store: Any, unfinished: 
     left = {s: n for s, n in by_status.items() if s not in ("SUCCEEDED", "SKIPPED")}
     if left:
         say("batchcopy undo: rows left as CONFLICT keep what was written since the run (see "
-            "the report's evidence); UNKNOWN or NOT_RUN rows finish with the same command")
+            "the report's evidence); UNKNOWN or NOT_RUN rows finish with the same command"
+            + ("; FAILED rows: the service refused the revert or delete (error_message), and "
+               "undo cannot restore those image sets" if left.get("FAILED") else ""))
     return ExitCode.ROWS_FAILED if left else ExitCode.OK

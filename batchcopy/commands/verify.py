@@ -55,6 +55,7 @@ def run(opts: VerifyOptions) -> int:
     try:
         preflight.check_endpoint(opts.endpoint_url)
         region = preflight.check_aws(opts.profile, opts.region)
+        preflight.resolve_endpoint(opts.profile, region, opts.endpoint_url)
         dest = opts.out or default_out(opts.source or locate(None, opts.state).name)
         preflight.check_report_destination(dest)
     except preflight.SetupError as exc:
@@ -95,7 +96,7 @@ async def verify_source(rows: Callable[[], Iterator[RowResult]], source: str,
     context: dict[str, Any] = {
         "kind": "verify", "verified": source, "started_at": now_iso(),
         "of_run": {k: (of_run or {}).get(k) for k in ("run_id", "manifest", "journal", "report")},
-        "versions": package_versions()}
+        "manifest_form": (of_run or {}).get("manifest_form"), "versions": package_versions()}
     display = _display(rows, opts, setup)
     logs.say(f"batchcopy verify: checking the done rows of {source}", event="verify_started",
              source=source, report=dest, rows=display.total)
@@ -139,7 +140,7 @@ async def verify_source(rows: Callable[[], Iterator[RowResult]], source: str,
         notes = [f"verify's report: {dest}"]
         if opts.failed_manifest is not None:
             n = write_failed_manifest(_reread(local), opts.failed_manifest,
-                                      statuses=("FAILED", "UNKNOWN"))
+                                      statuses=("FAILED", "UNKNOWN"), form=context["manifest_form"])
             extra["failed_manifest"] = {"path": str(opts.failed_manifest), "rows": n}
             notes.append(f"{n} row(s) that did not verify written to {opts.failed_manifest} "
                          "(a manifest: `batchcopy run` it to copy them again)")
@@ -214,4 +215,5 @@ async def verify_after_run(opts: Any, region: str, journal: Any, report_dest: st
           file=sys.stderr, flush=True)
     return await verify_source(lambda: journal_results(journal), name,
                                {"run_id": journal.latest_run(), "journal": name,
-                                "report": report_dest}, dest, vopts, region, err=True)
+                                "report": report_dest, "manifest_form": journal.manifest_form()},
+                               dest, vopts, region, err=True)

@@ -250,19 +250,37 @@ def _after_call(http_response: Any, parsed: dict[str, Any], model: Any,
                 context: dict[str, Any], **_: Any) -> None:
     status = int(http_response.status_code)
     code = (parsed.get("Error") or {}).get("Code") if status >= 300 else None
-    ms = _latency_ms(context)
-    emit(logging.DEBUG, "api", f"api {model.name}: HTTP {status}" + (f" {code}" if code else "")
-         + f" in {ms} ms", operation=model.name, http_status=status, error_code=code,
-         latency_ms=ms)
+    API.answered(model.name, status, code, _latency_ms(context))
 
 
 def _after_call_error(exception: BaseException, context: dict[str, Any], event_name: str,
                       **_: Any) -> None:
-    operation = event_name.rsplit(".", 1)[-1]
-    ms = _latency_ms(context)
-    code = type(exception).__name__
-    emit(logging.DEBUG, "api", f"api {operation}: no answer ({code}) after {ms} ms",
-         operation=operation, http_status=None, error_code=code, latency_ms=ms)
+    API.failed(event_name.rsplit(".", 1)[-1], exception, _latency_ms(context))
+
+
+class ApiLog:
+    """The DEBUG line of one API exchange, whichever path made it (botocore's events above,
+    or the light request path, aws/lightcalls.py, which calls these itself)."""
+
+    @staticmethod
+    def answered(operation: str, status: int, code: str | None, latency_ms: float | None) -> None:
+        emit(logging.DEBUG, "api", f"api {operation}: HTTP {status}" + (f" {code}" if code else "")
+             + f" in {latency_ms} ms", operation=operation, http_status=status, error_code=code,
+             latency_ms=latency_ms)
+
+    @staticmethod
+    def failed(operation: str, exc: BaseException, latency_ms: float | None) -> None:
+        code = type(exc).__name__
+        emit(logging.DEBUG, "api", f"api {operation}: no answer ({code}) after {latency_ms} ms",
+             operation=operation, http_status=None, error_code=code, latency_ms=latency_ms)
+
+
+API = ApiLog()
+
+
+def api_observer() -> ApiLog | None:
+    """The light path's observer: API lines at DEBUG, else None (nothing to do per call)."""
+    return API if LOG.isEnabledFor(logging.DEBUG) else None
 
 
 # ---- rows ---------------------------------------------------------------------------------

@@ -1,6 +1,10 @@
 """The run's live numbers: a tqdm bar on a terminal, a stats line every --log-interval
 seconds off one (a log record: timestamped text or JSON, or into --log-file).
 
+A terminal with no size (`docker exec -t`: 0 columns, 0 lines) gets stats lines, not a
+bar it cannot draw. On a narrow one the bar keeps MIN_BAR columns and the figures after
+it are shortened to fit (the rate goes first, then the statuses, then the queue).
+
 It is the run's observer (context.Observer):
 
     rows_finished(status, n)   rows reaching a status in this run
@@ -33,7 +37,7 @@ from collections.abc import Callable, Mapping
 from typing import Any, TextIO
 
 from batchcopy.console import logs
-from batchcopy.console.tally import Ticker
+from batchcopy.console.tally import Ticker, terminal_columns
 from batchcopy.core.durations import human_duration
 from batchcopy.core.specs import Status
 
@@ -41,6 +45,8 @@ _DONE_ORDER = (Status.SUCCEEDED.value, Status.SKIPPED.value, Status.FAILED.value
 DONE = frozenset(_DONE_ORDER)
 LEFT = (Status.NOT_RUN.value, Status.CONFLICT.value, Status.UNKNOWN.value)
 _RATE_WINDOW = 100  # accepted calls the achieved rate is measured over
+MIN_BAR = 20  # columns the bar keeps: the figures after it are shortened first
+_BAR_FORMAT = "{l_bar}{bar}| {n_fmt}/{total_fmt} rows [{elapsed}{postfix}]"
 
 
 class Progress:
@@ -78,11 +84,12 @@ class Progress:
         self._console = console
         self._closed = False
         self._bar: Any = None
-        if mode == "bar":
+        if mode == "bar" and terminal_columns(self.stream) == 0:
+            self.mode, self.stats_lines = "log", True  # no width to draw in: stats lines
+        if self.mode == "bar":
             from tqdm import tqdm
             self._bar = tqdm(total=total, initial=done, unit="row", file=self.stream,
-                             dynamic_ncols=True,
-                             bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} rows [{elapsed}{postfix}]")
+                             dynamic_ncols=True, bar_format=_BAR_FORMAT)
             if console is not None:
                 console.bar = self._bar
 
@@ -223,18 +230,36 @@ class Progress:
             self.log_line()
 
     def _postfix(self) -> str:
-        parts = [f"{self.in_flight} in flight", f"{self.queued} queued"]
+        """The richest figures that leave the bar MIN_BAR columns: at 80 columns the bar
+        keeps its width and the figures are shortened (rate, then statuses, then calls)."""
+        flight = [f"{self.in_flight} in flight", f"{self.queued} queued"]
         bad = {s: self.by_status[s] for s in (Status.FAILED.value, *LEFT) if self.by_status[s]}
-        parts += [f"{s.lower().replace('_', ' ')} {n}" for s, n in bad.items()]
+        statuses = [f"{s.lower().replace('_', ' ')} {n}" for s, n in bad.items()]
         rate = self.achieved_rate()
-        parts.append(f"{rate:.3g} calls/s" if rate is not None else f"quota {self.copy_rate:g}/s")
+        speed = [f"{rate:.3g} calls/s" if rate is not None else f"quota {self.copy_rate:g}/s"]
+        end: list[str] = []
         if self.stop_reason:
-            parts.append(f"stopping ({self.stop_reason})")
+            end = [f"stopping ({self.stop_reason})"]
         else:
             eta = self.eta_s()
             if eta is not None:
-                parts.append(f"{'' if eta < 1 else '~'}{human_duration(eta)} left to send")
-        return ", ".join(parts)
+                end = [f"{'' if eta < 1 else '~'}{human_duration(eta)} left"]
+        room = terminal_columns(self.stream) - MIN_BAR - self._fixed_columns()
+        for parts in (flight + statuses + speed + end, flight + statuses + end,
+                      flight[:1] + end, end):
+            text = ", ".join(parts)
+            if len(text) + 2 <= room:
+                return text
+        return ""
+
+    def _fixed_columns(self) -> int:
+        """What the bar's line takes besides the bar and the figures: "100%|", "| n/total
+        rows [", the elapsed time (as tqdm writes it, a second ahead), "]"."""
+        from tqdm import tqdm
+
+        digits = len(str(self.total))
+        elapsed = tqdm.format_interval(self._clock() - self._started + 1)  # 00:59 or 1:00:00
+        return len("100%|| ") + 2 * digits + 1 + len(" rows [") + len(elapsed) + len("]")
 
     def log_line(self, final: Mapping[str, int] | None = None) -> None:
         self._last_line = self._clock()

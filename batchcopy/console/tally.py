@@ -22,6 +22,24 @@ from batchcopy.core.durations import human_duration
 _BAR_TICK_S = 1.0
 
 
+def terminal_columns(stream: Any) -> int:
+    """The width of the terminal `stream` writes to; 0 when it has none, or a zero size
+    (`docker exec -t` before the size is set: COLUMNS and LINES are 0 too): then progress
+    is stats lines, not a bar nobody can see."""
+    import os
+
+    try:
+        columns = os.get_terminal_size(stream.fileno()).columns
+    except (AttributeError, ValueError, OSError):
+        columns = 0
+    if columns <= 0:
+        try:
+            columns = int(os.environ.get("COLUMNS", "0"))
+        except ValueError:
+            columns = 0
+    return max(0, columns)
+
+
 class Ticker:
     """Call `fire` every `seconds` on the running loop until `cancel()`: a bar redraws about
     once a second, stats lines come every --log-interval (`tick_s`)."""
@@ -55,6 +73,8 @@ class Tally:
                  clock: Callable[[], float] = time.monotonic) -> None:
         """`noun` counts (`rows`), `verb` says what happened to them (`checked`). mode: "bar"
         (tqdm, on a terminal), "log" (stats lines) or "off"."""
+        if mode == "bar" and terminal_columns(stream or sys.stderr) == 0:
+            mode = "log"  # a terminal with no size: stats lines
         self.total, self.noun, self.verb, self.mode = total, noun, verb, mode
         self.interval_s = interval_s
         self.by_status: Counter[str] = Counter()

@@ -141,6 +141,23 @@ SWITCHES: tuple[Switch, ...] = (
         ("immediate", "from the moment the copy is accepted (LOCKED, still being written)"),
         ("when_active", "only once the copy that creates it has ended (COPIED or COPY_FAILED)")),
     _switch(
+        "search_filter_pairs", "which two SearchImageSets filters may be combined", "any",
+        "service model: SearchCriteria.filters takes 1 to 2 filters, nothing says which; "
+        f"{CLI_EXAMPLES}/search-image-sets.rst example 4 is the only pair shown (EQUAL "
+        "DICOMSeriesInstanceUID with BETWEEN updatedAt)",
+        ("any", "any two filters, ANDed"),
+        ("documented", "only the pair of example 4; any other two filters answer 400 "
+                       "ValidationException (one filter is always fine)")),
+    _switch(
+        "search_between_upper", "whether a SearchImageSets BETWEEN includes its upper bound",
+        "inclusive",
+        "the API reference: 'All date range queries must be input as (lowerBound, "
+        f"upperBound)'; {CLI_EXAMPLES}/search-image-sets.rst example 2: a DICOMStudyTime left "
+        "out means 00:00 of that date; whether the upper bound itself matches is not said",
+        ("inclusive", "lowerBound <= value <= upperBound"),
+        ("exclusive", "lowerBound <= value < upperBound (a study on the upper date at 00:00 "
+                      "is left out, and with the time left out every study of that date)")),
+    _switch(
         "study_consistency", "whether a copied destination passes through "
         "UPDATING_FOR_STUDY_CONSISTENCY", "off",
         "service model: ImageSetWorkflowStatus lists UPDATING_FOR_STUDY_CONSISTENCY and no page "
@@ -195,6 +212,50 @@ SWITCHES: tuple[Switch, ...] = (
         ("string_only", "copiableAttributes' SchemaVersion, when present, must be the string \"1.1\""),
         ("number_ok", "the number 1.1 is accepted too, as the update-image-set-metadata "
                       "examples write it")),
+)
+
+SWITCHES += (
+    _switch(
+        "reads_while_locked",
+        "GetImageSet, ListImageSetVersions and GetImageSetMetadata of a LOCKED image set "
+        "(a copy, an update or a deletion running on it)", "answer",
+        "service model: every image-set operation lists ConflictException, the reads "
+        "included; the copy examples show a LOCKED image set read with GetImageSet, evidence "
+        "that does not tell the operations or the image sets (source or destination) apart",
+        ("answer", "reads answer as usual: the image set shows LOCKED with its activity"),
+        ("conflict", "the three reads answer 409 ConflictException while the image set is "
+                     "LOCKED (SearchImageSets, on the data store, still answers)")),
+    _switch(
+        "revert_primary",
+        "UpdateImageSetMetadata revertToVersionId on a primary image set", "allowed",
+        "developer guide, update-image-set-metadata: 'The Patient and Series level metadata "
+        "elements can not be updated for primary image sets'; whether a revert counts as "
+        "such an update is not said",
+        ("allowed", "the revert makes a new version with the named version's content"),
+        ("refused", "400 ValidationException at once: a primary image set's metadata cannot "
+                    "be updated, reverts included")),
+    _switch(
+        "revert_to_failed",
+        "UpdateImageSetMetadata revertToVersionId naming a COPY_FAILED or UPDATE_FAILED "
+        "version", "allowed",
+        "not documented either way: the API reference says revertToVersionId names 'the "
+        "image set version identifier to revert to'",
+        ("allowed", "the revert makes a new version with the failed version's content (the "
+                    "content before the failed operation)"),
+        ("validation", "400 ValidationException at once: a failed version cannot be "
+                       "reverted to")),
+    _switch(
+        "promote_side_effects",
+        "what a successful promoteToPrimary copy changes besides the image set it answers",
+        "none",
+        "service model, CopyImageSetRequest.promoteToPrimary: 'promote the given image set "
+        "to the primary DICOM hierarchy'; which image set 'the given' one is (the source, "
+        "the destination) and what happens to a primary image set already there is not said",
+        ("none", "only the image set the copy answers is primary; nothing else changes"),
+        ("source_demoted", "the copy's source is no longer primary (it was moved into the "
+                           "hierarchy): its latest version reads isPrimary false"),
+        ("study_demoted", "every other primary image set of the study is no longer primary "
+                          "(one primary image set per study)")),
 )
 
 REGISTRY: Mapping[str, Switch] = MappingProxyType({s.name: s for s in SWITCHES})

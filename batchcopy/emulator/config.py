@@ -39,7 +39,8 @@ DEFAULT_RATES: dict[str, RateQuota] = {
 }
 
 
-FAULT_KINDS = ("throttle", "internal", "unavailable", "reset", "latency", "lost_response")
+FAULT_KINDS = ("throttle", "internal", "unavailable", "reset", "latency", "lost_response",
+               "html503")
 
 
 @dataclass
@@ -50,6 +51,9 @@ class FaultSpec:
       throttle       answer 429 ThrottlingException (nothing executed)
       internal       answer 500 InternalServerException (nothing executed)
       unavailable    answer 503 ServiceUnavailableException (nothing executed)
+      html503        answer what a load balancer in front of the service answers when it has
+                     no healthy target: an HTML 503 page, text/html, no x-amzn-ErrorType
+                     (nothing executed)
       reset          drop the connection before executing (nothing executed)
       latency        sleep `latency_s` (scaled by time_scale) before executing
       lost_response  execute the operation, then drop the connection before answering,

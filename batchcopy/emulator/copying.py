@@ -73,7 +73,8 @@ class Copying(ModelCore):
             seq=self._next_seq(), completes_at=self._due_in(duration), datastore_id=ds.id,
             source_id=source.id, source_version=source.latest.number, destination_id=target.id,
             destination_version=version.number, result=dicom.clone(base) if failure else result,
-            failure=None if failure is None else self._invalid_request(failure), frames=frames))
+            failure=None if failure is None else self._invalid_request(failure), frames=frames,
+            promote=promote))
         self._counters.copies_requested += 1
         return {
             "datastoreId": ds.id,
@@ -135,6 +136,8 @@ class Copying(ModelCore):
                 datastore_id=ds.id, image_set_id=dest.id, version=version.number))
         else:
             self._end_version(dest, version, at, "COPIED", None, copy.result)
+        if copy.promote and not copy.failure:
+            self._promoted(ds, source, dest)
         c = self._counters
         c.copies_executed += 1
         if copy.failure:
@@ -142,6 +145,23 @@ class Copying(ModelCore):
         else:
             c.copies_succeeded += 1
             c.frames_copied += copy.frames
+
+    def _promoted(self, ds: Datastore, source: ImageSet, result: ImageSet) -> None:
+        """`promote_side_effects`: what else a successful promotion leaves non-primary. The
+        flag is the image set's place in the hierarchy, not content: it changes on its
+        latest version in place (no version is written for it)."""
+        reading = self.config.reading("promote_side_effects")
+        if reading == "source_demoted":
+            demoted = [source]
+        elif reading == "study_demoted":
+            study = _study_uid(result)
+            demoted = [s for s in ds.image_sets.values()
+                       if s is not result and s.versions and s.deleted_at is None
+                       and _study_uid(s) == study]
+        else:
+            return
+        for iset in demoted:
+            iset.latest.is_primary = False
 
     def _finish_consistency(self, work: PendingConsistency) -> None:
         dest = self._datastores[work.datastore_id].image_sets[work.image_set_id]
@@ -153,3 +173,7 @@ class Copying(ModelCore):
                 "imageSetState": iset.state, "imageSetWorkflowStatus": iset.shown_workflow(iset.latest),
                 "createdAt": iset.created_at, "updatedAt": iset.updated_at,
                 "imageSetArn": self._arn(ds.id, iset.id)}
+
+
+def _study_uid(iset: ImageSet) -> Any:
+    return iset.latest.content["Study"]["DICOM"].get("StudyInstanceUID")

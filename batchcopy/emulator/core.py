@@ -164,6 +164,13 @@ class ModelCore:
                    "it accepts no other write until that ends")
         raise ValidationException(message) if reading == "validation" else ConflictException(message)
 
+    def _check_readable(self, iset: ImageSet) -> ImageSet:
+        """`reads_while_locked`: with `conflict`, a read of a LOCKED image set answers 409."""
+        if iset.state == LOCKED and self.config.reading("reads_while_locked") == "conflict":
+            raise ConflictException(f"Image set {iset.id} is LOCKED "
+                                    f"({iset.shown_workflow(iset.latest)}); try again later")
+        return iset
+
     def _check_latest(self, iset: ImageSet, given: Any, role: str) -> str | None:
         """None when `given` names the latest version. Otherwise (`stale_version` switch)
         raise ConflictException / ValidationException at once, or return the reason the

@@ -323,8 +323,25 @@ _SEARCH_ATTRIBUTES = frozenset({"DICOMPatientId", "DICOMAccessionNumber", "DICOM
                                 "updatedAt", "DICOMStudyDateAndTime", "isPrimary"})
 
 
-def search_predicate(search_filter: dict[str, Any]) -> Callable[[SearchRow], bool]:
-    """One SearchFilter ({"values": [...], "operator": "EQUAL" | "BETWEEN"}) as a test."""
+_DOCUMENTED_PAIR = {("DICOMSeriesInstanceUID", "EQUAL"), ("updatedAt", "BETWEEN")}
+
+
+def check_filter_pair(filters: list[dict[str, Any]], reading: str) -> None:
+    """`search_filter_pairs=documented`: two filters only as search-image-sets.rst
+    example 4 combines them (ValidationException otherwise)."""
+    if reading == "any" or len(filters) < 2:
+        return
+    pair = {(next(iter(f["values"][0]), None) if f.get("values") else None, f.get("operator"))
+            for f in filters}
+    if pair != _DOCUMENTED_PAIR:
+        shown = " and ".join(f"{op} {attr}" for attr, op in sorted(pair, key=str))
+        raise ValidationException(f"Unsupported combination of search filters: {shown}")
+
+
+def search_predicate(search_filter: dict[str, Any], *,
+                     upper_exclusive: bool = False) -> Callable[[SearchRow], bool]:
+    """One SearchFilter ({"values": [...], "operator": "EQUAL" | "BETWEEN"}) as a test;
+    `upper_exclusive`: a BETWEEN leaves its upper bound out (search_between_upper)."""
     values, operator = search_filter["values"], search_filter["operator"]
     keys = []
     for value in values:
@@ -348,6 +365,8 @@ def search_predicate(search_filter: dict[str, Any]) -> Callable[[SearchRow], boo
                 f"The BETWEEN operator does not apply to {attr}; use createdAt, "
                 "updatedAt or DICOMStudyDateAndTime")
         low, high = (_comparable(attr, v[attr]) for v in values)
+        if upper_exclusive:
+            return lambda row: low <= _comparable(attr, _attribute_of(row, attr)) < high
         return lambda row: low <= _comparable(attr, _attribute_of(row, attr)) <= high
     raise ValidationException(f"Unknown search operator {operator}")
 

@@ -11,9 +11,10 @@ routes never are), after authentication and quotas:
 * `latency` rules add up (`latency_s`, scaled by time_scale) and evaluation goes on;
 * the first other rule that fires decides the request and ends evaluation:
   throttle / internal / unavailable are answered as JSON errors without executing,
-  reset drops the connection without executing, lost_response executes the
-  operation and then drops the connection before the answer is written (a refusal
-  of the operation is dropped too: the client cannot tell either from a timeout).
+  html503 as a load balancer's HTML 503 page without executing (`HTML_503`), reset
+  drops the connection without executing, lost_response executes the operation and
+  then drops the connection before the answer is written (a refusal of the operation
+  is dropped too: the client cannot tell either from a timeout).
 
 The rule state (seen/fired counters, RNG) starts afresh whenever the rule list or
 the seed changes. Fired faults are counted per kind and per operation, and the
@@ -42,6 +43,11 @@ ERROR_FAULTS: dict[str, tuple[type[ServiceError], str]] = {
     "unavailable": (ServiceUnavailableException, "Service unavailable (injected fault)"),
 }
 CONNECTION_FAULTS = frozenset({"reset", "lost_response"})
+# What an AWS load balancer answers with no healthy target behind it (no JSON, no
+# x-amzn-ErrorType): botocore reads it as code "503" with the status's reason.
+HTML_503 = (b"<html>\r\n<head><title>503 Service Temporarily Unavailable</title></head>\r\n"
+            b"<body>\r\n<center><h1>503 Service Temporarily Unavailable</h1></center>\r\n"
+            b"</body>\r\n</html>\r\n")
 
 
 @dataclass(frozen=True)

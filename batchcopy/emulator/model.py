@@ -12,7 +12,7 @@ that owns the clock is therefore deterministic.
 
 Layout: state.py (the stored values), pending.py (the queue of accepted work),
 core.py (state + shared rules), copying.py (CopyImageSet), updating.py and
-metadata_updates.py (UpdateImageSetMetadata); this module adds the
+metadata_updates.py (UpdateImageSetMetadata), extras.py (tags, import jobs); this module adds the
 public API, data stores, reads, search, deletion and tags.
 Everything the public documentation leaves open is listed in ASSUMPTIONS.md and,
 where a client could tell readings apart, is a switch in assumptions.py.
@@ -29,6 +29,7 @@ from typing import Any
 
 from batchcopy.emulator import dicom
 from batchcopy.emulator.copying import Copying
+from batchcopy.emulator.extras import Extras
 from batchcopy.emulator.updating import Updating
 from batchcopy.emulator.errors import (
     ConflictException,
@@ -83,7 +84,7 @@ _OPERATIONS: dict[str, str] = {
 }
 
 
-class HealthImaging(Copying, Updating):
+class HealthImaging(Copying, Updating, Extras):
     """One account and region of the service. Thread-safe: one RLock around everything.
 
     HealthImaging(config, clock=time.time, *, id_seed=0): `clock` is the base of the
@@ -297,7 +298,7 @@ class HealthImaging(Copying, Updating):
     # ================================================================ image sets
     def _get_image_set(self, p: dict[str, Any]) -> dict[str, Any]:
         ds = self._datastore(p["datastoreId"])
-        iset = self._image_set(ds, p["imageSetId"], allow_deleted=True)
+        iset = self._check_readable(self._image_set(ds, p["imageSetId"], allow_deleted=True))
         v = iset.version(p.get("versionId", p.get("version")))
         return {"datastoreId": ds.id, **self._version_view(iset, v, "imageSetWorkflowStatus"),
                 "imageSetArn": self._arn(ds.id, iset.id)}
@@ -332,6 +333,7 @@ class HealthImaging(Copying, Updating):
 
     def _get_image_set_metadata(self, p: dict[str, Any]) -> dict[str, Any]:
         ds, iset, v = self._readable_version(p)
+        self._check_readable(iset)
         blob = dicom.gzip_json(dicom.metadata_document(ds.id, iset.id, v.content))
         return {"imageSetMetadataBlob": blob, "contentType": "application/json",
                 "contentEncoding": "gzip"}
@@ -347,7 +349,7 @@ class HealthImaging(Copying, Updating):
 
     def _list_image_set_versions(self, p: dict[str, Any]) -> dict[str, Any]:
         ds = self._datastore(p["datastoreId"])
-        iset = self._image_set(ds, p["imageSetId"], allow_deleted=True)
+        iset = self._check_readable(self._image_set(ds, p["imageSetId"], allow_deleted=True))
         oldest_first = self.config.reading("version_order") == "oldest_first"
         scope = f"{ds.id}/{iset.id}/{'oldest' if oldest_first else 'newest'}"
         after = self._untoken(p.get("nextToken"), "ListImageSetVersions", scope)
@@ -390,7 +392,10 @@ class HealthImaging(Copying, Updating):
     def _search_image_sets(self, p: dict[str, Any]) -> dict[str, Any]:
         ds = self._datastore(p["datastoreId"])
         criteria = p.get("searchCriteria") or {}
-        predicates = [dicom.search_predicate(f) for f in criteria.get("filters") or []]
+        filters = criteria.get("filters") or []
+        dicom.check_filter_pair(filters, self.config.reading("search_filter_pairs"))
+        exclusive = self.config.reading("search_between_upper") == "exclusive"
+        predicates = [dicom.search_predicate(f, upper_exclusive=exclusive) for f in filters]
         sort = criteria.get("sort") or {"sortField": "updatedAt", "sortOrder": "DESC"}
         scope = hashlib.sha256(
             (ds.id + json.dumps(criteria, sort_keys=True, default=str)).encode()).hexdigest()[:24]
@@ -416,48 +421,3 @@ class HealthImaging(Copying, Updating):
         if offset + size < len(hits):
             out["nextToken"] = self._token("SearchImageSets", scope, offset + size)
         return out
-
-    # ================================================================ the rest
-    def _unsupported(self, operation: str, p: dict[str, Any]) -> dict[str, Any]:
-        if "datastoreId" in p:
-            self._datastore(p["datastoreId"])
-        raise ValidationException(f"{operation} is not supported by this emulator")
-
-    def _get_dicom_import_job(self, p: dict[str, Any]) -> dict[str, Any]:
-        self._datastore(p["datastoreId"])
-        raise ResourceNotFoundException(
-            f"Import job {p['jobId']} not found (this emulator runs no import jobs)")
-
-    def _list_dicom_import_jobs(self, p: dict[str, Any]) -> dict[str, Any]:
-        self._datastore(p["datastoreId"])
-        self._untoken(p.get("nextToken"), "ListDICOMImportJobs", p["datastoreId"])
-        return {"jobSummaries": []}
-
-    def _resource_for_tags(self, arn: str) -> str:
-        prefix = f"arn:aws:medical-imaging:{self.config.region}:{self.config.account_id}:datastore/"
-        if not arn.startswith(prefix):
-            raise ResourceNotFoundException(f"Resource {arn} not found")
-        parts = arn[len(prefix):].split("/")
-        ds = self._datastores.get(parts[0])
-        ok = ds is not None and (len(parts) == 1 or (
-            len(parts) == 3 and parts[1] == "imageset" and parts[2] in ds.image_sets
-            and ds.image_sets[parts[2]].state != DELETED))
-        if not ok:
-            raise ResourceNotFoundException(f"Resource {arn} not found")
-        return arn
-
-    def _tag_resource(self, p: dict[str, Any]) -> dict[str, Any]:
-        arn = self._resource_for_tags(p["resourceArn"])
-        self._tags.setdefault(arn, {}).update(p["tags"])
-        return {}
-
-    def _untag_resource(self, p: dict[str, Any]) -> dict[str, Any]:
-        arn = self._resource_for_tags(p["resourceArn"])
-        tags = self._tags.get(arn, {})
-        for key in p.get("tagKeys") or []:
-            tags.pop(key, None)
-        return {}
-
-    def _list_tags_for_resource(self, p: dict[str, Any]) -> dict[str, Any]:
-        arn = self._resource_for_tags(p["resourceArn"])
-        return {"tags": dict(self._tags.get(arn, {}))}

@@ -30,6 +30,7 @@ class PendingCopy(Work):
     result: dicom.Content
     failure: str | None
     frames: int
+    promote: bool = False  # promoteToPrimary: `promote_side_effects` applies when it succeeds
 
 
 @dataclass

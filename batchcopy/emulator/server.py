@@ -51,7 +51,7 @@ from batchcopy.emulator import assumptions
 from batchcopy.emulator.auth import SignedRequest, authenticate, check_allowed
 from batchcopy.emulator.config import EmulatorConfig, FaultSpec
 from batchcopy.emulator.errors import InternalServerException, ServiceError, ValidationException
-from batchcopy.emulator.faults import FaultInjector
+from batchcopy.emulator.faults import HTML_503, FaultInjector
 from batchcopy.emulator.quotas import QuotaEnforcer
 from batchcopy.emulator.wire import (
     RestJsonWire,
@@ -230,6 +230,9 @@ class EmulatorService:
                 raise injected
             if decision.kind == "reset":
                 return _drop_connection(request)
+            if decision.kind == "html503":
+                return web.Response(status=503, body=HTML_503,
+                                    headers={"Content-Type": "text/html"})
             query = parse_qsl(request.rel_url.raw_query_string, keep_blank_values=True)
             params = self.wire.parse_request(match, query, request.headers, body)
             result = self.model.call(op, params)
@@ -359,11 +362,13 @@ class EmulatorServer:
     """The emulator on 127.0.0.1 in a daemon thread with its own event loop."""
 
     def __init__(self, config: EmulatorConfig | None = None, host: str = "127.0.0.1", port: int = 0,
-                 *, model: "HealthImaging | None" = None) -> None:
+                 *, model: "HealthImaging | None" = None, ssl_context: Any = None) -> None:
+        """ssl_context: an ssl.SSLContext to serve HTTPS (tests of certificate checks)."""
         self.model: HealthImaging = model if model is not None else _new_model(config or EmulatorConfig())
         self.service = EmulatorService(self.model)
         self.host = host
         self.port = port
+        self.ssl_context = ssl_context
         self.endpoint = ""
         self._loop: asyncio.AbstractEventLoop | None = None
         self._runner: web.AppRunner | None = None
@@ -411,10 +416,11 @@ class EmulatorServer:
         self._runner = web.AppRunner(self.service.build_app(), access_log=None,
                                      shutdown_timeout=SHUTDOWN_GRACE_S)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, self.host, self.port)
+        site = web.TCPSite(self._runner, self.host, self.port, ssl_context=self.ssl_context)
         await site.start()
         self.port = int(self._runner.addresses[0][1])
-        self.endpoint = f"http://{self.host}:{self.port}"
+        scheme = "https" if self.ssl_context is not None else "http"
+        self.endpoint = f"{scheme}://{self.host}:{self.port}"
 
     def stop(self) -> None:
         loop, thread, runner = self._loop, self._thread, self._runner

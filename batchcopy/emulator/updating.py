@@ -15,7 +15,7 @@ from batchcopy.emulator import dicom, metadata_updates
 from batchcopy.emulator.core import ModelCore
 from batchcopy.emulator.errors import ValidationException
 from batchcopy.emulator.pending import PendingUpdate
-from batchcopy.emulator.state import ImageSet, Version
+from batchcopy.emulator.state import FAILED_WORKFLOWS, ImageSet, Version
 
 
 class Updating(ModelCore):
@@ -32,6 +32,7 @@ class Updating(ModelCore):
         reasons = [self._check_latest(iset, p["latestVersionId"], "image set")]
         current = iset.latest
         if revert is not None:
+            self._check_revert(iset, iset.version(revert))
             result, reason = dicom.clone(iset.version(revert).content), None
         else:
             assert docs is not None
@@ -61,6 +62,18 @@ class Updating(ModelCore):
         return {"datastoreId": ds.id, "imageSetId": iset.id, "latestVersionId": str(version.number),
                 "imageSetState": iset.state, "imageSetWorkflowStatus": version.workflow,
                 "createdAt": iset.created_at, "updatedAt": iset.updated_at}
+
+    def _check_revert(self, iset: ImageSet, target: Version) -> None:
+        """`revert_primary` and `revert_to_failed`: reverts the service may refuse at once."""
+        if iset.latest.is_primary and self.config.reading("revert_primary") == "refused":
+            raise ValidationException(
+                f"Image set {iset.id} is primary: the Patient and Series level metadata of a "
+                "primary image set cannot be updated (revertToVersionId included)")
+        if target.workflow in FAILED_WORKFLOWS and \
+                self.config.reading("revert_to_failed") == "validation":
+            raise ValidationException(
+                f"Version {target.number} of image set {iset.id} is {target.workflow}: it "
+                "cannot be reverted to")
 
     @staticmethod
     def _dicom_updates(blobs: dict[str, Any]) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:

@@ -228,6 +228,18 @@ class Journal(CallLedger):
         """Return once every write queued before it is committed (or dropped)."""
         await self.write(lambda db: None, flush=True)
 
+    def set_manifest_form(self, form: dict[str, Any]) -> None:
+        """The staged manifest's columns and delimiter (within the staging transaction; a
+        new form is a changed manifest, so an s3:// state snapshots it)."""
+        text = json.dumps(form)
+        if self._digest is not None:
+            self._digest.update(text.encode())
+        self._wdb.execute("INSERT OR REPLACE INTO meta VALUES ('manifest_form', ?)", (text,))
+
+    def manifest_form(self) -> dict[str, Any] | None:
+        found = self.db.execute("SELECT value FROM meta WHERE key='manifest_form'").fetchone()
+        return None if found is None else dict(json.loads(found[0]))
+
     # ---- runs --------------------------------------------------------------
     def start_run(self, manifest: str) -> int:
         def write(db: Any) -> int:
@@ -392,6 +404,14 @@ class Journal(CallLedger):
             "SELECT r.status, count(*) FROM manifest m JOIN rows r ON r.key = m.key "
             "GROUP BY r.status").fetchall())
 
+    def statuses_before(self, run_id: int) -> dict[str, int]:
+        """Statuses of the manifest's rows that did not succeed and were last decided by an
+        earlier run than `run_id` (FAILED rows stay FAILED: no run touches them again)."""
+        return dict(self.db.execute(
+            "SELECT r.status, count(*) FROM manifest m JOIN rows r ON r.key = m.key "
+            "WHERE r.run_id < ? AND r.status NOT IN ('SUCCEEDED', 'SKIPPED', 'PENDING') "
+            "GROUP BY r.status", (run_id,)).fetchall())
+
     def row_statuses(self, keys: Iterable[str]) -> dict[str, str]:
         return self._by_keys("SELECT key, status FROM rows WHERE key IN ({})", keys)
 
@@ -401,6 +421,19 @@ class Journal(CallLedger):
         found = self._by_keys("SELECT key, row_id || char(31) || manifest_row FROM manifest "
                               "WHERE key IN ({})", keys)
         return {k: (v.split("\x1f")[0], int(v.split("\x1f")[1])) for k, v in found.items()}
+
+    def to_run(self) -> tuple[list[str], tuple[str, str] | None]:
+        """(the data stores of the rows a run would send or settle, (data store, source) of
+        the first such row in manifest order): what the pre-run checks read."""
+        active = "r.status IN ('PENDING', 'UNKNOWN')"
+        datastores = {r[0] for r in self.db.execute(
+            f"SELECT DISTINCT r.datastore_id FROM manifest m JOIN rows r ON r.key = m.key "
+            f"WHERE {active}")}
+        datastores |= {c.request.datastore_id for c in self.open_calls()}
+        first = self.db.execute(
+            f"SELECT r.datastore_id, r.source_image_set_id FROM manifest m JOIN rows r "
+            f"ON r.key = m.key WHERE {active} ORDER BY m.manifest_row LIMIT 1").fetchone()
+        return sorted(datastores), (None if first is None else (first[0], first[1]))
 
     @staticmethod
     def _held(db: sqlite3.Connection) -> Iterator[tuple[str, str]]:

@@ -394,15 +394,25 @@ def _row_subset(text: Mapping[str, str], problems: list[Problem]) -> str | None:
         return None
     if not series:
         return None
+    several = series.split()  # whole series, separated by spaces: copied together in one call
+    if len(several) > 1 and sop:
+        problems.append(("sop_instance_uid", "sop_instance_uid needs a single "
+                         "series_instance_uid (this row lists several series)"))
+        return None
     ok = True
-    for col, value, what in (("series_instance_uid", series, "series"), ("sop_instance_uid", sop, "SOP instance")):
+    cells = [("series_instance_uid", uid, "series") for uid in several]
+    for col, value, what in [*cells, ("sop_instance_uid", sop, "SOP instance")]:
         if value:
             try:
                 check_uid(value, what)
             except RuleError as exc:
                 problems.append((col, str(exc)))
                 ok = False
-    return canonical_attributes({series: [sop] if sop else None}) if ok else None
+    if not ok:
+        return None
+    if len(several) > 1:
+        return canonical_attributes({uid: None for uid in several})
+    return canonical_attributes({series: [sop] if sop else None})
 
 
 # ---------------------------------------------------------------- across rows

@@ -135,6 +135,7 @@ class ManifestScan:
         self.rows = 0  # rows read so far (blank lines are not rows)
         self.more_errors = 0
         self._source = self._open(delimiter, batch_size)
+        self._extras_allowed = extra_columns == "ignore"
         self.header: list[str] = list(self._source.header)
         fatal, other, self._extras = _header_problems(
             self.header, default_datastore_id, extra_columns, self._source)
@@ -159,6 +160,12 @@ class ManifestScan:
     def extra_columns(self) -> list[str]:
         """The columns carried in CopySpec.extras (extra_columns="ignore"), in file order."""
         return [name for _, name in self._extras]
+
+    @property
+    def form(self) -> dict[str, Any]:
+        """The manifest's form, for a retry manifest written like it: its header as read,
+        and its CSV delimiter (None for Parquet)."""
+        return {"columns": list(self.header), "delimiter": getattr(self._source, "delimiter", None)}
 
     @property
     def errors(self) -> list[ManifestError]:
@@ -230,6 +237,8 @@ class ManifestScan:
         self._chunks_started = True
         known = [(name, pos) for pos, name in enumerate(self.header) if name in COLUMNS]
         extras = self._extras
+        unnamed = [] if self._extras_allowed else [pos for pos, name in enumerate(self.header)
+                                                   if not name]
         specs: list[CopySpec] = []
         errors: list[ManifestError] = []
         try:
@@ -247,6 +256,7 @@ class ManifestScan:
                         cells = {name: cols[pos][i] for name, pos in known}
                         own = {name: cols[pos][i] for pos, name in extras} if extras else None
                         bad = control_problems({**cells, **(own or {})}) if i in raw.suspect else ()
+                        bad = (*bad, *_unnamed_cells(cols, unnamed, i))
                         result = convert_row(cells, row, self._ctx, bad=bad,
                                              extras=None if own is None else _extras_json(own))
                         if isinstance(result, CopySpec):
@@ -315,6 +325,20 @@ def _blank_row(cols: list[list[Any]], i: int) -> bool:
     return True
 
 
+def _unnamed_cells(cols: list[list[Any]], unnamed: list[int], i: int) -> list[tuple[str | None, str]]:
+    """Cells in columns the header leaves unnamed (a spreadsheet's empty trailing columns
+    are fine while they stay empty): each a problem of the row, saying what to do."""
+    out: list[tuple[str | None, str]] = []
+    for pos in unnamed:
+        value = cols[pos][i]
+        if value is None or value != value or (isinstance(value, str) and not value.strip()):
+            continue
+        out.append((None, f"header column {pos + 1} has no name, but this row has "
+                          f"{show(str(value))} in it: name the column (and pass --extra-columns "
+                          "ignore to keep it) or empty the cell"))
+    return out
+
+
 def _extras_json(own: dict[str, Any]) -> str:
     """The row's own columns as compact JSON text (column -> cell as text, "" if empty)."""
     text = {name: "" if v is None else ("true" if v else "false") if isinstance(v, bool) else str(v)
@@ -335,10 +359,8 @@ def _header_problems(
         return [(None, hint)], [], []
     seen: set[str] = set()
     for i, name in enumerate(header, start=1):
-        if not name:
-            if extra_columns == "error":
-                other.append((None, f"header column {i} has no name"))
-            continue  # extra_columns="ignore": an unnamed column (a spreadsheet's empty one) is skipped
+        if not name:  # a spreadsheet's empty column: skipped (a cell in it is a row's problem)
+            continue
         if name in seen:
             fatal.append((name, "appears twice in the header"))
         elif name not in COLUMNS:

@@ -5,8 +5,13 @@ who look rather than query.
                (the configured copy rate: the most the run could have done)
     durations  copy durations (sent -> ended) and queue waits (started -> sent)
     causes     rows that did not succeed, by status and cause
-    tables     FAILED / CONFLICT / UNKNOWN rows with their messages, NOT_RUN by cause,
-               the run's options and the package versions
+    tables     FAILED / CONFLICT / UNKNOWN rows with their messages (rows that failed
+               alike, same code and message, on one line with their count and row ids),
+               NOT_RUN by cause, why rows were SKIPPED, the image sets the run created, the
+               run's options and the package versions
+
+The page fits a window 800 pixels wide without scrolling sideways: long ids and messages
+wrap anywhere, charts scale to the width.
 
 Charts are drawn by matplotlib as inline SVG (text kept as text): no script, no font, no
 stylesheet and no image is fetched, so the page works offline, from a mail attachment or
@@ -191,6 +196,8 @@ def causes_chart(view: RunView) -> str | None:
 _CSS = """
 body{font:14px/1.45 system-ui,-apple-system,'Segoe UI',Roboto,'DejaVu Sans',sans-serif;
  margin:24px auto;max-width:1100px;padding:0 16px;color:#212121}
+pre{white-space:pre-wrap} td.msg{min-width:12em}
+h1,.sub,code,pre,td.msg,table.context td{overflow-wrap:anywhere}
 h1{font-size:22px;margin:0 0 4px} h2{font-size:17px;margin:28px 0 8px}
 .sub{color:#555;margin:0 0 16px}
 .tiles{display:flex;flex-wrap:wrap;gap:10px;margin:12px 0}
@@ -219,25 +226,31 @@ def _tiles(view: RunView) -> str:
     return '<div class="tiles" id="counts">' + "".join(cells) + "</div>"
 
 
+def _ids(ids: list[str], total: int) -> str:
+    shown = ", ".join(ids)
+    return shown + (f" and {total - len(ids):,} more" if total > len(ids) else "")
+
+
 def _problem_tables(view: RunView) -> str:
+    """One table per status; rows that failed alike (same code and message) are one line
+    with their count and row ids, so 48 identical failures are one line, not 48."""
     parts: list[str] = []
     for status in PROBLEM_STATUSES:
         total = view.counts.by_status.get(status.value, 0)
         if not total:
             continue
-        rows = view.problems.get(status.value, [])[:TABLE_ROWS]
-        extras = any(p.extras for p in rows)  # the manifest's own columns, when it had some
-        body = "".join(
-            f"<tr><td>{p.manifest_row}</td><td>{_e(p.row_id)}</td><td>{_e(p.error_code or '-')}"
-            f"</td><td class=\"msg\">{_e(p.message or '-')}</td><td><code>"
-            f"{_e(p.source_image_set_id)}</code></td><td><code>{_e(p.destination_image_set_id or 'new')}"
-            "</code></td>" + (f"<td>{_e(_extras(p.extras))}</td>" if extras else "") + "</tr>"
-            for p in rows)
-        more = (f"<p>… and {total - len(rows):,} more: <code>batchcopy report SOURCE --output json"
-                f"</code> lists them all.</p>" if total > len(rows) else "")
+        groups = sorted((g for g in view.groups.values() if g.status == status.value),
+                        key=lambda g: (-g.rows, g.first.manifest_row))[:TABLE_ROWS]
+        extras = any(g.first.extras for g in groups)  # the manifest's own columns
+        body = "".join(_group_row(g, extras) for g in groups)
+        shown = sum(g.rows for g in groups)
+        more = (f"<p>… and {total - shown:,} more rows: <code>batchcopy report SOURCE --output "
+                f"json</code> lists them all.</p>" if total > shown else "")
+        kinds = f"{len(groups):,} kind{'s' if len(groups) > 1 else ''}"
+        alike = f" rows, {kinds} of failure" if len(groups) < total else ""
         parts.append(
-            f'<h3>{_e(status.value)} ({total:,})</h3><p class="sub">{_e(view.meaning[status])}</p>'
-            f'<table class="failures" data-status="{_e(status.value)}"><thead><tr><th>row</th>'
+            f'<h3>{_e(status.value)} ({total:,}{alike})</h3><p class="sub">{_e(view.meaning[status])}</p>'
+            f'<table class="failures" data-status="{_e(status.value)}"><thead><tr><th>rows</th>'
             "<th>row_id</th><th>error code</th><th>message</th><th>source</th><th>destination</th>"
             + ("<th>extras</th>" if extras else "") + f"</tr></thead><tbody>{body}</tbody></table>{more}")
     not_run = view.counts.by_status.get(Status.NOT_RUN.value, 0)
@@ -245,13 +258,59 @@ def _problem_tables(view: RunView) -> str:
         causes = sorted(view.not_run.values(), key=lambda c: -c.rows)
         body = "".join(
             f"<tr><td>{c.rows:,}</td><td>{_e(c.error_code or '-')}</td><td class=\"msg\">"
-            f"{_e(c.message or '-')}</td><td>{_e(', '.join(c.row_ids))}"
-            f"{', …' if c.rows > len(c.row_ids) else ''}</td></tr>" for c in causes)
+            f"{_e(c.message or '-')}</td><td>{_e(_ids(c.row_ids, c.rows))}</td></tr>" for c in causes)
         parts.append(
             f'<h3>NOT_RUN ({not_run:,}) by cause</h3><p class="sub">{_e(view.meaning[Status.NOT_RUN])}</p>'
             '<table class="not-run"><thead><tr><th>rows</th><th>error code</th><th>cause</th>'
             f"<th>row ids</th></tr></thead><tbody>{body}</tbody></table>")
     return "".join(parts)
+
+
+def _group_row(g: Any, extras: bool) -> str:
+    p = g.first
+    one = g.rows == 1
+    rows = f"row {p.manifest_row}" if one else f"{g.rows:,} rows"
+    source = (f"<code>{_e(p.source_image_set_id)}</code>" if g.one_source
+              else "several image sets")
+    dest = (f"<code>{_e(p.destination_image_set_id or 'new')}</code>" if one or g.one_source
+            else "-")
+    cells = (f"<td>{rows}</td><td>{_e(_ids(g.row_ids, g.rows))}</td><td>{_e(g.error_code or '-')}"
+             f"</td><td class=\"msg\">{_e(g.message or '-')}</td><td>{source}</td><td>{dest}</td>")
+    if extras:
+        cells += f"<td>{_e(_extras(p.extras)) if one else ''}</td>"
+    return f'<tr class="group" data-rows="{g.rows}">{cells}</tr>'
+
+
+def _created(view: RunView) -> str:
+    """The image sets the run's copies created (rows with no destination)."""
+    if not view.created_total:
+        return "<p>None: this run made no new image set.</p>"
+    body = "".join(
+        f"<tr><td><code>{_e(c.image_set_id)}</code></td><td>{_e(c.version_id or '-')}</td>"
+        f"<td>{_e(c.status)}</td><td><code>{_e(c.source_image_set_id)}</code></td>"
+        f"<td>{c.manifest_row}</td><td>{_e(c.row_id)}</td></tr>"
+        for c in view.created[:TABLE_ROWS])
+    more = (f"<p>… and {view.created_total - TABLE_ROWS:,} more: the report's "
+            "<code>result_image_set_id</code> column has them all.</p>"
+            if view.created_total > TABLE_ROWS else "")
+    return (f'<p class="sub">{view.created_total:,} image set(s) created by this run\'s copies '
+            "(a copy that ended COPY_FAILED still leaves its image set).</p>"
+            '<table class="created"><thead><tr><th>image set</th><th>version</th><th>status</th>'
+            f"<th>copied from</th><th>row</th><th>row_id</th></tr></thead><tbody>{body}</tbody>"
+            f"</table>{more}")
+
+
+def _skipped_reasons(view: RunView) -> str:
+    if not view.skipped:
+        return ""
+    reasons = sorted(view.skipped.values(), key=lambda r: -r.rows)
+    body = "".join(
+        f"<tr><td>{r.rows:,}</td><td>{_e(r.label)}</td><td class=\"msg\">{_e(r.example or '-')}"
+        f"</td><td>{_e(_ids(r.row_ids, r.rows))}</td></tr>" for r in reasons)
+    return ("<h2>Why rows were SKIPPED</h2><p class=\"sub\">Nothing was copied for these rows, "
+            "and nothing needs to be: their copies are there already.</p>"
+            '<table class="skipped"><thead><tr><th>rows</th><th>why</th><th>evidence (one row)</th>'
+            f"<th>row ids</th></tr></thead><tbody>{body}</tbody></table>")
 
 
 def _extras(text: str | None) -> str:
@@ -334,6 +393,8 @@ def render_html(view: RunView) -> str:
                         + "</figure>")
     problems = _problem_tables(view)
     sections.append("<h2>Rows that went wrong</h2>" + (problems or "<p>None.</p>"))
+    sections.append(_skipped_reasons(view))
+    sections.append("<h2>Image sets this run created</h2>" + _created(view))
     sections.append("<h2>The run</h2>" + _context(view))
     generated = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
     sections.append(f'<p class="sub">Written by batchcopy report on {generated}.</p>')

@@ -162,6 +162,12 @@ def human_summary(summary: dict[str, Any], *, top_errors: int = 5,
         head += f" from {summary['manifest']}"
     lines.append(f"{head}: {', '.join(parts) if parts else 'nothing'}")
 
+    earlier = summary.get("earlier_runs_left") or {}
+    if earlier:
+        parts = ", ".join(f"{_fmt_int(n)} {k}" for k, n in earlier.items() if n)
+        lines.append(f"{parts} from earlier runs: not retried, not in the exit code (the "
+                     "report says why)")
+
     codes: dict[str, int] = summary.get("by_error_code") or {}
     if codes:
         ranked = sorted(codes.items(), key=lambda kv: (-kv[1], kv[0]))
@@ -239,11 +245,39 @@ def human_summary(summary: dict[str, Any], *, top_errors: int = 5,
     return "\n".join(lines)
 
 
+_GOOD = (Status.SUCCEEDED.value, Status.SKIPPED.value)
+
+
+def this_run_left(summary: dict[str, Any]) -> dict[str, int]:
+    """Rows this run did not get done, by status: every row that did not succeed, less
+    the ones an earlier run decided (`earlier_runs_left`: FAILED rows no rerun touches)."""
+    earlier: dict[str, int] = summary.get("earlier_runs_left") or {}
+    by_status: dict[str, int] = summary.get("by_status") or {}
+    left = {s: n - earlier.get(s, 0) for s, n in by_status.items() if s not in _GOOD}
+    return {s: n for s, n in left.items() if n > 0}
+
+
+def alert_line(summary: dict[str, Any]) -> str | None:
+    """The one line worth a log alert: how many rows this run did not get done and where
+    to look. None when this run left nothing (earlier runs' failures are not repeated)."""
+    left = this_run_left(summary)
+    if not left:
+        return None
+    total = sum(left.values())
+    parts = ", ".join(f"{_fmt_int(n)} {s}" for s, n in left.items())
+    report = summary.get("report")
+    where = (f"batchcopy report {shlex.quote(str(report))} says why" if report
+             else "the report says why")
+    return (f"{_fmt_int(total)} of {_fmt_int(summary.get('rows', 0))} rows not done in this "
+            f"run ({parts}): {where}")
+
+
 _STOPPED = {
     "interrupted": "the run was interrupted",
     "time-limit": "--max-duration was reached",
     "aborted": "the run was aborted: fix the cause above first",
     "internal-error": "the run stopped on an internal error",
+    "limit": "left by --limit, the canary is done",
 }
 
 
@@ -271,7 +305,9 @@ def next_steps(summary: dict[str, Any]) -> list[str]:
     if any(left.values()):
         parts = ", ".join(f"{_fmt_int(n)} {s}" for s, n in left.items() if n)
         why = _STOPPED.get(str(summary.get("stop_reason") or ""))
-        prose(f"to continue ({parts}{': ' + why if why else ''}), run the same command again:",
+        again = ("without --limit (or with it again, for the next rows)"
+                 if summary.get("stop_reason") == "limit" else "again")
+        prose(f"to continue ({parts}{': ' + why if why else ''}), run the same command {again}:",
               "  ")
         lines.append(f"    {command}")
         notes = ["Rows done are skipped with no API call."]

@@ -21,6 +21,7 @@ from batchcopy.core.specs import ExitCode, Status
 PROBLEM_STATUSES = (Status.FAILED, Status.CONFLICT, Status.UNKNOWN)
 ACCEPTED_CALL_STATES = frozenset({"ANSWERED", "ADOPTED", "DONE"})
 SAMPLE_IDS = 10  # row ids shown per NOT_RUN cause
+MAX_LISTED = 1000  # failure groups, created image sets and skip reasons held (then counted)
 
 # What each status means for the next run (the report's one-line legend).
 MEANING = {
@@ -72,6 +73,41 @@ class Cause:
 
 
 @dataclass
+class Group:
+    """Rows of one status that failed alike: the same error code and message."""
+
+    status: str
+    error_code: str | None
+    message: str | None
+    first: Problem  # the first such row (its source, destination, extras)
+    rows: int = 0
+    row_ids: list[str] = field(default_factory=list)
+    one_source: bool = True  # every row names the first row's source
+
+
+@dataclass
+class Created:
+    """An image set a copy of this run created (a row with no destination)."""
+
+    manifest_row: int
+    row_id: str
+    status: str
+    source_image_set_id: str | None
+    image_set_id: str
+    version_id: str | None
+
+
+@dataclass
+class Reason:
+    """SKIPPED rows that share why: done by an earlier run, already present..."""
+
+    label: str
+    example: str | None  # one row's evidence, word for word
+    rows: int = 0
+    row_ids: list[str] = field(default_factory=list)
+
+
+@dataclass
 class RunView:
     source: str
     kind: str  # "journal" | "report"
@@ -91,6 +127,10 @@ class RunView:
     causes: dict[tuple[str, str], int] = field(default_factory=dict)  # (status, cause): rows
     calls_from_journal: bool = False
     earlier_rows: int = 0  # rows whose status an earlier run decided (left off the timeline)
+    groups: dict[tuple[str, str | None, str | None], Group] = field(default_factory=dict)
+    created: list[Created] = field(default_factory=list)  # at most MAX_LISTED
+    created_total: int = 0
+    skipped: dict[str, Reason] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -123,6 +163,9 @@ def collect(rows: Iterable[RowResult], *, source: str, kind: str,
             kept = view.problems.setdefault(status.value, [])
             if limit is None or len(kept) < limit:
                 kept.append(Problem.of(row))
+            _group(view, row)
+        elif status is Status.SKIPPED:
+            _skipped(view, row)
         elif status is Status.NOT_RUN:
             key = row.error_code or row.error_message or "(no cause recorded)"
             cause = view.not_run.get(key)
@@ -138,6 +181,13 @@ def collect(rows: Iterable[RowResult], *, source: str, kind: str,
         if run_id is not None and row.run_id is not None and row.run_id != run_id:
             view.earlier_rows += 1
             continue  # done in an earlier run: not on this run's timeline
+        if not row.destination_image_set_id and row.result_image_set_id and status in (
+                Status.SUCCEEDED, Status.FAILED, Status.UNKNOWN):
+            view.created_total += 1
+            if len(view.created) < MAX_LISTED:
+                view.created.append(Created(row.manifest_row, row.row_id, status.value,
+                                            row.source_image_set_id, row.result_image_set_id,
+                                            row.result_version_id))
         if row.finished_at is not None and status is not Status.NOT_RUN:
             view.finished_at.append(row.finished_at.timestamp())
             view.finished_ok.append(status in (Status.SUCCEEDED, Status.SKIPPED))
@@ -156,6 +206,44 @@ def collect(rows: Iterable[RowResult], *, source: str, kind: str,
             view.call_accepted.append(state in ACCEPTED_CALL_STATES)
     view.counts = view.counts.sorted()
     return view
+
+
+def _group(view: RunView, row: RowResult) -> None:
+    message = row.error_message or row.evidence
+    key = (row.status.value, row.error_code, message)
+    group = view.groups.get(key)
+    if group is None:
+        if len(view.groups) >= MAX_LISTED:
+            key = (row.status.value, row.error_code, None)  # past the cap: by code alone
+            group = view.groups.get(key)
+        if group is None:
+            group = view.groups[key] = Group(row.status.value, row.error_code, key[2], Problem.of(row))
+    group.rows += 1
+    group.one_source = group.one_source and row.source_image_set_id == group.first.source_image_set_id
+    if len(group.row_ids) < SAMPLE_IDS:
+        group.row_ids.append(row.row_id)
+
+
+def skip_reason(evidence: str | None) -> str:
+    """The kind of reason a SKIPPED row's evidence gives (what the page groups by)."""
+    text = evidence or ""
+    if text.startswith("done in run "):
+        return text.split(";", 1)[0] + ": not copied again"
+    if "already in" in text:
+        return "already present in the destination, with the source's attributes"
+    return _short(text, 80) or "no reason recorded"
+
+
+def _skipped(view: RunView, row: RowResult) -> None:
+    label = skip_reason(row.evidence)
+    reason = view.skipped.get(label)
+    if reason is None:
+        if len(view.skipped) >= MAX_LISTED:
+            return
+        reason = view.skipped[label] = Reason(label, row.evidence)
+    reason.rows += 1
+    if len(reason.row_ids) < SAMPLE_IDS:
+        reason.row_ids.append(row.row_id)
 
 
 def _short(text: str | None, width: int = 48) -> str | None:

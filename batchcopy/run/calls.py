@@ -208,6 +208,16 @@ class CallDriver:
                         f"from another writer after the {named} the call named")
         return None
 
+    async def stale_or_none(self, settled: Settled) -> str | None:
+        """stale_versions(), or None when the reads it needs fail for a reason that is not
+        a bug (the service's COPY_FAILED then stands)."""
+        try:
+            return await self.stale_versions(settled)
+        except Exception as exc:
+            if classify(exc, operation="GetImageSet") is ErrorKind.UNEXPECTED:
+                raise
+            return None
+
     @staticmethod
     def _record(call_id: int, request: CopyRequest, sent_at: float) -> CallRecord:
         return CallRecord(call_id=call_id, run_id=0, state=CallState.AMBIGUOUS, row_keys=(),

@@ -44,11 +44,12 @@ class RunSettings:
     lock_wait_s: float = 600.0
     window_units: int = 20_000
     backoff: Backoff = field(default_factory=Backoff)
+    limit: int | None = None  # --limit: a canary of the first N rows (plan/canary.py)
 
 
 @dataclass
 class RunOutcome:
-    stop_reason: str | None = None  # None | "aborted" | "interrupted" | "time-limit" | "internal-error"
+    stop_reason: str | None = None  # None | "aborted" | "interrupted" | "time-limit" | "internal-error" | "limit"
     abort_message: str | None = None
     internal_error: str | None = None
     copy_calls: int = 0
@@ -62,6 +63,7 @@ class RunOutcome:
     present_skipped: int = 0
     first_copy_at: float | None = None
     last_copy_at: float | None = None
+    left_by_limit: int = 0  # rows --limit left for the next run
 
 
 class Observer(Protocol):
@@ -129,6 +131,8 @@ STOP_TEXT = {
     "interrupted": "run interrupted before this row was started",
     "time-limit": "--max-duration reached before this row was started",
     "internal-error": "run stopped by an internal error before this row was started",
+    "limit": "left for the next run by --limit (a canary): the same command without --limit "
+             "copies it",
 }
 
 

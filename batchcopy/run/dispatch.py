@@ -7,7 +7,8 @@ unit runs in a task of one `asyncio.TaskGroup`, owned here: an unexpected except
 of them stops the run at once (the group cancels the others) and reaches the runner, which
 settles what was sent. Nothing runs unowned, so nothing fails unseen.
 
-At most `window_units` units are held at a time: a million-row manifest streams.
+At most `window_units` units are held at a time: a million-row manifest streams. With
+--limit, a canary (plan/canary.py) decides which runnable rows are admitted at all.
 
 Stops (signal, time limit, abort): units that have not journaled a call are cancelled at
 once (their rows stay PENDING and end NOT_RUN); units with a call out get `--stop-grace`
@@ -23,6 +24,7 @@ from collections.abc import Iterable
 from batchcopy.run.context import RunContext
 from batchcopy.run.execute import Executor, Phase, UnitHandle
 from batchcopy.journal.journal import JournalUnwritable, ManifestRow
+from batchcopy.plan.canary import Canary
 from batchcopy.plan.units import CopyUnit, Planner
 from batchcopy.plan.schedule import Schedule
 
@@ -33,6 +35,7 @@ class Dispatcher:
         self.executor = executor
         s = ctx.s
         self.planner = Planner(merge=s.merge, limits=s.merge_limits)
+        self.canary = Canary(s.limit) if s.limit else None  # run --limit
         self.schedule = Schedule(s.max_in_flight_per_datastore)
         self.handles: dict[int, UnitHandle] = {}
         self._changed = asyncio.Event()
@@ -62,6 +65,8 @@ class Dispatcher:
     def _admit(self, batch: list[ManifestRow]) -> None:
         specs = [r.spec for r in batch]
         runnable = [r.status == "PENDING" for r in batch]
+        if self.canary is not None:
+            runnable = self.canary.select(specs, runnable)
         units = self.planner.add_batch(specs, runnable)
         out = self.ctx.outcome
         for unit in units:

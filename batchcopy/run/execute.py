@@ -7,8 +7,10 @@
     send       the CopyImageSet token, the call journaled SENT, the request (run/calls.py)
     outcome    COPIED -> SUCCEEDED; COPY_FAILED -> FAILED, unless the versions it named had
                been overtaken (a conflict); throttles, 5xx, refused connections -> retried,
-               then NOT_RUN; proved not executed -> retried; unknown -> UNKNOWN;
-               conflicts -> refreshed (--on-conflict) or CONFLICT; credentials and access
+               then NOT_RUN (throttles use up no attempt: pacing owns them); proved not
+               executed -> retried; unknown -> UNKNOWN; conflicts -> refreshed
+               (--on-conflict) or CONFLICT; credentials, access and a wrong set-up (an
+               answer that is not the service's, a data store the endpoint does not have)
                -> NOT_RUN and the run stops; any other refusal of a merged call -> split in
                halves and resent, so a bad row never fails the good ones; of a single row ->
                FAILED (unless it was a conflict in disguise, or the concurrent-copy quota)
@@ -34,12 +36,20 @@ from batchcopy.journal.s3io import StateUnavailable
 from batchcopy.plan.units import CopyUnit
 from batchcopy.run.precheck import SUBSET_NOT_IN_SOURCE, MetadataCache, check_rows, frames, pack_by_frames
 from batchcopy.run.present import Busy, PresenceFinder
-from batchcopy.aws.retry import ErrorKind, classify, error_code, error_message
+from batchcopy.aws.retry import (
+    THROTTLE_LIMIT,
+    ErrorKind,
+    classify,
+    error_code,
+    error_message,
+    fatal_text,
+)
 from batchcopy.core.specs import CopySpec, Status
 from batchcopy.run.versions import StalePin, VersionBook
 
 QUOTA_CODE = "ServiceQuotaExceededException"
 BUSY_CODE = "ImageSetBusy"  # the presence check met an image set being written
+NOT_FOUND = "ResourceNotFoundException"
 RETRY = object()  # _after(): send the same part again
 
 
@@ -64,8 +74,14 @@ class Tally:
     conflicts: int = 0
     sent_at: float | None = None
     quota_refusals: int = 0
+    read_failures: int = 0  # reads of versions or metadata that failed for a passing reason
     src_v: str | None = None
     dst_v: str | None = None
+
+    @property
+    def spent(self) -> int:
+        """Attempts that count against --max-attempts: throttles are pacing's, not the row's."""
+        return self.attempts - self.throttles
 
 
 class Executor:
@@ -76,6 +92,7 @@ class Executor:
         self.versions = versions
         self.metadata = metadata
         self.presence = presence
+        self._datastores: dict[str, bool] = {}  # data store -> the endpoint has it
 
     async def run(self, unit: CopyUnit, handle: UnitHandle) -> None:
         parts = [unit]
@@ -118,7 +135,8 @@ class Executor:
                                destination_version_id=None)
                 continue
             except Exception as exc:
-                await self._read_failed(rows, tally, exc)
+                if await self._read_failed(unit, rows, tally, exc) is RETRY:
+                    continue
                 return []
             await ctx.api.limiter.bucket("CopyImageSet").acquire()
             if ctx.stopping.is_set():
@@ -239,7 +257,7 @@ class Executor:
                 await self._finish(rows, tally, Status.SUCCEEDED, done_call=done,
                                    evidence=settled.evidence, **call, **result)
                 return []
-            why = await self._stale_or_none(settled)
+            why = await self.driver.stale_or_none(settled)
             if why is not None:
                 await self.driver.close(settled)
                 return await self._conflict(rows, tally, unit, "ConflictException",
@@ -259,7 +277,7 @@ class Executor:
                 ctx.abort(f"{settled.error_code}: {settled.error_message}")
             return []
         if settled.ended is Ended.VOID:
-            if tally.attempts < ctx.s.max_attempts:
+            if tally.spent < ctx.s.max_attempts:
                 await self._backoff(tally)
                 return RETRY
             await self._finish(rows, tally, Status.NOT_RUN, error_code=settled.error_code,
@@ -275,7 +293,8 @@ class Executor:
         if kind in (ErrorKind.THROTTLE, ErrorKind.TRANSIENT):
             if kind is ErrorKind.THROTTLE:
                 tally.throttles += 1
-            if tally.attempts < ctx.s.max_attempts:
+            if (tally.spent < ctx.s.max_attempts and tally.throttles < THROTTLE_LIMIT
+                    and not _throttled_out(ctx.api)):
                 if not (kind is ErrorKind.THROTTLE and tally.throttles == 1):
                     await self._backoff(tally)
                 # a call's first throttle: the limiter has emptied its bucket (and halved the
@@ -286,10 +305,10 @@ class Executor:
             return []
         if kind is ErrorKind.CONFLICT:
             return await self._conflict(rows, tally, unit, code, msg)
-        if kind is ErrorKind.RUN_FATAL:
+        if kind is ErrorKind.RUN_FATAL or await self._datastore_missing(unit, code):
             await self._finish(rows, tally, Status.NOT_RUN, error_code=code,
                                error_message=_no_copy(msg, tally), call_id=settled.call_id)
-            ctx.abort(f"{code}: {msg}")
+            ctx.abort(fatal_text(code, msg, self._datastores))
             return []
         # REFUSED. A conflict in disguise first (a service that answers a stale version or a
         # locked image set with a ValidationException): refreshing is all it takes.
@@ -304,7 +323,7 @@ class Executor:
             # within the frames a copy may carry (by our count): the concurrent-copy quota,
             # whatever its wording says, which passes. A merged call refused twice may meet a
             # lower per-copy limit than ours: it is split below.
-            if tally.attempts < ctx.s.max_attempts:
+            if tally.spent < ctx.s.max_attempts:
                 await self._backoff(tally)
                 return RETRY
             await self._finish(rows, tally, Status.NOT_RUN, error_code=code,
@@ -345,14 +364,6 @@ class Executor:
         if settled.source_latest:
             self.versions.carry(ds, unit.source_image_set_id, settled.source_latest)
 
-    async def _stale_or_none(self, settled: Settled) -> str | None:
-        try:
-            return await self.driver.stale_versions(settled)
-        except Exception as exc:
-            if classify(exc, operation="GetImageSet") is ErrorKind.UNEXPECTED:
-                raise
-            return None  # cannot tell: the service's COPY_FAILED stands
-
     async def _versions_moved(self, settled: Settled) -> str | None:
         """For a refusal: had the versions the call named been overtaken, or was an image
         set locked by another writer? (what a 409 would have said)"""
@@ -383,18 +394,48 @@ class Executor:
             return None
         return frames(doc, unit.copiable_attributes) > self.ctx.s.max_frames_per_copy
 
-    async def _read_failed(self, rows: list[CopySpec], tally: Tally, exc: BaseException) -> None:
+    async def _read_failed(self, unit: CopyUnit, rows: list[CopySpec], tally: Tally,
+                           exc: BaseException) -> Any:
+        """A read before the call failed (versions, metadata): RETRY it after a pause while
+        the reason passes (within --max-attempts; throttles and locks apart), else the rows'
+        status. A 409 is a LOCKED image set the wait did not see end: a conflict."""
         kind = classify(exc, operation="GetImageSet")
         code, msg = error_code(exc), error_message(exc)
         if kind is ErrorKind.UNEXPECTED:
             raise exc
-        if kind is ErrorKind.REFUSED:  # e.g. the image set does not exist: a final answer
+        if kind is ErrorKind.CONFLICT:
+            return await self._conflict(rows, tally, unit, code, msg)
+        if kind in (ErrorKind.THROTTLE, ErrorKind.TRANSIENT):  # ImagingApi's retries ran out
+            tally.read_failures += 1
+            if tally.read_failures < self.ctx.s.max_attempts:
+                await asyncio.sleep(self.ctx.s.backoff.delay(tally.read_failures))
+                return RETRY
+        fatal = kind is ErrorKind.RUN_FATAL or await self._datastore_missing(unit, code)
+        if kind is ErrorKind.REFUSED and not fatal:  # e.g. the image set does not exist
             await self._finish(rows, tally, Status.FAILED, error_code=code, error_message=msg)
-            return
+            return []
         await self._finish(rows, tally, Status.NOT_RUN, error_code=code,
                            error_message=f"{msg} (reading versions or metadata; no copy was made)")
-        if kind is ErrorKind.RUN_FATAL:
-            self.ctx.abort(f"{code}: {msg}")
+        if fatal:
+            self.ctx.abort(fatal_text(code, msg, self._datastores))
+        return []
+
+    async def _datastore_missing(self, unit: CopyUnit, code: str) -> bool:
+        """For a ResourceNotFoundException: is it the data store (a set-up mistake: the wrong
+        region, account or endpoint; never the row's final answer) rather than an image set?
+        One GetDatastore per data store and run; a data store seen once is taken as there."""
+        ds = unit.datastore_id
+        if code != NOT_FOUND or self._datastores.get(ds):
+            return False
+        try:
+            await self.ctx.api.call("GetDatastore", datastoreId=ds)
+        except Exception as exc:
+            if error_code(exc) == NOT_FOUND:
+                self._datastores[ds] = False
+                return True
+            return False  # cannot tell: the image set's not-found stands
+        self._datastores[ds] = True
+        return False
 
     async def _backoff(self, tally: Tally) -> None:
         await asyncio.sleep(self.ctx.s.backoff.delay(tally.attempts))
@@ -407,6 +448,12 @@ class Executor:
                              destination_version_used=tally.dst_v, started_at=tally.started_at,
                              sent_at=tally.sent_at, **fields)
         await self.ctx.finish([r.key for r in rows], outcome, done_call=done_call, rows=rows)
+
+
+def _throttled_out(api: Any) -> bool:
+    """The service refused every recent CopyImageSet (aws/quotawatch.py STREAK_LIMIT)."""
+    out = getattr(api, "throttled_out", None)
+    return bool(out("CopyImageSet")) if out is not None else False
 
 
 def _no_copy(message: str | None, tally: Tally) -> str:

@@ -31,7 +31,8 @@ set's creation on every version, so it says nothing about a version):
   when the destination shows nothing, the new-image-set search runs too.
 
 Undecidable (or the checks themselves failing) gives UNKNOWN with the evidence: the runner
-never resends blindly.
+never resends blindly. A read answered 409 (a service that refuses reads of a LOCKED image
+set) is a lock, waited out like one (`lock_wait_s`), never a failed check.
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
+from batchcopy.aws.retry import is_locked_read, through_locks
 from batchcopy.core.specs import CopyRequest
 
 COPY_STATES = frozenset({"COPYING", "COPIED", "COPY_FAILED"})
@@ -104,7 +106,8 @@ class Reconciler:
         ds, dest = request.datastore_id, request.destination_image_set_id
         assert dest is not None and request.destination_version_id is not None
         named = int(request.destination_version_id)
-        versions = await self.api.list_image_set_versions(ds, dest)
+        versions = await self._unlocked(lambda: self.api.list_image_set_versions(ds, dest),
+                                        "ListImageSetVersions")
         later = sorted((v for v in versions if _number(v) > named), key=_number)
         if not later:
             return did_not(f"destination {dest} has no version after {named}, the version the "
@@ -128,7 +131,7 @@ class Reconciler:
         if status == "COPY_FAILED":
             return await self._failed_copy(request, first, later[0])
         expected = await self._expected(request)
-        held = _instances(await self.api.get_image_set_metadata(ds, dest, first))
+        held = _instances(await self._metadata(ds, dest, first))
         missing = expected - held
         if missing:
             return did_not(f"version {first} of {dest} is a copy but lacks {len(missing)} of the "
@@ -180,13 +183,13 @@ class Reconciler:
         if await self._settled_latest(ds, request.source_image_set_id) is None:
             return undecided(f"source {request.source_image_set_id} is still LOCKED after "
                              f"{self.lock_wait_s:.0f}s: a copy from it is running, cannot look yet")
-        source_meta = await self.api.get_image_set_metadata(
-            ds, request.source_image_set_id, request.source_version_id)
+        source_meta = await self._metadata(ds, request.source_image_set_id,
+                                           request.source_version_id)
         expected = _expected_instances(source_meta, request.copiable_attributes)
         studies = {_study_uid(source_meta)}
         if request.destination_image_set_id:  # promote to primary: a new image set from D
-            dest_meta = await self.api.get_image_set_metadata(
-                ds, request.destination_image_set_id, request.destination_version_id)
+            dest_meta = await self._metadata(ds, request.destination_image_set_id,
+                                             request.destination_version_id)
             expected |= _instances(dest_meta)
             studies.add(_study_uid(dest_meta))
         skip = set(known) | {request.source_image_set_id}
@@ -215,7 +218,7 @@ class Reconciler:
             if status == "COPY_FAILED":
                 failed.append(cand)
             elif status == "COPIED":
-                held = _instances(await self.api.get_image_set_metadata(ds, cand, version))
+                held = _instances(await self._metadata(ds, cand, version))
                 if held == expected:
                     matches.append((cand, version))
         if len(matches) > 1:
@@ -235,9 +238,27 @@ class Reconciler:
 
     # ---- helpers -----------------------------------------------------------------
     async def _expected(self, request: CopyRequest) -> Instances:
-        meta = await self.api.get_image_set_metadata(
-            request.datastore_id, request.source_image_set_id, request.source_version_id)
+        meta = await self._metadata(request.datastore_id, request.source_image_set_id,
+                                    request.source_version_id)
         return _expected_instances(meta, request.copiable_attributes)
+
+    async def _unlocked(self, read: Callable[[], Awaitable[Any]], operation: str) -> Any:
+        return await through_locks(read, operation=operation, wait_s=self.lock_wait_s,
+                                   sleep=self._sleep)
+
+    async def _metadata(self, ds: str, image_set_id: str, version: str | None) -> Any:
+        return await self._unlocked(
+            lambda: self.api.get_image_set_metadata(ds, image_set_id, version),
+            "GetImageSetMetadata")
+
+    async def _look(self, ds: str, image_set_id: str, version: str | None = None) -> Any:
+        """GetImageSet, or None while it answers 409 (LOCKED, on a service that says so)."""
+        try:
+            return await self.api.get_image_set(ds, image_set_id, version)
+        except Exception as exc:
+            if is_locked_read(exc, "GetImageSet"):
+                return None
+            raise
 
     async def _wait(self, probe: Callable[[], Awaitable[tuple[bool, Any]]]) -> Any:
         loop = asyncio.get_running_loop()
@@ -255,7 +276,9 @@ class Reconciler:
     async def _settled(self, ds: str, image_set_id: str, version: str) -> str | None:
         """The workflow status of `version` once nothing runs on it."""
         async def probe() -> tuple[bool, Any]:
-            got = await self.api.get_image_set(ds, image_set_id, version)
+            got = await self._look(ds, image_set_id, version)
+            if got is None:
+                return False, None
             status = str(got.get("imageSetWorkflowStatus") or "")
             return status not in IN_PROGRESS, status
         return await self._wait(probe)
@@ -263,7 +286,9 @@ class Reconciler:
     async def _settled_latest(self, ds: str, image_set_id: str) -> tuple[str, str] | None:
         """(latest version, its workflow status) once the image set is not LOCKED."""
         async def probe() -> tuple[bool, Any]:
-            got = await self.api.get_image_set(ds, image_set_id)
+            got = await self._look(ds, image_set_id)
+            if got is None:
+                return False, None
             settled = got.get("imageSetState") != "LOCKED"
             return settled, (str(got["versionId"]), str(got.get("imageSetWorkflowStatus")))
         return await self._wait(probe)

@@ -6,7 +6,8 @@ and make sure every row ends with a status that the next run can trust.
               (run/calls.py, run/reconcile.py): adopted and waited for, proved void (rows run
               again), or still unknown (rows UNKNOWN, never resent)
     dispatch  the manifest's runnable rows -> units -> executed under one TaskGroup
-    sweep     rows still PENDING with no open call: NOT_RUN, with the reason
+    sweep     rows still PENDING with no open call: NOT_RUN, with the reason (RunLimit for
+              the rows a --limit canary left for the next run)
 
 An unexpected exception anywhere stops the run at once; then every call this run sent is
 settled (or stays open, its rows reported UNKNOWN), never reported NOT_RUN, and the run
@@ -25,6 +26,7 @@ from typing import Any
 from batchcopy.core.callstate import CallRecord
 from batchcopy.run.calls import CallDriver, Ended, Settled
 from batchcopy.run.context import Observer, RunContext, RunOutcome, RunSettings
+from batchcopy.plan.canary import LIMIT_CODE
 from batchcopy.run.dispatch import Dispatcher
 from batchcopy.run.execute import Executor
 from batchcopy.journal.journal import Journal, JournalUnwritable, RowOutcome
@@ -70,7 +72,11 @@ class Runner:
             try:
                 await self.settle_open_calls()
                 if not ctx.stopping.is_set():
-                    await Dispatcher(ctx, self.executor).run(self.journal.iter_manifest())
+                    dispatcher = Dispatcher(ctx, self.executor)
+                    await dispatcher.run(self.journal.iter_manifest())
+                    if dispatcher.canary is not None and dispatcher.canary.left_out \
+                            and ctx.outcome.stop_reason is None:
+                        ctx.outcome.stop_reason = "limit"
             except* JournalUnwritable as group:
                 # nothing more can be recorded, so nothing more is sent; calls out stay open
                 # in the journal (SENT or ANSWERED): the next run settles them
@@ -84,10 +90,15 @@ class Runner:
         finally:
             if timer is not None:
                 timer.cancel()
+        limited = ctx.outcome.stop_reason == "limit"
         try:
-            await self.journal.mark_pending_not_run(ctx.run_id, ctx.stop_text())
+            left = await self.journal.mark_pending_not_run(ctx.run_id, ctx.stop_text(),
+                                                           LIMIT_CODE if limited else None)
         except JournalUnwritable as exc:  # rows stay PENDING: the next run runs them
             ctx.abort(str(exc))
+        else:
+            if limited:
+                ctx.outcome.left_by_limit = left
         return ctx.outcome
 
     # ---- open calls -------------------------------------------------------------------
@@ -145,7 +156,7 @@ class Runner:
                 await ctx.finish(keys, RowOutcome(Status.SUCCEEDED, workflow_status="COPIED",
                                                   **base), done_call=done)
                 return
-            if await self.driver.stale_versions(settled) is not None:
+            if await self.driver.stale_or_none(settled) is not None:
                 await self.driver.close(settled)
                 await self.journal.reset_rows(keys)
                 return

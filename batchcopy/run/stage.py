@@ -66,6 +66,7 @@ def stage_manifest(journal: Any, local: Path, opts: Any, *, holds: Holds, scope:
             say_invalid(f" ({total} error(s)):\n{listed}{more}",
                         errors=[str(e) for e in report.errors[:50]])
             return None
+        journal.set_manifest_form(scan.form)  # report --failed-manifest writes this form
         if opts.resume and not journal.staged_known():
             raise SetupError(f"--resume: the state {state} knows none of the rows of "
                              f"{opts.manifest}: nothing to resume (run without --resume to "

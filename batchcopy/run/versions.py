@@ -9,7 +9,7 @@
   (`--pins hint`) the pin is used without a read, and a conflict refreshes it like any
   other version.
 * **Read** with GetImageSet otherwise, waiting out a LOCKED image set (another writer's
-  copy) for at most `lock_wait_s`.
+  copy) for at most `lock_wait_s`, whether the service shows it LOCKED or answers 409.
 
 `forget()` drops what is known after a conflict or an unknown outcome: the next use reads.
 """
@@ -19,6 +19,8 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any
+
+from batchcopy.aws.retry import is_locked_read
 
 
 class StalePin(Exception):
@@ -71,13 +73,20 @@ class VersionBook:
         return latest
 
     async def read(self, datastore_id: str, image_set_id: str) -> str:
-        """The latest version, once the image set is not LOCKED (or the wait ran out)."""
+        """The latest version, once the image set is not LOCKED (or the wait ran out). A
+        service that answers reads of a LOCKED image set with 409 is LOCKED too: after the
+        wait that 409 is raised (the caller's conflict)."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.lock_wait_s
         delay = 0.05
         while True:
-            got = await self.api.get_image_set(datastore_id, image_set_id)
-            if got.get("imageSetState") != "LOCKED" or loop.time() + delay > deadline:
-                return str(got["versionId"])
+            try:
+                got = await self.api.get_image_set(datastore_id, image_set_id)
+            except Exception as exc:
+                if not is_locked_read(exc, "GetImageSet") or loop.time() + delay > deadline:
+                    raise
+            else:
+                if got.get("imageSetState") != "LOCKED" or loop.time() + delay > deadline:
+                    return str(got["versionId"])
             await self._sleep(delay)
             delay = min(delay * 2, 5.0)

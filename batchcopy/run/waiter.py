@@ -22,8 +22,9 @@ background task to start, feed, and shut down. When the quota is the
 bottleneck, polls simply queue and every copy still gets its turn.
 
 A poll that fails with a throttle or a transient error (after ImagingApi's own
-retries) does not end the wait: the copy runs on regardless, so the waiter
-polls again at the next due time. Other errors (e.g. ResourceNotFound) are
+retries), or answers 409 (a service that refuses reads of a LOCKED image set: the
+copy is still running), does not end the wait: the copy runs on regardless, so the
+waiter polls again at the next due time. Other errors (e.g. ResourceNotFound) are
 raised. `aclose()` ends every pending wait with `WaiterClosed`.
 """
 
@@ -36,7 +37,7 @@ from dataclasses import dataclass
 
 from batchcopy.aws.client import ImagingApi
 from batchcopy.run.copytimes import CopyTimes
-from batchcopy.aws.retry import classify, is_retryable
+from batchcopy.aws.retry import classify, is_locked_read, is_retryable
 
 # Workflow statuses that mean "something is still running on this version".
 IN_PROGRESS = frozenset({
@@ -164,7 +165,8 @@ class CopyWaiter:
             try:
                 found = await self.api.get_image_set(datastore_id, image_set_id, version_id)
             except Exception as exc:
-                if not is_retryable(classify(exc, operation="GetImageSet")):
+                if not (is_retryable(classify(exc, operation="GetImageSet"))
+                        or is_locked_read(exc, "GetImageSet")):  # a 409: still LOCKED
                     raise
                 found = None
             if found is not None:

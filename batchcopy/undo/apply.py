@@ -22,8 +22,16 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from batchcopy.aws.retry import Backoff, ErrorKind, classify, error_code, error_message
-from batchcopy.undo.plan import DELETE, REVERT, Latest, plan_undo
+from batchcopy.aws.retry import (
+    Backoff,
+    ErrorKind,
+    classify,
+    error_code,
+    error_message,
+    is_locked_read,
+    through_locks,
+)
+from batchcopy.undo.plan import DELETE, REVERT, Latest, plan_undo, safe_target, with_cautions
 from batchcopy.journal.s3io import StateUnavailable
 from batchcopy.journal.undo import OPEN, StoredAction, UndoStore
 
@@ -41,28 +49,55 @@ class UndoSettings:
     backoff: Backoff = Backoff()
 
 
-async def latest_versions(api: Any, targets: set[tuple[str, str]]) -> dict[tuple[str, str], Latest]:
-    """The latest version and state of every image set (a missing one reads DELETED)."""
+async def latest_versions(api: Any, targets: set[tuple[str, str]], *,
+                          lock_wait_s: float = 120.0) -> dict[tuple[str, str], Latest]:
+    """The latest version and state of every image set (a missing one reads DELETED; one
+    whose reads answer 409 past `lock_wait_s` reads LOCKED)."""
     out: dict[tuple[str, str], Latest] = {}
 
     async def one(ds: str, image_set: str) -> None:
         try:
-            got = await api.get_image_set(ds, image_set)
+            got = await through_locks(lambda: api.get_image_set(ds, image_set),
+                                      operation="GetImageSet", wait_s=lock_wait_s)
         except Exception as exc:
             if error_code(exc) == "ResourceNotFoundException":
                 out[(ds, image_set)] = Latest("", "DELETED")
                 return
+            if is_locked_read(exc, "GetImageSet"):  # still LOCKED: the plan leaves it alone
+                out[(ds, image_set)] = Latest("", "LOCKED")
+                return
             raise
-        out[(ds, image_set)] = Latest(str(got["versionId"]), str(got.get("imageSetState", "")))
+        out[(ds, image_set)] = Latest(str(got["versionId"]), str(got.get("imageSetState", "")),
+                                      got.get("isPrimary"))
 
     await asyncio.gather(*(one(ds, i) for ds, i in sorted(targets)))
     return out
 
 
 async def make_plan(api: Any, store: UndoStore, *, force: bool) -> list[Any]:
+    """The plan (reads only): plan_undo over the image sets' latest versions; reverts moved
+    off failed versions; what cannot be restored said in the notes."""
     calls = store.done_calls()
     targets = {(c.request.datastore_id, c.result_image_set_id) for c in calls}
-    return plan_undo(calls, await latest_versions(api, targets), force=force)
+    latest = await latest_versions(api, targets)
+    actions = plan_undo(calls, latest, force=force)
+    for a in actions:
+        if a.kind == REVERT and a.target_version is not None:
+            listed = await through_locks(
+                lambda: api.list_image_set_versions(a.datastore_id, a.image_set_id),
+                operation="ListImageSetVersions", wait_s=120.0)
+            statuses = {str(v["versionId"]): str(v.get("ImageSetWorkflowStatus")
+                                                 or v.get("imageSetWorkflowStatus") or "")
+                        for v in listed}
+            target = safe_target(a.target_version, statuses)
+            if target != a.target_version:
+                a.note += (f" (version {a.target_version} is {statuses[a.target_version]}: "
+                           f"reverting to version {target}, the last before it that did not "
+                           f"fail, which holds the same content)")
+                a.target_version = target
+    sources = {(c.request.datastore_id, c.request.source_image_set_id)
+               for c in calls if c.request.promote_to_primary}
+    return with_cautions(actions, calls, latest, await latest_versions(api, sources))
 
 
 class UndoRunner:
@@ -180,7 +215,7 @@ class UndoRunner:
         deadline = loop.time() + self.s.lock_wait_s
         while True:
             try:
-                got = await self.api.get_image_set(ds, image_set)
+                got = await self._look(ds, image_set)
             except Exception as exc:
                 if error_code(exc) == "ResourceNotFoundException":
                     return "DELETED"
@@ -200,7 +235,7 @@ class UndoRunner:
         deadline = loop.time() + self.s.lock_wait_s
         delay = 0.02
         while True:
-            got = await self.api.get_image_set(a.datastore_id, a.image_set_id)
+            got = await self._look(a.datastore_id, a.image_set_id)
             if got.get("imageSetState") != "LOCKED":
                 break
             if loop.time() > deadline:
@@ -214,13 +249,25 @@ class UndoRunner:
                     f"{a.expected_latest} the plan found: another writer; nothing was changed")
         return None
 
+    async def _look(self, ds: str, image_set: str) -> dict[str, Any]:
+        """GetImageSet; a 409 (a service refusing reads of a LOCKED image set) reads LOCKED."""
+        try:
+            got: dict[str, Any] = await self.api.get_image_set(ds, image_set)
+        except Exception as exc:
+            if is_locked_read(exc, "GetImageSet"):
+                return {"imageSetState": "LOCKED", "imageSetWorkflowStatus": "(409 to a read)"}
+            raise
+        return got
+
     async def _reconcile(self, stored: StoredAction) -> bool:
         """A sent action whose answer never came: True if it happened (then finished),
         False if not (back to PLANNED: sent again)."""
         a = stored.action
         if a.kind == DELETE:
             try:
-                got = await self.api.get_image_set(a.datastore_id, a.image_set_id)
+                got = await through_locks(
+                    lambda: self.api.get_image_set(a.datastore_id, a.image_set_id),
+                    operation="GetImageSet", wait_s=self.s.lock_wait_s)
             except Exception as exc:
                 if error_code(exc) != "ResourceNotFoundException":
                     raise
@@ -232,7 +279,9 @@ class UndoRunner:
             await self.store.move(stored.action_id, "PLANNED",
                                   evidence="the delete did not happen: sent again")
             return False
-        versions = await self.api.list_image_set_versions(a.datastore_id, a.image_set_id)
+        versions = await through_locks(
+            lambda: self.api.list_image_set_versions(a.datastore_id, a.image_set_id),
+            operation="ListImageSetVersions", wait_s=self.s.lock_wait_s)
         later = sorted((v for v in versions if int(v["versionId"]) > int(a.expected_latest)),
                        key=lambda v: int(v["versionId"]))
         if not later:
@@ -262,9 +311,12 @@ class UndoRunner:
     async def _holds_target(self, a: Any, version: str) -> bool:
         """Whether `version` has the content of the version the revert brings back (an
         update ending UPDATE_FAILED keeps the content it had: also ours if so)."""
-        made = await self.api.get_image_set_metadata(a.datastore_id, a.image_set_id, version)
-        target = await self.api.get_image_set_metadata(a.datastore_id, a.image_set_id,
-                                                       a.target_version)
+        async def doc(version: str | None) -> Any:
+            return await through_locks(
+                lambda: self.api.get_image_set_metadata(a.datastore_id, a.image_set_id, version),
+                operation="GetImageSetMetadata", wait_s=self.s.lock_wait_s)
+
+        made, target = await doc(version), await doc(a.target_version)
         return _content(made) == _content(target)
 
 

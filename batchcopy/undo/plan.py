@@ -19,6 +19,13 @@ version of every image set they wrote (read just before), `plan_undo` returns ac
 Calls that ended COPY_FAILED made a version too: they count for the segments (their rows
 have nothing of their own to undo). A promote-to-primary copy reverted in place keeps the
 image set primary: a revert restores content, not the hierarchy (said in the note).
+
+What undo cannot restore is said in the plan and the report (`caution`, appended to the
+notes by `with_cautions`): a revert the service may refuse (a primary destination, whose
+Patient- and Series-level metadata the developer guide says cannot be updated), and what a
+promotion may have changed besides its result (the primary flag of its source or of
+another image set of the study: no API sets it back). A revert never names a failed
+version (`safe_target`): the last version before it that did not fail has its content.
 """
 
 from __future__ import annotations
@@ -51,6 +58,7 @@ class DoneCall:
 class Latest:
     version_id: str
     state: str  # ACTIVE | LOCKED | DELETED
+    is_primary: bool | None = None  # what GetImageSet said (None: not known)
 
 
 @dataclass
@@ -158,3 +166,45 @@ def _revert(chain: list[DoneCall], now: Latest | None, force: bool) -> list[Acti
             f"another writer made version {segment[0].request.destination_version_id} of {dest} "
             f"after this copy: reverting it would lose that version (--force to revert anyway)")))
     return out
+
+
+FAILED_WORKFLOWS = frozenset({"COPY_FAILED", "UPDATE_FAILED", "IMPORT_FAILED"})
+CANNOT = "undo cannot restore"
+
+
+def safe_target(target: str, statuses: Mapping[str, str]) -> str:
+    """The version to revert to instead of `target` when `target` failed (a failed version
+    holds the content before it, and a service may refuse to revert to it): the newest
+    earlier version that did not fail. `statuses`: version id -> workflow status."""
+    number = int(target)
+    while str(number) in statuses and statuses[str(number)] in FAILED_WORKFLOWS and number > 1:
+        number -= 1
+    return str(number)
+
+
+def with_cautions(actions: Sequence[Action], calls: Sequence[DoneCall],
+                  latest: Mapping[tuple[str, str], Latest],
+                  sources: Mapping[tuple[str, str], Latest]) -> list[Action]:
+    """The actions, their notes saying what undo cannot restore. `sources`: the latest of
+    each promote-to-primary copy's source, read now."""
+    by_id = {c.call_id: c for c in calls}
+    for a in actions:
+        cautions = []
+        now = latest.get((a.datastore_id, a.image_set_id))
+        if a.kind == REVERT and now is not None and now.is_primary:
+            cautions.append(f"{a.image_set_id} is primary, and the service may refuse to revert a "
+                            f"primary image set: then the row is FAILED and {CANNOT} its content")
+        for call_id in a.call_ids:
+            call = by_id.get(call_id)
+            if call is None or not call.request.promote_to_primary:
+                continue
+            src = call.request.source_image_set_id
+            seen = sources.get((call.request.datastore_id, src))
+            flag = ("" if seen is None or seen.is_primary is None else
+                    f" (source {src} is {'still' if seen.is_primary else 'no longer'} primary)")
+            cautions.append(f"the promotion may have changed which image sets of the study are "
+                            f"primary{flag}: {CANNOT} that")
+            break
+        if cautions:
+            a.note += "; " + "; ".join(cautions)
+    return list(actions)

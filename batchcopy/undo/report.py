@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from batchcopy.undo.plan import DELETE, NONE, REVERT, Action
+from batchcopy.undo.plan import CANNOT, DELETE, NONE, REVERT, Action
 from batchcopy.journal.undo import UNDONE_CODE, UndoStore
 
 COLUMNS = (("manifest_row", "int64"), ("row_id", "string"), ("status", "string"),
@@ -32,6 +32,10 @@ def describe_plan(actions: Sequence[Action]) -> str:
         rows = len(a.row_keys)
         mark = {REVERT: "revert", DELETE: "delete", NONE: "leave "}[a.kind]
         lines.append(f"  {mark} {a.image_set_id} ({rows} row(s)): {a.note}")
+    cannot = [a for a in actions if CANNOT in a.note]
+    if cannot:
+        lines.append(f"  what undo cannot restore: see the {len(cannot)} note(s) saying so "
+                     "above (also in the undo's report, evidence column)")
     return "\n".join(lines)
 
 

@@ -17,7 +17,7 @@ run, or already present), with GetImageSetMetadata and GetImageSet inside their 
 
 A mismatch makes the row FAILED in verify's own report (error codes below) with the
 series and instances named; a check that could not be made (a read refused, throttled
-out, a locked image set) UNKNOWN; a verified row SUCCEEDED with what was checked as its
+out, an image set that stayed locked) UNKNOWN; a verified row SUCCEEDED with what was checked as its
 evidence. Rows that are not done are not checked (counted as such). Credentials or
 access refused stop the check (exit 3). Exit 0 when every checked row verified, 1
 otherwise, like `run`.
@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
+from batchcopy.aws.retry import through_locks
 from batchcopy.run.precheck import missing_from, selection
 from batchcopy.report.parquet import RowResult
 from batchcopy.core.specs import Status
@@ -44,6 +45,9 @@ CHANGED = "DestinationChanged"
 NOT_FOUND = "DestinationNotFound"
 NOT_IN_SOURCE = "SubsetNotInSource"
 SHOWN = 5  # instances named per message, then "and N more"
+# a read answered 409 (an image set LOCKED by a copy, on a service that says so) is looked
+# at again for this long before the row is UNKNOWN ("busy: verify again")
+LOCK_WAIT_S = 120.0
 
 Instances = dict[str, tuple[str, dict[str, Any]]]  # SOP UID -> (series UID, instance doc)
 
@@ -166,14 +170,16 @@ class Documents:
             raise
 
     async def doc(self, ds: str, image_set: str, version: str) -> dict[str, Any]:
-        return await self._once(self._docs, (ds, image_set, version),
-                                lambda: self.api.get_image_set_metadata(ds, image_set, version))
+        return await self._once(self._docs, (ds, image_set, version), lambda: through_locks(
+            lambda: self.api.get_image_set_metadata(ds, image_set, version),
+            operation="GetImageSetMetadata", wait_s=LOCK_WAIT_S))
 
     async def latest(self, ds: str, image_set: str) -> str:
         async def read() -> str:
             return (await self.api.latest_version(ds, image_set))[0]
 
-        return await self._once(self._latest, (ds, image_set), read)
+        return await self._once(self._latest, (ds, image_set), lambda: through_locks(
+            read, operation="GetImageSet", wait_s=LOCK_WAIT_S))
 
 
 # ---------------------------------------------------------------- one row
@@ -185,16 +191,12 @@ class Verifier:
     reads_failed: int = 0
 
     async def check(self, row: RowResult) -> RowResult:
-        from batchcopy.aws.retry import ErrorKind, classify, error_code, error_message
+        from batchcopy.aws.retry import error_code, error_message, raise_unless_passing
 
         try:
             status, code, message, evidence = await self._check(row)
         except Exception as exc:
-            kind = classify(exc, operation="GetImageSetMetadata")
-            if kind is ErrorKind.UNEXPECTED:
-                raise
-            if kind is ErrorKind.RUN_FATAL:
-                raise VerifyAborted(f"{error_code(exc)}: {error_message(exc)}") from None
+            raise_unless_passing(exc, "GetImageSetMetadata", VerifyAborted)
             self.reads_failed += 1
             status, code, evidence = Status.UNKNOWN, error_code(exc), None
             message = f"could not verify ({code}): {error_message(exc)}"

@@ -174,3 +174,58 @@ def test_version_timestamps(emulator: Any, boto3_client: Any, control: Any, read
     }[reading]
     for version, (created, updated) in expected.items():
         assert by_version[version] == (pytest.approx(created, abs=0.01), pytest.approx(updated, abs=0.01))
+
+
+# ---------------------------------------------------------------- SearchImageSets
+def _search(client: Any, ds: str, *filters: dict[str, Any]) -> list[str]:
+    pages = client.get_paginator("search_image_sets").paginate(
+        datastoreId=ds, searchCriteria={"filters": list(filters)})
+    return sorted(s["imageSetId"] for page in pages for s in page["imageSetsMetadataSummaries"])
+
+
+@pytest.mark.parametrize("reading", ["any", "documented"])
+def test_search_filter_pairs(boto3_client: Any, control: Any, reading: str) -> None:
+    from datetime import datetime, timedelta, timezone
+
+    assume(control, search_filter_pairs=reading)
+    store = seed(control)
+    ds, first = store["datastoreId"], store["imageSets"][0]
+    now = datetime.now(timezone.utc)
+    recent = {"operator": "BETWEEN", "values": [{"updatedAt": now - timedelta(days=1)},
+                                                {"updatedAt": now + timedelta(days=1)}]}
+    series = {"operator": "EQUAL", "values": [{"DICOMSeriesInstanceUID": next(iter(first["series"]))}]}
+    study = {"operator": "EQUAL", "values": [{"DICOMStudyInstanceUID": first["studyInstanceUID"]}]}
+    assert _search(boto3_client, ds, series, recent) == [first["imageSetId"]]  # example 4's pair
+    assert _search(boto3_client, ds, study) == [first["imageSetId"]]  # one filter: always
+    if reading == "any":
+        assert _search(boto3_client, ds, study, recent) == [first["imageSetId"]]
+        return
+    with pytest.raises(ClientError) as info:
+        _search(boto3_client, ds, study, recent)
+    code, status, message = error_of(info.value)
+    assert (code, status) == ("ValidationException", 400)
+    assert "BETWEEN updatedAt" in message and "EQUAL DICOMStudyInstanceUID" in message
+
+
+@pytest.mark.parametrize("reading", ["inclusive", "exclusive"])
+def test_search_between_upper(boto3_client: Any, control: Any, reading: str) -> None:
+    assume(control, search_between_upper=reading)
+    store = seed(control)
+    ds = store["datastoreId"]
+    summaries = boto3_client.search_image_sets(datastoreId=ds)["imageSetsMetadataSummaries"]
+    target = summaries[0]
+    date, time = target["DICOMTags"]["DICOMStudyDate"], target["DICOMTags"]["DICOMStudyTime"]
+
+    def between(low: str, high: str, high_time: str | None = None) -> list[str]:
+        upper: dict[str, str] = {"DICOMStudyDate": high}
+        if high_time is not None:
+            upper["DICOMStudyTime"] = high_time
+        return _search(boto3_client, ds, {"operator": "BETWEEN", "values": [
+            {"DICOMStudyDateAndTime": {"DICOMStudyDate": low}}, {"DICOMStudyDateAndTime": upper}]})
+
+    same_day = [s["imageSetId"] for s in summaries if s["DICOMTags"]["DICOMStudyDate"] == date]
+    # the study's own date and time as the upper bound: in only when the bound is inclusive
+    assert (target["imageSetId"] in between("19000101", date, time)) is (reading == "inclusive")
+    # a time left out is 00:00 (search-image-sets.rst example 2): that day's studies are later
+    assert not set(same_day) & set(between("19000101", date)) or time == "000000"
+    assert set(same_day) <= set(between("19000101", date, "235959.999999"))
