@@ -126,6 +126,30 @@ def test_the_log_replays_into_the_same_ledger_on_an_empty_machine(
 
 
 
+def test_a_manifest_form_reaches_every_machine_even_with_the_same_rows(
+        state: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The same rows from a file of another form (a TSV of the CSV's rows): report
+    --failed-manifest on another machine writes the form of the latest manifest."""
+    location = Location("s3", state)
+    for machine, delimiter in (("machine-a", ","), ("machine-c", "\t")):
+        monkeypatch.setenv("BATCHCOPY_STATE_DIR", str(tmp_path / machine))
+        opened = open_for_writing(location, Holder("run", "m.csv"), lease_ttl_s=30)
+        try:
+            journal = opened.journal
+            journal.begin_manifest()
+            journal.stage(specs(3))
+            journal.set_manifest_form({"kind": "csv", "delimiter": delimiter})
+            journal.commit_manifest()
+        finally:
+            opened.close()
+    monkeypatch.setenv("BATCHCOPY_STATE_DIR", str(tmp_path / "machine-b"))
+    other = open_for_reading(location)
+    try:
+        assert other.journal.manifest_form() == {"kind": "csv", "delimiter": "\t"}
+    finally:
+        other.close()
+
+
 def state_endpoint() -> str:
     import os
 
