@@ -62,14 +62,31 @@ def rss_mib(pid: int) -> float | None:
     return None
 
 
+def niced(nice: int) -> Callable[[], None] | None:
+    """A preexec_fn that sets a child's nice value (< 0 needs the privilege; without it
+    the child runs at the default priority), or None for 0."""
+    if not nice:
+        return None
+
+    def lift() -> None:
+        try:
+            os.setpriority(os.PRIO_PROCESS, 0, nice)
+        except OSError:
+            pass
+
+    return lift
+
+
 def measure(cmd: Sequence[str], *, env: dict[str, str] | None = None, cwd: Path | None = None,
-            watch: Callable[[int], None] | None = None, check: bool = True) -> Measured:
+            watch: Callable[[int], None] | None = None, check: bool = True,
+            nice: int = 0) -> Measured:
     """Run `cmd`; its own CPU time and peak RSS come from wait4 (this child only, not
     every child this process ever had). `watch(pid)` runs in a thread meanwhile."""
     out = tempfile.TemporaryFile()
     err = tempfile.TemporaryFile()
     started = time.perf_counter()
-    proc = subprocess.Popen(list(cmd), env=env, cwd=cwd, stdout=out, stderr=err)
+    proc = subprocess.Popen(list(cmd), env=env, cwd=cwd, stdout=out, stderr=err,
+                            preexec_fn=niced(nice))
     watcher = None
     if watch is not None:
         watcher = threading.Thread(target=watch, args=(proc.pid,), daemon=True)
@@ -93,13 +110,15 @@ def measure(cmd: Sequence[str], *, env: dict[str, str] | None = None, cwd: Path 
 class Hogs:
     """N busy-loop processes beside the benchmark (the 'machine loaded' condition)."""
 
-    def __init__(self, n: int) -> None:
+    def __init__(self, n: int, nice: int = 0) -> None:
         self.n = n
+        self.nice = nice
         self.procs: list[subprocess.Popen[bytes]] = []
 
     def __enter__(self) -> Hogs:
         for _ in range(self.n):
-            self.procs.append(subprocess.Popen([sys.executable, "-c", "while True: pass"]))
+            self.procs.append(subprocess.Popen([sys.executable, "-c", "while True: pass"],
+                                               preexec_fn=niced(self.nice)))
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -179,6 +198,10 @@ class Emulator:
     def stats(self) -> dict[str, Any]:
         return self.control("GET", "/_emulator/stats")  # type: ignore[no-any-return]
 
+    def copies(self) -> list[dict[str, Any]]:
+        """Every accepted copy's life: accepted_at, ended_at, seen_ended_at (emulator clock)."""
+        return self.control("GET", "/_emulator/copies")["copies"]  # type: ignore[no-any-return]
+
     def image_set(self, datastore_id: str, image_set_id: str) -> dict[str, Any]:
         return self.control(  # type: ignore[no-any-return]
             "GET", f"/_emulator/imagesets/{datastore_id}/{image_set_id}")
@@ -200,12 +223,13 @@ def calls(stats: dict[str, Any], op: str = "CopyImageSet") -> int:
 
 # ------------------------------------------------------------------ batchcopy run
 def run_batchcopy(manifest: Path, emulator: Emulator, work: Path, name: str, *extra: str,
-                  watch: Callable[[int], None] | None = None) -> tuple[Measured, dict[str, Any]]:
+                  watch: Callable[[int], None] | None = None,
+                  nice: int = 0) -> tuple[Measured, dict[str, Any]]:
     """`batchcopy run` as a user runs it; return the measured process and its summary."""
     report = work / f"{name}.parquet"
     result = measure([*batchcopy_cmd(), "run", str(manifest), "--report", str(report),
                       "--journal", str(work / f"{name}.journal.sqlite"), "--quiet", *extra],
-                     env=emulator.env(), watch=watch)
+                     env=emulator.env(), watch=watch, nice=nice)
     summary_path = work / f"{name}.summary.json"
     summary = json.loads(summary_path.read_text()) if summary_path.exists() else {}
     return result, summary

@@ -17,7 +17,10 @@ pip install -e . && python benchmarks/run_all.py`. The AWS CLI baseline runs whe
                calls (0), calls per row by operation, wall, beside copying them again
   selection 8. `select` over 2,000 image sets at the published quotas: cold, cached,
                interrupted and resumed; extrapolated to 100,000
-  state     9. --state s3:// beside a local state at 10 copies/s (600 rows, twice each): wall
+  throughput 9. 300 and 3,000 new whole copies at CopyImageSet 10/s burst 1 on both sides,
+               idle and with --hogs CPU hogs, beside the naive boto3 pool: span ratio,
+               throttles, stalls, detection delay, GetImageSet per copy
+  state     10. --state s3:// beside a local state at 10 copies/s (600 rows, twice each): wall
                ratio, S3 requests per copy; a 1M-row state opened on an empty machine
 
 --quick runs tiny sizes (a minute or so; the figures then say little). --repeat N repeats
@@ -41,9 +44,11 @@ import scale  # noqa: E402
 import selection  # noqa: E402
 import startup  # noqa: E402
 import state_s3  # noqa: E402
+import throughput  # noqa: E402
 from common import RESULTS  # noqa: E402
 
-NAMES = ("startup", "pacing", "curation", "capacity", "scale", "present", "selection", "state")
+NAMES = ("startup", "pacing", "curation", "capacity", "scale", "present", "selection",
+         "throughput", "state")
 
 
 def plan(quick: bool, repeat: int, hogs: int, results: Path) -> dict[str, Callable[[], Any]]:
@@ -57,6 +62,7 @@ def plan(quick: bool, repeat: int, hogs: int, results: Path) -> dict[str, Callab
             "scale": lambda: scale.run(2000, 200, results_dir=results),
             "present": lambda: present.run(3, 2, 10.0, results_dir=results),
             "selection": lambda: selection.run(200, results_dir=results),
+            "throughput": lambda: throughput.run((20,), 10.0, loads, 20, results_dir=results),
             "state": lambda: state_s3.run(10, 10.0, 1, 2000, 20, results_dir=results),
         }
     return {
@@ -67,6 +73,7 @@ def plan(quick: bool, repeat: int, hogs: int, results: Path) -> dict[str, Callab
         "scale": lambda: scale.run(1_000_000, 100_000, results_dir=results),
         "present": lambda: present.run(200, 4, 10.0, results_dir=results),
         "selection": lambda: selection.run(2000, results_dir=results),
+        "throughput": lambda: throughput.run((300, 3000), 10.0, loads, 300, results_dir=results),
         "state": lambda: state_s3.run(600, 10.0, max(2, repeat), 1_000_000, 400,
                                       results_dir=results),
     }

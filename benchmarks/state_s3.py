@@ -1,4 +1,4 @@
-"""9. The ledger in S3: `batchcopy run --state s3://` beside a local state at RATE copies/s,
+"""10. The ledger in S3: `batchcopy run --state s3://` beside a local state at RATE copies/s,
 and opening a ROWS-row state on a machine with an empty disk.
 
   side by side  one manifest of N whole copies (independent rows), the emulator and the

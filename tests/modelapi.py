@@ -68,6 +68,10 @@ class ModelApi:
             params["versionId"] = version
         return self._call("GetImageSet", params)
 
+    async def poll_image_set(self, datastore_id: str, image_set_id: str,
+                             version: str) -> dict[str, Any]:
+        return await self.get_image_set(datastore_id, image_set_id, version)
+
     async def list_image_set_versions(self, datastore_id: str, image_set_id: str) -> list[dict]:
         items: list[dict] = []
         token = None

@@ -51,11 +51,70 @@ class RunResult:
         return json.loads(Path(str(self.report).removesuffix(".parquet") + ".summary.json").read_text())
 
 
-def run_cli(args: list[str], env: dict[str, str], *, cwd: Path,
-            timeout: float = 180) -> subprocess.CompletedProcess[str]:
-    full_env = {**os.environ, **env}
-    return subprocess.run([sys.executable, "-m", "batchcopy", *args], cwd=cwd, env=full_env,
-                          capture_output=True, text=True, timeout=timeout)
+# The CLI runs in this process (its main(), argv, environment, working directory and
+# output as a subprocess would have them): a new interpreter per command cost most of the
+# suite's time. BATCHCOPY_TEST_SUBPROCESS=1 runs every command as a real process instead;
+# what needs a process (signals, kill -9, locks between processes, a TTY) starts one itself
+# (resumekit.start, `process=True`).
+IN_PROCESS = os.environ.get("BATCHCOPY_TEST_SUBPROCESS", "") != "1"
+
+
+def run_cli(args: list[str], env: dict[str, str], *, cwd: Path, timeout: float = 180,
+            process: bool = False) -> subprocess.CompletedProcess[str]:
+    """`batchcopy ARGS` with `env` added to the environment, in `cwd`: its exit code and
+    output. In this process unless `process` (or BATCHCOPY_TEST_SUBPROCESS=1, or an event
+    loop runs here: the CLI runs its own)."""
+    if process or not IN_PROCESS or _loop_running():
+        full_env = {**os.environ, **env}
+        return subprocess.run([sys.executable, "-m", "batchcopy", *args], cwd=cwd, env=full_env,
+                              capture_output=True, text=True, timeout=timeout)
+    return _in_process(args, env, cwd)
+
+
+def _loop_running() -> bool:
+    import asyncio
+
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
+
+
+def _in_process(args: list[str], env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
+    import contextlib
+    import io
+    import logging
+
+    from batchcopy.cli.root import main
+
+    out, err = io.StringIO(), io.StringIO()
+    saved_env, saved_argv, saved_cwd = dict(os.environ), sys.argv, os.getcwd()
+    saved_stdin = sys.stdin
+    product_log = logging.getLogger("batchcopy")
+    saved_handlers = list(product_log.handlers)
+    os.environ.update(env)
+    sys.argv = ["batchcopy", *args]
+    sys.stdin = io.StringIO("")  # not a terminal, nothing to read: as capture_output's
+    code: int = 0
+    try:
+        os.chdir(cwd)
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                main()
+            except SystemExit as exc:
+                code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    finally:
+        os.chdir(saved_cwd)
+        os.environ.clear()
+        os.environ.update(saved_env)
+        sys.argv, sys.stdin = saved_argv, saved_stdin
+        for handler in list(product_log.handlers):  # a run that failed before it tidied up
+            if handler not in saved_handlers:
+                product_log.removeHandler(handler)
+                handler.close()
+    return subprocess.CompletedProcess([sys.executable, "-m", "batchcopy", *args], code,
+                                       out.getvalue(), err.getvalue())
 
 
 def run_manifest(manifest: Path, env: dict[str, str], tmp: Path, *extra: str,

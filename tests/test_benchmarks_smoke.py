@@ -114,6 +114,22 @@ def test_selection(results: Path) -> None:
     assert finite(data["extrapolated_100k"]["cold_min"])
 
 
+def test_throughput(results: Path) -> None:
+    data = figures(results, "throughput")
+    tools = {(r["tool"], r["hogs"]) for r in data["runs"]}
+    assert tools == {("batchcopy", 0), ("batchcopy", 1), ("naive-boto3", 0), ("naive-boto3", 1)}
+    for run in data["runs"]:
+        assert run["calls"] == run["accepted"] + run["throttles"]
+        for key in ("span_ratio", "ideal_s", "longest_stall_s", "get_image_set_per_copy",
+                    "polls_per_copy", "wall_s"):
+            assert finite(run[key]), (run["tool"], key)
+        if run["tool"] == "batchcopy":  # every copy made, and its end seen by the client
+            assert run["accepted"] == run["copies"]
+            assert run["ends_unseen"] == 0 and run["exit_code"] == 0
+            for key in ("detection_median_s", "detection_p95_s", "detection_max_s"):
+                assert finite(run[key]), key
+
+
 def test_state(results: Path) -> None:
     data = figures(results, "state_s3")
     sbs = data["side_by_side"]

@@ -558,5 +558,6 @@ def test_call_stats_to_dict() -> None:
     stats = CallStats()
     stats.calls["GetImageSet"] += 2
     stats.errors["ThrottlingException"] += 1
-    assert stats.to_dict() == {"calls": {"GetImageSet": 2}, "throttles": {}, "retries": {},
+    assert stats.to_dict() == {"calls": {"GetImageSet": 2}, "throttles": {}, "jitter": {},
+                               "retries": {},
                                "errors": {"ThrottlingException": 1}}

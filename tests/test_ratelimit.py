@@ -12,13 +12,8 @@ from typing import Any
 
 import pytest
 
-from batchcopy.aws.ratelimit import (
-    DEFAULT_QUOTAS,
-    RateLimiter,
-    TokenBucket,
-    load_rate_file,
-    parse_rate,
-)
+from batchcopy.aws.ratefile import load_rate_file, parse_rate
+from batchcopy.aws.ratelimit import DEFAULT_QUOTAS, RateLimiter, TokenBucket
 
 
 def aio(fn: Callable[..., Coroutine[Any, Any, None]]) -> Callable[..., None]:
@@ -501,3 +496,79 @@ async def test_by_default_jitter_keeps_the_spacing() -> None:
     assert result["throttles"] == 12  # each late arrival throttles its successor ...
     # ... which costs one interval, nothing more
     assert result["span"] == pytest.approx((299 + result["throttles"]) / 9.8, rel=0.01)
+
+
+class LateTime(FakeTime):
+    """A fake clock whose sleeps end `late` seconds after they were due (a loaded machine)."""
+
+    def __init__(self, late: float) -> None:
+        super().__init__()
+        self.late = late
+
+    async def sleep(self, seconds: float) -> None:
+        await super().sleep(seconds + self.late)
+
+
+@aio
+async def test_catchup_keeps_tokens_on_their_schedule_when_waiters_wake_late() -> None:
+    """Every sleep ends 5 ms late: without catchup each grant is pushed back by it (and the
+    next from there), with it the grants keep the rate on average."""
+    for catchup, per_token in ((0.0, 0.105), (0.5, 0.1)):
+        t = LateTime(0.005)
+        bucket = TokenBucket(10.0, 1, clock=t, sleep=t.sleep, catchup=catchup)
+        await bucket.acquire()
+        start = t.now
+        for _ in range(50):
+            await bucket.acquire()
+        assert (t.now - start) / 50 == pytest.approx(per_token, abs=0.001), catchup
+
+
+@aio
+async def test_sends_after_a_late_one_close_up_to_the_send_rate() -> None:
+    """Tokens at 9.8/s, sends no closer than 9.9/s: a send held up by 3 ms is followed by
+    the next ones at the send interval until the run is back on the tokens' schedule (with
+    the send rate at the tokens' rate, the 3 ms are never made up)."""
+    for send_rate, lost in ((9.9, 0.0), (9.8, 0.003)):
+        t = FakeTime()
+        bucket = TokenBucket(9.8, 1, clock=t, sleep=t.sleep, catchup=0.5, send_rate=send_rate)
+        sent = []
+        for i in range(8):
+            await bucket.acquire()
+            if i == 2:
+                t.now += 0.003  # the third request leaves 3 ms after its token
+            sent.append(await bucket.space())
+        gaps = [b - a for a, b in zip(sent, sent[1:])]
+        assert min(gaps) >= 1 / send_rate - 1e-9  # never closer than the send rate
+        assert gaps[2] == pytest.approx(1 / send_rate)  # closing up after the late one
+        assert sent[-1] - sent[0] == pytest.approx(7 / 9.8 + lost, abs=1e-6)
+
+
+@aio
+async def test_an_early_token_comes_ahead_by_the_preparation_and_the_send_keeps_its_time() -> None:
+    t = FakeTime()
+    bucket = TokenBucket(10.0, 1, clock=t, sleep=t.sleep)
+    assert await bucket.acquire_ahead() == 1000.0  # nothing learnt: due now
+    assert await bucket.space() == 1000.0
+    assert bucket.ahead == 0.0
+    bucket.prepared(0.03)  # a journal write took 30 ms after the token
+    assert bucket.ahead == pytest.approx(0.03)
+    assert await bucket.acquire_ahead() == pytest.approx(1000.1)  # due then,
+    assert t.now == pytest.approx(1000.07)  # given 30 ms before
+    t.now += 0.03  # prepared in time
+    assert await bucket.space() == pytest.approx(1000.1)  # and sent on time
+    await bucket.acquire()  # a token not taken early waits for its time
+    assert t.now == pytest.approx(1000.2)
+    bucket.prepared(5.0)
+    assert bucket.ahead == pytest.approx(0.1)  # at most one interval ahead
+
+
+@aio
+async def test_waking_early_never_sends_early() -> None:
+    """With wake_early (a real clock) space() wakes before a send is due by its usual
+    oversleep and waits out the rest: sends are never closer than the send rate."""
+    bucket = TokenBucket(50.0, 1, wake_early=True)
+    bucket._lateness.extend([0.004] * 8)  # this process has been oversleeping by 4 ms
+    assert bucket._lead(50.0) == pytest.approx(0.001)  # at most 5% of an interval
+    sent = [await bucket.space() for _ in range(10)]
+    assert all(b - a >= 1 / 50.0 - 1e-9 for a, b in zip(sent, sent[1:]))  # type: ignore[operator]
+    assert TokenBucket(50.0, 1)._lead(50.0) == 0.0  # off by default

@@ -117,6 +117,7 @@ def test_schema_is_exact() -> None:
         ("queue_wait_s", pa.float64()),
         ("copy_duration_s", pa.float64()),
         ("extras", pa.string()),
+        ("detection_delay_s", pa.float64()),
     ]
     schema = report_schema()
     assert [(f.name, f.type) for f in schema] == expected
@@ -140,35 +141,47 @@ def test_new_columns_durations_run_id_extras_and_run_metadata(tmp_path: Path) ->
     assert RowResult(2, "r2", "FAILED", copy_duration_s=2).copy_duration_s == 2.0
     with pytest.raises(TypeError, match="copy_duration_s"):
         RowResult(2, "r2", "FAILED", copy_duration_s="2")  # type: ignore[arg-type]
+    # format 3: the service's duration given, the detection delay beside it (never derived)
+    given = RowResult.from_spec(spec, "SUCCEEDED", sent_at=T0, finished_at=T0 + timedelta(
+        seconds=3), copy_duration_s=2.04, detection_delay_s=0)
+    assert (given.copy_duration_s, given.detection_delay_s) == (2.04, 0.0)
+    assert row.detection_delay_s is None
+    with pytest.raises(TypeError, match="detection_delay_s"):
+        RowResult(2, "r2", "FAILED", detection_delay_s="0.1")  # type: ignore[arg-type]
     with pytest.raises(TypeError, match="run_id"):
         RowResult(2, "r2", "FAILED", run_id="2")  # type: ignore[arg-type]
     path = tmp_path / "r.parquet"
-    asyncio.run(write_report([row], path, run={"run_id": 3, "options": {"merge": True}}))
+    asyncio.run(write_report([row, given], path, run={"run_id": 3, "options": {"merge": True}}))
     assert report_metadata(path) == {"report_version": REPORT_FORMAT_VERSION,
                                      "run": {"run_id": 3, "options": {"merge": True}}}
-    (back,) = list(iter_report_rows(path))
-    assert back == row
+    assert list(iter_report_rows(path)) == [row, given]
 
 
-def test_format_1_reports_are_still_read(tmp_path: Path) -> None:
-    """A report written before format 2 (no run_id, durations, extras; no run metadata)."""
+@pytest.mark.parametrize("version,missing", [
+    ("1", ("run_id", "queue_wait_s", "copy_duration_s", "extras", "detection_delay_s")),
+    ("2", ("detection_delay_s",))])
+def test_format_1_and_2_reports_are_still_read(tmp_path: Path, version: str,
+                                               missing: tuple[str, ...]) -> None:
+    """Reports written before format 3 (no detection delay) and before format 2 (no run_id,
+    durations, extras; no run metadata)."""
     rows = list(make_rows(12))
-    old_columns = [c for c in REPORT_COLUMNS
-                   if c not in ("run_id", "queue_wait_s", "copy_duration_s", "extras")]
+    old_columns = [c for c in REPORT_COLUMNS if c not in missing]
     old_schema = pa.schema([report_schema().field(c) for c in old_columns],
-                           metadata={"batchcopy.report_version": "1"})
+                           metadata={"batchcopy.report_version": version})
     table = pa.Table.from_pylist(
         [{c: (r.status.value if c == "status" else getattr(r, c)) for c in old_columns} for r in rows],
         schema=old_schema)
     path = tmp_path / "old.parquet"
     pq.write_table(table, path)
-    assert report_metadata(path) == {"report_version": "1", "run": None}
+    assert report_metadata(path) == {"report_version": version, "run": None}
     back = list(iter_report_rows(path))
     assert [r.row_id for r in back] == [r.row_id for r in rows]
     # durations are derived from the timestamps the old file has; the rest is empty
     assert [r.copy_duration_s for r in back] == [r.copy_duration_s for r in rows]
     assert any(r.copy_duration_s for r in back)
-    assert {r.run_id for r in back} == {None} and {r.extras for r in back} == {None}
+    assert {r.detection_delay_s for r in back} == {None}
+    if version == "1":
+        assert {r.run_id for r in back} == {None} and {r.extras for r in back} == {None}
 
 
 def test_written_file_has_the_schema(tmp_path: Path) -> None:

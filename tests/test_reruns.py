@@ -313,7 +313,7 @@ def test_an_internal_error_exits_70_and_no_sent_row_reads_not_run(
     """The job in this process, with the journal's second ANSWERED write made to raise."""
     from batchcopy.commands.run import JobOptions, run_job
     from batchcopy.journal.journal import Journal
-    from batchcopy.aws.ratelimit import parse_rate
+    from batchcopy.aws.ratefile import parse_rate
     from batchcopy.core.specs import ExitCode
 
     w = seed_world(emulator, client_env, SEED)

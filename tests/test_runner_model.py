@@ -337,3 +337,28 @@ def test_an_image_set_not_found_in_a_data_store_that_is_there_is_the_rows_answer
     assert outcome.stop_reason is None
     assert statuses(rows) == {"r1": "FAILED", "r2": "SUCCEEDED"}
     assert api.calls["GetDatastore"] == 1  # asked once, then known to be there
+
+
+def test_a_journal_from_before_the_detection_columns_takes_them_and_reports_them(
+        tmp_path: Path) -> None:
+    """Journals gain copy_duration_s and detection_delay_s when opened (schema version 2
+    kept: readers that do not know them ignore them); a run fills them from the service's
+    own stamps: its copy durations, 2 ms modelled plus one frame per instance."""
+    import sqlite3
+
+    api, store = world()
+    ds = store["datastoreId"]
+    path = tmp_path / "j.sqlite"
+    Journal(path).close()
+    with sqlite3.connect(path) as db:  # as a journal of the last release has it
+        for column in ("copy_duration_s", "detection_delay_s"):
+            db.execute(f"ALTER TABLE rows DROP COLUMN {column}")
+    specs = [spec(k + 1, ds, src) for k, src in enumerate(store["imageSets"][:2])]
+    _, rows = run(api, specs, path)
+    assert set(statuses(rows).values()) == {"SUCCEEDED"}
+    for row in rows.values():
+        frames = sum(len(v) for v in next(
+            s for s in store["imageSets"] if s["imageSetId"] == row["source_image_set_id"]
+        )["series"].values())
+        assert row["copy_duration_s"] == pytest.approx(0.001 * (2.0 + 0.02 * frames), abs=0.0015)
+        assert row["detection_delay_s"] is not None and row["detection_delay_s"] >= 0

@@ -14,6 +14,7 @@ from botocore.exceptions import ClientError
 
 from batchcopy.aws.client import ImagingApi
 from batchcopy.aws.ratelimit import RateLimiter
+from batchcopy.emulator.config import RateQuota
 from batchcopy.core.specs import CopyRequest
 
 from test_ratelimit import FakeTime, aio
@@ -94,3 +95,81 @@ async def test_throttles_that_persist_halve_the_rate() -> None:
     assert api.stats.throttles["CopyImageSet"] == 3
     assert api.stats.jitter["CopyImageSet"] == 2
     assert api.limiter.bucket("CopyImageSet").current_rate < 10.0
+
+
+@pytest.mark.emulator_config(enforce_rates=False)
+@pytest.mark.parametrize("light", [True, False], ids=["light path", "botocore"])
+def test_a_request_with_a_body_leaves_at_its_first_chunk(
+        emulator: Any, client_env: dict[str, str], seeded: dict[str, Any],
+        monkeypatch: pytest.MonkeyPatch, light: bool) -> None:
+    """aiohttp holds a request's headers back to send them with its body, which a task of its
+    own writes a turn of the event loop later: the next send is spaced from that write, not
+    from the headers' trace (a loaded loop would let the next one leave too soon)."""
+    from batchcopy.aws.client import ClientSettings, open_client
+    from batchcopy.aws.ratelimit import TokenBucket
+
+    store = seeded["datastores"][0]
+    ds, source = store["datastoreId"], store["imageSets"][0]["imageSetId"]
+    told: list[tuple[int, float]] = []
+    real_left = TokenBucket.left
+
+    def left(self: TokenBucket, send: int, at: float) -> None:
+        if self.rate < 1000:  # CopyImageSet's bucket (GetImageSet's is far quicker here)
+            told.append((send, at))
+        real_left(self, send, at)
+
+    monkeypatch.setattr(TokenBucket, "left", left)
+
+    async def go() -> None:
+        async with open_client(ClientSettings(endpoint_url=emulator.endpoint)) as client:
+            api = ImagingApi(client, RateLimiter({"CopyImageSet": (100.0, 1.0)}), light=light)
+            await api.get_image_set(ds, source)  # the session's trace is added on first use
+            await api.copy_image_set(CopyRequest(
+                datastore_id=ds, source_image_set_id=source, source_version_id="1",
+                destination_image_set_id=None, destination_version_id=None,
+                copiable_attributes=None, force=False, promote_to_primary=False))
+
+    asyncio.run(go())
+    # the request is spaced once its connection is ready (its headers about to be buffered):
+    # then its body is written, a turn of the event loop later, and the bucket hears of it
+    assert [send for send, _ in told] == [1]
+
+
+# 20/s burst 1, and every GetImageSet takes 100 ms to answer: requests that overlap need
+# connections of their own
+@pytest.mark.emulator_config(rates={"GetImageSet": RateQuota(0.2, 1)}, faults=[
+    {"kind": "latency", "operation": "GetImageSet", "latency_s": 10.0}])
+def test_requests_are_spaced_once_their_connections_are_ready(
+        emulator: Any, client_env: dict[str, str], seeded: dict[str, Any],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Spaced before aiohttp had connected it, a request that waited 60 ms for a new
+    connection left together with the next one, and the service (counting arrivals)
+    refused one of them; spaced once its connection is ready, none is refused."""
+    from aiohttp.connector import TCPConnector
+
+    from batchcopy.aws.client import ClientSettings, open_client
+
+    store = seeded["datastores"][0]
+    ds, image_set = store["datastoreId"], store["imageSets"][0]["imageSetId"]
+    made = {"connections": 0}
+    real_create = TCPConnector._create_connection
+
+    async def create(self: TCPConnector, *args: Any, **kwargs: Any) -> Any:
+        made["connections"] += 1
+        if made["connections"] == 2:  # the first new connection after the warm-up one
+            await asyncio.sleep(0.06)
+        return await real_create(self, *args, **kwargs)
+
+    monkeypatch.setattr(TCPConnector, "_create_connection", create)
+
+    async def go() -> None:
+        async with open_client(ClientSettings(endpoint_url=emulator.endpoint)) as client:
+            api = ImagingApi(client, RateLimiter({"GetImageSet": (20.0, 1.0)}))
+            await api.get_image_set(ds, image_set)  # the session, and one connection
+            await asyncio.sleep(0.06)  # a token again
+            # polls: their tokens taken by the waiter, spaced only when they leave
+            await asyncio.gather(*(api.poll_image_set(ds, image_set, "1") for _ in range(4)))
+
+    asyncio.run(go())
+    assert made["connections"] >= 3  # new connections were made, one of them slow
+    assert emulator.stats()["throttled"].get("GetImageSet", 0) == 0

@@ -61,9 +61,13 @@ ANSWERS = {"GetImageSet": "versionId",
 # the bucket's space() (so a throttle of it may be jitter, not a quota).
 _SPACED: ContextVar[bool] = ContextVar("batchcopy_spaced", default=False)
 # Set by the same hook: (bucket, send number) of the request about to be written, for
-# the aiohttp trace that sees its headers reach the connection (see _trace_writes).
+# the aiohttp trace that sees its headers and body reach the connection (see _trace_writes;
+# the task aiohttp writes a body in inherits it).
 _SENDING: ContextVar[tuple[TokenBucket, int] | None] = ContextVar("batchcopy_sending",
                                                                   default=None)
+# Set by the same hook when the client's sessions carry the trace: the bucket to space the
+# request with once aiohttp has its connection ready (see _ready).
+_PACE: ContextVar[TokenBucket | None] = ContextVar("batchcopy_pace", default=None)
 
 
 @dataclass(frozen=True)
@@ -115,7 +119,7 @@ class CallStats:
 
     def to_dict(self) -> dict[str, dict[str, int]]:
         return {name: dict(sorted(getattr(self, name).items()))
-                for name in ("calls", "throttles", "retries", "errors")}
+                for name in ("calls", "throttles", "jitter", "retries", "errors")}
 
 
 def light_calls(client: Any) -> LightCalls | None:
@@ -134,13 +138,29 @@ def light_calls(client: Any) -> LightCalls | None:
 Reader = Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]
 
 
-async def _headers_sent(*_: Any) -> None:
-    """aiohttp trace: the request's headers are on the connection. Tell its bucket when,
-    if that is later than the before-send hook stamped it."""
+async def _ready(*_: Any) -> None:
+    """aiohttp trace: the request is about to be written on its connection. When the
+    before-send hook left its spacing to us, space it now: aiohttp has connected it by
+    then, and requests spaced before they waited for new connections would leave
+    together (a run's first hundred version reads did, and the service refused some)."""
+    bucket = _PACE.get()
+    if bucket is None:
+        await _written()
+        return
+    _PACE.set(None)
+    if await bucket.space() is not None:
+        _SENDING.set((bucket, bucket.sends))
+
+
+async def _written(*_: Any) -> None:
+    """aiohttp trace: the request's headers, then each chunk of its body, are written to
+    the connection. Tell its bucket when, if that is later than the before-send hook stamped
+    it. aiohttp (3.10 and later) holds the headers back to send them with the body, which
+    a task of its own writes a turn of the event loop later: a request with a body leaves
+    at its first chunk."""
     sending = _SENDING.get()
     if sending is not None:
         bucket, send = sending
-        _SENDING.set(None)
         bucket.left(send, bucket.now())
 
 
@@ -148,7 +168,7 @@ _TRACE: Any = None
 
 
 def _trace_writes(client: Any) -> None:
-    """Best effort: add a trace of header writes to the client's aiohttp sessions, so a
+    """Best effort: add a trace of request writes to the client's aiohttp sessions, so a
     request the event loop held up between before-send and the socket spaces the next
     one from when it really left. aiobotocore makes its sessions on first use and offers
     no trace option, so this reaches into them; if that ever fails, pacing keeps the
@@ -159,7 +179,8 @@ def _trace_writes(client: Any) -> None:
 
         if _TRACE is None:
             _TRACE = aiohttp.TraceConfig()
-            _TRACE.on_request_headers_sent.append(_headers_sent)
+            _TRACE.on_request_headers_sent.append(_ready)
+            _TRACE.on_request_chunk_sent.append(_written)
             _TRACE.freeze()
         for session in client._endpoint.http_session._sessions.values():
             traces = session._trace_configs
@@ -167,6 +188,15 @@ def _trace_writes(client: Any) -> None:
                 traces.append(_TRACE)
     except (AttributeError, ImportError, TypeError):
         return
+
+
+def _traced(client: Any) -> bool:
+    """Whether the client has an aiohttp session, and each carries the trace."""
+    try:
+        sessions = list(client._endpoint.http_session._sessions.values())
+        return bool(sessions) and all(_TRACE in s._trace_configs for s in sessions)
+    except (AttributeError, TypeError):
+        return False
 
 
 def _register_send_hook(client: Any, hook: Callable[..., Awaitable[None]]) -> bool:
@@ -219,14 +249,18 @@ class ImagingApi:
         return self.quota.exhausted(operation)
 
     async def _before_send(self, event_name: str = "", **_: Any) -> None:
-        """botocore `before-send.medical-imaging.<Operation>`: space the send itself.
+        """botocore `before-send.medical-imaging.<Operation>`: space the send itself, here
+        or (the client's sessions traced) once its connection is ready (_ready).
 
         Returns None, so botocore goes on to send the request it just signed."""
         operation = event_name.rsplit(".", 1)[-1]
         bucket = self.limiter.bucket(operation)
-        if await bucket.space() is not None:
-            _SENDING.set((bucket, bucket.sends))
+        if not bucket.unlimited:
             _trace_writes(self.client)
+            if _traced(self.client):
+                _PACE.set(bucket)
+            elif await bucket.space() is not None:
+                _SENDING.set((bucket, bucket.sends))
         _SPACED.set(True)
 
     # ---------------------------------------------------------------- core
@@ -244,6 +278,7 @@ class ImagingApi:
             await bucket.space()
         self.stats.calls[operation] += 1
         spaced = _SPACED.set(not self._hooked)
+        pace = _PACE.set(None)
         try:
             response: dict[str, Any] = await (
                 light.call(operation, params, before_send=self._before_send)
@@ -266,6 +301,7 @@ class ImagingApi:
             raise
         finally:
             _SPACED.reset(spaced)
+            _PACE.reset(pace)  # set and left unused: the request never reached a connection
         bucket.on_success()
         self.quota.accepted(operation, bucket.now())
         return response
@@ -325,6 +361,14 @@ class ImagingApi:
         if version is not None:
             params["versionId"] = version
         return await self._call("GetImageSet", params)
+
+    async def poll_image_set(self, datastore_id: str, image_set_id: str,
+                             version: str) -> dict[str, Any]:
+        """One GetImageSet attempt of a version, whose token the caller has taken (the
+        waiter takes one, then picks which copy to look at); never retried here."""
+        return await self._attempt("GetImageSet", self.limiter.bucket("GetImageSet"), {
+            "datastoreId": datastore_id, "imageSetId": image_set_id, "versionId": version},
+            None, paced=False)
 
     async def latest_version(self, datastore_id: str, image_set_id: str) -> tuple[str, str, str]:
         """(versionId, imageSetState, imageSetWorkflowStatus) of the latest version."""

@@ -76,7 +76,7 @@ def parse_backoff(text: str) -> Any:
 
 def rates_option(rate: list[str], rate_file: Optional[Path]) -> dict[str, tuple[float, float | None]]:
     """--rate and --rate-file, parsed the same way for `run` and `plan`."""
-    from batchcopy.aws.ratelimit import load_rate_file, parse_rate
+    from batchcopy.aws.ratefile import load_rate_file, parse_rate
 
     out: dict[str, tuple[float, float | None]] = {}
     if rate_file is not None:

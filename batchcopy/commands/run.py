@@ -306,6 +306,7 @@ async def _execute(opts: JobOptions, opened: Any, report_dest: str, region: str,
         progress.close(final)
     wall = time.monotonic() - started
     run_stats = summary_stats(outcome, stats.to_dict(), copy_rate, wall)
+    run_stats["pacing"] = {"CopyImageSet": limiter.bucket("CopyImageSet").figures()}
     exit_code = decide_exit(outcome.stop_reason, journal, run_id, outcome.left_by_limit)
     run_stats.update(exit_code=int(exit_code), manifest=opts.manifest, report=report_dest,
                      journal=where, state=opened.location.url, run_id=run_id,

@@ -93,6 +93,9 @@ class EmulatorConfig:
     account_id: str = "123456789012"
     time_scale: float = 1.0
     enforce_rates: bool = True
+    # request quotas count a request when its first bytes reached the machine (the kernel's
+    # stamp, arrivals.py), not when the handler runs (False: the handler's clock)
+    kernel_arrivals: bool = True
     rates: dict[str, RateQuota] = field(default_factory=dict)  # overrides of DEFAULT_RATES
     max_concurrent_copies_per_datastore: int = 100
     max_frames_per_copy: int = 1000

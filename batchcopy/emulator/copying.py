@@ -69,13 +69,16 @@ class Copying(ModelCore):
         source.readers += 1
         source.updated_at = now
         duration = self.config.copy_base_s + frames * self.config.copy_per_frame_s
+        completes_at = self._due_in(duration)
         self._queue.push(PendingCopy(
-            seq=self._next_seq(), completes_at=self._due_in(duration), datastore_id=ds.id,
+            seq=self._next_seq(), completes_at=completes_at, datastore_id=ds.id,
             source_id=source.id, source_version=source.latest.number, destination_id=target.id,
             destination_version=version.number, result=dicom.clone(base) if failure else result,
             failure=None if failure is None else self._invalid_request(failure), frames=frames,
             promote=promote))
         self._counters.copies_requested += 1
+        self._timeline.accepted(ds.id, target.id, version.number, source.id, frames,
+                                completes_at - self.config.scaled(duration))
         return {
             "datastoreId": ds.id,
             "sourceImageSetProperties": self._copy_properties(ds, source),
@@ -126,6 +129,7 @@ class Copying(ModelCore):
         version = dest.versions[copy.destination_version - 1]
         if copy.failure:
             self._end_version(dest, version, at, "COPY_FAILED", copy.failure, copy.result)
+            self._timeline.ended(dest.id, version.number, "COPY_FAILED", copy.completes_at)
         elif self.config.reading("study_consistency") == "on":
             # the content is written; the destination stays LOCKED a while longer
             version.content, version.workflow = copy.result, "UPDATING_FOR_STUDY_CONSISTENCY"
@@ -136,6 +140,7 @@ class Copying(ModelCore):
                 datastore_id=ds.id, image_set_id=dest.id, version=version.number))
         else:
             self._end_version(dest, version, at, "COPIED", None, copy.result)
+            self._timeline.ended(dest.id, version.number, "COPIED", copy.completes_at)
         if copy.promote and not copy.failure:
             self._promoted(ds, source, dest)
         c = self._counters
@@ -167,6 +172,7 @@ class Copying(ModelCore):
         dest = self._datastores[work.datastore_id].image_sets[work.image_set_id]
         version = dest.versions[work.version - 1]
         self._end_version(dest, version, round(work.completes_at, 3), "COPIED", None, version.content)
+        self._timeline.ended(dest.id, version.number, "COPIED", work.completes_at)
 
     def _copy_properties(self, ds: Datastore, iset: ImageSet) -> dict[str, Any]:
         return {"imageSetId": iset.id, "latestVersionId": str(iset.latest.number),

@@ -28,6 +28,7 @@ from batchcopy.emulator.errors import (
     ValidationException,
 )
 from batchcopy.emulator.pending import Work, WorkQueue
+from batchcopy.emulator.timeline import CopyTimeline
 from batchcopy.emulator.state import (
     DELETED,
     LOCKED,
@@ -59,6 +60,7 @@ class ModelCore:
             self._client_tokens: dict[str, str] = {}
             self._tags: dict[str, dict[str, str]] = {}
             self._queue = WorkQueue()
+            self._timeline = CopyTimeline()
             self._counters = Counters()
             self._id_counter = 0
             self._seq = 0

@@ -142,6 +142,12 @@ class HealthImaging(Copying, Updating, Extras):
                 "image_set_versions": sum(len(s.versions) for s in live),
             }
 
+    def copies(self) -> list[dict[str, Any]]:
+        """Every accepted copy's life (timeline.py), in acceptance order."""
+        with self.lock:
+            self._advance()
+            return self._timeline.records()
+
     def snapshot_image_set(self, datastore_id: str, image_set_id: str) -> dict[str, Any]:
         """For tests: the image set's versions (oldest first) and its latest content."""
         with self.lock:
@@ -300,6 +306,7 @@ class HealthImaging(Copying, Updating, Extras):
         ds = self._datastore(p["datastoreId"])
         iset = self._check_readable(self._image_set(ds, p["imageSetId"], allow_deleted=True))
         v = iset.version(p.get("versionId", p.get("version")))
+        self._timeline.read(iset.id, v.number, self._clock())
         return {"datastoreId": ds.id, **self._version_view(iset, v, "imageSetWorkflowStatus"),
                 "imageSetArn": self._arn(ds.id, iset.id)}
 

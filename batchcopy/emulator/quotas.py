@@ -2,7 +2,8 @@
 
 Each operation's bucket holds at most `burst` tokens and refills at `rate`
 tokens per second (`EmulatorConfig.rate_for`, already divided by time_scale).
-A request takes one token; with none left it is answered 429
+A request takes one token, counted when it arrived (its first bytes reached the machine:
+arrivals.py), not when the emulator got round to it; with none left it is answered 429
 ThrottlingException "Rate exceeded" and nothing is executed. Buckets start full,
 so after an idle spell a client may send `burst` requests at once (as AWS allows).
 An operation without a quota is never throttled; `enforce_rates=False` turns all
@@ -49,14 +50,16 @@ class QuotaEnforcer:
         self._buckets: dict[str, TokenBucket | None] = {}
         self._settings: tuple[object, ...] = ()
         self.throttled: Counter[str] = Counter()
+        self._real_clock = True
 
     def _current_settings(self) -> tuple[object, ...]:
         c = self.config
         rates = tuple(sorted((k, v.rate, v.burst) for k, v in c.rates.items()))
         return (c.time_scale, c.enforce_rates, rates)
 
-    def acquire(self, operation: str) -> None:
-        """Take a token for `operation` or raise ThrottlingException (and count it)."""
+    def acquire(self, operation: str, waited_s: float = 0.0) -> None:
+        """Take a token for `operation` or raise ThrottlingException (and count it).
+        `waited_s`: how long ago the request arrived (ignored on a clock a test drives)."""
         with self._lock:
             settings = self._current_settings()
             if settings != self._settings:
@@ -64,7 +67,7 @@ class QuotaEnforcer:
                 self._settings = settings
             if not self.config.enforce_rates:
                 return
-            now = self._clock()
+            now = self._clock() - (waited_s if self._real_clock else 0.0)
             if operation not in self._buckets:
                 quota = self.config.rate_for(operation)
                 self._buckets[operation] = (
@@ -81,6 +84,7 @@ class QuotaEnforcer:
         with a clock they advance, instead of sleeping through real seconds."""
         with self._lock:
             self._clock = clock
+            self._real_clock = False
             self._buckets.clear()
 
     def reset(self, counters: bool = True) -> None:

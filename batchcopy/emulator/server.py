@@ -28,6 +28,9 @@ Control routes under /_emulator/ are never authenticated, throttled or faulted:
     GET  /_emulator/clock                 {"offset_s", "now"}: the emulated clock
     POST /_emulator/clock                 body {"offset_s"?: X, "advance_s"?: N}: set the offset to
                                           X, then add N; pending work now due completes
+    GET  /_emulator/copies                every accepted copy's life (timeline.py): accepted_at,
+                                          ended_at, seen_ended_at (the first GetImageSet that
+                                          showed it ended), reads_running
     GET  /_emulator/health                {"ok": true}
 """
 
@@ -47,7 +50,7 @@ from urllib.parse import parse_qsl
 
 from aiohttp import web
 
-from batchcopy.emulator import assumptions
+from batchcopy.emulator import arrivals, assumptions
 from batchcopy.emulator.auth import SignedRequest, authenticate, check_allowed
 from batchcopy.emulator.config import EmulatorConfig, FaultSpec
 from batchcopy.emulator.errors import InternalServerException, ServiceError, ValidationException
@@ -179,6 +182,7 @@ class EmulatorService:
         r.add_post("/_emulator/config", self._ctl_config_post)
         r.add_get("/_emulator/imagesets/{datastoreId}/{imageSetId}", self._ctl_snapshot)
         r.add_get("/_emulator/health", self._ctl_health)
+        r.add_get("/_emulator/copies", self._ctl_copies)
         r.add_get("/_emulator/assumptions", self._ctl_assumptions)
         r.add_get("/_emulator/clock", self._ctl_clock_get)
         r.add_post("/_emulator/clock", self._ctl_clock_post)
@@ -221,7 +225,7 @@ class EmulatorService:
                 )
                 access_key = authenticate(config.auth, config.region, signed, time.time())
                 check_allowed(config.auth, access_key, op)
-            self.quotas.acquire(op)
+            self.quotas.acquire(op, arrivals.waited(request) if config.kernel_arrivals else 0.0)
             decision = self.faults.decide(op)
             if decision.latency_s > 0:
                 await asyncio.sleep(decision.latency_s)
@@ -261,6 +265,9 @@ class EmulatorService:
 
     async def _ctl_stats(self, request: web.Request) -> web.StreamResponse:
         return _json(self.stats())
+
+    async def _ctl_copies(self, request: web.Request) -> web.StreamResponse:
+        return _json({"copies": self.model.copies()})
 
     async def _ctl_seed(self, request: web.Request) -> web.StreamResponse:
         from batchcopy.emulator.seed import SeedSpec, seed
@@ -372,6 +379,7 @@ class EmulatorServer:
         self.endpoint = ""
         self._loop: asyncio.AbstractEventLoop | None = None
         self._runner: web.AppRunner | None = None
+        self._listener: asyncio.AbstractServer | None = None
         self._thread: threading.Thread | None = None
 
     @property
@@ -416,18 +424,23 @@ class EmulatorServer:
         self._runner = web.AppRunner(self.service.build_app(), access_log=None,
                                      shutdown_timeout=SHUTDOWN_GRACE_S)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, self.host, self.port, ssl_context=self.ssl_context)
-        await site.start()
-        self.port = int(self._runner.addresses[0][1])
+        self._listener = await arrivals.serve(self._runner, self.host, self.port,
+                                              ssl_context=self.ssl_context)
+        self.port = int(self._listener.sockets[0].getsockname()[1])
         scheme = "https" if self.ssl_context is not None else "http"
         self.endpoint = f"{scheme}://{self.host}:{self.port}"
+
+    async def _shutdown(self, runner: web.AppRunner) -> None:
+        if self._listener is not None:
+            self._listener.close()
+        await runner.cleanup()
 
     def stop(self) -> None:
         loop, thread, runner = self._loop, self._thread, self._runner
         if loop is None or thread is None:
             return
         if runner is not None and loop.is_running():
-            fut = asyncio.run_coroutine_threadsafe(runner.cleanup(), loop)
+            fut = asyncio.run_coroutine_threadsafe(self._shutdown(runner), loop)
             try:
                 fut.result(STOP_TIMEOUT_S)
             except Exception:  # noqa: BLE001 - best effort on shutdown
@@ -461,6 +474,10 @@ class EmulatorServer:
     def reset(self) -> None:
         self.service.reset()
 
+    def copies(self) -> list[dict[str, Any]]:
+        """Every accepted copy's life (timeline.py), as GET /_emulator/copies lists them."""
+        return self.model.copies()
+
     def set_clock(self, offset_s: float | None = None, advance_s: float | None = None) -> dict[str, float]:
         """Set the emulated clock's offset and/or advance it (seconds); {"offset_s", "now"}."""
         return self.service.set_clock(offset_s, advance_s)
@@ -486,12 +503,14 @@ async def serve_forever(
     service = EmulatorService(model if model is not None else _new_model(config))
     runner = web.AppRunner(service.build_app(), access_log=None, shutdown_timeout=SHUTDOWN_GRACE_S)
     await runner.setup()
+    listener = None
     try:
-        site = web.TCPSite(runner, host, port)
-        await site.start()
-        bound_port = int(runner.addresses[0][1])
+        listener = await arrivals.serve(runner, host, port)
+        bound_port = int(listener.sockets[0].getsockname()[1])
         if on_ready is not None:
             on_ready(f"http://{host}:{bound_port}", service)
         await asyncio.Event().wait()
     finally:
+        if listener is not None:
+            listener.close()
         await runner.cleanup()

@@ -47,6 +47,8 @@ class RowOutcome:
     sent_at: float | None = None
     finished_at: float | None = None
     evidence: str | None = None
+    copy_duration_s: float | None = None  # the service's (start and end updatedAt)
+    detection_delay_s: float | None = None  # from the copy's end to the run seeing it
 
 
 OUTCOME_COLUMNS = [f.name for f in fields(RowOutcome)]

@@ -52,7 +52,8 @@ from typing import Any, TypeVar
 from batchcopy.core.specs import CopySpec, Status
 from batchcopy.journal.calls import OUTCOME_COLUMNS, CallLedger, RowOutcome
 from batchcopy.journal.locks import LockedError, take_lock
-from batchcopy.journal.schema import SCHEMA_VERSION, create_ledger, inspect, migrate
+from batchcopy.journal.schema import (SCHEMA_VERSION, add_columns, create_ledger, inspect,
+                                      migrate)
 from batchcopy.journal.writer import Committer, GroupWriter, LocalCommitter, Recorder, Write
 
 # Ledger statuses a new run attempts again (with UNKNOWN rows once their call is settled).
@@ -153,6 +154,7 @@ class Journal(CallLedger):
                 f"journal {self.path} has schema version {version or 'none'}, this batchcopy "
                 f"writes version {SCHEMA_VERSION}; finish it with the batchcopy that wrote it, "
                 "or start over with --fresh")
+        add_columns(self._wdb)  # columns added within a schema version
 
     # ---- lifecycle -------------------------------------------------------
     def lock(self, holder: str | None = None) -> None:

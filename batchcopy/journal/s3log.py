@@ -52,7 +52,7 @@ from pathlib import Path
 from typing import Any
 
 from batchcopy.journal.s3io import S3, StateError, StateUnavailable
-from batchcopy.journal.schema import SCHEMA_VERSION, create_ledger, inspect
+from batchcopy.journal.schema import SCHEMA_VERSION, add_columns, create_ledger, inspect
 from batchcopy.journal.writer import replay
 
 
@@ -282,6 +282,7 @@ def _open(cache: Path) -> sqlite3.Connection:
     db = sqlite3.connect(str(cache), isolation_level=None)
     db.execute("PRAGMA journal_mode=WAL")
     db.execute("PRAGMA synchronous=NORMAL")
+    add_columns(db)  # a snapshot of an older batchcopy, a log of a newer one
     return db
 
 

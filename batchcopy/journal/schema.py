@@ -3,7 +3,8 @@
 `create_ledger` builds the schema in a temporary file beside the ledger's name and links
 it into place in one step: a reader, or a second run starting at the same moment, sees
 either nothing or a whole ledger, never a half-built one. `migrate` brings a ledger of
-the previous schema (2) up to date in place.
+the previous schema (2) up to date in place; `add_columns` adds the columns added within
+schema 3.
 """
 
 from __future__ import annotations
@@ -42,7 +43,8 @@ CREATE TABLE rows (
     conflicts INTEGER NOT NULL DEFAULT 0, source_version_used TEXT,
     destination_version_used TEXT, result_image_set_id TEXT, result_version_id TEXT,
     workflow_status TEXT, error_code TEXT, error_message TEXT, started_at REAL,
-    sent_at REAL, finished_at REAL, evidence TEXT);
+    sent_at REAL, finished_at REAL, evidence TEXT, copy_duration_s REAL,
+    detection_delay_s REAL);
 CREATE INDEX rows_status ON rows(status);
 CREATE TABLE calls (
     call_id INTEGER PRIMARY KEY, run_id INTEGER NOT NULL, state TEXT NOT NULL,
@@ -102,6 +104,19 @@ def create_ledger(path: Path) -> bool:
         return True
     finally:
         tmp.unlink(missing_ok=True)
+
+
+# Columns added within schema 3 (readers that do not know them ignore them). A ledger, and
+# an s3:// state's cache before it replays a log that may write them, gets them here.
+ADDED_ROW_COLUMNS = ("copy_duration_s", "detection_delay_s")
+
+
+def add_columns(db: sqlite3.Connection) -> None:
+    """Add ADDED_ROW_COLUMNS that `db`'s rows table lacks (each ALTER its own commit)."""
+    have = {r[1] for r in db.execute("PRAGMA table_info(rows)")}
+    for column in ADDED_ROW_COLUMNS:
+        if column not in have:
+            db.execute(f"ALTER TABLE rows ADD COLUMN {column} REAL")
 
 
 def migrate(db: sqlite3.Connection, version: str | None) -> str | None:

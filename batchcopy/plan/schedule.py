@@ -58,5 +58,10 @@ class Schedule:
             if self._deps_left[dep] == 0:
                 self._ready.setdefault(self.units[dep].datastore_id, deque()).append(dep)
 
+    def blocked(self, datastore_id: str) -> bool:
+        """Units of this data store are ready and wait for a copy slot."""
+        return bool(self._ready.get(datastore_id)) and \
+            self._in_flight.get(datastore_id, 0) >= self.max_in_flight
+
     def in_flight(self, datastore_id: str) -> int:
         return self._in_flight.get(datastore_id, 0)

@@ -3,7 +3,7 @@ who look rather than query.
 
     progress   rows finished and CopyImageSet calls over time, against the quota line
                (the configured copy rate: the most the run could have done)
-    durations  copy durations (sent -> ended) and queue waits (started -> sent)
+    durations  copy durations (the service's) and queue waits (started -> sent)
     causes     rows that did not succeed, by status and cause
     tables     FAILED / CONFLICT / UNKNOWN rows with their messages (rows that failed
                alike, same code and message, on one line with their count and row ids),
@@ -157,7 +157,7 @@ def durations_chart(view: RunView) -> str | None:
     fig = _figure(12.0, 3.4)
     axes = fig.subplots(1, 2)
     for ax, values, title, color in (
-            (axes[0], copies, "copy duration (sent -> ended), copied rows", CALLS),
+            (axes[0], copies, "copy duration, copied rows", CALLS),
             (axes[1], waits, "queue wait (started -> sent), rows with a call", QUOTA)):
         ax.set_title(title, fontsize=10)
         if not values:

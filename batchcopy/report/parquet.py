@@ -60,6 +60,8 @@ _COLUMN_SPECS: tuple[tuple[str, str, bool], ...] = (
     ("queue_wait_s", "float64", True),
     ("copy_duration_s", "float64", True),
     ("extras", "string", True),
+    # format 3: how long after a copy's end the run saw it
+    ("detection_delay_s", "float64", True),
 )
 
 REPORT_COLUMNS: tuple[str, ...] = tuple(name for name, _, _ in _COLUMN_SPECS)
@@ -80,8 +82,11 @@ SPEC_COLUMNS: tuple[str, ...] = (
 )
 
 # 2: run_id, queue_wait_s, copy_duration_s, extras; the run's context in the file metadata.
-# Readers take format 1 too (the new columns are derived from the timestamps or left empty).
-REPORT_FORMAT_VERSION = "2"
+# 3: detection_delay_s; copy_duration_s is the service's own (its start and end updatedAt)
+# where it gave them, else sent_at -> finished_at as before.
+# Readers take formats 1 and 2 too (the new columns are derived from the timestamps or left
+# empty).
+REPORT_FORMAT_VERSION = "3"
 VERSION_KEY = "batchcopy.report_version"
 RUN_KEY = "batchcopy.run"  # JSON: run id, options, package versions, copy rate (may be absent)
 
@@ -90,6 +95,7 @@ _ONE_MS = timedelta(milliseconds=1)
 _TIMESTAMP_COLUMNS = frozenset(n for n, t, _ in _COLUMN_SPECS if t == "timestamp")
 _INT_COLUMNS = frozenset(n for n, t, _ in _COLUMN_SPECS if t in ("int32", "int64"))
 _FLOAT_COLUMNS = frozenset(n for n, t, _ in _COLUMN_SPECS if t == "float64")
+_UNDERIVED = ("detection_delay_s",)  # a number or empty, never derived
 _NULLABLE = frozenset(n for n, _, nullable in _COLUMN_SPECS if nullable)
 _STRING_COLUMNS = tuple(n for n, t, _ in _COLUMN_SPECS if t == "string" and n != "status")
 _COUNTER_COLUMNS = ("attempts", "throttles", "conflicts", "call_rows")
@@ -165,10 +171,13 @@ class RowResult:
     `evidence` explains an UNKNOWN status (what reconciliation saw).
     `run_id` is the journal's run that gave the row its status (an earlier run for a row
     SKIPPED as done before). `queue_wait_s` is started_at -> sent_at (reading versions,
-    prechecks, waiting for the copy quota and earlier attempts), `copy_duration_s`
-    sent_at -> finished_at (the last call until the copy ended); both are derived from the
-    timestamps when not given. `extras` is the manifest's ignored extra columns of the row
-    (a JSON object, with --extra-columns ignore).
+    prechecks, waiting for the copy quota and earlier attempts), `copy_duration_s` the
+    copy's duration as the service has it (its version's updatedAt at the end less the one
+    its CopyImageSet answer gave), or sent_at -> finished_at (the last call until the run
+    saw the copy end) where the service's stamps are missing; both are derived from the
+    timestamps when not given. `detection_delay_s` is how long after the copy's end the
+    run saw it (empty without the service's stamps). `extras` is the manifest's ignored
+    extra columns of the row (a JSON object, with --extra-columns ignore).
 
     The counters (attempts, throttles, conflicts, call_rows) take None as 0; string
     columns take ints too (stored as text: an int version id, a journal's integer call
@@ -207,6 +216,7 @@ class RowResult:
     queue_wait_s: float | None = None
     copy_duration_s: float | None = None
     extras: str | None = None
+    detection_delay_s: float | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.status, Status):
@@ -248,6 +258,12 @@ class RowResult:
             elif isinstance(value, bool) or not isinstance(value, (int, float)):
                 raise TypeError(f"RowResult.{name} must be a number, got {value!r}")
             else:
+                object.__setattr__(self, name, float(value))
+        for name in _UNDERIVED:
+            value = getattr(self, name)
+            if value is not None:
+                if isinstance(value, bool) or not isinstance(value, (int, float)):
+                    raise TypeError(f"RowResult.{name} must be a number, got {value!r}")
                 object.__setattr__(self, name, float(value))
 
     @classmethod

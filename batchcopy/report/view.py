@@ -123,6 +123,7 @@ class RunView:
     sent_at: array = field(default_factory=lambda: array("d"))  # CopyImageSet calls
     call_accepted: array = field(default_factory=lambda: array("b"))
     copy_durations: array = field(default_factory=lambda: array("d"))  # SUCCEEDED rows
+    detection_delays: array = field(default_factory=lambda: array("d"))  # their ends seen
     queue_waits: array = field(default_factory=lambda: array("d"))
     causes: dict[tuple[str, str], int] = field(default_factory=dict)  # (status, cause): rows
     calls_from_journal: bool = False
@@ -193,6 +194,8 @@ def collect(rows: Iterable[RowResult], *, source: str, kind: str,
             view.finished_ok.append(status in (Status.SUCCEEDED, Status.SKIPPED))
         if status is Status.SUCCEEDED and row.copy_duration_s is not None:
             view.copy_durations.append(row.copy_duration_s)
+        if status is Status.SUCCEEDED and row.detection_delay_s is not None:
+            view.detection_delays.append(row.detection_delay_s)
         if row.queue_wait_s is not None and row.sent_at is not None:
             view.queue_waits.append(row.queue_wait_s)
         if calls is None and row.call_id and row.sent_at and row.call_id not in seen_calls:
@@ -288,7 +291,8 @@ def as_json(view: RunView, extra: dict[str, Any] | None = None) -> dict[str, Any
                     "causes": [c.__dict__ for c in sorted(view.not_run.values(),
                                                           key=lambda c: -c.rows)]},
         "durations": {"queue_wait_s": percentiles(view.queue_waits),
-                      "copy_duration_s": percentiles(view.copy_durations)},
+                      "copy_duration_s": percentiles(view.copy_durations),
+                      "detection_delay_s": percentiles(view.detection_delays)},
         "rows_listed_per_status": view.limit,
     }
     out.update(extra or {})
@@ -385,9 +389,14 @@ def render_table(view: RunView) -> str:
     if (copies["n"] or waits["n"]) and view.kind != "verify":
         lines.append("")
         if copies["n"]:
-            lines.append(f"copy duration (sent -> ended, {copies['n']:,} copied rows): median "
+            lines.append(f"copy duration ({copies['n']:,} copied rows): median "
                          f"{_fmt_s(copies['p50'])}, p90 {_fmt_s(copies['p90'])}, "
                          f"max {_fmt_s(copies['max'])}")
+        seen = percentiles(view.detection_delays)
+        if seen["n"]:
+            lines.append(f"end seen after (the copy's end -> the run saw it, {seen['n']:,} "
+                         f"rows): median {_fmt_s(seen['p50'])}, p90 {_fmt_s(seen['p90'])}, "
+                         f"max {_fmt_s(seen['max'])}")
         if waits["n"]:
             lines.append(f"queue wait (started -> sent, {waits['n']:,} rows): median "
                          f"{_fmt_s(waits['p50'])}, p90 {_fmt_s(waits['p90'])}, "

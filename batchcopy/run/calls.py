@@ -56,6 +56,8 @@ class Settled:
     evidence: str | None = None
     source_latest: str | None = None  # the source's version the answer named
     run_fatal: bool = False  # the error that left it unknown stops the run
+    copy_duration_s: float | None = None  # the service's (its start and end updatedAt)
+    detection_delay_s: float | None = None  # from the copy's end to our seeing it
 
     @property
     def copied(self) -> bool:
@@ -89,6 +91,7 @@ class CallDriver:
         ctx = self.ctx
         try:
             answer = await ctx.api.copy_image_set(request, paced=False)
+            answered_at = ctx.waiter.now()
             dest = answer["destinationImageSetProperties"]
             new_id, new_v = str(dest["imageSetId"]), str(dest["latestVersionId"])
             source_latest = str(answer["sourceImageSetProperties"]["latestVersionId"])
@@ -109,7 +112,8 @@ class CallDriver:
         held += ctx.hold(request.datastore_id, [new_id])
         ctx.own.made_one(request.datastore_id, new_id)
         await ctx.journal.call_answered(call_id, new_id, new_v)
-        settled = await self.wait(call_id, request, new_id, new_v)
+        settled = await self.wait(call_id, request, new_id, new_v, answered_at=answered_at,
+                                  started_at=dest.get("updatedAt"))
         return _with(settled, source_latest=source_latest)
 
     async def settle(self, call: CallRecord) -> Settled:
@@ -162,10 +166,15 @@ class CallDriver:
                        error_message=message, evidence=verdict.evidence)
 
     async def wait(self, call_id: int, request: CopyRequest, image_set_id: str, version_id: str,
-                   *, evidence: str | None = None) -> Settled:
+                   *, evidence: str | None = None, answered_at: float | None = None,
+                   started_at: Any = None) -> Settled:
+        """`answered_at` (the waiter's clock) and `started_at` (the service's stamp of the
+        copy's start) when this run's call was answered: the copy's duration and how late its
+        end was seen come from them."""
         try:
             result = await self.ctx.waiter.wait(request.datastore_id, image_set_id, version_id,
-                                                size=_instances(request))
+                                                size=_instances(request), answered_at=answered_at,
+                                                started_at=started_at)
         except Exception as exc:
             kind = classify(exc, operation="GetImageSet")
             if kind is ErrorKind.UNEXPECTED:
@@ -180,7 +189,8 @@ class CallDriver:
         return Settled(Ended.DONE, call_id, request, result_image_set_id=image_set_id,
                        result_version_id=result.version_id,
                        workflow_status=result.workflow_status, message=result.message,
-                       evidence=evidence)
+                       evidence=evidence, copy_duration_s=result.copy_duration_s,
+                       detection_delay_s=result.detection_delay_s)
 
     async def close(self, settled: Settled) -> None:
         """Move a DONE call to DONE without finishing its rows (they go on elsewhere)."""

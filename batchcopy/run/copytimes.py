@@ -1,24 +1,27 @@
-"""How long copies take, learnt during the run, so that a copy is polled about once.
+"""How long copies take, learnt during the run from the service's own timestamps, so that
+a copy is looked at when it should be over.
 
-A copy's duration grows with what it carries (the service's model: a base plus a time
-per frame). The waiter asks `expect(size)` for when to poll first, and reports whether
-that poll found the copy over (`hit`) or still running (`miss`, with how long it took
-in the end). Copies are grouped by size (the instances a subset copy names, in powers of
-two; whole image sets in a group of their own), and each group's estimate tracks the
-90th percentile of its durations: a miss raises it (at once to most of the duration seen
-when that was much longer), a hit lowers it a little. So about nine copies in ten take
-one poll, and a run whose copies slow down (a busier service, bigger image sets) catches
-up within a few copies. A group never seen starts from its nearest known group, scaled by
-size, or from the waiter's first interval.
+The service stamps a copy's start (the `updatedAt` of the destination in the CopyImageSet
+answer) and its end (the `updatedAt` of the version once it has ended): their difference is
+the copy's duration, exact however late the end was noticed. So a late look teaches as
+much as a prompt one, and a slow start cannot feed on itself (estimates learnt only from
+"was it over at my first look?" grow when looks are late, and late looks follow).
+
+Copies are grouped by size (the instances a subset copy names, in powers of two; whole
+image sets in a group of their own) and each group keeps its last `WINDOW` durations:
+`expect(size)` is their `QUANTILE` (when to look first), `shortest(size)` the quickest
+seen (when a copy of that size may already be over). A group never seen borrows from the
+largest known group of smaller copies (a copy is rarely quicker than a smaller one), else
+nothing is known (None: the waiter's first interval). Where the service gives no
+timestamps the waiter learns its own bound instead (see waiter.py).
 """
 
 from __future__ import annotations
 
-import math
+from collections import deque
 
-_QUANTILE = 0.9
-_STEP = 0.25  # log-space step: a miss x1.2, a hit x0.975
-_FLOOR_S = 0.001
+WINDOW = 64
+QUANTILE = 0.75
 
 
 def size_group(instances: int | None) -> int | None:
@@ -29,35 +32,54 @@ def size_group(instances: int | None) -> int | None:
 
 
 class CopyTimes:
-    def __init__(self, first_s: float, max_s: float) -> None:
-        self.first_s = max(_FLOOR_S, first_s)
-        self.max_s = max(self.first_s, max_s)
-        self._log: dict[int | None, float] = {}
+    def __init__(self, window: int = WINDOW, quantile: float = QUANTILE) -> None:
+        if window < 1 or not 0 <= quantile <= 1:
+            raise ValueError("need window >= 1 and 0 <= quantile <= 1")
+        self.window = window
+        self.quantile = quantile
+        self._seen: dict[int | None, deque[float]] = {}
+        self._cache: dict[int | None, tuple[float, float]] = {}  # group -> (expect, shortest)
 
-    def expect(self, size: int | None) -> float:
-        """Seconds after the answer at which a copy of this size is probably over."""
+    def observe(self, size: int | None, duration_s: float) -> bool:
+        """A copy of `size` took `duration_s`. True when its group was unknown until now."""
         group = size_group(size)
-        if group in self._log:
-            return min(self.max_s, math.exp(self._log[group]))
-        known = [g for g in self._log if g is not None]
-        if group is not None and known:
-            near = min(known, key=lambda g: abs(math.log2(g) - math.log2(group)))
-            return min(self.max_s, math.exp(self._log[near]) * max(1.0, group / near))
-        if None in self._log:
-            return min(self.max_s, math.exp(self._log[None]))
-        return self.first_s
+        seen = self._seen.get(group)
+        new = seen is None
+        if seen is None:
+            seen = self._seen[group] = deque(maxlen=self.window)
+        seen.append(max(0.0, duration_s))
+        self._cache.pop(group, None)
+        return new
 
-    def hit(self, size: int | None, polled_at_s: float) -> None:
-        """The first poll, `polled_at_s` after the answer, found the copy over."""
-        group = size_group(size)
-        now = self._log.get(group, math.log(max(_FLOOR_S, polled_at_s)))
-        self._log[group] = max(math.log(_FLOOR_S), now - _STEP * (1 - _QUANTILE))
+    def _figures(self, size: int | None) -> tuple[float, float] | None:
+        group = self._known_group(size_group(size))
+        if group is False:
+            return None
+        found = self._cache.get(group)  # type: ignore[arg-type]
+        if found is None:
+            ordered = sorted(self._seen[group])  # type: ignore[index]
+            at = min(len(ordered) - 1, int(self.quantile * len(ordered)))
+            found = self._cache[group] = (ordered[at], ordered[0])  # type: ignore[index]
+        return found
 
-    def miss(self, size: int | None, first_poll_s: float, ended_by_s: float) -> None:
-        """The first poll (at `first_poll_s`) found it running; it was over by `ended_by_s`."""
-        group = size_group(size)
-        now = self._log.get(group, math.log(max(_FLOOR_S, first_poll_s)))
-        raised = now + _STEP * _QUANTILE
-        # far off (a first guess, or copies that slowed down a lot): most of the way at once
-        seen = math.log(max(_FLOOR_S, 0.8 * ended_by_s))
-        self._log[group] = min(math.log(self.max_s * 4), max(raised, seen))
+    def _known_group(self, group: int | None) -> int | None | bool:
+        if group in self._seen:
+            return group
+        if group is None:
+            return False
+        smaller = [g for g in self._seen if g is not None and g < group]
+        return max(smaller) if smaller else False
+
+    def expect(self, size: int | None) -> float | None:
+        """Seconds after its answer by which a copy of this size is probably over (None:
+        nothing known yet)."""
+        found = self._figures(size)
+        return None if found is None else found[0]
+
+    def shortest(self, size: int | None) -> float | None:
+        """The quickest copy of this size seen (None: nothing known yet)."""
+        found = self._figures(size)
+        return None if found is None else found[1]
+
+    def known(self, size: int | None) -> bool:
+        return self._figures(size) is not None

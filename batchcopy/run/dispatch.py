@@ -40,6 +40,11 @@ class Dispatcher:
         self.handles: dict[int, UnitHandle] = {}
         self._changed = asyncio.Event()
         self._tg: asyncio.TaskGroup | None = None
+        copies = ctx.api.limiter.bucket("CopyImageSet")
+        # a slot is wanted when units wait for one and none waits for the copy quota (the
+        # executor nudges the waiter when it takes a copy token): then the waiter looks at
+        # the oldest copies in flight first, so that a guess never holds a slot
+        ctx.waiter.slot_wanted = lambda ds: not copies.waiting and self.schedule.blocked(ds)
 
     async def run(self, batches: Iterable[list[ManifestRow]]) -> None:
         ctx = self.ctx
@@ -86,6 +91,7 @@ class Dispatcher:
             self.handles[unit.unit_id] = handle
             handle.task = self._tg.create_task(self._run_unit(unit, handle),
                                                name=f"unit-{unit.unit_id}")
+        self.ctx.waiter.nudge()
 
     async def _run_unit(self, unit: CopyUnit, handle: UnitHandle) -> None:
         try:

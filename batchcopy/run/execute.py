@@ -138,7 +138,10 @@ class Executor:
                 if await self._read_failed(unit, rows, tally, exc) is RETRY:
                     continue
                 return []
-            await ctx.api.limiter.bucket("CopyImageSet").acquire()
+            copies = ctx.api.limiter.bucket("CopyImageSet")
+            due = await copies.acquire_ahead()  # ahead by the journal write below
+            granted = copies.now()
+            ctx.waiter.nudge()  # maybe nobody waits for the quota now: a slot is wanted
             if ctx.stopping.is_set():
                 return []
             handle.phase = Phase.COMMITTING
@@ -150,6 +153,9 @@ class Executor:
             except StateUnavailable as exc:  # not recorded where the state lives: not sent
                 ctx.abort(f"the state cannot be written ({exc}); stopped sending")
                 return []
+            copies.prepared(copies.now() - granted)
+            if due > copies.now():  # its time; a stop meanwhile sends nothing (below)
+                await asyncio.sleep(due - copies.now())
             tally.attempts += 1
             tally.sent_at = sent_at
             if ctx.stopping.is_set():
@@ -250,7 +256,9 @@ class Executor:
         if settled.ended is Ended.DONE:
             result = {"result_image_set_id": settled.result_image_set_id,
                       "result_version_id": settled.result_version_id,
-                      "workflow_status": settled.workflow_status}
+                      "workflow_status": settled.workflow_status,
+                      "copy_duration_s": settled.copy_duration_s,
+                      "detection_delay_s": settled.detection_delay_s}
             done = (settled.call_id, settled.workflow_status, settled.message)
             if settled.copied:
                 self._carry(unit, settled)

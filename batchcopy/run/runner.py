@@ -149,7 +149,9 @@ class Runner:
                     destination_version_used=req.destination_version_id, sent_at=call.sent_at,
                     started_at=call.sent_at, evidence=settled.evidence,
                     result_image_set_id=settled.result_image_set_id,
-                    result_version_id=settled.result_version_id)
+                    result_version_id=settled.result_version_id,
+                    copy_duration_s=settled.copy_duration_s,
+                    detection_delay_s=settled.detection_delay_s)
         if settled.ended is Ended.DONE:
             done = (call.call_id, settled.workflow_status, settled.message)
             if settled.copied:
