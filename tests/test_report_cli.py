@@ -274,7 +274,8 @@ def test_html_without_matplotlib_says_how_to_install_it(ran: dict[str, Any], tmp
     fake.mkdir(parents=True)
     (fake / "__init__.py").write_text("raise ImportError('No module named matplotlib')\n")
     env = {**ran["env"], "PYTHONPATH": str(fake.parent)}
-    proc = run_cli(["report", str(ran["report"]), "--html", str(tmp_path / "p.html")], env, cwd=tmp_path)
+    proc = run_cli(["report", str(ran["report"]), "--html", str(tmp_path / "p.html")], env, cwd=tmp_path,
+                   process=True)  # PYTHONPATH is read when a process starts
     assert proc.returncode == 2
     assert "pip install 'batchcopy[report]'" in proc.stderr and "Traceback" not in proc.stderr
     assert not (tmp_path / "p.html").exists()

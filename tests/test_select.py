@@ -55,7 +55,7 @@ def series_where(doc: dict[str, Any], **wanted: str) -> set[str]:
 
 
 def select(ds: str, out: Path | str, *where: str, **options: Any) -> tuple[int, str]:
-    from batchcopy.aws.ratelimit import parse_rate
+    from batchcopy.aws.ratefile import parse_rate
 
     err = io.StringIO()
     rates = {op: (rate, burst) for op, rate, burst in map(parse_rate, CLI_RATES)}

@@ -139,6 +139,7 @@ def in_world(test: Callable[[World], Coroutine[Any, Any, None]], **waiter_kw: An
         from batchcopy.run.waiter import CopyWaiter
 
         for name, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+                            "AWS_DISABLE_HOST_PREFIX_INJECTION": "true",  # a loopback endpoint
                             "AWS_CONFIG_FILE": str(tmp_path / "none"),
                             "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "none")}.items():
             monkeypatch.setenv(name, value)
