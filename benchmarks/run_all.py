@@ -20,6 +20,8 @@ pip install -e . && python benchmarks/run_all.py`. The AWS CLI baseline runs whe
   throughput 9. 300 and 3,000 new whole copies at CopyImageSet 10/s burst 1 on both sides,
                idle and with --hogs CPU hogs, beside the naive boto3 pool: span ratio,
                throttles, stalls, detection delay, GetImageSet per copy
+  state     10. --state s3:// beside a local state at 10 copies/s (600 rows, twice each): wall
+               ratio, S3 requests per copy; a 1M-row state opened on an empty machine
 
 --quick runs tiny sizes (a minute or so; the figures then say little). --repeat N repeats
 pacing and curation (min / median reported); the others run once.
@@ -41,10 +43,12 @@ import present  # noqa: E402
 import scale  # noqa: E402
 import selection  # noqa: E402
 import startup  # noqa: E402
+import state_s3  # noqa: E402
 import throughput  # noqa: E402
 from common import RESULTS  # noqa: E402
 
-NAMES = ("startup", "pacing", "curation", "capacity", "scale", "present", "selection", "throughput")
+NAMES = ("startup", "pacing", "curation", "capacity", "scale", "present", "selection",
+         "throughput", "state")
 
 
 def plan(quick: bool, repeat: int, hogs: int, results: Path) -> dict[str, Callable[[], Any]]:
@@ -59,6 +63,7 @@ def plan(quick: bool, repeat: int, hogs: int, results: Path) -> dict[str, Callab
             "present": lambda: present.run(3, 2, 10.0, results_dir=results),
             "selection": lambda: selection.run(200, results_dir=results),
             "throughput": lambda: throughput.run((20,), 10.0, loads, 20, results_dir=results),
+            "state": lambda: state_s3.run(10, 10.0, 1, 2000, 20, results_dir=results),
         }
     return {
         "startup": lambda: startup.run(max(5, repeat), results_dir=results),
@@ -69,6 +74,8 @@ def plan(quick: bool, repeat: int, hogs: int, results: Path) -> dict[str, Callab
         "present": lambda: present.run(200, 4, 10.0, results_dir=results),
         "selection": lambda: selection.run(2000, results_dir=results),
         "throughput": lambda: throughput.run((300, 3000), 10.0, loads, 300, results_dir=results),
+        "state": lambda: state_s3.run(600, 10.0, max(2, repeat), 1_000_000, 400,
+                                      results_dir=results),
     }
 
 

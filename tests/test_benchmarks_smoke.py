@@ -128,3 +128,19 @@ def test_throughput(results: Path) -> None:
             assert run["ends_unseen"] == 0 and run["exit_code"] == 0
             for key in ("detection_median_s", "detection_p95_s", "detection_max_s"):
                 assert finite(run[key]), key
+
+
+def test_state(results: Path) -> None:
+    data = figures(results, "state_s3")
+    sbs = data["side_by_side"]
+    assert {r["state"] for r in sbs["runs"]} == {"local", "s3"}
+    for run in sbs["runs"]:
+        assert run["accepted"] >= 1 and finite(run["wall_s"])
+        if run["state"] == "s3":
+            for key in ("s3_requests_per_copy", "bytes_up_per_copy", "segments_per_copy"):
+                assert finite(run[key]), key
+    assert finite(sbs["ratio_min"]) and finite(sbs["ratio_median"])
+    opened = data["open"]
+    for key in ("open_wall_s", "open_peak_rss_mib", "open_s3_requests", "open_bytes_down",
+                "snapshot_bytes_per_row"):
+        assert finite(opened[key]), key

@@ -54,7 +54,7 @@ def test_help_renders_with_an_example_and_clean_labels(path: tuple[str, ...]) ->
 
 def test_run_groups_its_options_in_panels() -> None:
     out = cli("run", "--help").stdout
-    for panel in ("Input", "AWS", "Pacing", "Conflicts and retries", "Journal and resume",
+    for panel in ("Input", "AWS", "Pacing", "Conflicts and retries", "State and resume",
                   "Limits and stops", "Report and progress", "Logging", "Confirmation"):
         assert f"─ {panel} " in out, panel
     assert "Usage: batchcopy run [OPTIONS] MANIFEST" in out

@@ -234,8 +234,10 @@ def test_resume_with_an_unusable_journal_is_refused_before_any_call(
     elif state == "garbage":
         journal.write_bytes(b"\x00garbage" * 100)
     elif state in ("truncated", "foreign"):
+        # a ledger that knows none of this manifest's copies (a series of an image set)
         other = write_manifest(tmp_path / "other.csv", [
-            {"row_id": "x", "datastore_id": w.ds, "source_image_set_id": w.sets[0]["imageSetId"]}])
+            {"row_id": "x", "datastore_id": w.ds, "source_image_set_id": w.sets[0]["imageSetId"],
+             "series_instance_uid": next(iter(w.sets[0]["series"]))}])
         assert run_manifest(other, w.env, tmp_path, journal=journal).code == 0
         if state == "truncated":
             data = journal.read_bytes()

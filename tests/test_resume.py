@@ -342,8 +342,9 @@ PACED = ("--rate", "CopyImageSet=4")
 
 def test_cron_reruns_of_the_same_manifest_do_no_work_twice(
         emulator: Any, client_env: dict[str, str], tmp_path: Path) -> None:
-    """The cron habit: the same command every night, no flags. The journal is found from
-    the manifest's identity, so nights 2 and 3 skip every row without a single API call."""
+    """The cron habit: the same command every night, no flags. The default state's ledger
+    knows the rows by what they copy, so nights 2 and 3 skip every row without a single API
+    call."""
     w = seed_world(emulator, client_env, SEED)
     scene = build_scene(w)
     manifest = write_manifest(tmp_path / "nightly.csv", scene.rows)
@@ -357,8 +358,8 @@ def test_cron_reruns_of_the_same_manifest_do_no_work_twice(
     proc, first = night()
     assert proc.returncode == 0, proc.stderr
     assert {r["status"] for r in first} == {"SUCCEEDED"}
-    journals = list((tmp_path / "batchcopy-state" / "journals").glob("nightly-*.journal.sqlite"))
-    assert len(journals) == 1, journals
+    journals = [tmp_path / "batchcopy-state" / "ledger.sqlite"]
+    assert journals[0].exists()
     w.wait_idle()
     copies, calls = w.copies_requested(), w.api_calls()
     for number in (2, 3):
@@ -373,9 +374,9 @@ def test_cron_reruns_of_the_same_manifest_do_no_work_twice(
     # --resume says the same, and insists the journal exists
     res = run_manifest(manifest, w.env, tmp_path, "--resume", journal=journals[0])
     assert res.code == 0 and w.api_calls() == calls, res.stderr
-    # starting over is explicit: --fresh sets the journal aside and looks at every row again
+    # starting over is explicit: --fresh looks at every row of the manifest again
     res = run_manifest(manifest, w.env, tmp_path, "--fresh", journal=journals[0])
-    assert "--fresh" in res.stderr and list(tmp_path.glob("batchcopy-state/journals/*.old"))
+    assert "--fresh: the rows of" in res.stderr and journals[0].exists()
     # ... where the service's state allows: d1-1's pins are stale now (a conflict, nothing
     # copied), the subset rows find their instances already in place, and the rows into new
     # image sets find their copies (the presence check needs no journal): nothing copied

@@ -182,8 +182,8 @@ MISTAKES = [
             ("batchcopy run:", "No such option: --retries", "did you mean --max-attempts?")),
     Mistake("cli-unknown-command", "cli", lambda s: ["rnu", str(s.manifest)],
             ("batchcopy:", "No such command 'rnu'", "batchcopy --help")),
-    Mistake("cli-missing-argument", "cli", lambda s: ["report"],
-            ("batchcopy report:", "Missing argument", "SOURCE")),
+    Mistake("cli-missing-argument", "cli", lambda s: ["run", "--quiet"],
+            ("batchcopy run:", "Missing argument", "MANIFEST")),
     # ---- AWS settings
     Mistake("aws-no-region-anywhere", "aws", lambda s: run_args(s), ("no AWS region", "--region"),
             env=without_region),
@@ -239,7 +239,8 @@ MISTAKES = [
             env=read_only_state),
     Mistake("journal-default-in-a-read-only-state-directory", "journal",
             lambda s: ["run", str(s.manifest), "--report", "report.parquet", "--quiet"],
-            ("/sys/fs/journals", "cannot be"), env=read_only_state),
+            ("the state directory /sys/fs cannot be written", "--state", "nothing was sent"),
+            env=read_only_state),
     # ---- report destinations
     Mistake("report-is-the-parquet-manifest", "report",
             lambda s: ["run", parquet_manifest(s), "--report", parquet_manifest(s), "--journal", JOURNAL,

@@ -78,7 +78,7 @@ def test_overlapping_runs_second_exits_4_and_kill_9_leaves_no_stale_lock(
     second = run_cli(["run", str(manifest), "--journal", str(journal), "--report",
                       str(tmp_path / "second.parquet"), "--resume"], w.env, cwd=tmp_path)
     assert second.returncode == 4, second.stderr
-    assert f"in use by another batchcopy run (pid {first.proc.pid})" in second.stderr
+    assert f"in use by another batchcopy run (pid {first.proc.pid} on host" in second.stderr
     assert first.alive and runs_started(journal) == 1  # the second never started a run
     first.kill()  # kill -9: the kernel drops the lock with the process
     third = run_manifest(manifest, w.env, tmp_path, "--resume", journal=journal, report=report)

@@ -203,7 +203,8 @@ def check_manifest_destination(out: str) -> None:
 def check_journal_path(text: str) -> Path:
     if is_s3(text) or "://" in text:
         raise SetupError(f"--journal {text!r}: a journal must be a local path (it is a SQLite "
-                         "database written before every call; keep it on a local disk)")
+                         "database written before every call); for a ledger in S3 give "
+                         "--state s3://bucket/prefix/")
     path = Path(text)
     if path.is_dir():
         raise SetupError(f"--journal {text!r} is a directory; give a file name")

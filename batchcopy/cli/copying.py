@@ -45,6 +45,8 @@ from batchcopy.cli.options import (
     rates_option,
     region_opt,
     rerun_command,
+    one_ledger,
+    state_opt,
     verbose_opt,
 )
 
@@ -88,16 +90,25 @@ def run(
         help="Skip rows whose copy is already there, journal or not: their instances in "
              "their destination, or for a new image set a copy holding exactly them (README: "
              "Already present)."),
+    state: Optional[str] = state_opt(
+        "Where the ledger of what was copied lives: a directory, or s3://bucket/prefix/ "
+        "(then every machine continues where another stopped, one run at a time). Rows are "
+        "known by what they copy: any manifest run against the same state skips what is done. "
+        "Env BATCHCOPY_STATE; default: the state directory ($BATCHCOPY_STATE_DIR)."),
     journal: Optional[str] = typer.Option(
         None, metavar="PATH", rich_help_panel=H.RESUME,
-        help="Journal (SQLite, a local path). Default: one per manifest and data store in the "
-             "state directory ($BATCHCOPY_STATE_DIR); running the same manifest again continues it."),
+        help="The ledger as one local file (SQLite) instead of a --state directory."),
+    lease_ttl: float = typer.Option(
+        120.0, min=5.0, metavar="SECONDS", rich_help_panel=H.RESUME,
+        help="An s3:// state's lease: renewed every quarter of this; a run killed without "
+             "giving it back holds the state this long."),
     resume: bool = typer.Option(False, "--resume", rich_help_panel=H.RESUME,
                                 help="Insist on continuing: an error (exit 2, nothing sent) if "
-                                     "the journal is missing, empty or another manifest's."),
+                                     "the state is missing or has no run yet."),
     fresh: bool = typer.Option(False, "--fresh", rich_help_panel=H.RESUME,
-                               help="Set the journal aside and start over: rows done before "
-                                    "are copied again."),
+                               help="This manifest's rows start over: rows done before are "
+                                    "copied again (rows of other manifests, and calls still "
+                                    "open, are left alone)."),
     max_duration: Optional[str] = typer.Option(
         None, metavar="DURATION", rich_help_panel=H.LIMITS,
         help="Soft time limit (3600, 90m, 6h, 1h30m): stop sending, let copies in flight "
@@ -159,16 +170,17 @@ def run(
 ) -> None:
     """Copy every row of MANIFEST not done yet; write one report row per manifest row.
 
-    Nothing is sent until the manifest, the credentials, the journal and the report
+    Nothing is sent until the manifest, the credentials, the state and the report
     destination check out (exit 2 otherwise). Exit codes: 0 all rows done (FAILED rows of
     earlier runs are named, not counted), 1 rows of this run did not succeed, 2 usage or
-    manifest error, 3 aborted, 4 another run holds the rows, 5 time limit, 70 a bug, 130
-    interrupted."""
+    manifest error, 3 aborted (or the state stopped taking writes), 4 another run holds the
+    state or the rows, 5 time limit, 70 a bug, 130 interrupted."""
     from batchcopy.commands.run import JobOptions, run_job
     from batchcopy.run.runner import RunSettings
 
     if resume and fresh:
         fail("--resume and --fresh contradict each other: choose one")
+    journal, state = one_ledger(journal, state)
     console = console_options(progress, log_interval, quiet, log_format, log_file, log_level,
                               verbose, debug)
     settings = RunSettings(
@@ -181,7 +193,8 @@ def run(
     opts = JobOptions(
         manifest=manifest, datastore_id=datastore_id, report=report, delimiter=delimiter,
         extra_columns=extra_columns.value,
-        journal=journal, resume=resume, fresh=fresh, rates=rates_option(rate, rate_file),
+        journal=journal, state=state, lease_ttl_s=lease_ttl, resume=resume, fresh=fresh,
+        rates=rates_option(rate, rate_file),
         endpoint_url=endpoint_url, region=region, profile=profile,
         progress=console.progress, log_interval_s=console.log_interval_s,
         poll_first_s=poll_first, poll_max_s=poll_max, settings=settings,

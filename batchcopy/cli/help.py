@@ -18,7 +18,7 @@ INPUT = "Input"
 AWS = "AWS"
 PACING = "Pacing"
 RETRIES = "Conflicts and retries"
-RESUME = "Journal and resume"
+RESUME = "State and resume"
 LIMITS = "Limits and stops"
 OUTPUT = "Report and progress"
 LOGGING = "Logging"
@@ -77,9 +77,12 @@ EXAMPLES: dict[str, Examples] = {
          "every row and call, as JSON lines"),
         ("BATCHCOPY_LOG_FORMAT=json batchcopy run manifest.csv",
          "an option from the environment"),
+        ("batchcopy run s3://bucket/nightly.csv --state s3://bucket/batchcopy-state/",
+         "the ledger in S3: any machine continues"),
         note="Run the same command again to continue: rows done are skipped with no API "
              "call, rows not run are run, UNKNOWN rows are checked against the service "
-             "before anything is resent."),
+             "before anything is resent. Any manifest run against the same state skips "
+             "the copies done before, whatever its name."),
     "validate": examples(
         "batchcopy validate manifest.csv",
         ("batchcopy validate export.csv --delimiter ';' --extra-columns ignore",
@@ -90,10 +93,15 @@ EXAMPLES: dict[str, Examples] = {
         ("batchcopy plan manifest.csv --output json > plan.json", "for scripts")),
     "report": examples(
         ("batchcopy report reports/manifest-20260101T000000Z.parquet", "what a run did"),
-        ("batchcopy report journals/manifest-1a2b3c.journal.sqlite", "from the journal"),
+        ("batchcopy report", "the default state's latest run"),
+        ("batchcopy report s3://bucket/batchcopy-state/", "a state in S3, from any machine"),
         ("batchcopy report reports/manifest.parquet --failed-manifest retry.csv",
          "the rows to retry, as a manifest"),
         ("batchcopy report reports/curated.parquet --html curated.html", "charts, for a browser")),
+    "status": examples(
+        ("batchcopy status", "the default state"),
+        ("batchcopy status s3://bucket/batchcopy-state/", "from any machine"),
+        ("batchcopy status s3://bucket/batchcopy-state/ -o json", "for scripts")),
     "verify": examples(
         ("batchcopy verify reports/curated.parquet", "check every done row"),
         ("batchcopy verify reports/curated.parquet --failed-manifest recopy.csv",
@@ -104,7 +112,8 @@ EXAMPLES: dict[str, Examples] = {
         ("batchcopy undo reports/manifest-20260101T000000Z.parquet --dry-run",
          "the plan; nothing changes"),
         ("batchcopy undo reports/manifest-20260101T000000Z.parquet", "asks first on a terminal"),
-        ("batchcopy undo journals/manifest-1a2b3c.journal.sqlite --yes", "from the journal, no question")),
+        ("batchcopy undo --state s3://bucket/batchcopy-state/ --yes",
+         "a state's latest manifest, no question")),
     "doctor": examples(
         ("batchcopy doctor manifest.csv", "before the first real run"),
         ("batchcopy doctor manifest.csv --rate CopyImageSet=5", "is that quota really there?"),

@@ -223,6 +223,27 @@ def rate_opt() -> Any:
                              "Repeatable. Default: the published quotas (CopyImageSet 0.25/s).")
 
 
+def state_opt(help_text: str) -> Any:
+    """--state URL (a directory or s3://bucket/prefix/); BATCHCOPY_STATE like every option
+    (cli/settings.py)."""
+    return typer.Option(None, "--state", metavar="URL", rich_help_panel=H.RESUME, help=help_text)
+
+
+def one_ledger(journal: str | None, state: str | None) -> tuple[str | None, str | None]:
+    """--journal or --state: the one given on the command line wins over the other from
+    the environment or a config file; both on the command line is a mistake."""
+    from batchcopy.cli.settings import option_origin
+
+    if not (journal and state):
+        return journal, state
+    if option_origin("--state") is not None and option_origin("--journal") is None:
+        return journal, None
+    if option_origin("--journal") is not None and option_origin("--state") is None:
+        return None, state
+    fail("--journal and --state both name where the ledger lives: give one")
+    return journal, state
+
+
 def rate_file_opt() -> Any:
     return typer.Option(None, "--rate-file", metavar="FILE", rich_help_panel=H.PACING,
                         help='JSON file of rates: {"CopyImageSet": 5} or '

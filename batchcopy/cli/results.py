@@ -27,34 +27,41 @@ from batchcopy.cli.options import (
     rate_file_opt,
     rates_option,
     region_opt,
+    state_opt,
     verbose_opt,
 )
 
+STATE_HELP = ("The state to read when SOURCE is not given: a directory or s3://bucket/prefix/. "
+              "Default: the state directory.")
+SOURCE_HELP = ("A state (a directory, s3://bucket/prefix/, a journal file) or a run's report "
+               "(.parquet, local or s3://). Default: --state.")
+
 
 def report_cmd(
-    source: str = typer.Argument(..., help="A journal (.journal.sqlite) or a report (.parquet, local or s3://)."),
+    source: Optional[str] = typer.Argument(None, show_default=False, help=SOURCE_HELP),
+    state: Optional[str] = state_opt(STATE_HELP),
     output: ReportOutput = typer.Option(ReportOutput.table, "--output", "-o", help="table: the counts and the rows that went wrong, with their messages; json: the same for scripts (counts, rows by status with error codes and messages, the run's context)."),
     html: Optional[Path] = typer.Option(None, help="Also write a self-contained HTML page (charts of the run and the failure table; works offline). Needs: pip install 'batchcopy\\[report]'."),
     limit: Optional[int] = typer.Option(None, min=0, help="Rows listed per status (default: 50 in the table, all in JSON; 0 = all)."),
     failed_manifest: Optional[Path] = typer.Option(None, help="Write a manifest (CSV) of the rows to retry: failed, conflict, unknown, not run."),
-    out: Optional[str] = typer.Option(None, help="From a journal: (re)write the Parquet report here (default reports/<journal name>.parquet)."),
+    out: Optional[str] = typer.Option(None, help="From a state: (re)write the Parquet report of its latest run here (default reports/<state name>.parquet)."),
 ) -> None:
-    """Show what a run did and what went wrong; rebuild its report from the journal; list the rows to retry."""
+    """Show what a run did and what went wrong; rebuild its report from the state; list the rows to retry."""
     from batchcopy.commands.report import Options, run as show
     from batchcopy.report.source import ReportError
 
     try:
         code = show(Options(source=source, output=output.value, html=html, limit=limit,
-                            failed_manifest=failed_manifest, out=out))
+                            failed_manifest=failed_manifest, out=out, state=state))
     except ReportError as exc:
         fail(str(exc))
     raise typer.Exit(code)
 
 
 def verify_cmd(
-    source: str = typer.Argument(..., metavar="JOURNAL_OR_REPORT",
-                                 help="A run's journal (.journal.sqlite) or report (.parquet, "
-                                      "local or s3://)."),
+    source: Optional[str] = typer.Argument(None, show_default=False,
+                                           help=SOURCE_HELP),
+    state: Optional[str] = state_opt(STATE_HELP),
     out: Optional[str] = typer.Option(None, metavar="PATH", rich_help_panel=H.OUTPUT,
                                       help="verify's own report (.parquet, local or s3://): one "
                                            "row per checked row, SUCCEEDED = verified, FAILED = "
@@ -105,16 +112,21 @@ def verify_cmd(
             failed_manifest=failed_manifest, rates=rates_option(rate, rate_file),
             endpoint_url=endpoint_url, region=region, profile=profile, concurrency=concurrency,
             console=console_options(progress, log_interval, quiet, log_format, log_file,
-                                    log_level, verbose, debug)))
+                                    log_level, verbose, debug), state=state))
     except ReportError as exc:
         fail(str(exc))
     raise typer.Exit(code)
 
 
 def undo(
-    source: str = typer.Argument(..., metavar="JOURNAL_OR_REPORT",
-                                 help="The run's journal (.journal.sqlite), or its report (the "
-                                      "summary beside it names the journal)."),
+    source: Optional[str] = typer.Argument(
+        None, show_default=False,
+        help="A state (a directory, s3://bucket/prefix/, a journal file), or a run's report "
+             "(the summary beside it names the state). Default: --state."),
+    state: Optional[str] = state_opt(STATE_HELP),
+    lease_ttl: float = typer.Option(
+        120.0, min=5.0, metavar="SECONDS", rich_help_panel=H.RESUME,
+        help="An s3:// state's lease while the undo runs (as run's --lease-ttl)."),
     dry_run: bool = typer.Option(False, "--dry-run", rich_help_panel=H.CONFIRM,
                                  help="Show what would be reverted or deleted; change nothing."),
     yes: bool = typer.Option(False, "--yes", "-y", rich_help_panel=H.CONFIRM,
@@ -156,16 +168,18 @@ def undo(
     poll_max: float = typer.Option(30.0, min=0.001, metavar="SECONDS", rich_help_panel=H.TUNING,
                                    help="Longest wait between such checks."),
 ) -> None:
-    """Take back what a manifest's runs copied: revert each destination to its version before
-    the runs (UpdateImageSetMetadata revertToVersionId), delete each image set they created
-    (DeleteImageSet), and leave alone (CONFLICT) what another writer has written since.
+    """Take back what a manifest's runs copied (the manifest a state ran last): revert each
+    destination to its version before the runs (UpdateImageSetMetadata revertToVersionId),
+    delete each image set they created (DeleteImageSet), and leave alone (CONFLICT) what
+    another writer has written since.
 
     Resumable: run it again after a stop or a crash; nothing is reverted or deleted twice.
     Exit codes as run: 0 all taken back, 1 some rows left (CONFLICT...), 2 usage, 4 locked."""
     from batchcopy.commands.undo import UndoOptions, run_undo
 
     raise typer.Exit(run_undo(UndoOptions(
-        source=source, report=report, dry_run=dry_run, yes=yes, force=force,
+        source=source, state=state, lease_ttl_s=lease_ttl, report=report, dry_run=dry_run,
+        yes=yes, force=force,
         rates=rates_option(rate, rate_file), endpoint_url=endpoint_url, region=region, profile=profile,
         max_attempts=max_attempts, stop_grace_s=stop_grace, poll_first_s=poll_first,
         poll_max_s=poll_max, console=console_options(progress, log_interval, quiet, log_format,

@@ -13,7 +13,7 @@ from typing import Any
 
 import typer
 
-from batchcopy.cli import copying, doctor, help as H, results, select
+from batchcopy.cli import copying, doctor, help as H, results, select, status
 from batchcopy.cli import settings
 from batchcopy.cli.base import App, HelpGroup, help_only
 
@@ -65,6 +65,7 @@ app.command(no_args_is_help=True)(copying.run)
 app.command(no_args_is_help=True)(copying.validate)
 app.command(no_args_is_help=True)(copying.plan)
 app.command("report")(results.report_cmd)
+app.command("status")(status.status)
 app.command("verify", no_args_is_help=True)(results.verify_cmd)
 app.command(no_args_is_help=True)(results.undo)
 app.command("doctor")(doctor.doctor)

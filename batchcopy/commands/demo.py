@@ -61,8 +61,12 @@ def run_demo(*, rows: int = 40, copy_rate: float = 8.0, keep_running: bool = Fal
         from batchcopy.commands.run import JobOptions, run_job
         from batchcopy.run.runner import RunSettings
 
-        # a fresh emulator each time: start the demo's journal over too
+        # a fresh emulator each time: the demo's own state, its rows started over too (never
+        # the state directory's ledger, which a run of yours may be holding)
+        from batchcopy.journal.holds import state_dir
+
         opts = JobOptions(manifest=str(manifest_path), reports_dir=reports_dir, fresh=True,
+                          state=str(state_dir() / "demo"),
                           # the client keeps the published burst of 1: sends spread evenly,
                           # so the emulator's burst absorbs any jitter
                           rates={"CopyImageSet": (copy_rate, None)},

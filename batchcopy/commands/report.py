@@ -1,10 +1,11 @@
-"""`batchcopy report SOURCE`: read a journal or a report (local or s3://), print what went
-wrong (a table, or JSON), and on request write the retry manifest, the Parquet report
-(rebuilt from a journal) and the HTML page.
+"""`batchcopy report [SOURCE]`: read a state (its ledger: a directory, a journal file, or
+s3://bucket/prefix/; by default --state, BATCHCOPY_STATE or the state directory) or a report
+(local or s3://), print what went wrong (a table, or JSON), and on request write the retry
+manifest, the Parquet report (rebuilt from a ledger) and the HTML page.
 
-    journal  rows derived from the ledger (report/results.py), the latest run's context and
-             calls from its `runs` / `calls` tables; the report is rebuilt (--out, or
-             reports/<journal>.parquet)
+    state    rows derived from the ledger (report/results.py) for its current manifest (the
+             latest run's), the latest run's context and calls from its `runs` / `calls`
+             tables; the report is rebuilt (--out, or reports/<state name>.parquet)
     report   the rows as written, the run's context from the file's metadata (format 2)
              or the summary JSON beside it
 """
@@ -16,18 +17,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from batchcopy.report.source import ReportError, Source, is_journal, open_source
+from batchcopy.report.source import ReportError, Source, locate, open_source
 from batchcopy.report.view import collect, default_limit, show
 
 
 @dataclass
 class Options:
-    source: str
+    source: str | None  # None: the state (--state, BATCHCOPY_STATE, the state directory)
     output: str = "table"  # table | json
     html: Path | None = None
     limit: int | None = None  # None: the default for the output; 0: all
     failed_manifest: Path | None = None
     out: str | None = None
+    state: str | None = None
 
 
 def run(opts: Options) -> int:
@@ -39,11 +41,11 @@ def run(opts: Options) -> int:
         from batchcopy.report.html import require_plotting
 
         require_plotting()  # before any work: the install hint, exit 2
-    if opts.out is not None and not is_journal(opts.source):
+    if opts.out is not None and locate(opts.source, opts.state) is None:
         raise ReportError("--out rebuilds a report from a journal; SOURCE is already a report")
     extra: dict[str, Any] = {}
     notes: list[str] = []
-    with open_source(opts.source) as src:
+    with open_source(opts.source, opts.state) as src:
         if src.journal is not None:
             _rebuild(src, opts, extra, notes)
         if src.report_version is not None:
@@ -69,8 +71,7 @@ def _rebuild(src: Source, opts: Options, extra: dict[str, Any], notes: list[str]
     """From a journal: write the Parquet report and its summary again."""
     from batchcopy.commands.run import write_outputs
 
-    dest = opts.out or str(Path("reports") / (
-        Path(src.name).name.removesuffix(".journal.sqlite").removesuffix(".sqlite") + ".parquet"))
+    dest = opts.out or str(Path("reports") / f"{src.location.name}.parquet")
     stats = {k: v for k, v in (src.run or {}).items()
              if k not in ("rows", "by_status", "by_error_code")}
     summary = asyncio.run(write_outputs(src.journal, dest, {**stats, "journal": src.name,

@@ -3,22 +3,22 @@
     preflight     endpoint, profile, region, credentials (not expired), the endpoint
                   and host prefix botocore will use, report destination          (exit 2)
     manifest      downloaded if s3://
-    journal       found from the manifest's identity (or --journal), locked     (exit 2, 4)
-    stage         the manifest read once, validated into the journal            (exit 2)
+    state         --journal, --state or the default state directory: its lock or lease
+                  first (exit 4), then its ledger (journal/state.py)           (exit 2)
+    stage         the manifest read once into the ledger; this machine's other live runs
+                  must not hold its image sets (run/stage.py)                   (exit 2, 4)
     service       read-only: the endpoint answers as HealthImaging, the rows' data
                   stores exist and are ACTIVE (only when there is work)         (exit 2)
-    holds         this machine's other live runs must not hold its image sets   (exit 4)
     run           settle open calls, dispatch, sweep (run/runner.py)
-    report        derived from the journal; summary JSON; a line on stderr
+    report        derived from the ledger; summary JSON; a line on stderr
 
-Nothing is sent before the last check passes, and a journal this run created is removed
-again if a check after it fails.
+Nothing is sent before the last check passes, and a local ledger this run created is
+removed again if a check after it fails.
 """
 
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 import shutil
 import sys
@@ -45,9 +45,11 @@ class JobOptions:
     manifest: str
     datastore_id: str | None = None
     report: str | None = None
-    journal: str | None = None
-    resume: bool = False  # the journal must exist: continue it, or fail
-    fresh: bool = False  # set the journal aside and start over
+    journal: str | None = None  # a ledger file (--journal)
+    state: str | None = None  # --state: a directory or s3://bucket/prefix/ (env BATCHCOPY_STATE)
+    lease_ttl_s: float = 120.0  # an s3:// state's lease
+    resume: bool = False  # the state must exist and hold a run: continue it, or fail
+    fresh: bool = False  # the manifest's rows start over (an unusable ledger is set aside)
     rates: dict[str, tuple[float, float | None]] = field(default_factory=dict)
     endpoint_url: str | None = None
     region: str | None = None
@@ -78,7 +80,7 @@ def run_job(opts: JobOptions) -> int:
     report_dest = opts.report or str(opts.reports_dir / (
         f"{manifest_stem(opts.manifest)}-{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}.parquet"))
     # before the log file opens: it may be the manifest
-    clash = run_clash(opts.manifest, report_dest, lambda: resolve_journal_path(opts),
+    clash = run_clash(opts.manifest, report_dest, lambda: ledger_path(opts),
                       opts.log_file, verify=opts.verify)
     try:
         setup = logs.configure(level=opts.log_level, fmt=opts.log_format,
@@ -103,30 +105,40 @@ def run_job(opts: JobOptions) -> int:
 
 
 def manifest_stem(manifest: str) -> str:
+    """The manifest's file name without its suffix, safe and bounded as a file name part."""
+    from batchcopy.journal.state import safe_name
+
     name = manifest.replace("\\", "/").rstrip("/").rsplit("/", 1)[-1]
     for suffix in MANIFEST_SUFFIXES:
         if name.lower().endswith(suffix):
-            return name[: -len(suffix)] or "manifest"
-    return name or "manifest"
+            name = name[: -len(suffix)]
+            break
+    return safe_name(name or "manifest")
 
 
-def manifest_uri(manifest: str) -> str:
-    from batchcopy.aws.storage import is_s3
-
-    return manifest if is_s3(manifest) else str(Path(manifest).expanduser().resolve())
-
-
-def resolve_journal_path(opts: JobOptions) -> Path:
-    """--journal, or the default journal of this manifest's identity (URI + data store)."""
-    from batchcopy.journal.holds import state_dir
-    from batchcopy.journal.journal import Identity
+def resolve_location(opts: JobOptions) -> Any:
+    """--journal (a ledger file), else --state / BATCHCOPY_STATE / the default directory."""
     from batchcopy.aws.preflight import check_journal_path
+    from batchcopy.journal.state import Location, StateError, resolve
 
     if opts.journal:
-        return check_journal_path(opts.journal)
-    identity = Identity(manifest_uri(opts.manifest), opts.datastore_id).to_json()
-    digest = hashlib.blake2b(identity.encode(), digest_size=6).hexdigest()
-    return state_dir() / "journals" / f"{manifest_stem(opts.manifest)}-{digest}.journal.sqlite"
+        return Location("file", str(check_journal_path(opts.journal).absolute()))
+    try:
+        return resolve(opts.state)
+    except StateError as exc:
+        raise SetupError(str(exc)) from None
+
+
+def ledger_path(opts: JobOptions) -> Path:
+    """The ledger file this run will write, as given (--journal) or in its state."""
+    from batchcopy.aws.preflight import check_journal_path
+
+    return check_journal_path(opts.journal) if opts.journal else resolve_location(opts).ledger
+
+
+def state_display(opened: Any) -> str:
+    """What people are told the state is: the ledger file, or the s3:// URL."""
+    return opened.location.url if opened.location.kind == "s3" else str(opened.journal.path)
 
 
 async def _run_job(opts: JobOptions, report_dest: str, tmp: Path, setup: logs.LogSetup) -> int:
@@ -140,138 +152,74 @@ async def _run_job(opts: JobOptions, report_dest: str, tmp: Path, setup: logs.Lo
     if opts.metrics_file:
         preflight.writable_dir(Path(opts.metrics_file).expanduser().absolute().parent,
                                f"--metrics-file's directory ({opts.metrics_file})")
-    journal_path = resolve_journal_path(opts)
+    location = resolve_location(opts)
     try:
         local = await storage.download(opts.manifest, tmp)
     except FileNotFoundError:
         raise SetupError(f"manifest not found: {opts.manifest}") from None
     except Exception as exc:  # unreadable s3 object, bad url...
         raise SetupError(f"cannot read manifest {opts.manifest}: {exc}") from None
-    opened = _open_journal(journal_path, opts)
+    opened = _open_state(location, opts)
     if isinstance(opened, int):
         return opened
-    journal, created = opened
+    from batchcopy.journal.holds import HeldElsewhere, Holds, state_unwritable
+    from batchcopy.run.stage import stage_manifest
+
+    keep = False
     try:
-        staged = _stage(journal, local, opts)
+        holds = Holds()
+    except OSError as exc:
+        opened.discard()
+        raise SetupError(state_unwritable(exc)) from None
+    try:
+        journal = opened.journal
+        if opts.resume and (opened.created or not journal.has_rows()):
+            raise SetupError(f"--resume: the state {location} holds no run to resume (run "
+                             "without --resume to start, or give the right --state/--journal)")
+        scope = f"{region}|{endpoint.url}"
+        try:
+            staged = stage_manifest(journal, local, opts, holds=holds, scope=scope,
+                                    state=state_display(opened))
+        except HeldElsewhere as exc:
+            say(f"batchcopy: another batchcopy run on this machine is copying the same image "
+                f"sets: {exc}. Not starting; run again once it has finished",
+                level=logging.ERROR, event="locked")
+            return ExitCode.LOCKED
         if staged is None:
-            if created:
-                journal.close()
-                _remove_journal(journal_path)
             return ExitCode.USAGE
         rows = journal.count_rows()
-        dirs = [journal_path.parent] + ([] if storage.is_s3(report_dest)
+        dirs = [journal.path.parent] + ([] if storage.is_s3(report_dest)
                                         else [Path(report_dest).parent])
         preflight.check_space(dirs, rows)
-        return await _hold_and_run(opts, journal, local, report_dest, region, rows, setup,
-                                   endpoint)
-    except SetupError:
-        if created:
-            journal.close()
-            _remove_journal(journal_path)
-        raise
+        await _check_service(opts, journal, region, endpoint)
+        confirm_run(opts, journal)
+        keep = True
+        return await _execute(opts, opened, report_dest, region, rows, setup)
     finally:
-        journal.close()
+        holds.release()
+        if keep:
+            opened.close()
+        else:
+            opened.discard()
 
 
-def _open_journal(path: Path, opts: JobOptions) -> tuple[Any, bool] | int:
-    """(the locked journal, whether this run created it), or an exit code."""
-    from batchcopy.journal.journal import Identity, Journal, JournalError, JournalLocked, inspect
+def _open_state(location: Any, opts: JobOptions) -> Any:
+    """The state opened to write (its lock or lease taken first), or an exit code."""
+    from batchcopy.journal.lease import Holder
+    from batchcopy.journal.state import StateError, StateLocked, StateUnavailable, open_for_writing
 
-    state = inspect(path)
-    if opts.resume and state in ("missing", "empty"):
-        raise SetupError(f"--resume: journal {path} is {state}; nothing to resume (run "
-                         "without --resume to start, or give the right --journal)")
-    if opts.fresh and state != "missing":
-        _set_aside(path)
-        state = "missing"
     try:
-        journal = Journal(path, create=True, check=state == "sqlite")
-    except JournalError as exc:
-        # --fresh sets aside a journal that is there; one that cannot be made needs another path
-        hint = ("pass --fresh to set it aside and start over" if state not in ("missing", "empty")
-                else "choose another --journal")
-        raise SetupError(f"{exc}; {hint}") from None
-    try:
-        journal.lock()
-    except JournalLocked as exc:
-        journal.close()
+        opened = open_for_writing(location, Holder("run", opts.manifest),
+                                  lease_ttl_s=opts.lease_ttl_s, fresh=opts.fresh,
+                                  profile=opts.profile)
+    except StateLocked as exc:
         say(f"batchcopy: {exc}; not starting a second run", level=logging.ERROR, event="locked")
         return ExitCode.LOCKED
-    except JournalError as exc:
-        journal.close()
+    except (StateError, StateUnavailable) as exc:
         raise SetupError(str(exc)) from None
-    identity = Identity(manifest_uri(opts.manifest), opts.datastore_id)
-    known = journal.identity()
-    if known is not None and known != identity:
-        journal.close()
-        raise SetupError(f"journal {path} belongs to manifest {known.manifest}"
-                         + (f" with --datastore-id {known.datastore_id}" if known.datastore_id else "")
-                         + "; give another --journal, or --fresh to start over")
-    if opts.resume and not journal.has_rows():
-        journal.close()
-        raise SetupError(f"--resume: journal {path} records no run of this manifest")
-    created = known is None
-    if created:
-        journal.set_identity(identity)
-    return journal, created
-
-
-def _set_aside(path: Path) -> None:
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-    for suffix in ("", "-wal", "-shm"):
-        part = Path(str(path) + suffix)
-        if part.exists():
-            part.rename(Path(f"{path}.{stamp}.old{suffix}"))
-    say(f"batchcopy: --fresh: the old journal is kept as {path}.{stamp}.old")
-
-
-def _remove_journal(path: Path) -> None:
-    for suffix in ("", "-wal", "-shm", ".lock"):
-        Path(str(path) + suffix).unlink(missing_ok=True)
-
-
-def _stage(journal: Any, local: Path, opts: JobOptions) -> int | None:
-    """Read the manifest once into the journal (one transaction). None if it is invalid
-    (the journal is left as it was, and the errors are printed)."""
-    import sqlite3
-
-    from batchcopy.manifest.scan import ManifestInvalid, scan_manifest
-
-    try:
-        scan = scan_manifest(local, display_name=opts.manifest,
-                             default_datastore_id=opts.datastore_id, delimiter=opts.delimiter,
-                             extra_columns=opts.extra_columns)
-    except ManifestInvalid as exc:
-        say(f"batchcopy: invalid manifest, nothing was sent:\n{exc}", level=logging.ERROR,
-            event="invalid_manifest")
-        return None
-    journal.begin_manifest()
-    try:
-        for batch in scan:
-            journal.stage(batch)
-        report = scan.report
-    except ManifestInvalid as exc:
-        journal.rollback_manifest()
-        say(f"batchcopy: invalid manifest, nothing was sent:\n{exc}", level=logging.ERROR,
-            event="invalid_manifest")
-        return None
-    except sqlite3.Error as exc:
-        journal.rollback_manifest()
-        raise SetupError(f"cannot write the journal {journal.path}: {exc}") from None
-    except BaseException:
-        journal.rollback_manifest()
-        raise
-    if not report.ok:
-        journal.rollback_manifest()
-        total = len(report.errors) + report.more_errors
-        listed = "\n".join(f"  {err}" for err in report.errors[:50])
-        more = f"\n  ... and {total - 50} more (batchcopy validate lists them)" if total > 50 else ""
-        say(f"batchcopy: invalid manifest, nothing was sent ({total} error(s)):\n{listed}{more}",
-            level=logging.ERROR, event="invalid_manifest", errors=[str(e) for e in report.errors[:50]])
-        return None
-    journal.set_manifest_form(scan.form)
-    journal.commit_manifest()
-    return report.rows
+    for note in opened.notes:
+        say(f"batchcopy: {note}")
+    return opened
 
 
 async def _check_service(opts: JobOptions, journal: Any, region: str, endpoint: Any) -> None:
@@ -286,35 +234,7 @@ async def _check_service(opts: JobOptions, journal: Any, region: str, endpoint: 
         say(f"batchcopy: {note}", event="preflight_note")
 
 
-async def _hold_and_run(opts: JobOptions, journal: Any, local: Path, report_dest: str,
-                        region: str, rows: int, setup: logs.LogSetup, endpoint: Any) -> int:
-    """The holds first (a state directory that cannot be written stops the run before any
-    call), then the read-only service checks and the confirmation, then the run."""
-    import sqlite3
-
-    from batchcopy.journal.holds import HeldElsewhere, Holds, state_unwritable
-
-    scope = f"{region}|{endpoint.url}"
-    try:
-        holds = Holds()
-        holds.acquire(scope, journal.held_image_sets(), manifest=opts.manifest,
-                      journal=str(journal.path))
-    except (OSError, sqlite3.Error) as exc:
-        raise SetupError(state_unwritable(exc)) from None
-    except HeldElsewhere as exc:
-        say(f"batchcopy: another batchcopy run on this machine is copying the same image sets: "
-            f"{exc}. Not starting; run again once it has finished", level=logging.ERROR,
-            event="locked")
-        return ExitCode.LOCKED
-    try:
-        await _check_service(opts, journal, region, endpoint)
-        confirm_run(opts, journal)
-        return await _execute(opts, journal, report_dest, region, rows, setup)
-    finally:
-        holds.release()  # best effort: the kernel drops a dead run's hold anyway
-
-
-async def _execute(opts: JobOptions, journal: Any, report_dest: str, region: str,
+async def _execute(opts: JobOptions, opened: Any, report_dest: str, region: str,
                    total_rows: int, setup: logs.LogSetup) -> int:
     from batchcopy.aws.client import CallStats, ClientSettings, ImagingApi, open_client
     from batchcopy.aws.quotawatch import QuotaWatch
@@ -324,6 +244,7 @@ async def _execute(opts: JobOptions, journal: Any, report_dest: str, region: str
     from batchcopy.run.runner import Runner, RunSettings, summary_stats
     from batchcopy.run.waiter import CopyWaiter
 
+    journal, where = opened.journal, state_display(opened)
     settings = opts.settings or RunSettings()
     limiter = RateLimiter(opts.rates)
     quota = QuotaWatch(on_lower=_quota_looks_lower)
@@ -340,9 +261,9 @@ async def _execute(opts: JobOptions, journal: Any, report_dest: str, region: str
         raise SetupError(str(exc)) from None
     logs.RUN_ID.set(run_id)
     say(f"batchcopy: run {run_id} of {opts.manifest}: {total_rows:,} rows, {done:,} done "
-        f"before; CopyImageSet at {copy_rate:g}/s; journal {journal.path}", event="run_started",
+        f"before; CopyImageSet at {copy_rate:g}/s; journal {where}", event="run_started",
         manifest=opts.manifest, rows=total_rows, done_before=done, copy_rate_per_s=copy_rate,
-        journal=str(journal.path), report=report_dest)
+        journal=where, report=report_dest)
     progress = None
     if opts.progress != "off" or opts.metrics_file:  # the metrics file reads its numbers
         shown = opts.progress != "off"
@@ -368,6 +289,7 @@ async def _execute(opts: JobOptions, journal: Any, report_dest: str, region: str
             waiter = CopyWaiter(api, first_poll_s=opts.poll_first_s, max_interval_s=opts.poll_max_s)
             runner = Runner(journal=journal, api=api, waiter=waiter, settings=settings,
                             run_id=run_id, observer=progress)
+            _stop_when_state_fails(opened, runner, loop)
             try:
                 with stop_on_signals(loop, lambda: runner.request_stop("interrupted"),
                                      "stopping; in-flight copies finish, then the report is "
@@ -387,9 +309,11 @@ async def _execute(opts: JobOptions, journal: Any, report_dest: str, region: str
     run_stats["pacing"] = {"CopyImageSet": limiter.bucket("CopyImageSet").figures()}
     exit_code = decide_exit(outcome.stop_reason, journal, run_id, outcome.left_by_limit)
     run_stats.update(exit_code=int(exit_code), manifest=opts.manifest, report=report_dest,
-                     journal=str(journal.path), run_id=run_id,
+                     journal=where, state=opened.location.url, run_id=run_id,
                      earlier_runs_left=journal.statuses_before(run_id),
                      manifest_form=journal.manifest_form())
+    if opened.log is not None:  # what the s3:// state cost (the last writes come after)
+        run_stats["state_figures"] = opened.figures()
     if quota.lower:
         run_stats["quota_looks_lower"] = {op: round(r, 3) for op, r in quota.lower.items()}
     run_stats.update(_context(opts, started_wall))
@@ -405,8 +329,8 @@ async def _execute(opts: JobOptions, journal: Any, report_dest: str, region: str
         summary = await write_outputs(journal, report_dest, run_stats)
     except OSError as exc:  # checked before the first call; a disk can still fill up since
         say(f"batchcopy: could not write the report {report_dest}: {exc.strerror or exc}. "
-            f"Every row's outcome is in the journal {journal.path}: write the report with "
-            f"`batchcopy report {journal.path} --out PATH.parquet`",
+            f"Every row's outcome is in the journal {where}: write the report with "
+            f"`batchcopy report {where} --out PATH.parquet`",
             level=logging.ERROR, event="report_error")
         return await outlets.ended(ExitCode.ABORTED, f"batchcopy run {run_id} of "
                                    f"{opts.manifest}: the report could not be written", run_stats, final)
@@ -420,7 +344,7 @@ async def _execute(opts: JobOptions, journal: Any, report_dest: str, region: str
     if outcome.internal_error:
         say(f"batchcopy: internal error (a bug in batchcopy, please report it): "
             f"{outcome.internal_error}. The run stopped; every call it sent is settled or "
-            f"reported UNKNOWN, and the journal {journal.path} is consistent: run again to "
+            f"reported UNKNOWN, and the journal {where} is consistent: run again to "
             f"continue", level=logging.ERROR, event="internal_error")
     elif outcome.abort_message:
         say(f"batchcopy: run aborted: {outcome.abort_message}", level=logging.ERROR,
@@ -428,10 +352,28 @@ async def _execute(opts: JobOptions, journal: Any, report_dest: str, region: str
     if opts.verify and not outcome.internal_error:
         from batchcopy.commands.verify import verify_after_run
 
-        verified = await verify_after_run(opts, region, journal, report_dest)
+        verified = await verify_after_run(opts, region, journal, report_dest, where)
         if exit_code == ExitCode.OK and verified:
             exit_code = ExitCode(verified)
     return await outlets.ended(exit_code, text.splitlines()[0], summary, final)
+
+
+def _stop_when_state_fails(opened: Any, runner: Any, loop: asyncio.AbstractEventLoop) -> None:
+    """An s3:// state that stops taking writes (errors past the retry budget, the lease
+    lost) aborts the run at once: nothing is sent after (exit 3)."""
+    hooks = getattr(opened.journal.committer, "on_unavailable", None)
+    if hooks is None:
+        return
+    url = opened.location.url
+
+    def abort(reason: str) -> None:
+        message = (f"the state {url} cannot be written ({reason}); stopped sending: every "
+                   "call already sent is settled by the next run, on any machine")
+        loop.call_soon_threadsafe(runner.ctx.abort, message)
+
+    hooks.append(abort)
+    if opened.journal.committer.local_only is not None:  # it failed before the run began
+        abort(opened.journal.committer.local_only)
 
 
 def _quota_looks_lower(operation: str, accepted: float, configured: float) -> None:

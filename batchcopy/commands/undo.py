@@ -1,6 +1,9 @@
 """`batchcopy undo`: wire the undo together, like commands/run.py does a run.
 
-    journal   the one given, or the one a report's summary names; locked (exit 4)
+    state     the one given (a state, a journal), or the one a report's summary names, or
+              --state / BATCHCOPY_STATE / the state directory; its lock or lease (exit 4).
+              The undo takes back the rows of the state's current manifest (its latest
+              run's): a report of another manifest is refused (exit 2)
     preflight endpoint, profile, region, credentials (exit 2)
     holds     the image sets the undo will write, machine-wide (exit 4)
     plan      resume an unfinished plan as it is, or make one (reads only); --dry-run stops
@@ -31,7 +34,7 @@ from batchcopy.core.specs import ExitCode
 
 @dataclass
 class UndoOptions:
-    source: str  # a journal, or a report whose summary names its journal
+    source: str | None  # a state, a journal, or a report whose summary names its state
     report: str | None = None
     dry_run: bool = False
     yes: bool = False
@@ -46,6 +49,8 @@ class UndoOptions:
     poll_max_s: float = 30.0
     reports_dir: Path = Path("reports")
     console: logs.ConsoleOptions = field(default_factory=logs.ConsoleOptions)
+    state: str | None = None
+    lease_ttl_s: float = 120.0
 
 
 def say(msg: str, *, level: int = logs.NOTICE, event: str = "message", **fields: Any) -> None:
@@ -68,31 +73,42 @@ def run_undo(opts: UndoOptions) -> int:
         setup.close()
 
 
-def journal_of(source: str) -> Path:
-    """The journal to undo: SOURCE itself, or the one a report's summary JSON names."""
+def state_of(source: str | None, state: str | None) -> tuple[Any, str | None]:
+    """(the state to undo, the manifest a report SOURCE is of, if it says)."""
+    from batchcopy.report.source import ReportError, locate
+    from batchcopy.journal.state import source_location
     from batchcopy.report.summary import summary_path
 
-    if source.lower().endswith((".parquet", ".pq")):
+    if source and source.lower().endswith((".parquet", ".pq")):
         summary = Path(summary_path(source))
         try:
-            named = json.loads(summary.read_text(encoding="utf-8")).get("journal")
+            found = json.loads(summary.read_text(encoding="utf-8"))
         except (OSError, ValueError):
-            named = None
-        if not named:
-            raise SetupError(f"{source}: its summary ({summary}) does not name the run's journal; "
-                             "give the journal (.journal.sqlite) instead")
-        return Path(named)
-    return Path(source)
+            found = {}
+        named = found.get("state") or found.get("journal")
+        location = source_location(named) if named else None
+        if location is None:
+            raise SetupError(f"{source}: its summary ({summary}) does not name the run's state; "
+                             "give the state (or journal) instead")
+        return location, found.get("manifest")
+    try:
+        location = locate(source, state)
+    except ReportError as exc:
+        raise SetupError(str(exc)) from None
+    if location is None:
+        raise SetupError(f"{source} is neither a state nor a report")
+    return location, None
 
 
 async def _run(opts: UndoOptions, setup: logs.LogSetup) -> int:
     import sqlite3
 
     from batchcopy.aws import preflight
-    from batchcopy.journal.holds import HeldElsewhere, Holds, state_unwritable
-    from batchcopy.journal.journal import Journal, JournalError, JournalLocked
-
     from batchcopy.console.confirm import at_terminal
+    from batchcopy.journal.holds import HeldElsewhere, Holds, state_unwritable
+    from batchcopy.journal.lease import Holder
+    from batchcopy.journal.state import (StateError, StateLocked, StateUnavailable,
+                                         open_for_writing)
 
     if not (opts.dry_run or opts.yes or at_terminal()):
         raise SetupError("undo reverts and deletes image sets, and off a terminal it cannot "
@@ -101,18 +117,28 @@ async def _run(opts: UndoOptions, setup: logs.LogSetup) -> int:
     preflight.check_endpoint(opts.endpoint_url)
     region = preflight.check_aws(opts.profile, opts.region)
     endpoint = preflight.resolve_endpoint(opts.profile, region, opts.endpoint_url)
-    path = journal_of(opts.source)
+    location, manifest = state_of(opts.source, opts.state)
     try:
-        journal = Journal(path, create=False, check=True)
-    except JournalError as exc:
+        opened = open_for_writing(location, Holder("undo", manifest or str(location)),
+                                  lease_ttl_s=opts.lease_ttl_s, profile=opts.profile,
+                                  create=False)
+    except StateLocked as exc:
+        say(f"batchcopy undo: {exc}; not starting", level=logging.ERROR, event="locked")
+        return ExitCode.LOCKED
+    except (StateError, StateUnavailable) as exc:
         raise SetupError(str(exc)) from None
+    journal = opened.journal
+    where = location.url if location.kind == "s3" else str(journal.path)
     try:
-        try:
-            journal.lock()
-        except JournalLocked as exc:
-            say(f"batchcopy undo: {exc}; not starting", level=logging.ERROR, event="locked")
-            return ExitCode.LOCKED
-        from batchcopy.undo.store import UndoStore
+        latest = (journal.run_record() or {}).get("manifest")
+        if latest is None:
+            raise SetupError(f"the state {where} holds no run: nothing to undo")
+        if manifest is not None and manifest != latest:
+            raise SetupError(
+                f"the state {where} last ran {latest}, not {manifest} (the manifest of "
+                f"{opts.source}): undo takes back the rows of a state's latest manifest; run "
+                f"`batchcopy run {manifest}` against it first (rows done are not copied again)")
+        from batchcopy.journal.undo import UndoStore
 
         store = UndoStore(journal)
         targets = {(c.request.datastore_id, c.result_image_set_id) for c in store.done_calls()}
@@ -124,7 +150,7 @@ async def _run(opts: UndoOptions, setup: logs.LogSetup) -> int:
             holds = Holds()
             if not opts.dry_run:
                 holds.acquire(f"{region}|{endpoint.url}", sorted(targets),
-                              manifest=f"undo of {path}", journal=str(path))
+                              manifest=f"undo of {where}", journal=where)
         except (OSError, sqlite3.Error) as exc:
             raise SetupError(state_unwritable(exc)) from None
         except HeldElsewhere as exc:
@@ -132,15 +158,16 @@ async def _run(opts: UndoOptions, setup: logs.LogSetup) -> int:
                 f"undo would change: {exc}. Not starting", level=logging.ERROR, event="locked")
             return ExitCode.LOCKED
         try:
-            return await _with_client(opts, journal, store, unfinished, region, setup)
+            return await _with_client(opts, journal, store, unfinished, region, location,
+                                      setup)
         finally:
             holds.release()
     finally:
-        journal.close()
+        opened.close()
 
 
 async def _with_client(opts: UndoOptions, journal: Any, store: Any, unfinished: int | None,
-                       region: str, setup: logs.LogSetup) -> int:
+                       region: str, location: Any, setup: logs.LogSetup) -> int:
     from batchcopy.aws.client import ClientSettings, ImagingApi, open_client
     from batchcopy.aws.ratelimit import RateLimiter
     from batchcopy.undo.apply import UndoRunner, UndoSettings, make_plan
@@ -176,7 +203,7 @@ async def _with_client(opts: UndoOptions, journal: Any, store: Any, unfinished: 
                 say("batchcopy undo: an undo of this journal is unfinished; --dry-run: nothing "
                     "was changed")
                 return ExitCode.OK
-            say(f"batchcopy undo: resuming the unfinished undo of {journal.path}")
+            say(f"batchcopy undo: resuming the unfinished undo of {location}")
         from batchcopy.console.tally import Tally
 
         actions = store.actions(plan_id)
@@ -199,7 +226,7 @@ async def _with_client(opts: UndoOptions, journal: Any, store: Any, unfinished: 
         say(f"batchcopy undo: {len(actions)} change(s) to make, paced at "
             f"UpdateImageSetMetadata {limiter.configured()['UpdateImageSetMetadata'][0]:g}/s and "
             f"DeleteImageSet {limiter.configured()['DeleteImageSet'][0]:g}/s",
-            event="undo_started", changes=len(actions), journal=str(journal.path))
+            event="undo_started", changes=len(actions), journal=str(location))
         display.start()
         try:
             with stop_on_signals(asyncio.get_running_loop(),
@@ -210,8 +237,7 @@ async def _with_client(opts: UndoOptions, journal: Any, store: Any, unfinished: 
             display.close()
             journal.stop_writer()
     report = opts.report or str(opts.reports_dir / (
-        f"{journal.path.name.removesuffix('.journal.sqlite').removesuffix('.sqlite')}-undo-"
-        f"{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}.parquet"))
+        f"{location.name}-undo-{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}.parquet"))
     by_status = write_undo_report(journal, store, plan_id, report)
     say(f"batchcopy undo: {sum(by_status.values())} rows: "
         + ", ".join(f"{n} {s}" for s, n in sorted(by_status.items()))
@@ -222,8 +248,8 @@ async def _with_client(opts: UndoOptions, journal: Any, store: Any, unfinished: 
             event="aborted")
         return ExitCode.ABORTED
     if runner.stop_reason == "interrupted":
-        say(f"batchcopy undo: interrupted; run `batchcopy undo {opts.source}` again to finish",
-            event="interrupted")
+        say(f"batchcopy undo: interrupted; run `batchcopy undo {opts.source or location}` again "
+            "to finish", event="interrupted")
         return ExitCode.INTERRUPTED
     left = {s: n for s, n in by_status.items() if s not in ("SUCCEEDED", "SKIPPED")}
     if left:

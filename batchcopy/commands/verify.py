@@ -24,7 +24,7 @@ from batchcopy.report.rows import RowResult
 
 @dataclass
 class VerifyOptions:
-    source: str
+    source: str | None  # a state, a journal or a report; None: the state (--state...)
     out: str | None = None  # verify's report; default reports/<source>-verify-<time>.parquet
     output: str = "table"  # table | json
     limit: int | None = None
@@ -35,6 +35,7 @@ class VerifyOptions:
     profile: str | None = None
     concurrency: int = 16
     console: logs.ConsoleOptions = field(default_factory=logs.ConsoleOptions)
+    state: str | None = None
 
 
 def default_out(source: str) -> str:
@@ -50,13 +51,13 @@ def run(opts: VerifyOptions) -> int:
     """`batchcopy verify`: 0 every checked row verified, 1 some did not, 2 setup or source
     error, 3 credentials or access refused."""
     from batchcopy.aws import preflight
-    from batchcopy.report.source import ReportError, open_source
+    from batchcopy.report.source import ReportError, locate, open_source
 
     try:
         preflight.check_endpoint(opts.endpoint_url)
         region = preflight.check_aws(opts.profile, opts.region)
         preflight.resolve_endpoint(opts.profile, region, opts.endpoint_url)
-        dest = opts.out or default_out(opts.source)
+        dest = opts.out or default_out(opts.source or locate(None, opts.state).name)
         preflight.check_report_destination(dest)
     except preflight.SetupError as exc:
         raise ReportError(str(exc)) from None
@@ -66,7 +67,7 @@ def run(opts: VerifyOptions) -> int:
         raise ReportError(f"--log-file: cannot open {opts.console.log_file}: "
                           f"{exc.strerror or exc}") from None
     try:
-        with open_source(opts.source) as src:
+        with open_source(opts.source, opts.state) as src:
             return asyncio.run(verify_source(src.rows, src.name, src.run, dest, opts, region,
                                              setup=setup))
     finally:
@@ -198,18 +199,21 @@ def _headline(source: str, tally: Any, api: dict[str, Any]) -> str:
     return line
 
 
-async def verify_after_run(opts: Any, region: str, journal: Any, report_dest: str) -> int:
+async def verify_after_run(opts: Any, region: str, journal: Any, report_dest: str,
+                           name: str | None = None) -> int:
     """`run --verify`: check the run's done rows; verify's report beside the run's
-    (x.parquet -> x-verify.parquet). Printed to stderr, like the rest of `run`."""
+    (x.parquet -> x-verify.parquet). Printed to stderr, like the rest of `run`. `name`: the
+    state as people know it (default: the journal's path)."""
     from batchcopy.report.results import journal_results
 
+    name = name or str(journal.path)
     dest = (report_dest[: -len(".parquet")] if report_dest.endswith(".parquet")
             else report_dest) + "-verify.parquet"
-    vopts = VerifyOptions(source=str(journal.path), out=dest, rates=opts.rates,
+    vopts = VerifyOptions(source=name, out=dest, rates=opts.rates,
                           endpoint_url=opts.endpoint_url, region=region, profile=opts.profile)
     print("batchcopy: --verify: checking every done row against its destination...",
           file=sys.stderr, flush=True)
-    return await verify_source(lambda: journal_results(journal), str(journal.path),
-                               {"run_id": journal.latest_run(), "journal": str(journal.path),
+    return await verify_source(lambda: journal_results(journal), name,
+                               {"run_id": journal.latest_run(), "journal": name,
                                 "report": report_dest, "manifest_form": journal.manifest_form()},
                                dest, vopts, region, err=True)

@@ -1,9 +1,12 @@
-"""What `report` and `verify` read: a journal (by its name: .sqlite / .journal) or a report
-(local or s3://), opened as a `Source` (its rows, read again at each call, and the run's
-context); a source that cannot be read, or an output that cannot be made, is a `ReportError`.
+"""What `report`, `verify` and `status` read: a state (its ledger: a directory, a journal
+file, or s3://bucket/prefix/; by default --state, BATCHCOPY_STATE or the state directory) or
+a report (local or s3://), opened as a `Source` (its rows, read again at each call, and the
+run's context); a source that cannot be read, or an output that cannot be made, is a
+`ReportError`.
 
-    journal  rows derived from the ledger (report/results.py), the latest run's context and
-             calls from its `runs` / `calls` tables
+    state    rows derived from the ledger (report/results.py) for its current manifest (the
+             latest run's), the latest run's context and calls from its `runs` / `calls`
+             tables
     report   the rows as written, the run's context from the file's metadata (format 2)
              or the summary JSON beside it
 """
@@ -27,8 +30,15 @@ class ReportError(Exception):
     """A source that cannot be read, or an output that cannot be made: one line, exit 2."""
 
 
-def is_journal(source: str) -> bool:
-    return source.endswith(".sqlite") or source.endswith(".journal")
+def locate(source: str | None, state: str | None = None) -> Any:
+    """The state SOURCE names (None: SOURCE is a report); with no SOURCE, --state /
+    BATCHCOPY_STATE / the state directory."""
+    from batchcopy.journal.state import StateError, resolve, source_location
+
+    try:
+        return source_location(source) if source else resolve(state)
+    except StateError as exc:
+        raise ReportError(str(exc)) from None
 
 
 def journal_context(journal: Any) -> dict[str, Any] | None:
@@ -59,43 +69,47 @@ class Source:
     context, and (from a journal) the run's calls and the journal itself."""
 
     name: str
-    kind: str  # "journal" | "report"
+    kind: str  # "journal" (a state's ledger) | "report"
     run: dict[str, Any] | None
     rows: Callable[[], Iterator[RowResult]]
     calls: list[tuple[float, str, str | None]] | None = None
     journal: Any = None
     report_version: str | None = None
+    location: Any = None  # the state, for a ledger
 
 
 @contextmanager
-def open_source(source: str) -> Iterator[Source]:
-    """Open a journal (by its name: .sqlite / .journal) or a report (local or s3://); a
-    source that cannot be read is a ReportError."""
-    if is_journal(source):
-        with _journal(source) as found:
+def open_source(source: str | None, state: str | None = None) -> Iterator[Source]:
+    """Open a state's ledger or a report (local or s3://); a source that cannot be read is
+    a ReportError."""
+    location = locate(source, state)
+    if location is not None:
+        with _ledger(location) as found:
             yield found
     else:
+        assert source is not None
         with _local_report(source) as local:
             yield _report(source, local)
 
 
 @contextmanager
-def _journal(source: str) -> Iterator[Source]:
-    from batchcopy.journal.journal import Journal, JournalError
+def _ledger(location: Any) -> Iterator[Source]:
+    from batchcopy.journal.state import StateError, StateUnavailable, open_for_reading
     from batchcopy.report.results import journal_results
 
-    if not Path(source).exists():
-        raise ReportError(f"journal not found: {source}")
     try:
-        journal = Journal(Path(source), create=False)
-    except JournalError as exc:
+        opened = open_for_reading(location)
+    except (StateError, StateUnavailable) as exc:
         raise ReportError(str(exc)) from None
     try:
+        journal = opened.journal
+        name = location.url if location.kind == "s3" else str(journal.path)
         run = journal_context(journal)
         calls = journal.run_calls(run["run_id"]) if run else None
-        yield Source(source, "journal", run, lambda: journal_results(journal), calls, journal)
+        yield Source(name, "journal", run, lambda: journal_results(journal), calls, journal,
+                     location=location)
     finally:
-        journal.close()
+        opened.close()
 
 
 def _report(source: str, local: Path) -> Source:

@@ -32,6 +32,7 @@ from typing import Any
 from batchcopy.run.calls import CallDriver, Ended, Settled
 from batchcopy.run.context import RunContext
 from batchcopy.journal.journal import RowOutcome
+from batchcopy.journal.s3io import StateUnavailable
 from batchcopy.plan.units import CopyUnit
 from batchcopy.run.precheck import SUBSET_NOT_IN_SOURCE, MetadataCache, check_rows, frames, pack_by_frames
 from batchcopy.run.present import Busy, PresenceFinder
@@ -139,7 +140,12 @@ class Executor:
             handle.phase = Phase.COMMITTING
             request = unit.request(tally.src_v, tally.dst_v)
             sent_at = ctx.clock()
-            call_id = await ctx.journal.call_sent(ctx.run_id, request, [r.key for r in rows], sent_at)
+            try:
+                call_id = await ctx.journal.call_sent(ctx.run_id, request, [r.key for r in rows],
+                                                      sent_at)
+            except StateUnavailable as exc:  # not recorded where the state lives: not sent
+                ctx.abort(f"the state cannot be written ({exc}); stopped sending")
+                return []
             copies.prepared(copies.now() - granted)
             if due > copies.now():  # its time; a stop meanwhile sends nothing (below)
                 await asyncio.sleep(due - copies.now())
@@ -205,7 +211,7 @@ class Executor:
             try:
                 found = await self.presence.find(
                     row.datastore_id, row.source_image_set_id, tally.src_v, source,
-                    row.copiable_attributes, primary=row.promote_to_primary)
+                    row.copiable_attributes, primary=row.promote_to_primary, key=row.key)
             except Exception as exc:
                 await self._presence_failed(row, tally, exc)
                 continue

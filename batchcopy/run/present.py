@@ -14,9 +14,10 @@ holds an image set that is exactly what the row's copy would make, found like th
   attributes at every level: Patient, Study, each Series, each instance (compared as one
   digest of the canonical JSON). A superset, another subset or a changed attribute is not
   present: the row is copied;
-* it is not the result of another call of this journal (a manifest may ask for two copies
-  with the same content), nor an image set this run already counted as another row's copy
-  (`claims`, kept per content digest: two such rows need two such image sets).
+* it is not the result of another row's call in this journal (a manifest may ask for two
+  copies with the same content; the row's own earlier copy counts: a `--fresh` rerun finds
+  it), nor an image set this run already counted as another row's copy (`claims`, kept
+  per content digest: two such rows need two such image sets).
 
 A candidate being written (LOCKED: a copy running now, perhaps another machine's copy of
 this very row) is waited for (bounded); still locked then, the answer is `Busy`, and the
@@ -88,11 +89,12 @@ def study_uid(doc: dict[str, Any]) -> str:
 
 class PresenceFinder:
     """`find()` over an ImagingApi-like object (search_image_sets, get_image_set,
-    get_image_set_metadata). `known(datastore)` gives the image sets this journal's calls
-    made (read only when something matched); `own` holds those this run's calls are
-    writing or reading now, or made lately (context.OwnImageSets): never read."""
+    get_image_set_metadata). `known(datastore, key)` gives the image sets this journal's
+    calls made, but for those of the row `key` (read only when something matched); `own`
+    holds those this run's calls are writing or reading now, or made lately
+    (context.OwnImageSets): never read."""
 
-    def __init__(self, api: ImagingApi, *, known: Callable[[str], Iterable[str]],
+    def __init__(self, api: ImagingApi, *, known: Callable[[str, str | None], Iterable[str]],
                  own: Container[tuple[str, str]] = frozenset(), lock_wait_s: float = 120.0,
                  sleep: Callable[[float], Awaitable[object]] = asyncio.sleep) -> None:
         self.api = api
@@ -105,7 +107,7 @@ class PresenceFinder:
 
     async def find(self, datastore_id: str, source_id: str, source_version: str,
                    source_doc: dict[str, Any], attrs: str | None, *,
-                   primary: bool = False) -> Present | Busy | None:
+                   primary: bool = False, key: str | None = None) -> Present | Busy | None:
         want = content_digest(source_doc, attrs)
         if not want[1]:
             return None
@@ -131,7 +133,7 @@ class PresenceFinder:
         taken = self.claims.get(want[0], set())
         free = [m for m in matches if m[0] not in taken]
         if free:
-            made = set(self.known(datastore_id))  # read only when something matched
+            made = set(self.known(datastore_id, key))  # read only when something matched
             free = [m for m in free if m[0] not in made]
         if not free:
             return None

@@ -4,7 +4,7 @@
               wrote (GetImageSet) -> undo_plan.plan_undo: one revert per destination
               (UpdateImageSetMetadata revertToVersionId), one delete per new image set
               (DeleteImageSet), or a CONFLICT when another writer has written since
-    store     the plan in the journal (undo/store.py); an unfinished plan is resumed as it is
+    store     the plan in the ledger (journal/undo.py); an unfinished plan is resumed as it is
     execute   each action: check the image set is still where the plan left it, journal
               SENT, send (one attempt; paced by the operation's quota), wait for the end
               (UPDATED / DELETED); retry throttles and 5xx; a call without a usable answer
@@ -32,7 +32,8 @@ from batchcopy.aws.retry import (
     through_locks,
 )
 from batchcopy.undo.plan import DELETE, REVERT, Latest, plan_undo, safe_target, with_cautions
-from batchcopy.undo.store import OPEN, StoredAction, UndoStore
+from batchcopy.journal.s3io import StateUnavailable
+from batchcopy.journal.undo import OPEN, StoredAction, UndoStore
 
 DELETED_STATES = frozenset({"DELETED"})
 UPDATE_ENDED = frozenset({"UPDATED", "UPDATE_FAILED"})
@@ -138,7 +139,11 @@ class UndoRunner:
                 await self.api.limiter.bucket(_operation(stored)).acquire()
                 if self.stopping.is_set():
                     return
-                await self.store.sent(stored.action_id)
+                try:
+                    await self.store.sent(stored.action_id)
+                except StateUnavailable as exc:  # not recorded where the state lives: not sent
+                    self.request_stop("aborted", f"the state cannot be written: {exc}")
+                    return
                 attempts += 1
                 try:
                     answer = await self._send(stored)

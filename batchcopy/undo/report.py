@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from batchcopy.undo.plan import CANNOT, DELETE, NONE, REVERT, Action
-from batchcopy.undo.store import UNDONE_CODE, UndoStore
+from batchcopy.journal.undo import UNDONE_CODE, UndoStore
 
 COLUMNS = (("manifest_row", "int64"), ("row_id", "string"), ("status", "string"),
            ("action", "string"), ("datastore_id", "string"), ("image_set_id", "string"),

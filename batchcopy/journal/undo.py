@@ -1,5 +1,5 @@
-"""The undo's journal: its actions live in the run's own journal file, beside the calls
-they take back, so that an action finishing and the rows it undid going back to NOT_RUN
+"""The undo's part of the ledger: its actions live in the same ledger as the calls they
+take back, so that an action finishing and the rows it undid going back to NOT_RUN
 (a later run of the manifest copies them again) are one transaction.
 
     undo_actions  one line per action of a plan (undo_plan.Action), and its state:
@@ -16,7 +16,6 @@ are reconciled against the service first.
 from __future__ import annotations
 
 import json
-import sqlite3
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -26,15 +25,6 @@ from batchcopy.journal.journal import Journal
 from batchcopy.core.specs import REQUEST_FIELDS, CopyRequest, Status
 from batchcopy.undo.plan import NONE, Action, DoneCall
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS undo_actions (
-    action_id INTEGER PRIMARY KEY, plan_id INTEGER NOT NULL, kind TEXT NOT NULL,
-    datastore_id TEXT NOT NULL, image_set_id TEXT NOT NULL, expected_latest TEXT NOT NULL,
-    target_version TEXT, call_ids TEXT NOT NULL, row_keys TEXT NOT NULL, note TEXT NOT NULL,
-    state TEXT NOT NULL, planned_at REAL NOT NULL, sent_at REAL, finished_at REAL,
-    result_version_id TEXT, workflow_status TEXT, error_code TEXT, error_message TEXT,
-    evidence TEXT, attempts INTEGER NOT NULL DEFAULT 0);
-"""
 FINAL = ("DONE", "FAILED", "CONFLICT")
 OPEN = ("SENT", "AMBIGUOUS", "ANSWERED")
 UNDONE_CODE = "Undone"
@@ -52,13 +42,16 @@ class StoredAction:
 
 
 class UndoStore:
+    """The `undo_actions` table of a journal (journal/schema.py), read and written."""
+
     def __init__(self, journal: Journal) -> None:
         self.journal = journal
-        journal._wdb.executescript(_SCHEMA)  # noqa: SLF001 - the undo's tables, in the same file
 
     # ---- reading -------------------------------------------------------------------
     def done_calls(self) -> list[DoneCall]:
-        """Finished copy calls that made a version and that no finished undo took back."""
+        """Finished copy calls of the current manifest's rows (the state's latest run's
+        manifest: a state's ledger holds every manifest run against it) that made a
+        version and that no finished undo took back."""
         undone: set[int] = set()
         for (ids,) in self.journal.db.execute(
                 "SELECT call_ids FROM undo_actions WHERE state = 'DONE'"):
@@ -68,7 +61,9 @@ class UndoStore:
         for row in self.journal.db.execute(
                 f"SELECT call_id, row_keys, {fields}, result_image_set_id, result_version_id, "
                 f"workflow_status FROM calls WHERE state = 'DONE' AND result_image_set_id IS NOT "
-                f"NULL AND workflow_status IN ('COPIED', 'COPY_FAILED') ORDER BY call_id"):
+                f"NULL AND workflow_status IN ('COPIED', 'COPY_FAILED') AND EXISTS (SELECT 1 "
+                f"FROM json_each(calls.row_keys) j WHERE j.value IN (SELECT key FROM manifest)) "
+                f"ORDER BY call_id"):
             if row[0] in undone:
                 continue
             n = len(REQUEST_FIELDS)
@@ -82,10 +77,13 @@ class UndoStore:
         marks = ",".join("?" * len(FINAL))
         found = self.journal.db.execute(
             f"SELECT max(plan_id) FROM undo_actions WHERE state NOT IN ({marks})", FINAL).fetchone()
-        return found[0]
+        plan: int | None = found[0]
+        return plan
 
     def latest_plan(self) -> int | None:
-        return self.journal.db.execute("SELECT max(plan_id) FROM undo_actions").fetchone()[0]
+        found: int | None = self.journal.db.execute(
+            "SELECT max(plan_id) FROM undo_actions").fetchone()[0]
+        return found
 
     def actions(self, plan_id: int) -> list[StoredAction]:
         out = []
@@ -112,34 +110,34 @@ class UndoStore:
     def store_plan(self, actions: Sequence[Action]) -> int:
         plan_id = (self.latest_plan() or 0) + 1
         now = time.time()
-        db = self.journal._wdb  # noqa: SLF001 - before the writer thread starts
-        db.execute("BEGIN IMMEDIATE")
-        db.executemany(
+        rows = [(plan_id, a.kind, a.datastore_id, a.image_set_id, a.expected_latest,
+                 a.target_version, json.dumps(a.call_ids), json.dumps(a.row_keys), a.note,
+                 "CONFLICT" if a.kind == NONE else "PLANNED", now, now if a.kind == NONE else None)
+                for a in actions]
+        self.journal.write_now(lambda db: db.executemany(
             "INSERT INTO undo_actions (plan_id, kind, datastore_id, image_set_id, "
             "expected_latest, target_version, call_ids, row_keys, note, state, planned_at, "
-            "finished_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
-            [(plan_id, a.kind, a.datastore_id, a.image_set_id, a.expected_latest, a.target_version,
-              json.dumps(a.call_ids), json.dumps(a.row_keys), a.note,
-              "CONFLICT" if a.kind == NONE else "PLANNED", now, now if a.kind == NONE else None)
-             for a in actions])
-        db.execute("COMMIT")
+            "finished_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)", rows))
         return plan_id
 
     async def move(self, action_id: int, state: str, **changes: Any) -> None:
         sets = "".join(f", {c}=?" for c in changes)
 
-        def write(db: sqlite3.Connection) -> None:
+        def write(db: Any) -> None:
             db.execute(f"UPDATE undo_actions SET state=?{sets} WHERE action_id=?",
                        (state, *changes.values(), action_id))
 
         await self.journal.write(write)
 
     async def sent(self, action_id: int) -> None:
-        def write(db: sqlite3.Connection) -> None:
-            db.execute("UPDATE undo_actions SET state='SENT', sent_at=?, attempts=attempts+1 "
-                       "WHERE action_id=?", (time.time(), action_id))
+        """Durably SENT before the request leaves (urgent, like a copy's call_sent)."""
+        at = time.time()
 
-        await self.journal.write(write)
+        def write(db: Any) -> None:
+            db.execute("UPDATE undo_actions SET state='SENT', sent_at=?, attempts=attempts+1 "
+                       "WHERE action_id=?", (at, action_id))
+
+        await self.journal.write(write, urgent=True)
 
     async def done(self, stored: StoredAction, result_version: str | None,
                    workflow_status: str | None, evidence: str | None = None) -> None:
@@ -148,7 +146,7 @@ class UndoStore:
         a = stored.action
         message = f"undone by batchcopy undo: {a.note}"
 
-        def write(db: sqlite3.Connection) -> None:
+        def write(db: Any) -> None:
             db.execute("UPDATE undo_actions SET state='DONE', finished_at=?, result_version_id=?, "
                        "workflow_status=?, evidence=coalesce(?, evidence) WHERE action_id=?",
                        (time.time(), result_version, workflow_status, evidence, stored.action_id))
