@@ -19,7 +19,8 @@ from typing import Any
 import pytest
 
 from resumekit import Running, distinct_copies, read_report, seed_world
-from runkit import FAST, run_cli, write_manifest
+import runkit
+from runkit import FAST, write_manifest
 from s3faults import FaultProxy
 from statekit import machine_env, new_bucket, s3_client, state_calls
 
@@ -40,6 +41,13 @@ def copied_once(w: Any, n: int) -> None:
     """Every copy the emulator was asked for has ended, and each of the n rows made one."""
     w.wait_idle()
     assert w.copies_requested() == n and w.stats()["copies_succeeded"] == n
+
+
+def run_cli(args: list[str], env: dict[str, str], *, cwd: Path) -> Any:
+    """The CLI in a process of its own: a state's lease is renewed by a thread on time, and
+    in this process it would share one interpreter with moto's server (on a loaded machine
+    renewals came late past the tests' 5 s lease and a run stopped, its lease lost)."""
+    return runkit.run_cli(args, env, cwd=cwd, process=True)
 
 
 def run_args(manifest: Path, state: str, report: Path, *extra: str) -> list[str]:
@@ -85,7 +93,10 @@ def test_kill_9_then_an_empty_machine_finishes_after_the_lease_expires(
     second = run_cli(run_args(manifest, state, tmp_path / "b.parquet", *extra),
                      machine_env(w.env, tmp_path, "c", moto_endpoint), cwd=tmp_path)
     assert second.returncode == 0, second.stderr
-    assert "took over the expired lease" in second.stderr
+    # the run that found the dead run's lease expired took it over: the second, or on a very
+    # slow machine already the early one
+    assert "took over the expired lease" in (second.stderr if early.returncode == 4
+                                             else early.stderr + second.stderr)
     rows = read_report(tmp_path / "b.parquet")
     assert len(rows) == 9 and {r["status"] for r in rows} <= {"SUCCEEDED", "SKIPPED"}
     copied_once(w, 9)  # CopyImageSet calls accepted = rows: none twice
