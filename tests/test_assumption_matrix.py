@@ -30,8 +30,8 @@ import pytest
 from batchcopy.emulator.assumptions import SWITCHES
 from batchcopy.emulator.config import FaultSpec
 from conftest import DUMMY_CREDENTIALS, boto3_config
-from resumekit import Running, call_states, journal_rows, read_report, seed_world
-from runkit import FAST, patiently, run_cli, run_manifest, wait_active, write_manifest
+from kit.resumekit import Running, call_states, journal_rows, read_report, seed_world
+from kit.runkit import FAST, patiently, run_cli, run_manifest, wait_active, write_manifest
 
 SEED = {"seed": 41, "datastores": 1, "patients": 4, "studies_per_patient": 1,
         "series_per_study": 2, "instances_per_series": 4, "frames_per_instance": 1}

@@ -9,8 +9,8 @@ from typing import Any
 
 from batchcopy.core.specs import CopySpec
 from batchcopy.plan.canary import Canary
-from resumekit import seed_world
-from runkit import run_manifest, write_manifest
+from kit.resumekit import seed_world
+from kit.runkit import run_manifest, write_manifest
 from test_assumption_matrix import one, sops, subset_copy
 
 SEED = {"seed": 19, "datastores": 1, "patients": 8, "studies_per_patient": 1,

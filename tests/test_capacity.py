@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from conftest import boto3_config, control_call
-from runkit import new_subset_destination, run_manifest, write_manifest
+from kit.runkit import new_subset_destination, run_manifest, write_manifest
 
 SEED = {"seed": 11, "datastores": 1, "patients": 12, "studies_per_patient": 1,
         "series_per_study": 1, "instances_per_series": 2}

@@ -15,8 +15,8 @@ import pytest
 from typer.testing import CliRunner
 
 from batchcopy.cli import root as cli
-from httpkit import Canned
-from runkit import write_manifest
+from kit.httpkit import Canned
+from kit.runkit import write_manifest
 
 DENY_METADATA = {"keys": {"testing": "testing"}, "deny": {"testing": ["GetImageSetMetadata"]}}
 
@@ -99,7 +99,7 @@ def test_a_wrong_host_certificate_fails_tls(env: dict[str, str], tmp_path: Path,
                                             monkeypatch: pytest.MonkeyPatch) -> None:
     from batchcopy.emulator.server import EmulatorServer
     from conftest import make_config
-    from tlskit import Authority
+    from kit.tlskit import Authority
 
     ca = Authority(tmp_path)
     server = EmulatorServer(make_config(), ssl_context=ca.server_context("wrong.example")).start()

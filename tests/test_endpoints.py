@@ -15,7 +15,7 @@ import pytest
 from batchcopy.aws.client import ClientSettings, open_client
 from batchcopy.aws.endpoints import EndpointError, check, resolve
 from batchcopy.aws.lightcalls import LightCalls
-from runkit import write_manifest
+from kit.runkit import write_manifest
 
 VPCE = "https://vpce-0a1b2c3d4e5f-abcdefgh.runtime-medical-imaging.eu-west-1.vpce.amazonaws.com"
 REGIONAL = "https://medical-imaging.eu-west-1.amazonaws.com"

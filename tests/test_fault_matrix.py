@@ -28,8 +28,8 @@ from typing import Any
 import pytest
 
 from batchcopy.emulator.config import FaultSpec
-from resumekit import call_states, journal_rows, read_report, seed_world
-from runkit import run_manifest, write_manifest
+from kit.resumekit import call_states, journal_rows, read_report, seed_world
+from kit.runkit import run_manifest, write_manifest
 from test_assumption_matrix import held, metadata, sops, subset_copy
 
 SOAK_ROWS = int(os.environ.get("BATCHCOPY_SOAK_ROWS", "0") or 0)

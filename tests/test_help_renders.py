@@ -11,7 +11,7 @@ import typer
 from typer.testing import CliRunner
 
 from batchcopy.cli import root as cli
-from runkit import run_cli
+from kit.runkit import run_cli
 
 
 def command_paths() -> list[list[str]]:

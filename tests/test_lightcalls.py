@@ -181,7 +181,7 @@ ANSWERS: list[tuple[int, dict[str, str], bytes]] = [
 
 
 def _served(answers: list[tuple[int, dict[str, str], bytes]]) -> Any:
-    from httpkit import Canned
+    from kit.httpkit import Canned
 
     def answer(method: str, path: str) -> tuple[int, dict[str, str], bytes]:
         return answers[int(path.split("/")[4], 16) % len(answers)]  # the image set id says which
@@ -321,7 +321,7 @@ def test_a_200_page_that_is_not_the_service_is_tried_again_not_a_bug(client_env:
     from batchcopy.aws.client import ImagingApi
     from batchcopy.aws.ratelimit import RateLimiter
     from batchcopy.aws.retry import Backoff, ErrorKind, UnreadableAnswer, classify
-    from httpkit import Canned
+    from kit.httpkit import Canned
 
     page = (200, {"Content-Type": "text/html"}, b"<html><body>Log in to the network</body></html>")
     with Canned(lambda method, path: page) as portal:

@@ -17,8 +17,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from batchcopy.cli import root
 from batchcopy.console.metrics import render
-from resumekit import Running, distinct_copies, seed_world
-from runkit import FAST, run_manifest, write_manifest
+from kit.resumekit import Running, distinct_copies, seed_world
+from kit.runkit import FAST, run_manifest, write_manifest
 
 SEED = {"seed": 9, "datastores": 1, "patients": 4, "studies_per_patient": 1,
         "series_per_study": 1, "instances_per_series": 1, "frames_per_instance": 1}

@@ -15,9 +15,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from httpkit import Canned, html_404
-from resumekit import seed_world
-from runkit import run_cli, run_manifest, write_manifest
+from kit.httpkit import Canned, html_404
+from kit.resumekit import seed_world
+from kit.runkit import run_cli, run_manifest, write_manifest
 
 SEED = {"seed": 11, "datastores": 1, "patients": 3, "studies_per_patient": 1,
         "series_per_study": 1, "instances_per_series": 2, "frames_per_instance": 1}

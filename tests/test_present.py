@@ -16,8 +16,8 @@ from typing import Any
 import pyarrow.parquet as pq
 import pytest
 
-from resumekit import seed_world
-from runkit import FAST, latest, patiently, run_cli, wait_active, write_manifest
+from kit.resumekit import seed_world
+from kit.runkit import FAST, latest, patiently, run_cli, wait_active, write_manifest
 
 PRE_RUN_SEARCH = 1  # a run with rows to send reads one page of SearchImageSets first (preflight)
 SEED = {"seed": 61, "datastores": 1, "patients": 3, "studies_per_patient": 1,

@@ -12,8 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from batchcopy.aws.quotawatch import QuotaWatch
-from resumekit import seed_world
-from runkit import run_manifest, write_manifest
+from kit.resumekit import seed_world
+from kit.runkit import run_manifest, write_manifest
 
 SEED = {"seed": 23, "datastores": 1, "patients": 40, "studies_per_patient": 1,
         "series_per_study": 1, "instances_per_series": 1, "frames_per_instance": 1}

@@ -1,5 +1,5 @@
 """Reconciliation without HTTP: did an unanswered CopyImageSet happen? Decided on the
-emulator's service model (tests/modelapi.py), with destinations made long before the call,
+emulator's service model (tests/kit/modelapi.py), with destinations made long before the call,
 so image-set timestamps cannot be what decides."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import pytest
 
 from batchcopy.run.reconcile import Reconciler
 from batchcopy.core.specs import CopyRequest
-from modelapi import LOST, ModelApi, once, world
+from kit.modelapi import LOST, ModelApi, once, world
 
 HOUR = 3600.0
 
@@ -168,7 +168,7 @@ def test_checks_that_cannot_be_made_are_undecidable_never_a_guess() -> None:
     ds, src = store["datastoreId"], store["imageSets"][0]
     dest = old_destination(api, ds, src)
     req = into(ds, src, dest, latest(api, ds, dest), sops(src)[1])
-    from modelapi import service_error
+    from kit.modelapi import service_error
 
     api.faults.append(lambda op, p: service_error("InternalServerException", 500)
                       if op == "ListImageSetVersions" else None)

@@ -17,7 +17,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from conftest import control_call
-from runkit import FAST, run_cli, write_manifest
+from kit.runkit import FAST, run_cli, write_manifest
 
 # one worker runs this module: its module fixture is made once, not once per worker
 pytestmark = pytest.mark.xdist_group("report-cli")
@@ -288,7 +288,7 @@ def test_failed_manifest_keeps_the_manifests_columns_and_form(ran: dict[str, Any
     (not a JSON blob), their own `notes`, the manifest's columns in its order."""
     import csv
 
-    from runkit import COLUMNS
+    from kit.runkit import COLUMNS
 
     retry = ran["tmp"] / f"retry-{source}.csv"
     proc = run_cli(["report", str(ran[source]), "--failed-manifest", str(retry),
@@ -317,7 +317,7 @@ MEASURE = ("<script>addEventListener('load', () => document.body.insertAdjacentH
 
 def test_html_groups_identical_failures_lists_created_and_skipped_and_fits_800_px(
         emulator: Any, client_env: dict[str, str], boto3_client: Any, tmp_path: Path) -> None:
-    from runkit import new_subset_destination
+    from kit.runkit import new_subset_destination
 
     status, seeded = control_call(emulator.endpoint, "POST", "/_emulator/seed",
                                   {**SEED, "patients": 8})

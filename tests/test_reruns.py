@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 
 from batchcopy.emulator.config import FaultSpec
-from resumekit import Running, journal_rows, seed_world
-from runkit import FAST, new_subset_destination, run_cli, run_manifest, write_manifest
+from kit.resumekit import Running, journal_rows, seed_world
+from kit.runkit import FAST, new_subset_destination, run_cli, run_manifest, write_manifest
 
 SEED = {"seed": 31, "datastores": 1, "patients": 4, "studies_per_patient": 1,
         "series_per_study": 2, "instances_per_series": 4, "frames_per_instance": 1}
@@ -76,7 +76,7 @@ def test_a_lost_refusal_after_another_writers_failed_copy_is_unknown_not_failed(
     the row's call as stale, and that refusal never arrives. The version after v is no
     proof of the row's copy: the row is UNKNOWN with what was seen, not FAILED with the
     other writer's message, and no run resends it blindly."""
-    from runkit import latest, patiently, wait_active
+    from kit.runkit import latest, patiently, wait_active
 
     w = aged_world(emulator, client_env)
     c, a, b, dest = w.client(), w.sets[0], w.sets[1], w.dests[0]

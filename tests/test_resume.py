@@ -18,9 +18,9 @@ from typing import Any
 import pytest
 
 from batchcopy.emulator.config import FaultSpec
-from resumekit import (World, call_states, copy_job, distinct_copies, instance_set, journal_rows,
+from kit.resumekit import (World, call_states, copy_job, distinct_copies, instance_set, journal_rows,
                        read_report, read_summary, row_states, runs_started, seed_world, start)
-from runkit import FAST, new_subset_destination, run_cli, run_manifest, write_manifest
+from kit.runkit import FAST, new_subset_destination, run_cli, run_manifest, write_manifest
 
 SEED = {"seed": 23, "datastores": 1, "patients": 6, "studies_per_patient": 1,
         "series_per_study": 2, "instances_per_series": 3, "frames_per_instance": 1}

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from batchcopy.emulator.config import FaultSpec
-from runkit import (instances, patiently, new_subset_destination, run_cli, run_manifest, wait_active,
+from kit.runkit import (instances, patiently, new_subset_destination, run_cli, run_manifest, wait_active,
                     write_manifest)
 from conftest import control_call
 
@@ -296,7 +296,7 @@ def test_outside_writer_during_the_run_conflicts_then_refreshes(
         world: dict[str, Any], boto3_client: Any, tmp_path: Path) -> None:
     """A writer outside batchcopy copies into the destination after the runner read its
     version and before its CopyImageSet executes (held 1 s by a latency fault)."""
-    from resumekit import start
+    from kit.resumekit import start
 
     ds, src = world["ds"], world["sets"][1]
     dest = new_subset_destination(boto3_client, ds, src)
@@ -337,7 +337,7 @@ def test_undecidable_lost_copy_is_unknown_and_never_resent(world: dict[str, Any]
     writer makes an identical copy of the same source: two candidates match, the runner
     cannot tell which is its own, reports UNKNOWN with the evidence and sends nothing
     again, on this run or on a resume."""
-    from resumekit import start
+    from kit.resumekit import start
 
     ds, src = world["ds"], world["sets"][2]
     emu = world["emulator"]

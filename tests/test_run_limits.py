@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from conftest import control_call
-from runkit import instances, new_subset_destination, run_manifest, write_manifest
+from kit.runkit import instances, new_subset_destination, run_manifest, write_manifest
 
 SEED = {"seed": 21, "datastores": 1, "patients": 2, "studies_per_patient": 1,
         "series_per_study": 2, "instances_per_series": 4, "frames_per_instance": 1}

@@ -23,8 +23,8 @@ from typing import Any
 
 import pytest
 
-from resumekit import distinct_copies, journal_rows, read_report, seed_world, start
-from runkit import FAST, run_manifest, write_manifest
+from kit.resumekit import distinct_copies, journal_rows, read_report, seed_world, start
+from kit.runkit import FAST, run_manifest, write_manifest
 
 SEED = {"seed": 31, "datastores": 1, "patients": 12, "studies_per_patient": 1,
         "series_per_study": 2, "instances_per_series": 1, "frames_per_instance": 1}

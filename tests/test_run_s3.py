@@ -12,8 +12,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from conftest import control_call
-from resumekit import Running, journal_rows
-from runkit import FAST, run_cli
+from kit.resumekit import Running, journal_rows
+from kit.runkit import FAST, run_cli
 
 SEED = {"seed": 5, "datastores": 1, "patients": 3, "studies_per_patient": 1,
         "series_per_study": 1, "instances_per_series": 2, "frames_per_instance": 1}

@@ -1,5 +1,5 @@
 """The runner's decisions without HTTP, in milliseconds: Runner + Journal + CopyWaiter over
-the emulator's service model (tests/modelapi.py). Each test counts what the service
+the emulator's service model (tests/kit/modelapi.py). Each test counts what the service
 executed, and reads every row's status back from the journal."""
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from batchcopy.run.runner import Runner, RunSettings
 from batchcopy.core.specs import CopySpec
 from batchcopy.manifest.attributes import canonical_attributes
 from batchcopy.run.waiter import CopyWaiter
-from modelapi import LOST, ModelApi, once, service_error, world
+from kit.modelapi import LOST, ModelApi, once, service_error, world
 
 HOUR = 3600.0
 FAST = dict(backoff=__import__("batchcopy.aws.retry", fromlist=["Backoff"]).Backoff(0.001, 0.01),

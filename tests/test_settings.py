@@ -13,7 +13,7 @@ import pytest
 
 from batchcopy.cli import root, settings
 from batchcopy.cli.root import build
-from runkit import write_manifest
+from kit.runkit import write_manifest
 
 DS = "0" * 32
 

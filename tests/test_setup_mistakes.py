@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 
 from bad_inputs import CASES as MANIFEST_CASES
-from runkit import write_manifest
+from kit.runkit import write_manifest
 
 # the journal of a run that is refused: it must never be there afterwards
 JOURNAL = "run.journal.sqlite"

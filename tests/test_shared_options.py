@@ -10,8 +10,8 @@ from pathlib import Path
 from typing import Any
 
 from batchcopy.cli.root import build
-from resumekit import distinct_copies, seed_world
-from runkit import FAST, run_cli, run_manifest, write_manifest
+from kit.resumekit import distinct_copies, seed_world
+from kit.runkit import FAST, run_cli, run_manifest, write_manifest
 
 SEED = {"seed": 5, "datastores": 1, "patients": 4, "studies_per_patient": 1,
         "series_per_study": 1, "instances_per_series": 1, "frames_per_instance": 1}

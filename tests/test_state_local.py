@@ -20,8 +20,8 @@ import pytest
 from typer.testing import CliRunner
 
 from batchcopy.cli import root as cli
-from resumekit import Running, distinct_copies, journal_rows, read_report, seed_world
-from runkit import FAST, write_manifest
+from kit.resumekit import Running, distinct_copies, journal_rows, read_report, seed_world
+from kit.runkit import FAST, write_manifest
 
 SEED = {"seed": 43, "datastores": 1, "patients": 6, "studies_per_patient": 1,
         "series_per_study": 2, "instances_per_series": 1, "frames_per_instance": 1}

@@ -18,11 +18,11 @@ from typing import Any
 
 import pytest
 
-from resumekit import Running, distinct_copies, read_report, seed_world
-import runkit
-from runkit import FAST, write_manifest
-from s3faults import FaultProxy
-from statekit import machine_env, new_bucket, s3_client, state_calls
+from kit.resumekit import Running, distinct_copies, read_report, seed_world
+from kit import runkit
+from kit.runkit import FAST, write_manifest
+from kit.s3faults import FaultProxy
+from kit.statekit import machine_env, new_bucket, s3_client, state_calls
 
 SEED = {"seed": 61, "datastores": 1, "patients": 9, "studies_per_patient": 1,
         "series_per_study": 1, "instances_per_series": 1, "frames_per_instance": 1}

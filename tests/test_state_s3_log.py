@@ -19,8 +19,8 @@ from batchcopy.journal.lease import Holder, Lease, LeaseHeld, read_lease
 from batchcopy.journal.s3io import S3, S3Settings, StateUnavailable
 from batchcopy.journal.s3log import LogConflict, S3Log, seg_key
 from batchcopy.journal.state import Location, open_for_reading, open_for_writing
-from s3faults import FaultProxy
-from statekit import keys, new_bucket
+from kit.s3faults import FaultProxy
+from kit.statekit import keys, new_bucket
 
 DS = "d" * 32
 

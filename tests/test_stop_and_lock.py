@@ -16,10 +16,10 @@ from typing import Any
 import pytest
 
 from batchcopy.journal.journal import Journal
-from resumekit import (OnATerminal, call_states, copy_job, distinct_copies, journal_rows,
+from kit.resumekit import (OnATerminal, call_states, copy_job, distinct_copies, journal_rows,
                        read_report, read_summary, run_args, runs_started, seed_world, start)
 from conftest import control_call
-from runkit import run_cli, run_manifest, write_manifest
+from kit.runkit import run_cli, run_manifest, write_manifest
 
 SEED = {"seed": 31, "datastores": 1, "patients": 12, "studies_per_patient": 1,
         "series_per_study": 2, "instances_per_series": 1, "frames_per_instance": 1}

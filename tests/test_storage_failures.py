@@ -18,8 +18,8 @@ from typing import Any
 
 import pytest
 
-from resumekit import call_states, copy_job, journal_rows, read_report, start
-from runkit import run_manifest
+from kit.resumekit import call_states, copy_job, journal_rows, read_report, start
+from kit.runkit import run_manifest
 
 SEED = {"seed": 53, "datastores": 1, "patients": 12, "studies_per_patient": 1,
         "series_per_study": 2, "instances_per_series": 1, "frames_per_instance": 1}

@@ -17,8 +17,8 @@ import pytest
 
 from batchcopy.emulator.server import EmulatorServer
 from conftest import DUMMY_CREDENTIALS, make_config
-from runkit import FAST, write_manifest
-from tlskit import Authority, ConnectProxy
+from kit.runkit import FAST, write_manifest
+from kit.tlskit import Authority, ConnectProxy
 
 SEED = {"seed": 5, "datastores": 1, "patients": 2, "studies_per_patient": 1,
         "series_per_study": 1, "instances_per_series": 2, "frames_per_instance": 1}

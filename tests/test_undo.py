@@ -12,8 +12,8 @@ import pytest
 
 from batchcopy.core.specs import CopyRequest
 from batchcopy.undo.plan import DELETE, NONE, REVERT, DoneCall, Latest, plan_undo
-from resumekit import Running, journal_rows, read_report, seed_world
-from runkit import patiently, run_cli, run_manifest, wait_active, write_manifest
+from kit.resumekit import Running, journal_rows, read_report, seed_world
+from kit.runkit import patiently, run_cli, run_manifest, wait_active, write_manifest
 from test_resume import SEED, build_scene
 
 DS = "d" * 32

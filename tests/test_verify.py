@@ -15,7 +15,7 @@ import pytest
 
 from batchcopy.verify.check import CHANGED, DIFFERENT, MISSING, by_sop, check_present, check_unchanged
 from conftest import control_call
-from runkit import latest, new_subset_destination, run_cli, run_manifest, wait_active, write_manifest
+from kit.runkit import latest, new_subset_destination, run_cli, run_manifest, wait_active, write_manifest
 
 SEED = {"seed": 3, "datastores": 1, "patients": 3, "studies_per_patient": 1,
         "series_per_study": 2, "instances_per_series": 3, "frames_per_instance": 1}

@@ -1,7 +1,7 @@
 """The HealthImaging calls the stages make, as one Protocol: what the runner (versions,
 prechecks, the send, reconciliation, refusals), the copy waiter, the presence check and
 verify ask of the service. aws/client.ImagingApi implements it over botocore; the tests'
-double (tests/modelapi.py ModelApi) over the emulator's model, in process. The seams are
+double (tests/kit/modelapi.py ModelApi) over the emulator's model, in process. The seams are
 typed with it (mypy checks them), so a double that drifts from the client is caught.
 
 Every call is paced by `limiter` (the caller takes a token where it says so:

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 from botocore.exceptions import ClientError
-from emukit import assume, copy, error_of, seed, subset
+from kit.emukit import assume, copy, error_of, seed, subset
 
 SLOW = {"enforce_rates": False, "copy_base_s": 3600.0, "update_s": 3600.0}
 pytestmark = pytest.mark.emulator_config(**SLOW)

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 from botocore.exceptions import ClientError
-from emukit import assume, copy, epoch, error_of, seed, subset, versions, wait_active
+from kit.emukit import assume, copy, epoch, error_of, seed, subset, versions, wait_active
 from typer.testing import CliRunner
 
 from batchcopy.emulator.assumptions import REGISTRY, SWITCHES, parse_assignment, validate

@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from emukit import assume, copy, seed
+from kit.emukit import assume, copy, seed
 
 # Copies that take 100 s (x0.01 = 1 s) and 200 s with a long copy: only the clock ends them.
 pytestmark = pytest.mark.emulator_config(enforce_rates=False, copy_base_s=100.0,

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 from botocore.exceptions import ClientError
-from emukit import AwsCli, copy, error_of, seed, versions, wait_active
+from kit.emukit import AwsCli, copy, error_of, seed, versions, wait_active
 
 # Deletions take an hour (x0.01 = 36 s): only the emulated clock ends them.
 pytestmark = pytest.mark.emulator_config(enforce_rates=False, delete_s=3600.0)

@@ -7,7 +7,7 @@ import json
 from typing import Any
 
 import pytest
-from emukit import assume, copy, seed, subset, wait_active
+from kit.emukit import assume, copy, seed, subset, wait_active
 
 pytestmark = pytest.mark.emulator_config(enforce_rates=False)
 

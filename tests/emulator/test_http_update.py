@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 from botocore.exceptions import ClientError
-from emukit import AwsCli, assume, copy, error_of, seed, versions
+from kit.emukit import AwsCli, assume, copy, error_of, seed, versions
 
 from batchcopy.emulator.config import RateQuota
 

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from conftest import DUMMY_CREDENTIALS, boto3_config, control_call
-from runkit import FAST
+from kit.runkit import FAST
 
 POLL_S = 0.02  # waits are on states the tests read; polling faster only costs CPU
 
@@ -246,7 +246,7 @@ def copy_job(emulator: Any, env: dict[str, str], tmp: Path, spec: dict[str, Any]
              tag: str) -> tuple[World, list[dict[str, Any]], Path, Path, Path, int]:
     """A seeded world, a manifest of n distinct copies, journal and report paths named by
     tag, and the emulator's count of copies requested so far."""
-    from runkit import write_manifest
+    from kit.runkit import write_manifest
 
     w = seed_world(emulator, env, spec)
     rows = distinct_copies(w, n)
