@@ -80,14 +80,16 @@ class ModelApi:
 
     async def list_image_set_versions(self, datastore_id: str,
                                       image_set_id: str) -> list[dict[str, Any]]:
+        return self._all_pages("ListImageSetVersions", "imageSetPropertiesList",
+                               {"datastoreId": datastore_id, "imageSetId": image_set_id})
+
+    def _all_pages(self, operation: str, key: str, params: dict[str, Any]) -> list[dict[str, Any]]:
+        """Every item of a paginated operation, following nextToken."""
         items: list[dict[str, Any]] = []
         token = None
         while True:
-            params: dict[str, Any] = {"datastoreId": datastore_id, "imageSetId": image_set_id}
-            if token:
-                params["nextToken"] = token
-            page = self._call("ListImageSetVersions", params)
-            items.extend(page["imageSetPropertiesList"])
+            page = self._call(operation, {**params, **({"nextToken": token} if token else {})})
+            items.extend(page[key])
             token = page.get("nextToken")
             if not token:
                 return items
@@ -95,17 +97,8 @@ class ModelApi:
     async def search_image_sets(self, datastore_id: str,
                                 search_criteria: dict[str, Any]) -> list[dict[str, Any]]:
         plain = json.loads(json.dumps(search_criteria, default=_epoch))
-        items: list[dict[str, Any]] = []
-        token = None
-        while True:
-            params: dict[str, Any] = {"datastoreId": datastore_id, "searchCriteria": plain}
-            if token:
-                params["nextToken"] = token
-            page = self._call("SearchImageSets", params)
-            items.extend(page["imageSetsMetadataSummaries"])
-            token = page.get("nextToken")
-            if not token:
-                return items
+        return self._all_pages("SearchImageSets", "imageSetsMetadataSummaries",
+                               {"datastoreId": datastore_id, "searchCriteria": plain})
 
     async def get_image_set_metadata(self, datastore_id: str, image_set_id: str,
                                      version: str | None = None) -> dict[str, Any]:
