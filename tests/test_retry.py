@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import random
 import socket
+from typing import Any
 
 import aiohttp
 import pytest
@@ -21,7 +22,17 @@ from batchcopy.aws.retry import (
     error_message,
     is_retryable,
 )
-from batchcopy.run.refusal import Refusal, refused, retry_passing
+from batchcopy.core.callstate import ActionState
+from batchcopy.core.specs import CopyRequest, Status
+from batchcopy.run.calls import Ended, Settled
+from batchcopy.run.outcome import (
+    Next,
+    Refusal,
+    action_ended,
+    refused,
+    retry_passing,
+    settled_rows,
+)
 
 URL = "http://127.0.0.1:9/datastore/x"
 T, A, C, R, F, TH = (ErrorKind.TRANSIENT, ErrorKind.AMBIGUOUS, ErrorKind.CONFLICT,
@@ -260,7 +271,7 @@ def test_through_locks_looks_again_while_the_read_answers_409() -> None:
         asyncio.run(through_locks(read, operation="GetImageSet", wait_s=0.0, sleep=sleep))
 
 
-# --- run/refusal.py: what a refused CopyImageSet means for its rows (pure) ----------------
+# --- run/outcome.py: what a refused CopyImageSet means for its rows (pure) ----------------
 @pytest.mark.parametrize("code,rows,over,quota_refusals,spent,expected", [
     # the concurrent-copy quota passes: send again while attempts are left, then NOT_RUN
     ("ServiceQuotaExceededException", 1, None, 1, 1, Refusal.RETRY),
@@ -286,3 +297,53 @@ def test_a_passing_error_is_retried_until_the_attempts_or_the_throttles_run_out(
     assert not retry_passing(spent=0, throttles=THROTTLE_LIMIT, max_attempts=3,
                              throttled_out=False)
     assert not retry_passing(spent=0, throttles=1, max_attempts=3, throttled_out=True)
+
+
+# --- run/outcome.py: what a settled call means for its rows, live or resumed (pure) ------
+REQ = CopyRequest("d" * 32, "s" * 32, "1", None, None, None, False, False)
+
+
+def settled(ended: Ended, **fields: Any) -> Settled:
+    return Settled(ended, 7, REQ, **fields)
+
+
+def test_a_copied_call_succeeds_and_carries_what_it_wrote() -> None:
+    v = settled_rows(settled(Ended.DONE, workflow_status="COPIED", result_image_set_id="n" * 32,
+                             result_version_id="1", copy_duration_s=2.0, detection_delay_s=0.1))
+    assert (v.next, v.status, v.carry, v.abort) == (Next.FINISH, Status.SUCCEEDED, True, None)
+    assert v.done_call == (7, "COPIED", None)
+    assert v.fields["copy_duration_s"] == 2.0 and v.fields["result_image_set_id"] == "n" * 32
+    assert "error_code" not in v.fields
+
+
+def test_a_failed_copy_fails_its_rows_unless_its_versions_were_overtaken() -> None:
+    failed = settled(Ended.DONE, workflow_status="COPY_FAILED", message="bad frame",
+                     result_image_set_id="n" * 32, result_version_id="2")
+    v = settled_rows(failed)
+    assert (v.next, v.status, v.carry) == (Next.FINISH, Status.FAILED, True)
+    assert (v.fields["error_code"], v.fields["error_message"]) == ("COPY_FAILED", "bad frame")
+    # a conflict in disguise: the rows go on to another call, the call closes alone
+    v = settled_rows(failed, stale="source s is at version 2, not the 1 the call named")
+    assert (v.next, v.status, v.done_call, v.carry) == (Next.REFRESH, None, None, False)
+
+
+def test_an_unknown_call_is_unknown_and_stops_the_run_on_a_set_up_answer() -> None:
+    v = settled_rows(settled(Ended.UNKNOWN, error_code="ExpiredTokenException",
+                             error_message="expired", run_fatal=True))
+    assert (v.next, v.status, v.forget) == (Next.FINISH, Status.UNKNOWN, True)
+    assert v.abort == "ExpiredTokenException: expired" and v.done_call is None
+    assert settled_rows(settled(Ended.UNKNOWN, error_code="RequestTimeout")).abort is None
+
+
+def test_a_void_call_goes_again_and_a_refusal_goes_to_the_refusal_rules() -> None:
+    assert settled_rows(settled(Ended.VOID, evidence="no new version")).next is Next.AGAIN
+    refusal = settled(Ended.REJECTED, error_code="ValidationException")
+    assert settled_rows(refusal).next is Next.REFUSED
+
+
+@pytest.mark.parametrize("status,final", [("UPDATED", ActionState.DONE),
+                                          ("DELETED", ActionState.DONE),
+                                          ("UPDATE_FAILED", ActionState.FAILED),
+                                          (None, ActionState.FAILED)])
+def test_an_undo_action_ends_done_or_failed(status: str | None, final: ActionState) -> None:
+    assert action_ended(status) is final

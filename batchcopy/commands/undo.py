@@ -205,14 +205,15 @@ async def _with_client(opts: UndoOptions, journal: Any, store: Any, unfinished: 
                 return ExitCode.OK
             say(f"batchcopy undo: resuming the unfinished undo of {location}")
         from batchcopy.console.tally import Tally
+        from batchcopy.core.callstate import ACTION_FINAL
 
         actions = store.actions(plan_id)
         display = Tally(len(actions), noun="changes", verb="made",
                         mode=logs.display_mode(opts.console.progress, setup),
                         interval_s=opts.console.log_interval_s, console=setup.console)
         for stored in actions:  # done by an earlier, interrupted undo
-            if stored.state in ("DONE", "FAILED", "CONFLICT"):
-                display.finished(stored.state)
+            if stored.state in ACTION_FINAL:
+                display.finished(stored.state.value)
         counts: Counter[str] = Counter()
 
         def finished(state: str) -> None:

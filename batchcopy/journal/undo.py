@@ -21,12 +21,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from batchcopy.core.callstate import ACTION_FINAL, ActionState, check_move
 from batchcopy.journal.journal import Journal
 from batchcopy.core.specs import REQUEST_FIELDS, CopyRequest, Status
 from batchcopy.undo.plan import NONE, Action, DoneCall
 
-FINAL = ("DONE", "FAILED", "CONFLICT")
-OPEN = ("SENT", "AMBIGUOUS", "ANSWERED")
+FINAL = tuple(sorted(s.value for s in ACTION_FINAL))
 UNDONE_CODE = "Undone"
 
 
@@ -35,7 +35,7 @@ class StoredAction:
     action_id: int
     plan_id: int
     action: Action
-    state: str
+    state: ActionState
     sent_at: float | None
     result_version_id: str | None
     attempts: int
@@ -92,7 +92,8 @@ class UndoStore:
                 "target_version, call_ids, row_keys, note, state, sent_at, result_version_id, "
                 "attempts FROM undo_actions WHERE plan_id = ? ORDER BY action_id", (plan_id,)):
             action = Action(r[2], r[3], r[4], r[5], r[6], json.loads(r[7]), json.loads(r[8]), r[9])
-            out.append(StoredAction(r[0], r[1], action, r[10], r[11], r[12], r[13]))
+            out.append(StoredAction(r[0], r[1], action, ActionState(r[10]), r[11], r[12],
+                                    r[13]))
         return out
 
     def action_rows(self, plan_id: int) -> dict[str, dict[str, Any]]:
@@ -120,12 +121,13 @@ class UndoStore:
             "finished_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)", rows))
         return plan_id
 
-    async def move(self, action_id: int, state: str, **changes: Any) -> None:
+    async def move(self, action_id: int, state: ActionState, **changes: Any) -> None:
         sets = "".join(f", {c}=?" for c in changes)
 
         def write(db: Any) -> None:
+            _check(db, action_id, state)
             db.execute(f"UPDATE undo_actions SET state=?{sets} WHERE action_id=?",
-                       (state, *changes.values(), action_id))
+                       (state.value, *changes.values(), action_id))
 
         await self.journal.write(write)
 
@@ -134,6 +136,7 @@ class UndoStore:
         at = time.time()
 
         def write(db: Any) -> None:
+            _check(db, action_id, ActionState.SENT)
             db.execute("UPDATE undo_actions SET state='SENT', sent_at=?, attempts=attempts+1 "
                        "WHERE action_id=?", (at, action_id))
 
@@ -147,6 +150,7 @@ class UndoStore:
         message = f"undone by batchcopy undo: {a.note}"
 
         def write(db: Any) -> None:
+            _check(db, stored.action_id, ActionState.DONE)
             db.execute("UPDATE undo_actions SET state='DONE', finished_at=?, result_version_id=?, "
                        "workflow_status=?, evidence=coalesce(?, evidence) WHERE action_id=?",
                        (time.time(), result_version, workflow_status, evidence, stored.action_id))
@@ -156,3 +160,11 @@ class UndoStore:
                 [(Status.NOT_RUN.value, UNDONE_CODE, message, k) for k in a.row_keys])
 
         await self.journal.write(write)
+
+
+def _check(db: Any, action_id: int, new: ActionState) -> None:
+    """The move is legal from where the ledger has the action (core/callstate.py)."""
+    found = db.execute("SELECT state FROM undo_actions WHERE action_id=?", (action_id,)).fetchone()
+    if found is None:
+        raise KeyError(f"undo action {action_id} is not in the ledger")
+    check_move(action_id, ActionState(found[0]), new)

@@ -38,8 +38,8 @@ from batchcopy.run.precheck import SUBSET_NOT_IN_SOURCE, MetadataCache, check_ro
 from batchcopy.run.present import Busy, PresenceFinder
 from batchcopy.aws.retry import ErrorKind, classify, error_code, error_message, fatal_text
 from batchcopy.core.specs import CopySpec, Status
-from batchcopy.run.refusal import (QUOTA_CODE, Datastores, Refusal, no_copy, refused,
-                                   retry_passing, throttled_out)
+from batchcopy.run.outcome import (QUOTA_CODE, Datastores, Next, Refusal, no_copy, refused,
+                                   retry_passing, settled_rows, throttled_out)
 from batchcopy.run.versions import StalePin, VersionBook
 
 BUSY_CODE = "ImageSetBusy"  # the presence check met an image set being written
@@ -244,48 +244,34 @@ class Executor:
     async def _after(self, unit: CopyUnit, rows: list[CopySpec], tally: Tally,
                      settled: Settled) -> Any:
         ctx = self.ctx
-        ds, src, dst = unit.datastore_id, unit.source_image_set_id, unit.destination_image_set_id
-        call_id = settled.call_id
-        if settled.ended is Ended.DONE:
-            result = {"result_image_set_id": settled.result_image_set_id,
-                      "result_version_id": settled.result_version_id,
-                      "workflow_status": settled.workflow_status,
-                      "copy_duration_s": settled.copy_duration_s,
-                      "detection_delay_s": settled.detection_delay_s}
-            done = (settled.call_id, settled.workflow_status, settled.message)
-            if settled.copied:
-                self._carry(unit, settled)
-                await self._finish(rows, tally, Status.SUCCEEDED, done_call=done,
-                                   evidence=settled.evidence, call_id=call_id, **result)
-                return []
-            why = await self.driver.stale_or_none(settled)
-            if why is not None:
-                await self.driver.close(settled)
-                return await self._conflict(rows, tally, unit, "ConflictException",
-                                            f"the copy ended {settled.workflow_status}: {why}")
+        stale = (await self.driver.stale_or_none(settled)
+                 if settled.ended is Ended.DONE and not settled.copied else None)
+        verdict = settled_rows(settled, stale)
+        if verdict.next is Next.REFUSED:
+            return await self._rejected(unit, rows, tally, settled)
+        if verdict.carry:
             self._carry(unit, settled)
-            await self._finish(rows, tally, Status.FAILED, done_call=done,
-                               error_code=settled.workflow_status, error_message=settled.message,
-                               evidence=settled.evidence, call_id=call_id, **result)
-            return []
-        if settled.ended is Ended.UNKNOWN:
-            self.versions.forget(ds, src, dst)
-            await self._finish(rows, tally, Status.UNKNOWN, error_code=settled.error_code,
-                               error_message=settled.error_message, evidence=settled.evidence,
-                               result_image_set_id=settled.result_image_set_id,
-                               result_version_id=settled.result_version_id, call_id=call_id)
-            if settled.run_fatal:
-                ctx.abort(f"{settled.error_code}: {settled.error_message}")
-            return []
-        if settled.ended is Ended.VOID:
+        if verdict.forget:
+            self.versions.forget(unit.datastore_id, unit.source_image_set_id,
+                                 unit.destination_image_set_id)
+        if verdict.next is Next.REFRESH:
+            await self.driver.close(settled)
+            return await self._conflict(rows, tally, unit, "ConflictException",
+                                        f"the copy ended {settled.workflow_status}: {stale}")
+        if verdict.next is Next.AGAIN:
             if tally.spent < ctx.s.max_attempts:
                 await self._backoff(tally)
                 return RETRY
             await self._finish(rows, tally, Status.NOT_RUN, error_code=settled.error_code,
                                error_message=no_copy(settled.error_message, tally.attempts),
-                               evidence=settled.evidence, call_id=call_id)
+                               evidence=settled.evidence, call_id=settled.call_id)
             return []
-        return await self._rejected(unit, rows, tally, settled)
+        assert verdict.status is not None
+        await self._finish(rows, tally, verdict.status, done_call=verdict.done_call,
+                           **verdict.fields)
+        if verdict.abort:
+            ctx.abort(verdict.abort)
+        return []
 
     async def _rejected(self, unit: CopyUnit, rows: list[CopySpec], tally: Tally,
                         settled: Settled) -> Any:
@@ -320,7 +306,7 @@ class Executor:
         if code == QUOTA_CODE:
             tally.quota_refusals += 1
         # the concurrent-copy quota passes; a merged call refused for another reason (or for
-        # the quota twice: a lower per-copy limit than ours?) is split (run/refusal.py)
+        # the quota twice: a lower per-copy limit than ours?) is split (run/outcome.py)
         step = refused(code, len(rows), over, tally.quota_refusals, tally.spent,
                        ctx.s.max_attempts)
         if step is Refusal.RETRY:

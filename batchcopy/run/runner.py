@@ -30,11 +30,11 @@ from batchcopy.run.context import Observer, RunContext, RunOutcome, RunSettings
 from batchcopy.plan.canary import LIMIT_CODE
 from batchcopy.run.dispatch import Dispatcher
 from batchcopy.run.execute import Executor
+from batchcopy.run.outcome import Next, settled_rows
 from batchcopy.journal.journal import Journal, JournalUnwritable, RowOutcome
 from batchcopy.run.precheck import MetadataCache
 from batchcopy.run.present import PresenceFinder
 from batchcopy.run.reconcile import Reconciler
-from batchcopy.core.specs import Status
 from batchcopy.run.versions import VersionBook
 
 __all__ = ["Runner", "RunSettings", "RunOutcome", "summary_stats", "dumps"]
@@ -143,39 +143,28 @@ class Runner:
         await self._rows_of_settled(call, settled)
 
     async def _rows_of_settled(self, call: CallRecord, settled: Settled) -> None:
-        """What a call settled outside the live path means for its rows. Rows that must run
-        again (void, or a conflict in disguise) go back to PENDING for the dispatcher."""
+        """What a call settled outside the live path means for its rows (run/outcome.py).
+        Rows that must run again (void, or a conflict in disguise) go back to PENDING for
+        the dispatcher."""
         ctx, req = self.ctx, call.request
         keys = list(call.row_keys)
-        base: dict[str, Any] = dict(attempts=1, call_id=call.call_id, source_version_used=req.source_version_id,
-                    destination_version_used=req.destination_version_id, sent_at=call.sent_at,
-                    started_at=call.sent_at, evidence=settled.evidence,
-                    result_image_set_id=settled.result_image_set_id,
-                    result_version_id=settled.result_version_id,
-                    copy_duration_s=settled.copy_duration_s,
-                    detection_delay_s=settled.detection_delay_s)
-        if settled.ended is Ended.DONE:
-            done = (call.call_id, settled.workflow_status, settled.message)
-            if settled.copied:
-                await ctx.finish(keys, RowOutcome(Status.SUCCEEDED, workflow_status="COPIED",
-                                                  **base), done_call=done)
-                return
-            if await self.driver.stale_or_none(settled) is not None:
-                await self.driver.close(settled)
-                await self.journal.reset_rows(keys)
-                return
-            await ctx.finish(keys, RowOutcome(Status.FAILED, workflow_status=settled.workflow_status,
-                                              error_code=settled.workflow_status,
-                                              error_message=settled.message, **base),
-                             done_call=done)
-            return
-        if settled.ended is Ended.VOID:
+        stale = (await self.driver.stale_or_none(settled)
+                 if settled.ended is Ended.DONE and not settled.copied else None)
+        verdict = settled_rows(settled, stale)
+        if verdict.next is Next.REFUSED:  # settle() reconciles or waits: never a refusal
+            raise AssertionError(f"call {call.call_id}: a resumed call cannot be refused")
+        if verdict.next is Next.REFRESH:
+            await self.driver.close(settled)
+        if verdict.next in (Next.REFRESH, Next.AGAIN):
             await self.journal.reset_rows(keys)
             return
-        await ctx.finish(keys, RowOutcome(Status.UNKNOWN, error_code=settled.error_code,
-                                          error_message=settled.error_message, **base))
-        if settled.run_fatal:
-            ctx.abort(f"{settled.error_code}: {settled.error_message}")
+        assert verdict.status is not None
+        await ctx.finish(keys, RowOutcome(
+            verdict.status, attempts=1, source_version_used=req.source_version_id,
+            destination_version_used=req.destination_version_id, sent_at=call.sent_at,
+            started_at=call.sent_at, **verdict.fields), done_call=verdict.done_call)
+        if verdict.abort:
+            ctx.abort(verdict.abort)
 
     async def _settle_after_internal_error(self) -> None:
         """Every call this run sent and did not settle: settle it now, or leave it open

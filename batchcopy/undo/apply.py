@@ -33,10 +33,10 @@ from batchcopy.aws.retry import (
 )
 from batchcopy.undo.plan import DELETE, REVERT, Latest, plan_undo, safe_target, with_cautions
 from batchcopy.journal.s3io import StateUnavailable
-from batchcopy.journal.undo import OPEN, StoredAction, UndoStore
+from batchcopy.core.callstate import ACTION_FINAL, ACTION_OPEN, ActionState
+from batchcopy.journal.undo import StoredAction, UndoStore
+from batchcopy.run.outcome import action_ended
 
-DELETED_STATES = frozenset({"DELETED"})
-UPDATE_ENDED = frozenset({"UPDATED", "UPDATE_FAILED"})
 
 
 @dataclass
@@ -119,21 +119,21 @@ class UndoRunner:
         self.stopping.set()
 
     async def run(self, actions: Sequence[StoredAction]) -> None:
-        todo = [a for a in actions if a.state not in ("DONE", "FAILED", "CONFLICT")]
+        todo = [a for a in actions if a.state not in ACTION_FINAL]
         async with self.waiter.running(), asyncio.TaskGroup() as tg:
             for stored in todo:
                 tg.create_task(self._one(stored))
 
     async def _one(self, stored: StoredAction) -> None:
         async with self._slots:
-            if stored.state in OPEN:  # a crash left it sent: did it happen?
+            if stored.state in ACTION_OPEN:  # a crash left it sent: did it happen?
                 if await self._reconcile(stored):
                     return
             attempts = stored.attempts
             while not self.stopping.is_set():
                 moved = await self._precondition(stored)
                 if moved is not None:
-                    await self.store.move(stored.action_id, "CONFLICT", evidence=moved)
+                    await self.store.move(stored.action_id, ActionState.CONFLICT, evidence=moved)
                     self.on_finished("CONFLICT")
                     return
                 await self.api.limiter.bucket(_operation(stored)).acquire()
@@ -153,22 +153,23 @@ class UndoRunner:
                         raise
                     code, msg = error_code(exc), error_message(exc)
                     if kind is ErrorKind.AMBIGUOUS:
-                        await self.store.move(stored.action_id, "AMBIGUOUS", error_code=code,
+                        await self.store.move(stored.action_id, ActionState.AMBIGUOUS, error_code=code,
                                               error_message=msg)
                         if await self._reconcile(stored):
                             return
                         continue
                     if kind in (ErrorKind.THROTTLE, ErrorKind.TRANSIENT, ErrorKind.CONFLICT) \
                             and attempts < self.s.max_attempts:
-                        await self.store.move(stored.action_id, "PLANNED", error_code=code,
+                        await self.store.move(stored.action_id, ActionState.PLANNED, error_code=code,
                                               error_message=msg)
                         await asyncio.sleep(self.s.backoff.delay(attempts))
                         continue  # a conflict: the precondition says whether it changed
-                    final = "PLANNED" if kind is not ErrorKind.REFUSED else "FAILED"
+                    final = (ActionState.FAILED if kind is ErrorKind.REFUSED
+                             else ActionState.PLANNED)
                     await self.store.move(stored.action_id, final, error_code=code,
                                           error_message=msg)
-                    if final == "FAILED":
-                        self.on_finished("FAILED")
+                    if final is ActionState.FAILED:
+                        self.on_finished(final.value)
                     if kind is ErrorKind.RUN_FATAL:
                         self.request_stop("aborted", f"{code}: {msg}")
                     return
@@ -188,9 +189,12 @@ class UndoRunner:
                                  imageSetId=a.image_set_id)
         return a.expected_latest
 
-    async def _answered(self, stored: StoredAction, version: str) -> None:
-        await self.store.move(stored.action_id, "ANSWERED", result_version_id=version)
+    async def _answered(self, stored: StoredAction, version: str,
+                        evidence: str | None = None) -> None:
+        await self.store.move(stored.action_id, ActionState.ANSWERED, result_version_id=version,
+                              **({"evidence": evidence} if evidence else {}))
         a = stored.action
+        result = None
         try:
             if a.kind == REVERT:
                 result = await self.waiter.wait(a.datastore_id, a.image_set_id, version)
@@ -201,13 +205,13 @@ class UndoRunner:
             if classify(exc, operation="GetImageSet") is ErrorKind.UNEXPECTED:
                 raise
             return  # stays ANSWERED: the next undo waits for it
-        if ended in ("UPDATED", "DELETED"):
+        final = action_ended(ended)
+        if final is ActionState.DONE:
             await self.store.done(stored, version, ended)
-            self.on_finished("DONE")
         else:
-            await self.store.move(stored.action_id, "FAILED", workflow_status=ended,
+            await self.store.move(stored.action_id, final, workflow_status=ended,
                                   error_code=ended, error_message=getattr(result, "message", None))
-            self.on_finished("FAILED")
+        self.on_finished(final.value)
 
     async def _deleted(self, ds: str, image_set: str) -> str:
         delay = 0.02
@@ -276,7 +280,7 @@ class UndoRunner:
                     got.get("imageSetWorkflowStatus") == "DELETING":
                 await self._answered(stored, a.expected_latest)
                 return True
-            await self.store.move(stored.action_id, "PLANNED",
+            await self.store.move(stored.action_id, ActionState.PLANNED,
                                   evidence="the delete did not happen: sent again")
             return False
         versions = await through_locks(
@@ -285,7 +289,7 @@ class UndoRunner:
         later = sorted((v for v in versions if int(v["versionId"]) > int(a.expected_latest)),
                        key=lambda v: int(v["versionId"]))
         if not later:
-            await self.store.move(stored.action_id, "PLANNED",
+            await self.store.move(stored.action_id, ActionState.PLANNED,
                                   evidence="the revert did not happen: sent again")
             return False
         first = later[0]
@@ -296,13 +300,12 @@ class UndoRunner:
         ours = status == "UPDATE_FAILED" or (
             status == "UPDATED" and await self._holds_target(a, str(first["versionId"])))
         if ours:
-            await self.store.move(stored.action_id, "SENT", evidence=(
+            content = " with the content the revert brings back" if status == "UPDATED" else ""
+            await self._answered(stored, str(first["versionId"]), evidence=(
                 f"version {first['versionId']} is an update made after the plan's "
-                f"{a.expected_latest}{' with the content the revert brings back' if status == 'UPDATED' else ''}: "
-                f"the revert happened"))
-            await self._answered(stored, str(first["versionId"]))
+                f"{a.expected_latest}{content}: the revert happened"))
             return True
-        await self.store.move(stored.action_id, "CONFLICT", evidence=(
+        await self.store.move(stored.action_id, ActionState.CONFLICT, evidence=(
             f"version {first['versionId']} ({status}) of {a.image_set_id} is another writer's: "
             "the revert did not happen, and the image set changed since the plan"))
         self.on_finished("CONFLICT")
