@@ -21,7 +21,7 @@ from batchcopy.plan.units import (
     merge_attributes,
     plan,
 )
-from batchcopy.core.specs import CopySpec
+from batchcopy.core.specs import CopyRequest, CopySpec
 from batchcopy.manifest.attributes import canonical_attributes, parse_copiable_attributes
 
 DS = "d" * 32
@@ -75,10 +75,10 @@ def test_single_row_unit_carries_the_row() -> None:
     m = Rows()
     row = m.add("a", sv="3")
     (unit,) = plan(m.specs)
-    assert unit == CopyUnit(unit_id=0, rows=(row,), datastore_id=DS, source_image_set_id=iid("a"),
-                            destination_image_set_id=None, copiable_attributes=None, force=False,
-                            promote_to_primary=False, source_version_id="3", destination_version_id=None,
-                            after=())
+    assert unit == CopyUnit(unit_id=0, rows=(row,), call=CopyRequest(
+        datastore_id=DS, source_image_set_id=iid("a"), source_version_id="3",
+        destination_image_set_id=None, destination_version_id=None, copiable_attributes=None,
+        force=False, promote_to_primary=False), after=())
     assert unit.image_sets() == (iid("a"),)
 
 
@@ -185,9 +185,9 @@ def test_subset_rows_into_one_destination_merge() -> None:
     units = plan(m.specs)
     assert shape(units) == [(0, [1, 2, 4], ()), (1, [3], ())]
     u = units[0]
-    assert u.copiable_attributes == sub("1.1/1", "1.1/2", "1.2")
-    assert (u.source_version_id, u.destination_version_id) == ("1", "4")  # the first row's pins
-    assert (u.datastore_id, u.source_image_set_id, u.destination_image_set_id) == (DS, iid("a"), iid("d"))
+    assert u.call.copiable_attributes == sub("1.1/1", "1.1/2", "1.2")
+    assert (u.call.source_version_id, u.call.destination_version_id) == ("1", "4")  # the first row's pins
+    assert (u.call.datastore_id, u.call.source_image_set_id, u.call.destination_image_set_id) == (DS, iid("a"), iid("d"))
 
 
 def test_merged_rows_keep_the_order_of_the_image_sets() -> None:
@@ -266,7 +266,7 @@ def test_merge_limit_rows() -> None:
         m.add("a", "d", sub(f"1.1/{i}"))
     units = plan(m.specs, limits=MergeLimits(max_rows=3))
     assert shape(units) == [(0, [1, 2, 3], ()), (1, [4, 5, 6], (0,)), (2, [7], (1,))]
-    assert units[1].copiable_attributes == sub("1.1/3", "1.1/4", "1.1/5")
+    assert units[1].call.copiable_attributes == sub("1.1/3", "1.1/4", "1.1/5")
 
 
 def test_merge_limit_instances_is_exact() -> None:
@@ -279,7 +279,7 @@ def test_merge_limit_instances_is_exact() -> None:
     assert shape(plan(m.specs, limits=MergeLimits(max_instances=4))) == [
         (0, [1, 2, 3, 4], ()), (1, [5], (0,))]
     assert len(plan(m.specs, limits=MergeLimits(max_instances=5))) == 1
-    assert count_instances(plan(m.specs)[0].copiable_attributes or "") == 5
+    assert count_instances(plan(m.specs)[0].call.copiable_attributes or "") == 5
 
 
 def test_merge_limit_chars_is_exact() -> None:
@@ -325,7 +325,7 @@ def test_pins_only_on_first_touch() -> None:
     m.add("a", sv="1")                  # 3: a already touched
     m.add("c", "a", sv="7", dv="1")     # 4: c first, a not
     units = plan(m.specs)
-    assert [(u.source_version_id, u.destination_version_id) for u in units] == [
+    assert [(u.call.source_version_id, u.call.destination_version_id) for u in units] == [
         ("1", "2"), ("5", None), (None, "1"), (None, None), ("7", None)]
 
 
@@ -336,8 +336,8 @@ def test_pins_across_batches() -> None:
     planner = Planner()
     (u0,) = planner.add_batch(m.specs[:1])
     (u1,) = planner.add_batch(m.specs[1:])
-    assert u0.source_version_id == "1"
-    assert (u1.source_version_id, u1.destination_version_id) == (None, "4")
+    assert u0.call.source_version_id == "1"
+    assert (u1.call.source_version_id, u1.call.destination_version_id) == (None, "4")
 
 
 def test_merged_rows_do_not_bring_their_pins() -> None:
@@ -345,7 +345,7 @@ def test_merged_rows_do_not_bring_their_pins() -> None:
     m.add("a", "d", sub("1.1/1"))
     m.add("a", "d", sub("1.1/2"), sv="4", dv="5")
     (unit,) = plan(m.specs)
-    assert (unit.source_version_id, unit.destination_version_id) == (None, None)
+    assert (unit.call.source_version_id, unit.call.destination_version_id) == (None, None)
 
 
 # ---------------------------------------------------------------- attributes
@@ -421,7 +421,7 @@ def test_merge_limit_boundaries_randomised() -> None:
         instances = max(count_instances(p) for p in prefixes)
         exact = MergeLimits(max_chars=chars, max_instances=instances)
         (unit,) = plan(m.specs, limits=exact)
-        assert unit.copiable_attributes == union
+        assert unit.call.copiable_attributes == union
         sizes = ([len(p) for p in prefixes], [count_instances(p) for p in prefixes])
         tights = (replace(exact, max_chars=chars - 1), replace(exact, max_instances=instances - 1))
         for tight, size in zip(tights, sizes):
@@ -430,8 +430,8 @@ def test_merge_limit_boundaries_randomised() -> None:
                 assert len(units) >= 2
             for u in units:
                 if len(u.rows) > 1:
-                    assert len(u.copiable_attributes or "") <= tight.max_chars
-                    assert count_instances(u.copiable_attributes or "") <= tight.max_instances
+                    assert len(u.call.copiable_attributes or "") <= tight.max_chars
+                    assert count_instances(u.call.copiable_attributes or "") <= tight.max_instances
 
 
 # ---------------------------------------------------------------- rows that need no call
@@ -447,8 +447,8 @@ def test_rows_that_need_no_call_make_no_unit_but_still_own_the_first_pin() -> No
     units = Planner().add_batch(m.specs, runnable=[False, True, True])
     assert [[r.manifest_row for r in u.rows] for u in units] == [[2], [3]]
     second, third = units
-    assert second.after == () and (second.source_version_id, second.destination_version_id) == (None, None)
-    assert third.destination_version_id == "4"
+    assert second.after == () and (second.call.source_version_id, second.call.destination_version_id) == (None, None)
+    assert third.call.destination_version_id == "4"
 
 
 def test_a_done_row_between_two_mergeable_rows_does_not_stop_the_merge() -> None:
@@ -458,7 +458,7 @@ def test_a_done_row_between_two_mergeable_rows_does_not_stop_the_merge() -> None
     m.add("a", "d", sub("1.1/2"))
     (unit,) = Planner().add_batch(m.specs, runnable=[True, False, True])
     assert [r.manifest_row for r in unit.rows] == [1, 3]
-    assert unit.copiable_attributes == sub("1.1/0", "1.1/2")
+    assert unit.call.copiable_attributes == sub("1.1/0", "1.1/2")
 
 
 # ---------------------------------------------------------------- properties
@@ -497,22 +497,22 @@ def check_invariants(specs: list[CopySpec], units: list[CopyUnit], limits: Merge
         assert nums == sorted(nums)
         assert list(u.after) == sorted(set(u.after)) and all(a < u.unit_id for a in u.after)
         first = u.rows[0]
-        assert (u.datastore_id, u.source_image_set_id, u.destination_image_set_id, u.force,
-                u.promote_to_primary) == (first.datastore_id, first.source_image_set_id,
+        assert (u.call.datastore_id, u.call.source_image_set_id, u.call.destination_image_set_id, u.call.force,
+                u.call.promote_to_primary) == (first.datastore_id, first.source_image_set_id,
                                           first.destination_image_set_id, first.force,
                                           first.promote_to_primary)
         if len(u.rows) == 1:
-            assert u.copiable_attributes == first.copiable_attributes
+            assert u.call.copiable_attributes == first.copiable_attributes
             continue
         # a merged unit: same key, subsets into an existing destination, one batch, within limits
-        assert u.destination_image_set_id is not None
+        assert u.call.destination_image_set_id is not None
         assert len({batch_of[n] for n in nums}) == 1
         for r in u.rows:
             assert (r.datastore_id, r.source_image_set_id, r.destination_image_set_id, r.force,
-                    r.promote_to_primary) == (u.datastore_id, u.source_image_set_id,
-                                              u.destination_image_set_id, u.force, u.promote_to_primary)
+                    r.promote_to_primary) == (u.call.datastore_id, u.call.source_image_set_id,
+                                              u.call.destination_image_set_id, u.call.force, u.call.promote_to_primary)
             assert r.copiable_attributes is not None
-        attrs = u.copiable_attributes
+        attrs = u.call.copiable_attributes
         assert attrs is not None and parse_copiable_attributes(attrs) == attrs
         assert reference_union([r.copiable_attributes or "" for r in u.rows]) == reference_union([attrs])
         assert len(attrs) <= limits.max_chars
@@ -523,7 +523,7 @@ def check_invariants(specs: list[CopySpec], units: list[CopyUnit], limits: Merge
     touching: dict[tuple[str, str], list[CopyUnit]] = {}
     for u in units:
         for image_set in u.image_sets():
-            touching.setdefault((u.datastore_id, image_set), []).append(u)
+            touching.setdefault((u.call.datastore_id, image_set), []).append(u)
     for chain in touching.values():
         for earlier, later in zip(chain, chain[1:]):
             assert earlier.unit_id in later.after
@@ -531,7 +531,7 @@ def check_invariants(specs: list[CopySpec], units: list[CopyUnit], limits: Merge
     # `after` holds only those chain edges
     for u in units:
         for a in u.after:
-            assert set(by_id[a].image_sets()) & set(u.image_sets()) and by_id[a].datastore_id == u.datastore_id
+            assert set(by_id[a].image_sets()) & set(u.image_sets()) and by_id[a].call.datastore_id == u.call.datastore_id
     # pins: the first row's pins, only where it is the first row touching that image set
     seen: set[tuple[str, str]] = set()
     first_touch: dict[int, tuple[bool, bool]] = {}
@@ -544,8 +544,8 @@ def check_invariants(specs: list[CopySpec], units: list[CopyUnit], limits: Merge
             seen.add(dst)
     for u in units:
         src_first, dst_first = first_touch[u.rows[0].manifest_row]
-        assert u.source_version_id == (u.rows[0].source_version_id if src_first else None)
-        assert u.destination_version_id == (u.rows[0].destination_version_id if dst_first else None)
+        assert u.call.source_version_id == (u.rows[0].source_version_id if src_first else None)
+        assert u.call.destination_version_id == (u.rows[0].destination_version_id if dst_first else None)
 
 
 @pytest.mark.parametrize("seed", range(40))

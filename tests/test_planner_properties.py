@@ -81,7 +81,7 @@ def test_plans_and_schedules_keep_every_invariant(specs: list[CopySpec], limits:
     planned: dict[tuple[str, str], list[int]] = {}
     for u in units:
         for image_set in u.image_sets():
-            planned.setdefault((u.datastore_id, image_set), []).append(u.unit_id)
+            planned.setdefault((u.call.datastore_id, image_set), []).append(u.unit_id)
 
     schedule = Schedule(max_in_flight)
     for u in units:
@@ -92,27 +92,27 @@ def test_plans_and_schedules_keep_every_invariant(specs: list[CopySpec], limits:
     while schedule or running:
         for u in schedule.take_ready():
             assert u.unit_id not in running and u.unit_id not in started, "a call started twice"
-            busy = {(r.datastore_id, i) for r in running.values() for i in r.image_sets()}
-            mine = {(u.datastore_id, i) for i in u.image_sets()}
+            busy = {(r.call.datastore_id, i) for r in running.values() for i in r.image_sets()}
+            mine = {(u.call.datastore_id, i) for i in u.image_sets()}
             assert not busy & mine, f"unit {u.unit_id} shares {busy & mine} with a running call"
-            if u.destination_image_set_id:
-                key = (u.datastore_id, u.destination_image_set_id)
+            if u.call.destination_image_set_id:
+                key = (u.call.datastore_id, u.call.destination_image_set_id)
                 earlier = planned[key][:planned[key].index(u.unit_id)]
-                earlier_writes = sum(1 for e in earlier if units[e].destination_image_set_id == key[1])
+                earlier_writes = sum(1 for e in earlier if units[e].call.destination_image_set_id == key[1])
                 assert writes[key] == earlier_writes  # it reads version 1 + earlier_writes
-                if u.destination_version_id is not None:
+                if u.call.destination_version_id is not None:
                     assert first_row[key] == u.rows[0].manifest_row
-            if u.source_version_id is not None:
-                assert first_row[(u.datastore_id, u.source_image_set_id)] == u.rows[0].manifest_row
+            if u.call.source_version_id is not None:
+                assert first_row[(u.call.datastore_id, u.call.source_image_set_id)] == u.rows[0].manifest_row
             running[u.unit_id] = u
             started.append(u.unit_id)
-        per_store = Counter(u.datastore_id for u in running.values())
+        per_store = Counter(u.call.datastore_id for u in running.values())
         assert all(n <= max_in_flight for n in per_store.values()), per_store
         assert running, "nothing runs and nothing can start: the schedule is stuck"
         # a random call ends (hypothesis picks which: every interleaving is fair game)
         done = running.pop(data.draw(st.sampled_from(sorted(running)), label="ends"))
-        if done.destination_image_set_id:
-            writes[(done.datastore_id, done.destination_image_set_id)] += 1
+        if done.call.destination_image_set_id:
+            writes[(done.call.datastore_id, done.call.destination_image_set_id)] += 1
         schedule.finish(done)
 
     assert sorted(started) == [u.unit_id for u in units]  # every call ran, once

@@ -9,7 +9,7 @@ from __future__ import annotations
 import enum
 import hashlib
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 
@@ -104,11 +104,13 @@ def copy_key(datastore_id: str, source: str, destination: str | None, attributes
 @dataclass(frozen=True, slots=True)
 class CopyRequest:
     """One CopyImageSet request exactly as sent: the typed record carried from planning
-    through the journal, the client and reconciliation."""
+    through the journal, the client and reconciliation. A planned unit's (plan/units.py
+    CopyUnit.call) names the manifest's version pins, None where there is none: the runner
+    names the versions it sends (`naming`) before the request leaves."""
 
     datastore_id: str
     source_image_set_id: str
-    source_version_id: str
+    source_version_id: str | None
     destination_image_set_id: str | None
     destination_version_id: str | None
     copiable_attributes: str | None
@@ -117,6 +119,8 @@ class CopyRequest:
 
     def params(self) -> dict[str, Any]:
         """The botocore input of CopyImageSet."""
+        if self.source_version_id is None:
+            raise ValueError("a copy needs its source's latest version id")
         source: dict[str, Any] = {"latestVersionId": self.source_version_id}
         if self.copiable_attributes is not None:
             source["DICOMCopies"] = {"copiableAttributes": self.copiable_attributes}
@@ -141,6 +145,12 @@ class CopyRequest:
         if self.destination_image_set_id:
             return (self.source_image_set_id, self.destination_image_set_id)
         return (self.source_image_set_id,)
+
+    def naming(self, source_version_id: str | None,
+               destination_version_id: str | None) -> CopyRequest:
+        """The same copy naming these versions."""
+        return replace(self, source_version_id=source_version_id,
+                       destination_version_id=destination_version_id)
 
 
 REQUEST_FIELDS: tuple[str, ...] = tuple(CopyRequest.__dataclass_fields__)

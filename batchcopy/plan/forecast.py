@@ -43,7 +43,7 @@ class StoreFigures:
         if n > 1:
             self.merged_calls += 1
             self.rows_in_merged_calls += n
-        if unit.destination_image_set_id:
+        if unit.call.destination_image_set_id:
             self.existing_destination_calls += 1
         else:
             self.new_image_set_calls += 1
@@ -177,14 +177,14 @@ class Forecaster:
             if unit.after:
                 depth = 1 + max(depths.get(a, 1) for a in unit.after)
                 depths[unit.unit_id] = depth
-            ds = unit.datastore_id
+            ds = unit.call.datastore_id
             store = self._stores.get(ds)
             if store is None:
                 store = self._stores[ds] = StoreFigures(ds)
             store.add(unit, depth)
             if self._longest is None or depth > self._longest.calls:
-                self._longest = Chain(depth, ds, unit.destination_image_set_id
-                                      or unit.source_image_set_id, unit.rows[-1].row_id)
+                self._longest = Chain(depth, ds, unit.call.destination_image_set_id
+                                      or unit.call.source_image_set_id, unit.rows[-1].row_id)
             if self.rows:
                 plans.extend(self._row_plans(unit))
         return plans
@@ -194,9 +194,9 @@ class Forecaster:
         ids = [r.row_id for r in unit.rows]
         self._last_row[unit.unit_id] = ids[-1]
         return [RowPlan(row_id=r.row_id, manifest_row=r.manifest_row, call=unit.unit_id + 1,
-                        datastore_id=unit.datastore_id,
-                        source_image_set_id=unit.source_image_set_id,
-                        destination_image_set_id=unit.destination_image_set_id,
+                        datastore_id=unit.call.datastore_id,
+                        source_image_set_id=unit.call.source_image_set_id,
+                        destination_image_set_id=unit.call.destination_image_set_id,
                         subset=r.copiable_attributes is not None,
                         merged_with=tuple(i for i in ids if i != r.row_id), after_rows=after)
                 for r in unit.rows]

@@ -36,7 +36,7 @@ class Schedule:
         for u in waiting:
             self._dependents.setdefault(u, []).append(unit.unit_id)
         if not waiting:
-            self._ready.setdefault(unit.datastore_id, deque()).append(unit.unit_id)
+            self._ready.setdefault(unit.call.datastore_id, deque()).append(unit.unit_id)
 
     def take_ready(self) -> list[CopyUnit]:
         """Units that may start now; each takes a copy slot of its data store."""
@@ -49,14 +49,14 @@ class Schedule:
 
     def finish(self, unit: CopyUnit) -> None:
         """A started unit is terminal: free its slot, release the units that waited for it."""
-        self._in_flight[unit.datastore_id] -= 1
+        self._in_flight[unit.call.datastore_id] -= 1
         self.units.pop(unit.unit_id, None)
         self._deps_left.pop(unit.unit_id, None)
         self.done.add(unit.unit_id)
         for dep in self._dependents.pop(unit.unit_id, []):
             self._deps_left[dep] -= 1
             if self._deps_left[dep] == 0:
-                self._ready.setdefault(self.units[dep].datastore_id, deque()).append(dep)
+                self._ready.setdefault(self.units[dep].call.datastore_id, deque()).append(dep)
 
     def blocked(self, datastore_id: str) -> bool:
         """Units of this data store are ready and wait for a copy slot."""

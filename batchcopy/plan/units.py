@@ -53,24 +53,17 @@ class MergeLimits:
 
 @dataclass(frozen=True)
 class CopyUnit:
-    """One CopyImageSet call."""
+    """One CopyImageSet call: the copy (`call`: what the request will say, naming the
+    manifest's version pins: only on the first unit touching the image set), its rows and
+    the units it waits for."""
 
     unit_id: int  # increasing from 0 in manifest order of the first row (split halves come later)
     rows: tuple[CopySpec, ...]  # manifest order
-    datastore_id: str
-    source_image_set_id: str
-    destination_image_set_id: str | None
-    copiable_attributes: str | None  # union of the rows' subsets (canonical JSON), None = whole image set
-    force: bool
-    promote_to_primary: bool
-    source_version_id: str | None  # manifest pin, only on the first unit touching the source
-    destination_version_id: str | None  # same for the destination
+    call: CopyRequest  # copiable_attributes: the union of the rows' subsets, None = whole
     after: tuple[int, ...]  # unit ids that must be terminal before this one may start
 
     def image_sets(self) -> tuple[str, ...]:
-        if self.destination_image_set_id:
-            return (self.source_image_set_id, self.destination_image_set_id)
-        return (self.source_image_set_id,)
+        return self.call.image_sets()
 
     @property
     def keys(self) -> tuple[str, ...]:
@@ -78,17 +71,16 @@ class CopyUnit:
 
     def request(self, source_version_id: str, destination_version_id: str | None) -> CopyRequest:
         """The CopyImageSet request of this unit, naming these versions."""
-        return CopyRequest(
-            datastore_id=self.datastore_id, source_image_set_id=self.source_image_set_id,
-            source_version_id=source_version_id,
-            destination_image_set_id=self.destination_image_set_id,
-            destination_version_id=destination_version_id,
-            copiable_attributes=self.copiable_attributes, force=self.force,
-            promote_to_primary=self.promote_to_primary)
+        return self.call.naming(source_version_id, destination_version_id)
 
-    def with_rows(self, rows: Sequence[CopySpec]) -> "CopyUnit":
+    def with_rows(self, rows: Sequence[CopySpec]) -> CopyUnit:
         """The same unit carrying fewer rows (the subset is their union)."""
-        return replace(self, rows=tuple(rows), copiable_attributes=_union(rows))
+        return replace(self, rows=tuple(rows),
+                       call=replace(self.call, copiable_attributes=_union(rows)))
+
+    def unpinned(self) -> CopyUnit:
+        """The same unit without the manifest's pins (it carries or reads the versions)."""
+        return replace(self, call=self.call.naming(None, None))
 
 
 NO_UNIT = -1  # in Planner._last: touched by a row that made no unit
@@ -193,13 +185,11 @@ class _Building:
         # frozen): filling __dict__ at once makes the same object in an eighth of the time,
         # which a million-row plan notices
         unit = object.__new__(CopyUnit)
-        unit.__dict__.update(
-            unit_id=self.unit_id, rows=tuple(self.rows), datastore_id=f.datastore_id,
-            source_image_set_id=f.source_image_set_id, destination_image_set_id=f.destination_image_set_id,
-            copiable_attributes=attrs, force=f.force, promote_to_primary=f.promote_to_primary,
-            source_version_id=self.source_version_id, destination_version_id=self.destination_version_id,
-            after=self.after,
-        )
+        call = CopyRequest(f.datastore_id, f.source_image_set_id, self.source_version_id,
+                           f.destination_image_set_id, self.destination_version_id, attrs,
+                           f.force, f.promote_to_primary)
+        unit.__dict__.update(unit_id=self.unit_id, rows=tuple(self.rows), call=call,
+                             after=self.after)
         return unit
 
 

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import enum
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 from batchcopy.run.calls import CallDriver, Ended, Settled
@@ -102,10 +102,10 @@ class Executor:
             handle.phase = Phase.PREPARING
             if ctx.stopping.is_set():
                 return []  # the rows stay PENDING: NOT_RUN with the stop's reason
-            ds, src, dst = unit.datastore_id, unit.source_image_set_id, unit.destination_image_set_id
+            ds, src, dst = unit.call.datastore_id, unit.call.source_image_set_id, unit.call.destination_image_set_id
             try:
-                tally.src_v = await self.versions.resolve(ds, src, unit.source_version_id, "source")
-                tally.dst_v = (await self.versions.resolve(ds, dst, unit.destination_version_id,
+                tally.src_v = await self.versions.resolve(ds, src, unit.call.source_version_id, "source")
+                tally.dst_v = (await self.versions.resolve(ds, dst, unit.call.destination_version_id,
                                                            "destination") if dst else None)
                 if checked_at != (tally.src_v, tally.dst_v):
                     checked_at = (tally.src_v, tally.dst_v)
@@ -124,8 +124,7 @@ class Executor:
                 if len(rows) == 1:
                     return []
                 rows = rows[1:]
-                unit = replace(unit.with_rows(rows), source_version_id=None,
-                               destination_version_id=None)
+                unit = unit.with_rows(rows).unpinned()
                 continue
             except Exception as exc:
                 if await self._read_failed(unit, rows, tally, exc) is RETRY:
@@ -171,9 +170,9 @@ class Executor:
         """(the rows left to send, the parts the unit must be cut into instead, if any);
         the rows that failed or were present are finished here."""
         ctx = self.ctx
-        ds, src, dst = unit.datastore_id, unit.source_image_set_id, unit.destination_image_set_id
+        ds, src, dst = unit.call.datastore_id, unit.call.source_image_set_id, unit.call.destination_image_set_id
         check_present = ctx.s.skip_present and (bool(dst) or self.presence is not None)
-        if unit.copiable_attributes is None and not check_present:
+        if unit.call.copiable_attributes is None and not check_present:
             return rows, []
         assert tally.src_v is not None
         source = await self.metadata.get(ds, src, tally.src_v)
@@ -194,7 +193,7 @@ class Executor:
                 f"all {n} instance(s) this row copies are already in {dst} version {tally.dst_v}, "
                 f"with the source's attributes: not copied again (--no-skip-present to copy)"))
         send = checked.send
-        if len(send) > 1 and unit.copiable_attributes is not None:
+        if len(send) > 1 and unit.call.copiable_attributes is not None:
             groups = pack_by_frames(send, source, ctx.s.max_frames_per_copy)
             if len(groups) > 1:
                 ctx.outcome.splits += 1
@@ -252,8 +251,8 @@ class Executor:
         if verdict.carry:
             self._carry(unit, settled)
         if verdict.forget:
-            self.versions.forget(unit.datastore_id, unit.source_image_set_id,
-                                 unit.destination_image_set_id)
+            self.versions.forget(unit.call.datastore_id, unit.call.source_image_set_id,
+                                 unit.call.destination_image_set_id)
         if verdict.next is Next.REFRESH:
             await self.driver.close(settled)
             return await self._conflict(rows, tally, unit, "ConflictException",
@@ -292,7 +291,7 @@ class Executor:
             return []
         if kind is ErrorKind.CONFLICT:
             return await self._conflict(rows, tally, unit, code, msg)
-        if kind is ErrorKind.RUN_FATAL or await self.datastores.missing(unit.datastore_id, code):
+        if kind is ErrorKind.RUN_FATAL or await self.datastores.missing(unit.call.datastore_id, code):
             await self._finish(rows, tally, Status.NOT_RUN, error_code=code,
                                error_message=no_copy(msg, tally.attempts), call_id=settled.call_id)
             ctx.abort(fatal_text(code, msg, self.datastores.seen))
@@ -327,8 +326,8 @@ class Executor:
     async def _conflict(self, rows: list[CopySpec], tally: Tally, unit: CopyUnit, code: str,
                         msg: str) -> Any:
         tally.conflicts += 1
-        self.versions.forget(unit.datastore_id, unit.source_image_set_id,
-                             unit.destination_image_set_id)
+        self.versions.forget(unit.call.datastore_id, unit.call.source_image_set_id,
+                             unit.call.destination_image_set_id)
         s = self.ctx.s
         if s.on_conflict == "refresh" and tally.conflicts <= s.max_conflict_refreshes:
             return RETRY  # re-read the latest versions (a stale pin ends here as CONFLICT)
@@ -340,16 +339,15 @@ class Executor:
         """Parts run in order; only the first keeps the pins (the rest carry versions)."""
         parts = [unit.with_rows(groups[0])]
         for group in groups[1:]:
-            parts.append(replace(unit.with_rows(group), source_version_id=None,
-                                 destination_version_id=None))
+            parts.append(unit.with_rows(group).unpinned())
         return parts
 
     def _carry(self, unit: CopyUnit, settled: Settled) -> None:
-        ds = unit.datastore_id
+        ds = unit.call.datastore_id
         if settled.result_image_set_id and settled.result_version_id:
             self.versions.carry(ds, settled.result_image_set_id, settled.result_version_id)
         if settled.source_latest:
-            self.versions.carry(ds, unit.source_image_set_id, settled.source_latest)
+            self.versions.carry(ds, unit.call.source_image_set_id, settled.source_latest)
 
     async def _versions_moved(self, settled: Settled) -> str | None:
         """For a refusal: had the versions the call named been overtaken, or was an image
@@ -374,12 +372,12 @@ class Executor:
         """Whether the unit selects more frames than a copy may carry; None if unknown."""
         assert tally.src_v is not None
         try:
-            doc = await self.metadata.get(unit.datastore_id, unit.source_image_set_id, tally.src_v)
+            doc = await self.metadata.get(unit.call.datastore_id, unit.call.source_image_set_id, tally.src_v)
         except Exception as exc:
             if classify(exc, operation="GetImageSetMetadata") is ErrorKind.UNEXPECTED:
                 raise
             return None
-        return frames(doc, unit.copiable_attributes) > self.ctx.s.max_frames_per_copy
+        return frames(doc, unit.call.copiable_attributes) > self.ctx.s.max_frames_per_copy
 
     async def _read_failed(self, unit: CopyUnit, rows: list[CopySpec], tally: Tally,
                            exc: BaseException) -> Any:
@@ -397,7 +395,7 @@ class Executor:
             if tally.read_failures < self.ctx.s.max_attempts:
                 await asyncio.sleep(self.ctx.s.backoff.delay(tally.read_failures))
                 return RETRY
-        fatal = kind is ErrorKind.RUN_FATAL or await self.datastores.missing(unit.datastore_id,
+        fatal = kind is ErrorKind.RUN_FATAL or await self.datastores.missing(unit.call.datastore_id,
                                                                              code)
         if kind is ErrorKind.REFUSED and not fatal:  # e.g. the image set does not exist
             await self._finish(rows, tally, Status.FAILED, error_code=code, error_message=msg)
