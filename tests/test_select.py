@@ -23,7 +23,7 @@ from batchcopy.cli import root as cli
 from batchcopy.commands.select import SelectOptions, run_select
 from batchcopy.console.logs import ConsoleOptions
 from conftest import control_call
-from kit.runkit import FAST, run_manifest
+from kit.runkit import run_manifest
 
 SEED = {"seed": 23, "patients": 4, "studies_per_patient": 2, "series_per_study": 3,
         "instances_per_series": 2, "frames_per_instance": 1}

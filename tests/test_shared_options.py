@@ -11,7 +11,7 @@ from typing import Any
 
 from batchcopy.cli.root import build
 from kit.resumekit import distinct_copies, seed_world
-from kit.runkit import FAST, run_cli, run_manifest, write_manifest
+from kit.runkit import run_cli, run_manifest, write_manifest
 
 SEED = {"seed": 5, "datastores": 1, "patients": 4, "studies_per_patient": 1,
         "series_per_study": 1, "instances_per_series": 1, "frames_per_instance": 1}

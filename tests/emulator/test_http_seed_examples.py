@@ -22,7 +22,6 @@ from typing import Any
 
 import pytest
 
-from batchcopy.emulator.config import EmulatorConfig
 
 PAGE_PROPERTY_KEYS = {"latestVersionId", "imageSetWorkflowStatus", "updatedAt", "imageSetId",
                       "imageSetState", "createdAt"}
