@@ -3,6 +3,7 @@ prechecks, the send, reconciliation, refusals), the copy waiter, the presence ch
 verify ask of the service. aws/client.ImagingApi implements it over botocore; the tests'
 double (tests/kit/modelapi.py ModelApi) over the emulator's model, in process. The seams are
 typed with it (mypy checks them), so a double that drifts from the client is caught.
+`SearchingApi` adds what only the real client has: SearchImageSets page by page (select).
 
 Every call is paced by `limiter` (the caller takes a token where it says so:
 poll_image_set's, and a copy sent with paced=False) and retried as the client's own rules
@@ -11,6 +12,7 @@ say; CopyImageSet is never retried blindly.
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from typing import Any, Protocol, runtime_checkable
 
 from batchcopy.aws.ratelimit import RateLimiter
@@ -55,4 +57,14 @@ class ImagingApi(Protocol):
     async def get_image_set_metadata(self, datastore_id: str, image_set_id: str,
                                      version: str | None = None) -> dict[str, Any]:
         """The metadata document, gunzipped and decoded."""
+        ...
+
+
+class SearchingApi(ImagingApi, Protocol):
+    """ImagingApi and SearchImageSets page by page, each page as it comes (query/selector.py
+    reads the first ones while the search goes on); aws/client.ImagingApi implements it."""
+
+    def search_pages(self, datastore_id: str, search_criteria: dict[str, Any],
+                     page_size: int = ...) -> AsyncIterator[list[dict[str, Any]]]:
+        """The summaries of each page; a repeated nextToken ends the search."""
         ...
