@@ -3,6 +3,8 @@ prechecks, the send, reconciliation, refusals), the copy waiter, the presence ch
 verify ask of the service. aws/client.ImagingApi implements it over botocore; the tests'
 double (tests/kit/modelapi.py ModelApi) over the emulator's model, in process. The seams are
 typed with it (mypy checks them), so a double that drifts from the client is caught.
+`SearchingApi` adds what only the real client has: SearchImageSets page by page (select).
+GetImageSet answers are typed (`ImageSetProperties`): a misspelt answer[key] is a mypy error.
 
 Every call is paced by `limiter` (the caller takes a token where it says so:
 poll_image_set's, and a copy sent with paced=False) and retried as the client's own rules
@@ -11,10 +13,35 @@ say; CopyImageSet is never retried blindly.
 
 from __future__ import annotations
 
-from typing import Any, Protocol, runtime_checkable
+from collections.abc import AsyncIterator
+from datetime import datetime
+from typing import Any, Protocol, Required, TypedDict, runtime_checkable
 
 from batchcopy.aws.ratelimit import RateLimiter
 from batchcopy.core.specs import CopyRequest
+
+
+class Overrides(TypedDict, total=False):
+    forced: bool  # the version was made with force=true
+
+
+class ImageSetProperties(TypedDict, total=False):
+    """GetImageSet's answer (the service's API reference: the first four always there;
+    botocore and aws/lightcalls.py give the timestamps as datetimes)."""
+
+    datastoreId: Required[str]
+    imageSetId: Required[str]
+    versionId: Required[str]
+    imageSetState: Required[str]  # ACTIVE | LOCKED | DELETED
+    imageSetWorkflowStatus: str  # CREATED | COPIED | COPYING | COPY_FAILED | ...
+    createdAt: datetime
+    updatedAt: datetime
+    deletedAt: datetime
+    message: str  # why a copy or update failed
+    imageSetArn: str
+    overrides: Overrides
+    isPrimary: bool
+    ResponseMetadata: dict[str, Any]  # HTTP status, request id (botocore and the light calls)
 
 
 @runtime_checkable
@@ -31,7 +58,8 @@ class ImagingApi(Protocol):
         ...
 
     async def get_image_set(self, datastore_id: str, image_set_id: str,
-                            version: str | None = None) -> dict[str, Any]:
+                            version: str | None = None) -> ImageSetProperties:
+        """GetImageSet of `version` (None: the latest), paced and retried."""
         ...
 
     async def poll_image_set(self, datastore_id: str, image_set_id: str,
@@ -55,4 +83,14 @@ class ImagingApi(Protocol):
     async def get_image_set_metadata(self, datastore_id: str, image_set_id: str,
                                      version: str | None = None) -> dict[str, Any]:
         """The metadata document, gunzipped and decoded."""
+        ...
+
+
+class SearchingApi(ImagingApi, Protocol):
+    """ImagingApi and SearchImageSets page by page, each page as it comes (query/selector.py
+    reads the first ones while the search goes on); aws/client.ImagingApi implements it."""
+
+    def search_pages(self, datastore_id: str, search_criteria: dict[str, Any],
+                     page_size: int = ...) -> AsyncIterator[list[dict[str, Any]]]:
+        """The summaries of each page; a repeated nextToken ends the search."""
         ...

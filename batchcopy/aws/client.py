@@ -29,8 +29,9 @@ from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
+from batchcopy.aws.api import ImageSetProperties
 from batchcopy.aws.lightcalls import OPERATIONS as LIGHT_OPERATIONS
 from batchcopy.aws.lightcalls import LightCalls
 from batchcopy.aws.quotawatch import QuotaWatch
@@ -284,11 +285,12 @@ class ImagingApi:
 
     # ---------------------------------------------------------------- reads
     async def get_image_set(self, datastore_id: str, image_set_id: str,
-                            version: str | None = None) -> dict[str, Any]:
+                            version: str | None = None) -> ImageSetProperties:
         params: dict[str, Any] = {"datastoreId": datastore_id, "imageSetId": image_set_id}
         if version is not None:
             params["versionId"] = version
-        return await self._call("GetImageSet", params)
+        # the service's answer (ANSWERS: a 2xx without versionId is UnreadableAnswer)
+        return cast(ImageSetProperties, await self._call("GetImageSet", params))
 
     async def poll_image_set(self, datastore_id: str, image_set_id: str,
                              version: str) -> dict[str, Any]:

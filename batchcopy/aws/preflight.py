@@ -23,10 +23,15 @@ import shutil
 import tempfile
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
 from batchcopy.aws.storage import is_s3, parse_s3
+
+if TYPE_CHECKING:
+    from batchcopy.aws.api import ImagingApi
+    from batchcopy.aws.client import ClientSettings
+    from batchcopy.aws.endpoints import Endpoint
 
 REGION_RE = re.compile(r"[a-z]{2}(-[a-z]+)+-\d{1,2}")
 BYTES_PER_ROW = 2048  # journal (~1 KiB a row with its calls) and report, generously
@@ -113,7 +118,7 @@ def check_fresh(credentials: Any, profile: str | None) -> None:
                          "then run again; nothing was sent")
 
 
-def resolve_endpoint(profile: str | None, region: str, endpoint_url: str | None) -> Any:
+def resolve_endpoint(profile: str | None, region: str, endpoint_url: str | None) -> Endpoint:
     """The endpoint and host prefix botocore will use (aws/endpoints.py), refused in one
     line when the prefix cannot work with it."""
     from batchcopy.aws.endpoints import EndpointError, check, resolve
@@ -225,7 +230,8 @@ def check_journal_path(text: str) -> Path:
 PREFLIGHT_ATTEMPTS = 3  # a refused connection costs three tries, not a run of warnings
 
 
-async def service_checked(settings: Any, rates: dict[str, Any], endpoint: Any,
+async def service_checked(settings: ClientSettings,
+                          rates: dict[str, tuple[float, float | None]], endpoint: Endpoint,
                           datastores: list[str], probe: tuple[str, str] | None) -> list[str]:
     """check_service over a client of its own (a few attempts, short timeouts); nothing to
     check when the run has no data store to touch."""
@@ -241,7 +247,7 @@ async def service_checked(settings: Any, rates: dict[str, Any], endpoint: Any,
         return await check_service(api, endpoint, datastores, probe)
 
 
-async def check_service(api: Any, endpoint: Any, datastores: list[str],
+async def check_service(api: ImagingApi, endpoint: Endpoint, datastores: list[str],
                         probe: tuple[str, str] | None) -> list[str]:
     """GetDatastore of every data store the run touches (exists, ACTIVE), then one small
     SearchImageSets in the first row's data store (the runtime host, where the run's calls
@@ -287,7 +293,7 @@ def _answered_by_the_service(exc: BaseException) -> bool:
             and error_code(exc) != "ResourceNotFoundException")
 
 
-def _datastore_refusal(exc: BaseException, ds: str, endpoint: Any) -> str:
+def _datastore_refusal(exc: BaseException, ds: str, endpoint: Endpoint) -> str:
     """Why GetDatastore did not say ACTIVE: a note when the run may still go (the role may
     not read data stores; a VPC endpoint of the runtime API may not serve the control
     plane), else SetupError."""
@@ -305,14 +311,15 @@ def _datastore_refusal(exc: BaseException, ds: str, endpoint: Any) -> str:
     raise _refusal(exc, f"GetDatastore of {ds}", endpoint, runtime=False)
 
 
-def _missing(ds: str, endpoint: Any) -> SetupError:
+def _missing(ds: str, endpoint: Endpoint) -> SetupError:
     return SetupError(f"data store {ds} (of the manifest's rows) is not at {endpoint.url}: the "
                       f"region, the account (profile) or the endpoint is wrong; nothing was "
                       f"sent, no row was recorded (`batchcopy doctor MANIFEST` shows each "
                       f"setting)")
 
 
-def _refusal(exc: BaseException, what: str, endpoint: Any, *, runtime: bool) -> SetupError:
+def _refusal(exc: BaseException, what: str, endpoint: Endpoint, *,
+             runtime: bool) -> SetupError:
     """One line: what failed, why, and what to change."""
     from botocore import exceptions as bx
 

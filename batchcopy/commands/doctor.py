@@ -24,10 +24,14 @@ import json
 import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from batchcopy.aws.checks import Check
 from batchcopy.core.specs import ExitCode
+
+if TYPE_CHECKING:
+    from batchcopy.aws.api import ImagingApi
+    from batchcopy.aws.endpoints import Endpoint
 
 NOT_CHECKED = "not checked: an earlier check failed"
 
@@ -176,7 +180,7 @@ def _settings_text(profile: str | None, region: str) -> str:
             f"{method}{until}")
 
 
-def _tls(endpoint: Any, profile: str | None) -> Check:
+def _tls(endpoint: Endpoint, profile: str | None) -> Check:
     import botocore.session
     from botocore.utils import get_environ_proxies
 
@@ -194,7 +198,7 @@ def _tls(endpoint: Any, profile: str | None) -> Check:
     return Check("TLS", True, describe(verify, proxy))
 
 
-async def _service(opts: DoctorOptions, region: str, endpoint: Any, target: Target,
+async def _service(opts: DoctorOptions, region: str, endpoint: Endpoint, target: Target,
                    checks: list[Check]) -> None:
     """The data stores, the first row's source, one read per operation the run reads with."""
     from batchcopy.aws import preflight
@@ -222,7 +226,7 @@ def _tls_failed(checks: list[Check], detail: str) -> None:
             c.ok, c.detail, c.next_step = False, detail, "check the host name, AWS_CA_BUNDLE, the proxy"
 
 
-async def _datastores(api: Any, endpoint: Any, datastores: list[str]) -> Check:
+async def _datastores(api: ImagingApi, endpoint: Endpoint, datastores: list[str]) -> Check:
     from batchcopy.aws.preflight import SetupError, check_service
 
     if not datastores:
@@ -236,7 +240,7 @@ async def _datastores(api: Any, endpoint: Any, datastores: list[str]) -> Check:
     return Check("data stores", None if notes else True, text)
 
 
-async def _reads(api: Any, endpoint: Any, target: Target) -> list[Check]:
+async def _reads(api: ImagingApi, endpoint: Endpoint, target: Target) -> list[Check]:
     """GetImageSet of the first row's source, then one read per operation; AccessDenied
     fails that operation's permission, any other answer shows it allowed."""
     from batchcopy.aws.retry import error_code, error_message
@@ -270,7 +274,7 @@ async def _reads(api: Any, endpoint: Any, target: Target) -> list[Check]:
     return out
 
 
-async def _allowed(api: Any, operation: str, **params: Any) -> Check:
+async def _allowed(api: ImagingApi, operation: str, **params: Any) -> Check:
     from batchcopy.aws.retry import error_code, error_message
 
     name = f"permission {operation}"

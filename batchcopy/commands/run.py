@@ -27,7 +27,7 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from batchcopy.console import logs
 from batchcopy.console.confirm import confirm_run
@@ -36,6 +36,9 @@ from batchcopy.aws.preflight import SetupError
 from batchcopy.console.stopsignals import stop_on_signals
 from batchcopy.run.files import run_clash
 from batchcopy.core.specs import ExitCode, Status
+
+if TYPE_CHECKING:
+    from batchcopy.aws.endpoints import Endpoint
 
 MANIFEST_SUFFIXES = (".csv.gz", ".csv", ".parquet", ".pq")
 
@@ -222,7 +225,8 @@ def _open_state(location: Any, opts: JobOptions) -> Any:
     return opened
 
 
-async def _check_service(opts: JobOptions, journal: Any, region: str, endpoint: Any) -> None:
+async def _check_service(opts: JobOptions, journal: Any, region: str,
+                         endpoint: Endpoint) -> None:
     """Read-only calls before the first copy, when the run has rows to send or calls to
     settle (a rerun of a finished manifest stays at zero calls)."""
     from batchcopy.aws.client import ClientSettings

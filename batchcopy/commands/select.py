@@ -23,10 +23,16 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from batchcopy.core.durations import human_duration
 from batchcopy.core.specs import ExitCode
+
+if TYPE_CHECKING:
+    from batchcopy.aws.api import ImagingApi
+    from batchcopy.console.logs import ConsoleOptions, LogSetup
+    from batchcopy.query.selector import Tally
+    from batchcopy.query.where import Query
 
 
 @dataclass
@@ -44,7 +50,7 @@ class SelectOptions:
     profile: str | None = None
     concurrency: int = 16
     cache: bool = True
-    console: Any = None  # console/logs.ConsoleOptions (--progress, --log-*, -v); None: defaults
+    console: ConsoleOptions | None = None  # --progress, --log-*, -v; None: defaults
 
 
 STOPPED = ("batchcopy select: interrupted, no manifest written; what was read is kept: the "
@@ -95,8 +101,8 @@ def run_select(opts: SelectOptions, *, stream: TextIO | None = None) -> int:
         setup.close()
 
 
-async def _select(opts: SelectOptions, query: Any, region: str, err: TextIO, setup: Any,
-                  console: Any) -> int:
+async def _select(opts: SelectOptions, query: Query, region: str, err: TextIO,
+                  setup: LogSetup, console: ConsoleOptions) -> int:
     from batchcopy.aws.client import CallStats, ClientSettings, ImagingApi, open_client
     from batchcopy.aws.ratelimit import RateLimiter
     from batchcopy.journal.holds import state_dir
@@ -116,7 +122,7 @@ async def _select(opts: SelectOptions, query: Any, region: str, err: TextIO, set
         async with open_client(settings) as client:
             api = ImagingApi(client, RateLimiter(opts.rates), stats=stats)
             if opts.into is not None:
-                await _check_into(api, opts)
+                await _check_into(api, opts.datastore_id, opts.into)
             selector = Selector(api, opts.datastore_id, query, into=opts.into, force=opts.force,
                                 pin=opts.pin, limit=opts.limit, cache=cache,
                                 concurrency=opts.concurrency, now=time.time())
@@ -168,17 +174,17 @@ async def _select(opts: SelectOptions, query: Any, region: str, err: TextIO, set
     return int(ExitCode.ROWS_FAILED if tally.unreadable else ExitCode.OK)
 
 
-async def _check_into(api: Any, opts: SelectOptions) -> None:
+async def _check_into(api: ImagingApi, datastore_id: str, into: str) -> None:
     from botocore.exceptions import ClientError
 
     from batchcopy.aws.retry import error_code
 
     try:
-        await api.get_image_set(opts.datastore_id, opts.into)
+        await api.get_image_set(datastore_id, into)
     except ClientError as exc:
         if error_code(exc) == "ResourceNotFoundException":
-            raise SelectSetupError(f"--into {opts.into}: no such image set in data store "
-                                   f"{opts.datastore_id}") from None
+            raise SelectSetupError(f"--into {into}: no such image set in data store "
+                                   f"{datastore_id}") from None
         raise
 
 
@@ -210,7 +216,7 @@ def _setup_or_bug(exc: BaseException, opts: SelectOptions) -> BaseException:
     return exc
 
 
-def _mode(progress: str, setup: Any, err: TextIO) -> str:
+def _mode(progress: str, setup: LogSetup, err: TextIO) -> str:
     """--progress as run reads it (a bar where a person watches, else stats lines); a
     terminal with no size gets stats lines."""
     from batchcopy.console.logs import display_mode
@@ -228,7 +234,7 @@ class Ticker:
     `interval` seconds (`log`, off a terminal, and into --log-file with `lines`: timestamped
     text or JSON, event select_stats); nothing with `off`."""
 
-    def __init__(self, tally: Any, mode: str, interval: float, stream: TextIO, started: float,
+    def __init__(self, tally: Tally, mode: str, interval: float, stream: TextIO, started: float,
                  *, lines: bool = False) -> None:
         self.tally, self.mode, self.interval, self.stream = tally, mode, interval, stream
         self.lines = mode == "log" or (lines and mode != "off")
@@ -284,7 +290,7 @@ class Ticker:
             self.stream.flush()
 
 
-def progress_line(tally: Any, reads_s: float, examined_s: float) -> str:
+def progress_line(tally: Tally, reads_s: float, examined_s: float) -> str:
     """select: searched N, M match; examined E (read R, cached C); selected S (rows); the
     recent read rate; the time left once the search is done (at the recent pace)."""
     searched = f"searched {tally.found:,} image sets" + ("" if tally.search_done else "...")
@@ -299,7 +305,7 @@ def progress_line(tally: Any, reads_s: float, examined_s: float) -> str:
     return "; ".join(parts)
 
 
-def summary_text(tally: Any, described: str, written: str | None, opts: SelectOptions,
+def summary_text(tally: Tally, described: str, written: str | None, opts: SelectOptions,
                  api: dict[str, Any], wall_s: float) -> str:
     calls = ", ".join(f"{op} {n:,}" for op, n in (api.get("calls") or {}).items()) or "none"
     lines = [f"batchcopy select: {tally.found:,} image set(s) searched ({tally.pages:,} page(s)), "

@@ -23,11 +23,14 @@ import asyncio
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING
 
 from batchcopy.query import where
 from batchcopy.query.cache import SeriesCache
 from batchcopy.query.rows import Chosen, SeriesInfo, rows_for, series_of, whole_rows
+
+if TYPE_CHECKING:
+    from batchcopy.aws.api import SearchingApi
 
 
 class SelectAborted(Exception):
@@ -65,7 +68,7 @@ class Candidate:
 
 @dataclass
 class Selector:
-    api: Any  # ImagingApi
+    api: SearchingApi
     datastore_id: str
     query: where.Query
     into: str | None = None

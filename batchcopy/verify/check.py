@@ -28,10 +28,11 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Iterable, Iterator
+from collections.abc import (AsyncIterator, Callable, Coroutine, Iterable, Iterator,
+                             MutableMapping)
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, TypeVar
 
 from batchcopy.aws.api import ImagingApi
 from batchcopy.aws.retry import through_locks
@@ -49,6 +50,8 @@ SHOWN = 5  # instances named per message, then "and N more"
 # a read answered 409 (an image set LOCKED by a copy, on a service that says so) is looked
 # at again for this long before the row is UNKNOWN ("busy: verify again")
 LOCK_WAIT_S = 120.0
+K = TypeVar("K")
+V = TypeVar("V")
 
 Instances = dict[str, tuple[str, dict[str, Any]]]  # SOP UID -> (series UID, instance doc)
 
@@ -151,18 +154,21 @@ class Documents:
         self._docs: OrderedDict[tuple[str, str, str], asyncio.Future[dict[str, Any]]] = OrderedDict()
         self._latest: dict[tuple[str, str], asyncio.Future[str]] = {}
 
-    async def _once(self, table: Any, key: Any, make: Any) -> Any:
+    async def _once(self, table: MutableMapping[K, asyncio.Future[V]], key: K,
+                    make: Callable[[], Coroutine[Any, Any, V]]) -> V:
+        """table[key]'s read, started by `make` if none is under way or done; the
+        documents' table (the only OrderedDict) is kept to `size`, least recent out."""
         fut = table.get(key)
         if fut is None:
             if self.owner is None:
                 raise RuntimeError("Documents read outside verify_rows' task group")
             fut = self.owner.create_task(make())
             table[key] = fut
-            if table is self._docs:
-                while len(self._docs) > self.size:
-                    self._docs.popitem(last=False)
-        elif table is self._docs:
-            self._docs.move_to_end(key)
+            if isinstance(table, OrderedDict):
+                while len(table) > self.size:
+                    table.popitem(last=False)
+        elif isinstance(table, OrderedDict):
+            table.move_to_end(key)
         try:
             return await asyncio.shield(fut)
         except Exception:
@@ -171,19 +177,16 @@ class Documents:
             raise
 
     async def doc(self, ds: str, image_set: str, version: str) -> dict[str, Any]:
-        found: dict[str, Any] = await self._once(
-            self._docs, (ds, image_set, version), lambda: through_locks(
-                lambda: self.api.get_image_set_metadata(ds, image_set, version),
-                operation="GetImageSetMetadata", wait_s=LOCK_WAIT_S))
-        return found
+        return await self._once(self._docs, (ds, image_set, version), lambda: through_locks(
+            lambda: self.api.get_image_set_metadata(ds, image_set, version),
+            operation="GetImageSetMetadata", wait_s=LOCK_WAIT_S))
 
     async def latest(self, ds: str, image_set: str) -> str:
         async def read() -> str:
             return str((await self.api.latest_version(ds, image_set))[0])
 
-        version: str = await self._once(self._latest, (ds, image_set), lambda: through_locks(
+        return await self._once(self._latest, (ds, image_set), lambda: through_locks(
             read, operation="GetImageSet", wait_s=LOCK_WAIT_S))
-        return version
 
 
 # ---------------------------------------------------------------- one row

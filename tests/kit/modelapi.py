@@ -15,7 +15,7 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
 from botocore.exceptions import ClientError, ConnectionClosedError
 
@@ -23,7 +23,7 @@ from batchcopy.emulator.config import EmulatorConfig
 from batchcopy.emulator.errors import ServiceError
 from batchcopy.emulator.model import HealthImaging
 from batchcopy.emulator.seed import SeedSpec, seed
-from batchcopy.aws.api import ImagingApi
+from batchcopy.aws.api import ImageSetProperties, ImagingApi
 from batchcopy.aws.ratelimit import RateLimiter
 from batchcopy.core.specs import CopyRequest
 
@@ -63,15 +63,15 @@ class ModelApi:
         return self._call("CopyImageSet", request.params())
 
     async def get_image_set(self, datastore_id: str, image_set_id: str,
-                            version: str | None = None) -> dict[str, Any]:
+                            version: str | None = None) -> ImageSetProperties:
         params = {"datastoreId": datastore_id, "imageSetId": image_set_id}
         if version is not None:
             params["versionId"] = version
-        return self._call("GetImageSet", params)
+        return cast(ImageSetProperties, self._call("GetImageSet", params))
 
     async def poll_image_set(self, datastore_id: str, image_set_id: str,
                              version: str) -> dict[str, Any]:
-        return await self.get_image_set(datastore_id, image_set_id, version)
+        return cast(dict[str, Any], await self.get_image_set(datastore_id, image_set_id, version))
 
     async def latest_version(self, datastore_id: str, image_set_id: str) -> tuple[str, str, str]:
         found = await self.get_image_set(datastore_id, image_set_id)
