@@ -3,7 +3,8 @@ prechecks, the send, reconciliation, refusals), the copy waiter, the presence ch
 verify ask of the service. aws/client.ImagingApi implements it over botocore; the tests'
 double (tests/kit/modelapi.py ModelApi) over the emulator's model, in process. The seams are
 typed with it (mypy checks them), so a double that drifts from the client is caught.
-`SearchingApi` adds what only the real client has: SearchImageSets page by page (select).
+`SearchingApi` and `SendingApi` add what only the real client has: SearchImageSets page by
+page (select), one unretried attempt of an operation (undo).
 GetImageSet answers are typed (`ImageSetProperties`): a misspelt answer[key] is a mypy error.
 
 Every call is paced by `limiter` (the caller takes a token where it says so:
@@ -93,4 +94,13 @@ class SearchingApi(ImagingApi, Protocol):
     def search_pages(self, datastore_id: str, search_criteria: dict[str, Any],
                      page_size: int = ...) -> AsyncIterator[list[dict[str, Any]]]:
         """The summaries of each page; a repeated nextToken ends the search."""
+        ...
+
+
+class SendingApi(ImagingApi, Protocol):
+    """ImagingApi and one attempt of any operation, never retried (undo/apply.py sends its
+    UpdateImageSetMetadata and DeleteImageSet with it: a call without a usable answer is
+    reconciled, not resent); aws/client.ImagingApi implements it."""
+
+    async def send_once(self, operation: str, **params: Any) -> dict[str, Any]:
         ...

@@ -23,6 +23,7 @@ from batchcopy.journal.journal import Journal, RowOutcome
 from batchcopy.plan.units import MergeLimits
 from batchcopy.aws.retry import Backoff
 from batchcopy.core.specs import CopySpec, Status
+from batchcopy.run.waiter import CopyWaiter
 
 # statuses that count towards --max-failure-rate
 BAD_STATUSES = frozenset({Status.FAILED, Status.CONFLICT, Status.UNKNOWN, Status.NOT_RUN})
@@ -139,7 +140,8 @@ STOP_TEXT = {
 
 
 class RunContext:
-    def __init__(self, *, journal: Journal, api: ImagingApi, waiter: Any, settings: RunSettings,
+    def __init__(self, *, journal: Journal, api: ImagingApi, waiter: CopyWaiter,
+                 settings: RunSettings,
                  run_id: int, observer: Observer | None = None,
                  clock: Callable[[], float] = time.time) -> None:
         self.journal = journal

@@ -126,7 +126,7 @@ def refused(code: str, rows: int, over_frames: bool | None, quota_refusals: int,
     return Refusal.SPLIT if rows > 1 else Refusal.FAILED
 
 
-def throttled_out(api: Any) -> bool:
+def throttled_out(api: ImagingApi) -> bool:
     """The service refused every recent CopyImageSet (aws/quotawatch.py STREAK_LIMIT)."""
     out = getattr(api, "throttled_out", None)
     return bool(out("CopyImageSet")) if out is not None else False

@@ -36,12 +36,14 @@ from batchcopy.run.precheck import MetadataCache
 from batchcopy.run.present import PresenceFinder
 from batchcopy.run.reconcile import Reconciler
 from batchcopy.run.versions import VersionBook
+from batchcopy.run.waiter import CopyWaiter
 
 __all__ = ["Runner", "RunSettings", "RunOutcome", "summary_stats", "dumps"]
 
 
 class Runner:
-    def __init__(self, *, journal: Journal, api: ImagingApi, waiter: Any, settings: RunSettings,
+    def __init__(self, *, journal: Journal, api: ImagingApi, waiter: CopyWaiter,
+                 settings: RunSettings,
                  run_id: int, observer: Observer | None = None,
                  clock: Callable[[], float] = time.time) -> None:
         self.journal = journal

@@ -22,6 +22,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from batchcopy.aws.api import ImagingApi, SendingApi
 from batchcopy.aws.retry import (
     Backoff,
     ErrorKind,
@@ -31,11 +32,20 @@ from batchcopy.aws.retry import (
     is_locked_read,
     through_locks,
 )
-from batchcopy.undo.plan import DELETE, REVERT, Latest, plan_undo, safe_target, with_cautions
+from batchcopy.undo.plan import (
+    DELETE,
+    REVERT,
+    Action,
+    Latest,
+    plan_undo,
+    safe_target,
+    with_cautions,
+)
 from batchcopy.journal.s3io import StateUnavailable
 from batchcopy.core.callstate import ACTION_FINAL, ACTION_OPEN, ActionState
 from batchcopy.journal.undo import StoredAction, UndoStore
 from batchcopy.run.outcome import action_ended
+from batchcopy.run.waiter import CopyWaiter
 
 
 
@@ -49,7 +59,7 @@ class UndoSettings:
     backoff: Backoff = Backoff()
 
 
-async def latest_versions(api: Any, targets: set[tuple[str, str]], *,
+async def latest_versions(api: ImagingApi, targets: set[tuple[str, str]], *,
                           lock_wait_s: float = 120.0) -> dict[tuple[str, str], Latest]:
     """The latest version and state of every image set (a missing one reads DELETED; one
     whose reads answer 409 past `lock_wait_s` reads LOCKED)."""
@@ -74,7 +84,7 @@ async def latest_versions(api: Any, targets: set[tuple[str, str]], *,
     return out
 
 
-async def make_plan(api: Any, store: UndoStore, *, force: bool) -> list[Any]:
+async def make_plan(api: ImagingApi, store: UndoStore, *, force: bool) -> list[Action]:
     """The plan (reads only): plan_undo over the image sets' latest versions; reverts moved
     off failed versions; what cannot be restored said in the notes."""
     calls = store.done_calls()
@@ -101,7 +111,8 @@ async def make_plan(api: Any, store: UndoStore, *, force: bool) -> list[Any]:
 
 
 class UndoRunner:
-    def __init__(self, api: Any, store: UndoStore, waiter: Any, settings: UndoSettings,
+    def __init__(self, api: SendingApi, store: UndoStore, waiter: CopyWaiter,
+                 settings: UndoSettings,
                  on_finished: Callable[[str], None] | None = None) -> None:
         self.api = api
         self.store = store
@@ -256,7 +267,7 @@ class UndoRunner:
     async def _look(self, ds: str, image_set: str) -> dict[str, Any]:
         """GetImageSet; a 409 (a service refusing reads of a LOCKED image set) reads LOCKED."""
         try:
-            got: dict[str, Any] = await self.api.get_image_set(ds, image_set)
+            got: dict[str, Any] = dict(await self.api.get_image_set(ds, image_set))
         except Exception as exc:
             if is_locked_read(exc, "GetImageSet"):
                 return {"imageSetState": "LOCKED", "imageSetWorkflowStatus": "(409 to a read)"}
@@ -268,10 +279,11 @@ class UndoRunner:
         False if not (back to PLANNED: sent again)."""
         a = stored.action
         if a.kind == DELETE:
+            got: dict[str, Any]
             try:
-                got = await through_locks(
+                got = dict(await through_locks(
                     lambda: self.api.get_image_set(a.datastore_id, a.image_set_id),
-                    operation="GetImageSet", wait_s=self.s.lock_wait_s)
+                    operation="GetImageSet", wait_s=self.s.lock_wait_s))
             except Exception as exc:
                 if error_code(exc) != "ResourceNotFoundException":
                     raise
