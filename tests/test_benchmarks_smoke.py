@@ -11,15 +11,12 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import pytest
 
 BENCH = Path(__file__).resolve().parent.parent / "benchmarks"
 sys.path.insert(0, str(BENCH))
 
 import run_all  # noqa: E402
 
-# one worker runs this module: its module fixture is made once, not once per worker
-pytestmark = pytest.mark.xdist_group("benchmarks")
 
 
 def finite(value: Any) -> bool:
@@ -32,21 +29,14 @@ def figures(results: Path, name: str) -> dict[str, Any]:
     return data  # type: ignore[no-any-return]
 
 
-@pytest.fixture(scope="module")
-def results(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("bench-results")
-    assert run_all.main(["--quick", "--hogs", "1", "--results-dir", str(out)]) == 0
-    return out
-
-
-def test_startup(results: Path) -> None:
+def check_startup(results: Path) -> None:
     commands = figures(results, "startup")["commands"]
     assert len(commands) == 3
     for figs in commands.values():
         assert all(finite(figs[k]) for k in ("min_s", "median_s", "peak_rss_mib"))
 
 
-def test_pacing(results: Path) -> None:
+def check_pacing(results: Path) -> None:
     data = figures(results, "pacing")
     assert set(data["by_hogs"]) == {"0", "1"}
     for run in data["runs"]:
@@ -56,7 +46,7 @@ def test_pacing(results: Path) -> None:
             assert finite(run[key]), key
 
 
-def test_curation(results: Path) -> None:
+def check_curation(results: Path) -> None:
     data = figures(results, "curation")
     tools = {"batchcopy", "batchcopy-no-merge", "naive-boto3"}
     if shutil.which("aws"):
@@ -73,7 +63,7 @@ def test_curation(results: Path) -> None:
         assert finite(ratio["min"]) and finite(ratio["median"])
 
 
-def test_capacity(results: Path) -> None:
+def check_capacity(results: Path) -> None:
     data = figures(results, "capacity")
     for key in ("rows_per_s", "cpu_ms_per_row", "peak_rss_mib", "wall_s"):
         assert finite(data[key]), key
@@ -81,7 +71,7 @@ def test_capacity(results: Path) -> None:
     assert 0 < len(data["profile_top15"]) <= 15
 
 
-def test_scale(results: Path) -> None:
+def check_scale(results: Path) -> None:
     data = figures(results, "scale")
     for command in ("validate", "plan"):
         assert finite(data[command]["wall_s"]) and finite(data[command]["peak_rss_mib"])
@@ -90,7 +80,7 @@ def test_scale(results: Path) -> None:
         assert finite(run[key]), key
 
 
-def test_present(results: Path) -> None:
+def check_present(results: Path) -> None:
     data = figures(results, "present")
     assert [p["phase"] for p in data["phases"]] == ["first run", "journal", "no-state", "no-state-copy"]
     for phase in data["phases"]:
@@ -103,7 +93,7 @@ def test_present(results: Path) -> None:
     assert all(finite(v) for v in data["ratios"].values())
 
 
-def test_selection(results: Path) -> None:
+def check_selection(results: Path) -> None:
     data = figures(results, "selection")
     runs = data["runs"]
     for name in ("fixed", "cold", "warm"):
@@ -114,7 +104,7 @@ def test_selection(results: Path) -> None:
     assert finite(data["extrapolated_100k"]["cold_min"])
 
 
-def test_throughput(results: Path) -> None:
+def check_throughput(results: Path) -> None:
     data = figures(results, "throughput")
     tools = {(r["tool"], r["hogs"]) for r in data["runs"]}
     assert tools == {("batchcopy", 0), ("batchcopy", 1), ("naive-boto3", 0), ("naive-boto3", 1)}
@@ -130,7 +120,7 @@ def test_throughput(results: Path) -> None:
                 assert finite(run[key]), key
 
 
-def test_state(results: Path) -> None:
+def check_state(results: Path) -> None:
     data = figures(results, "state_s3")
     sbs = data["side_by_side"]
     assert {r["state"] for r in sbs["runs"]} == {"local", "s3"}
@@ -144,3 +134,21 @@ def test_state(results: Path) -> None:
     for key in ("open_wall_s", "open_peak_rss_mib", "open_s3_requests", "open_bytes_down",
                 "snapshot_bytes_per_row"):
         assert finite(opened[key]), key
+
+
+CHECKS = [check_startup, check_pacing, check_curation, check_capacity, check_scale, check_present, check_selection, check_throughput, check_state]
+
+
+def test_every_benchmark_runs_at_a_tiny_size_and_gives_its_figures(tmp_path: Path) -> None:
+    """One test, not one per benchmark: run_all takes minutes, and a module fixture shared by
+    several tests is made once per xdist worker (the `xdist_group` mark that kept them on one
+    worker does nothing under pytest 9.2 with pytest-xdist 3.8: CI ran all the benchmarks four
+    times, 140 s each). Every check runs, and each failure is named."""
+    assert run_all.main(["--quick", "--hogs", "1", "--results-dir", str(tmp_path)]) == 0
+    failed = []
+    for check in CHECKS:
+        try:
+            check(tmp_path)
+        except (AssertionError, KeyError, FileNotFoundError) as exc:
+            failed.append(f"{check.__name__}: {type(exc).__name__}: {exc}")
+    assert not failed, "\n".join(failed)

@@ -19,7 +19,9 @@ import pytest
 from conftest import control_call
 from kit.runkit import FAST, run_cli, write_manifest
 
-# one worker runs this module: its module fixture is made once, not once per worker
+# meant to keep this module on one worker (its module fixture made once); under pytest 9.2
+# with pytest-xdist 3.8 the mark groups nothing, so each worker that runs these tests makes
+# the fixture once (one small run, seconds)
 pytestmark = pytest.mark.xdist_group("report-cli")
 
 SEED = {"seed": 5, "datastores": 1, "patients": 4, "studies_per_patient": 1,
