@@ -219,8 +219,11 @@ class CallDriver:
         return None
 
     async def stale_or_none(self, settled: Settled) -> str | None:
-        """stale_versions(), or None when the reads it needs fail for a reason that is not
-        a bug (the service's COPY_FAILED then stands)."""
+        """For a copy that ended but did not copy (COPY_FAILED): stale_versions(), or None
+        when the reads it needs fail for a reason that is not a bug (the service's
+        COPY_FAILED then stands). None, reading nothing, for any other settled call."""
+        if settled.ended is not Ended.DONE or settled.copied:
+            return None
         try:
             return await self.stale_versions(settled)
         except Exception as exc:

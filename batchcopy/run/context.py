@@ -14,7 +14,7 @@ import time
 from collections import Counter, OrderedDict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Protocol
 
 from batchcopy.aws.api import ImagingApi
 from batchcopy.core.limits import CONCURRENT_COPIES_PER_DATASTORE, FRAMES_PER_COPY

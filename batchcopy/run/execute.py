@@ -29,7 +29,7 @@ import enum
 from dataclasses import dataclass
 from typing import Any
 
-from batchcopy.run.calls import CallDriver, Ended, Settled
+from batchcopy.run.calls import CallDriver, Settled
 from batchcopy.run.context import RunContext
 from batchcopy.journal.journal import RowOutcome
 from batchcopy.journal.s3io import StateUnavailable
@@ -243,8 +243,7 @@ class Executor:
     async def _after(self, unit: CopyUnit, rows: list[CopySpec], tally: Tally,
                      settled: Settled) -> Any:
         ctx = self.ctx
-        stale = (await self.driver.stale_or_none(settled)
-                 if settled.ended is Ended.DONE and not settled.copied else None)
+        stale = await self.driver.stale_or_none(settled)
         verdict = settled_rows(settled, stale)
         if verdict.next is Next.REFUSED:
             return await self._rejected(unit, rows, tally, settled)

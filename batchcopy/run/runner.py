@@ -25,7 +25,7 @@ from typing import Any
 
 from batchcopy.aws.api import ImagingApi
 from batchcopy.core.callstate import CallRecord
-from batchcopy.run.calls import CallDriver, Ended, Settled
+from batchcopy.run.calls import CallDriver, Settled
 from batchcopy.run.context import Observer, RunContext, RunOutcome, RunSettings
 from batchcopy.plan.canary import LIMIT_CODE
 from batchcopy.run.dispatch import Dispatcher
@@ -150,8 +150,7 @@ class Runner:
         the dispatcher."""
         ctx, req = self.ctx, call.request
         keys = list(call.row_keys)
-        stale = (await self.driver.stale_or_none(settled)
-                 if settled.ended is Ended.DONE and not settled.copied else None)
+        stale = await self.driver.stale_or_none(settled)
         verdict = settled_rows(settled, stale)
         if verdict.next is Next.REFUSED:  # settle() reconciles or waits: never a refusal
             raise AssertionError(f"call {call.call_id}: a resumed call cannot be refused")
